@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+AZVENV := .venv-az
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench az-venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The az CLI gets a venv of its own (it pins its own azure-* packages); created once, reused.
+$(AZVENV)/.installed:
+	$(PYTHON) -m venv $(AZVENV)
+	$(AZVENV)/bin/pip install -q --upgrade pip
+	$(AZVENV)/bin/pip install -q azure-cli==2.91.0
+	touch $@
+
+az-venv: $(AZVENV)/.installed
+
+demo: $(STAMP)
+	$(BIN)/vmssctl demo
+
+test: $(STAMP) az-venv
+	$(BIN)/ruff check .
+	VMSSCTL_AZ=$(CURDIR)/$(AZVENV)/bin/az $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/emulator.py
+
+clean:
+	rm -rf $(VENV) $(AZVENV) build *.egg-info

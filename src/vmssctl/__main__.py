@@ -1,0 +1,3 @@
+from vmssctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The one seam to Azure Resource Manager: everything else asks this module for a client.
+
+Real Azure is reached with ``DefaultAzureCredential``; the emulator with its endpoint,
+CA certificate and token. Either way it is the official SDK underneath, configured
+rather than wrapped: its retry policy honours ``Retry-After`` and its LRO poller
+follows ``Azure-AsyncOperation``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.core.credentials import AccessToken
+from azure.mgmt.compute import ComputeManagementClient
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported on one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    subscription: str
+    endpoint: str | None = None  # None = real Azure
+    ca: str | None = None
+    token: str | None = None
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.endpoint is not None
+
+
+class StaticToken:
+    """Credential for the emulator: it accepts the token from its emulator.json."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: object = None):  # azure-core >= 1.31 prefers this
+        from azure.core.credentials import AccessTokenInfo
+
+        return AccessTokenInfo(self._token, int(time.time()) + 3600)
+
+    def close(self) -> None:
+        pass
+
+
+def read_emulator_info(state_dir: str | Path) -> dict:
+    path = Path(state_dir) / "emulator.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no emulator.json in {state_dir}: start one with 'vmssctl emulator --state-dir "
+                         f"{state_dir}'") from None
+    except ValueError:
+        raise UsageError(f"{path} is not valid JSON") from None
+
+
+def resolve_connection(emulator: str | None = None, endpoint: str | None = None, ca: str | None = None,
+                       subscription: str | None = None) -> Connection:
+    """Flags first, then VMSSCTL_* variables, then real Azure."""
+    env = os.environ
+    if emulator:
+        info = read_emulator_info(emulator)
+        return Connection(subscription or info["subscription"], info["endpoint"], info["ca"], info["token"])
+    endpoint = endpoint or env.get("VMSSCTL_ENDPOINT")
+    if endpoint:
+        if not endpoint.startswith("https://"):
+            raise UsageError(f"endpoint '{endpoint}' must be https:// (ARM clients refuse plain http)")
+        token = env.get("VMSSCTL_TOKEN")
+        ca = ca or env.get("VMSSCTL_CA")
+        sub = subscription or env.get("AZURE_SUBSCRIPTION_ID")
+        if not token or not sub:
+            raise UsageError("with --endpoint, set VMSSCTL_TOKEN and AZURE_SUBSCRIPTION_ID (or use --emulator DIR)")
+        return Connection(sub, endpoint.rstrip("/"), ca, token)
+    sub = subscription or env.get("AZURE_SUBSCRIPTION_ID")
+    if not sub:
+        raise UsageError("no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
+                         "(or point at an emulator with --emulator DIR)")
+    return Connection(sub)
+
+
+def compute_client(conn: Connection, **kwargs: object) -> ComputeManagementClient:
+    """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies."""
+    kwargs.setdefault("polling_interval", 5)
+    if conn.is_emulator:
+        if conn.ca:
+            kwargs.setdefault("connection_verify", conn.ca)
+        return ComputeManagementClient(StaticToken(conn.token or ""), conn.subscription, base_url=conn.endpoint,
+                                       credential_scopes=["https://management.azure.com/.default"], **kwargs)
+    from azure.identity import DefaultAzureCredential
+
+    return ComputeManagementClient(DefaultAzureCredential(), conn.subscription, **kwargs)

@@ -1,0 +1,218 @@
+"""Command line: parse, call, render. No business logic lives here.
+
+Flags follow ``az`` (``-g``, ``-n``, ``--subscription``, ``-o json|table``). User errors
+end in one line on stderr and exit code 2; ARM failures in one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vmssctl import __version__
+from vmssctl.azure import Connection, UsageError, compute_client, resolve_connection
+from vmssctl.model import Instance, ScaleSet
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _connection_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument("--emulator", metavar="DIR", help="use the emulator whose emulator.json is in DIR")
+    g.add_argument("--endpoint", help="ARM endpoint (https); default real Azure (or $VMSSCTL_ENDPOINT)")
+    g.add_argument("--ca", help="CA bundle for --endpoint (or $VMSSCTL_CA)")
+    g.add_argument("--subscription", help="subscription id (default $AZURE_SUBSCRIPTION_ID)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
+def _target_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-g", "--resource-group", required=True)
+    p.add_argument("-n", "--name", required=True, help="scale set name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vmssctl", description="Zero-downtime OS image upgrades for Azure VM Scale Sets.")
+    parser.add_argument("--version", action="version", version=f"vmssctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    emu = sub.add_parser("emulator", help="run the local ARM emulator for scale sets (HTTPS)")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=0, help="0 = any free port (see emulator.json)")
+    emu.add_argument("--state-dir", type=Path, help="keep state, certificate and emulator.json here")
+    emu.add_argument("--time-scale", type=float, default=60.0,
+                     help="simulated seconds per real second (default 60)")
+    emu.add_argument("--demo", action="store_true", help="create demo-rg/demo-vmss (20 VMs, 5 UD x 5 FD)")
+    emu.add_argument("--seed", type=int, default=0, help="seed for simulated jitter and random faults")
+    emu.add_argument("--page-size", type=int, default=100, help="items per page of list calls")
+    emu.add_argument("--throttle", default="reads=250/25,writes=200/10",
+                     help="ARM token buckets 'reads=CAP/PER_S,writes=CAP/PER_S' or 'off'")
+    emu.add_argument("--fault", action="append", default=[], metavar="MATCH:EFFECT",
+                     help="e.g. version=2.0.1:unhealthy, instanceId=3:fail, sku=x:slow=4 (repeatable)")
+    emu.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500/503")
+    emu.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
+    emu.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    emu.set_defaults(func=cmd_emulator)
+
+    show = sub.add_parser("show", help="show a scale set's model summary")
+    _target_flags(show)
+    _connection_flags(show)
+    show.set_defaults(func=cmd_show)
+
+    inst = sub.add_parser("instances", help="list a scale set's instances with UD/FD, power, health, model")
+    _target_flags(inst)
+    _connection_flags(inst)
+    inst.set_defaults(func=cmd_instances)
+
+    demo = sub.add_parser("demo", help="start an embedded emulator with the demo scale set and show it")
+    demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from vmssctl.emulator.faults import FaultRule, ThrottleLimits
+    from vmssctl.emulator.server import EmulatorConfig, EmulatorServer, instructions
+
+    try:
+        rules = [FaultRule.parse(f) for f in args.fault]
+        throttle = ThrottleLimits.parse(args.throttle)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for name in ("error_rate", "throttle_rate"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    if args.time_scale < 0 or args.page_size < 1 or not 0 <= args.port <= 65535:
+        raise UsageError("--time-scale must be >= 0, --page-size >= 1, --port 0-65535")
+    server = EmulatorServer(EmulatorConfig(
+        host=args.host, port=args.port, state_dir=args.state_dir, time_scale=args.time_scale, demo=args.demo,
+        seed=args.seed, page_size=args.page_size, throttle=throttle, faults=rules, error_rate=args.error_rate,
+        throttle_rate=args.throttle_rate, latency_ms=args.latency_ms))
+    try:
+        sock = server.bind()
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    print(instructions(server.info()), flush=True)
+    import asyncio
+
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server._server, "should_exit", True))
+    asyncio.run(server.serve(sock))
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace):
+    conn = resolve_connection(args.emulator, args.endpoint, args.ca, args.subscription)
+    return conn, compute_client(conn)
+
+
+def _load_set(client, args: argparse.Namespace) -> ScaleSet:
+    return ScaleSet.from_sdk(client.virtual_machine_scale_sets.get(args.resource_group, args.name),
+                             args.resource_group)
+
+
+def _load_instances(client, args: argparse.Namespace) -> list[Instance]:
+    vms = client.virtual_machine_scale_set_vms.list(args.resource_group, args.name, expand="instanceView")
+    return sorted((Instance.from_sdk(vm) for vm in vms), key=lambda i: int(i.instance_id))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, client = _client(args)
+    ss = _load_set(client, args)
+    from vmssctl import render
+
+    render.scale_set(ss, args.output)
+    return EXIT_OK
+
+
+def cmd_instances(args: argparse.Namespace) -> int:
+    _, client = _client(args)
+    instances = _load_instances(client, args)
+    from vmssctl import render
+
+    render.instances(instances, args.output)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vmssctl import render
+    from vmssctl.emulator.server import DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
+
+    server = EmulatorServer(EmulatorConfig(demo=True, time_scale=60)).start_in_thread()
+    info = server.info()
+    try:
+        conn = Connection(info["subscription"], info["endpoint"], info["ca"], info["token"])
+        client = compute_client(conn)
+        ns = argparse.Namespace(resource_group=DEMO_RG, name=DEMO_VMSS)
+        ss = _load_set(client, ns)
+        instances = _load_instances(client, ns)
+        if args.output == "json":
+            print(json.dumps({"endpoint": info["endpoint"], "scaleSet": ss.to_json(),
+                              "instances": [i.to_json() for i in instances]}, indent=2))
+        else:
+            render.console().print(f"[bold]Embedded emulator[/] at {info['endpoint']} (through azure-mgmt-compute)")
+            render.scale_set(ss, "table")
+            render.heatmap(ss, instances)
+            render.instances(instances, "table")
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- entry
+def _describe_azure_error(e: Exception) -> tuple[str, int]:
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+    )
+
+    if isinstance(e, ResourceNotFoundError):
+        return _one_line(e), EXIT_USAGE
+    if isinstance(e, ClientAuthenticationError):
+        return f"authentication failed: {_one_line(e)}", EXIT_USAGE
+    if isinstance(e, HttpResponseError):
+        return _one_line(e), EXIT_USAGE if e.status_code == 400 else EXIT_FAILED
+    if isinstance(e, ServiceRequestError):
+        return f"cannot reach the ARM endpoint: {_one_line(e)}", EXIT_USAGE
+    raise e
+
+
+def _one_line(e: Exception) -> str:
+    err = getattr(e, "error", None)
+    if err is not None and getattr(err, "code", None):
+        return f"({err.code}) {err.message}"
+    text = str(e).strip().splitlines()
+    return text[0] if text else e.__class__.__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The SDK logs each retried request at WARNING; our own messages say what matters.
+    logging.getLogger("azure").setLevel(logging.ERROR)
+    try:
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return EXIT_ABORTED
+    except Exception as e:  # ARM errors become one line; anything else is a bug and keeps its traceback
+        if not e.__class__.__module__.startswith("azure."):
+            raise
+        message, code = _describe_azure_error(e)
+        print(f"error: {message}", file=sys.stderr)
+        return code

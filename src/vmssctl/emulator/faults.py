@@ -1,0 +1,209 @@
+"""Injected faults and ARM's throttling, kept apart from the scale-set model.
+
+Instance faults decide how an operation on an instance ends (provisioning fails, boots
+but stays unhealthy, boots slowly); request faults decide whether a request is answered
+at all (random 5xx, random 429, added latency); throttling is a token bucket per
+subscription as ARM documents it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+EFFECTS = ("fail", "unhealthy", "slow")
+MATCH_KEYS = ("publisher", "offer", "sku", "version", "id", "uri", "scaleSet", "instanceId")
+
+
+@dataclass
+class FaultRule:
+    """``match`` keys all have to agree (case-insensitive) for ``effect`` to apply."""
+
+    match: dict[str, str]
+    effect: str
+    code: str = "OSProvisioningTimedOut"
+    factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise ValueError(f"unknown fault effect '{self.effect}' (use one of {', '.join(EFFECTS)})")
+        unknown = set(self.match) - set(MATCH_KEYS)
+        if unknown:
+            raise ValueError(f"unknown fault match key(s) {sorted(unknown)} (use {', '.join(MATCH_KEYS)})")
+        if not self.match:
+            raise ValueError("a fault rule needs at least one match key")
+        self.match = {k: str(v) for k, v in self.match.items()}
+
+    def applies(self, facts: dict[str, str]) -> bool:
+        for key, want in self.match.items():
+            have = facts.get(key, "")
+            if key in ("id", "uri"):
+                if not have.lower().endswith(want.lower()):
+                    return False
+            elif have.lower() != want.lower():
+                return False
+        return True
+
+    @classmethod
+    def parse(cls, text: str) -> FaultRule:
+        """``version=2.0.1:unhealthy``, ``instanceId=3,scaleSet=demo-vmss:fail``, ``sku=x:slow=4``."""
+        matches, _, effect = text.rpartition(":")
+        if not matches:
+            raise ValueError(f"fault '{text}' is not MATCH:EFFECT, e.g. version=2.0.1:unhealthy")
+        match = {}
+        for part in matches.split(","):
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise ValueError(f"fault match '{part}' is not KEY=VALUE")
+            match[key.strip()] = value.strip()
+        factor = 3.0
+        if effect.startswith("slow="):
+            effect, factor = "slow", float(effect[5:])
+        return cls(match=match, effect=effect, factor=factor)
+
+
+@dataclass
+class Faults:
+    rules: list[FaultRule] = field(default_factory=list)
+    error_rate: float = 0.0  # share of ARM requests answered 500/503
+    throttle_rate: float = 0.0  # share of ARM requests answered 429
+    latency_ms: float = 0.0
+
+    def outcome(self, facts: dict[str, str]) -> tuple[str | None, str, float]:
+        """(terminal effect or None, failure code, slowness factor) for an instance operation."""
+        effect, code, factor = None, "OSProvisioningTimedOut", 1.0
+        for rule in self.rules:
+            if rule.applies(facts):
+                if rule.effect == "slow":
+                    factor *= rule.factor
+                elif effect is None:
+                    effect, code = rule.effect, rule.code
+        return effect, code, factor
+
+    def to_json(self) -> dict:
+        return {
+            "rules": [asdict(r) for r in self.rules],
+            "errorRate": self.error_rate,
+            "throttleRate": self.throttle_rate,
+            "latencyMs": self.latency_ms,
+        }
+
+    def update(self, body: dict) -> None:
+        """Apply an admin-API body; validates everything before changing anything."""
+        rules = self.rules
+        if "rules" in body:
+            rules = [FaultRule(**r) for r in body["rules"]]
+        rates = {}
+        for key, attr in (("errorRate", "error_rate"), ("throttleRate", "throttle_rate")):
+            if key in body:
+                value = float(body[key])
+                if not 0 <= value <= 1:
+                    raise ValueError(f"{key} must be between 0 and 1")
+                rates[attr] = value
+        latency = float(body.get("latencyMs", self.latency_ms))
+        if latency < 0:
+            raise ValueError("latencyMs must be >= 0")
+        self.rules = rules
+        for attr, value in rates.items():
+            setattr(self, attr, value)
+        self.latency_ms = latency
+
+
+class RequestDice:
+    """Seeded randomness for request-level faults, so a failing run can be replayed."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def roll(self, faults: Faults) -> int | None:
+        if not (faults.error_rate or faults.throttle_rate):
+            return None
+        x = self._rng.random()
+        if x < faults.throttle_rate:
+            return 429
+        if x < faults.throttle_rate + faults.error_rate:
+            return 500 if self._rng.random() < 0.5 else 503
+        return None
+
+
+class TokenBucket:
+    """ARM's per-subscription limiter: ``capacity`` tokens, refilled at ``rate`` per real second.
+
+    Real seconds, not simulated ones: throttling protects the service from the rate at
+    which clients really call it.
+    """
+
+    def __init__(self, capacity: float, rate: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self._tokens = capacity
+        self._at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self) -> bool:
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    @property
+    def remaining(self) -> int:
+        self._refill()
+        return int(self._tokens)
+
+    def wait_seconds(self) -> int:
+        self._refill()
+        return max(1, int((1 - self._tokens) / self.rate + 0.999)) if self.rate else 60
+
+
+@dataclass
+class ThrottleLimits:
+    """ARM's documented subscription buckets (reads 250 / 25 per s, writes 200 / 10 per s)."""
+
+    read_capacity: float = 250
+    read_rate: float = 25
+    write_capacity: float = 200
+    write_rate: float = 10
+    enabled: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> ThrottleLimits:
+        """``off`` or ``reads=250/25,writes=200/10``."""
+        if text.strip().lower() in ("off", "none", "0"):
+            return cls(enabled=False)
+        limits = cls()
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            cap, _, rate = value.partition("/")
+            try:
+                c, r = float(cap), float(rate)
+            except ValueError:
+                raise ValueError(f"throttle '{part}' is not reads=CAP/RATE or writes=CAP/RATE") from None
+            if key.strip() == "reads":
+                limits.read_capacity, limits.read_rate = c, r
+            elif key.strip() == "writes":
+                limits.write_capacity, limits.write_rate = c, r
+            else:
+                raise ValueError(f"throttle key '{key}' is not reads or writes")
+        return limits
+
+
+class Throttle:
+    def __init__(self, limits: ThrottleLimits) -> None:
+        self.limits = limits
+        self._buckets: dict[tuple[str, bool], TokenBucket] = {}
+
+    def bucket(self, subscription: str, write: bool) -> TokenBucket:
+        key = (subscription.lower(), write)
+        b = self._buckets.get(key)
+        if b is None:
+            lim = self.limits
+            b = TokenBucket(*((lim.write_capacity, lim.write_rate) if write else (lim.read_capacity, lim.read_rate)))
+            self._buckets[key] = b
+        return b

@@ -1,0 +1,132 @@
+"""Image references as Compute sees them: platform, gallery/managed id, or legacy VHD URI.
+
+Compute refuses to switch a scale set between these kinds in place, and resolves a
+platform ``latest`` to an ``exactVersion``; both rules live here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from vmssctl.emulator.errors import ArmError, invalid
+
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_ID_RE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"(galleries/[^/]+/images/[^/]+(/versions/[^/]+)?|images/[^/]+)$",
+    re.IGNORECASE,
+)
+_SHARED_RE = re.compile(r"^/(SharedGalleries|CommunityGalleries)/[^/]+/Images/[^/]+(/Versions/[^/]+)?$", re.I)
+_URI_RE = re.compile(r"^https?://[^\s/]+/\S+$")
+
+PLATFORM, GALLERY_ID, URI = "platform", "id", "uri"
+_KIND_NAMES = {PLATFORM: "a platform image", GALLERY_ID: "a gallery or managed image", URI: "an unmanaged VHD"}
+
+
+def kind_of(storage_profile: dict) -> str | None:
+    ref = storage_profile.get("imageReference") or {}
+    if any(ref.get(k) for k in ("id", "sharedGalleryImageId", "communityGalleryImageId")):
+        return GALLERY_ID
+    if any(ref.get(k) for k in ("publisher", "offer", "sku", "version")):
+        return PLATFORM
+    if ((storage_profile.get("osDisk") or {}).get("image") or {}).get("uri"):
+        return URI
+    return None
+
+
+def validate(storage_profile: dict) -> None:
+    """Reject what Compute would reject, with the target Compute would name."""
+    kind = kind_of(storage_profile)
+    ref = storage_profile.get("imageReference") or {}
+    if kind is None:
+        raise invalid(
+            "The storage profile must specify an image: imageReference or osDisk.image.uri.",
+            "virtualMachineProfile.storageProfile.imageReference",
+        )
+    if kind == PLATFORM:
+        for key in ("publisher", "offer", "sku", "version"):
+            value = ref.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise invalid(
+                    f"Required parameter 'imageReference.{key}' is missing (null).",
+                    f"virtualMachineProfile.storageProfile.imageReference.{key}",
+                )
+        version = ref["version"]
+        if version.lower() != "latest" and not VERSION_RE.match(version):
+            raise invalid(
+                f"The value '{version}' of parameter 'imageReference.version' is invalid: "
+                "use 'latest' or Major.Minor.Build (e.g. 22.04.202611200).",
+                "virtualMachineProfile.storageProfile.imageReference.version",
+            )
+    elif kind == GALLERY_ID:
+        value = ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId")
+        if not (_ID_RE.match(value) or _SHARED_RE.match(value)):
+            raise invalid(
+                f"The value '{value}' of parameter 'imageReference.id' is not a valid gallery image, "
+                "gallery image version or managed image resource id.",
+                "virtualMachineProfile.storageProfile.imageReference.id",
+            )
+    else:
+        uri = storage_profile["osDisk"]["image"]["uri"]
+        if not _URI_RE.match(uri):
+            raise invalid(
+                f"The value '{uri}' of parameter 'osDisk.image.uri' is not a valid blob URI.",
+                "virtualMachineProfile.storageProfile.osDisk.image.uri",
+            )
+
+
+def check_kind_change(old: dict, new: dict) -> None:
+    a, b = kind_of(old), kind_of(new)
+    if a and b and a != b:
+        raise ArmError(
+            400,
+            "PropertyChangeNotAllowed",
+            f"Changing property 'imageReference' from {_KIND_NAMES[a]} to {_KIND_NAMES[b]} is not allowed. "
+            "Create a new scale set to change the image type.",
+            "virtualMachineProfile.storageProfile.imageReference",
+        )
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split("."))
+
+
+class Catalog:
+    """Known platform image versions, so ``latest`` resolves the way Compute does.
+
+    Any well-formed version a client names is taken as published (the emulator cannot
+    know Azure's catalogue); ``latest`` picks the highest one seen for that SKU.
+    """
+
+    DEFAULT = {("canonical", "ubuntu-24_04-lts", "server"): ["24.04.202610010"]}
+
+    def __init__(self, versions: dict[str, list[str]] | None = None) -> None:
+        self._versions: dict[tuple[str, str, str], set[str]] = {
+            k: set(v) for k, v in self.DEFAULT.items()
+        }
+        for key, vs in (versions or {}).items():
+            self._versions.setdefault(tuple(key.split("|")), set()).update(vs)
+
+    def publish(self, publisher: str, offer: str, sku: str, version: str) -> None:
+        if not VERSION_RE.match(version):
+            raise invalid(f"'{version}' is not Major.Minor.Build.", "version")
+        self._versions.setdefault((publisher.lower(), offer.lower(), sku.lower()), set()).add(version)
+
+    def resolve(self, ref: dict) -> str:
+        key = (ref["publisher"].lower(), ref["offer"].lower(), ref["sku"].lower())
+        version = ref["version"]
+        if version.lower() != "latest":
+            self._versions.setdefault(key, set()).add(version)
+            return version
+        known = self._versions.get(key)
+        if not known:
+            raise ArmError(
+                404,
+                "PlatformImageNotFound",
+                f"The platform image '{ref['publisher']}:{ref['offer']}:{ref['sku']}:latest' is not available.",
+                "imageReference",
+            )
+        return max(known, key=_version_key)
+
+    def dump(self) -> dict[str, list[str]]:
+        return {"|".join(k): sorted(v, key=_version_key) for k, v in self._versions.items()}

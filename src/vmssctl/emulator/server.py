@@ -1,0 +1,275 @@
+"""Running the emulator: TLS certificate, state directory, uvicorn, the demo scale set.
+
+Clients find a running emulator through ``DIR/emulator.json`` (endpoint, CA path,
+token); the token is the one secret, so that file is written owner-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from vmssctl.emulator.arm import Emulator, build_app
+from vmssctl.emulator.clock import SimClock
+from vmssctl.emulator.faults import FaultRule, Faults, Throttle, ThrottleLimits
+from vmssctl.emulator.world import World
+
+log = logging.getLogger("vmssctl.emulator")
+
+DEMO_RG, DEMO_VMSS, DEMO_LOCATION = "demo-rg", "demo-vmss", "eastus"
+DEMO_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "24.04.202610010"}
+
+
+def demo_scale_set(capacity: int = 20, image: dict | None = None, zones: list[str] | None = None,
+                   mode: str = "Manual", health: bool = True) -> dict:
+    """The ARM body of a typical web tier: Uniform, 5 FDs, Application Health extension."""
+    body: dict = {
+        "location": DEMO_LOCATION,
+        "sku": {"name": "Standard_D2s_v5", "tier": "Standard", "capacity": capacity},
+        "tags": {"app": "web", "env": "demo"},
+        "properties": {
+            "orchestrationMode": "Uniform",
+            "platformFaultDomainCount": 1 if zones else 5,
+            "singlePlacementGroup": True,
+            "overprovision": False,
+            "upgradePolicy": {"mode": mode},
+            "virtualMachineProfile": {
+                "osProfile": {"computerNamePrefix": "web", "adminUsername": "azureuser",
+                              "linuxConfiguration": {"disablePasswordAuthentication": True}},
+                "storageProfile": {"imageReference": dict(image or DEMO_IMAGE),
+                                   "osDisk": {"createOption": "FromImage", "caching": "ReadWrite",
+                                              "managedDisk": {"storageAccountType": "Premium_LRS"}}},
+                "networkProfile": {"networkInterfaceConfigurations": [{"name": "nic", "properties": {
+                    "primary": True, "ipConfigurations": [{"name": "ip", "properties": {
+                        "subnet": {"id": "/subscriptions/x/resourceGroups/demo-rg/providers/Microsoft.Network/"
+                                         "virtualNetworks/vnet/subnets/default"}}}]}}]},
+            },
+        },
+    }
+    if zones:
+        body["zones"] = zones
+    if health:
+        body["properties"]["virtualMachineProfile"]["extensionProfile"] = {"extensions": [{
+            "name": "HealthExtension", "properties": {
+                "publisher": "Microsoft.ManagedServices", "type": "ApplicationHealthLinux",
+                "typeHandlerVersion": "2.0", "autoUpgradeMinorVersion": True,
+                "settings": {"protocol": "http", "port": 80, "requestPath": "/health", "gracePeriod": 60}}}]}
+    return body
+
+
+def seed_demo(world: World) -> None:
+    """Create demo-rg/demo-vmss already running, by fast-forwarding the clock past its creation."""
+    if (DEMO_RG, DEMO_VMSS) in world.sets:
+        return
+    world.put_group(DEMO_RG, DEMO_LOCATION)
+    world.put_set(DEMO_RG, DEMO_VMSS, demo_scale_set())
+    world.clock.advance(600)
+    world.advance()
+
+
+# ------------------------------------------------------------------------ certificate
+def ensure_certificate(cert_dir: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1/localhost, reused while valid."""
+    ca_path, cert_path, key_path = cert_dir / "ca.pem", cert_dir / "server.pem", cert_dir / "server-key.pem"
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=7):
+            return ca_path, cert_path, key_path
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmssctl emulator local CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now).not_valid_after(now + dt.timedelta(days=825))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=397))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- server
+@dataclass
+class EmulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_dir: Path | None = None
+    time_scale: float = 60.0
+    demo: bool = False
+    seed: int = 0
+    page_size: int = 100
+    throttle: ThrottleLimits | None = None
+    faults: list[FaultRule] | None = None
+    error_rate: float = 0.0
+    throttle_rate: float = 0.0
+    latency_ms: float = 0.0
+
+
+class EmulatorServer:
+    """One emulator process's worth of state, served over HTTPS."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.persistent = config.state_dir is not None
+        self.state_dir = Path(config.state_dir) if config.state_dir else Path(tempfile.mkdtemp(prefix="vmssctl-emu-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.state_dir / "state.json"
+        self.info_file = self.state_dir / "emulator.json"
+        faults = Faults(rules=list(config.faults or []), error_rate=config.error_rate,
+                        throttle_rate=config.throttle_rate, latency_ms=config.latency_ms)
+        world = None
+        if self.persistent and self.state_file.exists():
+            state = json.loads(self.state_file.read_text())
+            if not config.faults and not (config.error_rate or config.throttle_rate or config.latency_ms):
+                saved = state.get("faults") or {}
+                faults.update(saved)
+            world = World.load(state, SimClock(config.time_scale, start=state["now"]), faults)
+        if world is None:
+            world = World(SimClock(config.time_scale), faults, seed=config.seed)
+        if config.demo:
+            seed_demo(world)
+        token = None
+        if self.persistent and self.info_file.exists():
+            with contextlib.suppress(ValueError, KeyError):
+                token = json.loads(self.info_file.read_text())["token"]
+        kwargs = {"token": token} if token else {}
+        self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits()),
+                            page_size=config.page_size, seed=config.seed, **kwargs)
+        self.ca, self.cert, self.key = ensure_certificate(self.state_dir)
+        self.app = build_app(self.emu)
+        self._saved_changes = -1
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"https://{host}:{self.port}"
+
+    def info(self) -> dict:
+        w = self.emu.world
+        return {"endpoint": self.endpoint, "ca": str(self.ca), "token": self.emu.token,
+                "subscription": w.subscription, "tenant": w.tenant, "timeScale": w.clock.scale,
+                "stateDir": str(self.state_dir), "pid": os.getpid()}
+
+    def save(self, force: bool = False) -> None:
+        if not self.persistent:
+            return
+        world = self.emu.world
+        if not force and world.changes == self._saved_changes:
+            return
+        self._saved_changes = world.changes
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(world.dump(), separators=(",", ":")))
+        os.replace(tmp, self.state_file)
+
+    def bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, self.config.port))
+        sock.listen(512)
+        sock.set_inheritable(True)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    async def _ticker(self) -> None:
+        """Keeps simulated work moving and on disk even when no client is asking."""
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                self.emu.world.advance()
+                self.save()
+            except Exception:  # never let the ticker die silently with the server still up
+                log.exception("emulator ticker failed")
+
+    async def serve(self, sock: socket.socket) -> None:
+        config = uvicorn.Config(self.app, ssl_certfile=str(self.cert), ssl_keyfile=str(self.key),
+                                log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=30, server_header=False)
+        self._server = uvicorn.Server(config)
+        ticker = asyncio.create_task(self._ticker())
+        _write_private(self.info_file, json.dumps(self.info(), indent=2).encode())
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            ticker.cancel()
+            self.save(force=True)
+
+    def start_in_thread(self) -> EmulatorServer:
+        """Serve from a daemon thread: the embedded default for ``make demo`` and commands."""
+        sock = self.bind()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve(sock)), daemon=True,
+                                        name="vmssctl-emulator")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not (self._server is not None and self._server.started) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def instructions(info: dict) -> str:
+    ep, ca, sub = info["endpoint"], info["ca"], info["subscription"]
+    state = info["stateDir"]
+    return f"""vmssctl emulator listening on {ep}  (subscription {sub})
+  state and certificate: {state}  (emulator.json holds the endpoint, CA path and token)
+
+  vmssctl:  vmssctl show -g demo-rg -n demo-vmss --emulator {state}
+  SDK:      ComputeManagementClient(credential, "{sub}", base_url="{ep}", connection_verify="{ca}")
+            (credential.get_token() returns the token from emulator.json)
+  az:       export REQUESTS_CA_BUNDLE={ca} IDENTITY_ENDPOINT={ep}/metadata/identity/oauth2/token \\
+                   IDENTITY_HEADER=$(python3 -c "import json;print(json.load(open('{state}/emulator.json'))['token'])")
+            az cloud register -n vmssctl-emulator --endpoint-resource-manager {ep}/ && az cloud set -n vmssctl-emulator
+            az login --identity && az vmss list -o table
+"""

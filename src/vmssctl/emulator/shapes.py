@@ -1,0 +1,193 @@
+"""The JSON bodies Compute returns, built from the world's state.
+
+Shapes follow the 2026-04-01 Compute spec and its examples (shared/reference/spec-examples);
+this module and ``arm`` are the only places in vmssctl that know raw ARM JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from vmssctl.emulator import world as w
+from vmssctl.emulator.clock import iso
+
+VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
+POWER_DISPLAY = {
+    "running": "VM running", "stopping": "VM stopping", "stopped": "VM stopped", "starting": "VM starting",
+    "deallocating": "VM deallocating", "deallocated": "VM deallocated",
+}
+HEALTH_DISPLAY = {
+    "healthy": "The VM is reporting healthy", "unhealthy": "The VM is reporting unhealthy",
+    "initializing": "The VM health is initializing", "unknown": "The VM health is unknown",
+}
+
+
+def set_id(sub: str, ss: w.ScaleSet) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/{VMSS_TYPE}/{ss.name}"
+
+
+def group(sub: str, grp: dict) -> dict:
+    return {
+        "id": f"/subscriptions/{sub}/resourceGroups/{grp['name']}", "name": grp["name"],
+        "type": "Microsoft.Resources/resourceGroups", "location": grp["location"], "tags": grp.get("tags") or {},
+        "properties": {"provisioningState": "Succeeded"},
+    }
+
+
+def subscription(world: w.World) -> dict:
+    sub = world.subscription
+    return {
+        "id": f"/subscriptions/{sub}", "subscriptionId": sub, "tenantId": world.tenant,
+        "displayName": "vmssctl emulator", "state": "Enabled",
+        "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "PayAsYouGo_2014-09-01",
+                                 "spendingLimit": "Off"},
+        "authorizationSource": "RoleBased",
+    }
+
+
+def scale_set(world: w.World, ss: w.ScaleSet) -> dict:
+    model = copy.deepcopy(ss.model)
+    props = model.pop("properties")
+    vmp = props["virtualMachineProfile"]
+    ref = vmp["storageProfile"].get("imageReference")
+    if ref and ref.get("version"):
+        if ref["version"].lower() == "latest":
+            ref["exactVersion"] = world.catalog.resolve(ref)
+        else:
+            ref["exactVersion"] = ref["version"]
+    props.update(provisioningState=ss.provisioning, uniqueId=ss.unique_id, timeCreated=iso(ss.created))
+    body = {
+        "id": set_id(world.subscription, ss), "name": ss.name, "type": VMSS_TYPE, "location": ss.location,
+        "etag": f'"{ss.etag}"', **model, "properties": props,
+    }
+    body.setdefault("tags", {})
+    return body
+
+
+def _status(code: str, display: str, t: float, level: str = "Info", message: str | None = None) -> dict:
+    st = {"code": code, "level": level, "displayStatus": display, "time": iso(t)}
+    if message:
+        st["message"] = message
+    return st
+
+
+def instance_view(ss: w.ScaleSet, inst: w.Instance) -> dict:
+    if inst.provisioning == "Failed" and inst.error:
+        prov = _status(f"ProvisioningState/failed/{inst.error['code']}", "Provisioning failed", inst.changed,
+                       "Error", inst.error["message"])
+    else:
+        prov = _status(f"ProvisioningState/{inst.provisioning.lower()}",
+                       f"Provisioning {inst.provisioning.lower()}", inst.changed)
+    view = {
+        "platformUpdateDomain": inst.ud,
+        "platformFaultDomain": inst.fd,
+        "computerName": computer_name(ss, inst),
+        "osName": "ubuntu", "osVersion": "24.04",
+        "vmAgent": {"vmAgentVersion": "2.13.1.1", "statuses": [
+            _status("ProvisioningState/succeeded", "Ready", inst.changed)
+        ] if inst.power == "running" else []},
+        "disks": [{"name": f"{ss.name}_{inst.instance_id}_OsDisk",
+                   "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded", inst.created)]}],
+        "statuses": [prov, _status(f"PowerState/{inst.power}", POWER_DISPLAY[inst.power], inst.changed)],
+    }
+    if inst.health and ss.health_grace() is not None:
+        view["vmHealth"] = {"status": _status(f"HealthState/{inst.health}", HEALTH_DISPLAY[inst.health],
+                                              inst.changed)}
+    return view
+
+
+def computer_name(ss: w.ScaleSet, inst: w.Instance) -> str:
+    prefix = (ss.vm_profile.get("osProfile") or {}).get("computerNamePrefix") or ss.name[:9]
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    n, out = inst.instance_id, ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            break
+    return f"{prefix}{out.rjust(6, '0')}"
+
+
+def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
+    base = set_id(world.subscription, ss)
+    storage = copy.deepcopy(inst.image) if inst.image else {}
+    os_disk = storage.setdefault("osDisk", {})
+    os_disk.update(osType="Linux", name=f"{ss.name}_{inst.instance_id}_OsDisk", createOption="FromImage",
+                   caching="ReadWrite", diskSizeGB=30)
+    props = {
+        "latestModelApplied": inst.profile == ss.profile_digest,
+        "modelDefinitionApplied": "VirtualMachineScaleSet",
+        "vmId": inst.vm_id,
+        "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
+        "storageProfile": storage,
+        "osProfile": {"computerName": computer_name(ss, inst),
+                      "adminUsername": (ss.vm_profile.get("osProfile") or {}).get("adminUsername", "azureuser")},
+        "provisioningState": inst.provisioning,
+        "timeCreated": iso(inst.created),
+    }
+    if expand:
+        props["instanceView"] = instance_view(ss, inst)
+    body = {
+        "name": f"{ss.name}_{inst.instance_id}", "id": f"{base}/virtualMachines/{inst.instance_id}",
+        "type": f"{VMSS_TYPE}/virtualMachines", "location": ss.location, "etag": f'"{inst.etag}"',
+        "instanceId": str(inst.instance_id),
+        "sku": {"name": ss.model["sku"]["name"], "tier": ss.model["sku"].get("tier", "Standard")},
+        "properties": props,
+    }
+    if inst.zone:
+        body["zones"] = [inst.zone]
+    return body
+
+
+def set_instance_view(world: w.World, ss: w.ScaleSet) -> dict:
+    prov: dict[str, int] = {}
+    power: dict[str, int] = {}
+    health: dict[str, int] = {}
+    for inst in ss.instances.values():
+        code = f"ProvisioningState/{inst.provisioning.lower()}"
+        prov[code] = prov.get(code, 0) + 1
+        power[f"PowerState/{inst.power}"] = power.get(f"PowerState/{inst.power}", 0) + 1
+        if inst.health:
+            health[f"HealthState/{inst.health}"] = health.get(f"HealthState/{inst.health}", 0) + 1
+    view = {
+        "virtualMachine": {"statusesSummary": [{"code": k, "count": v} for k, v in {**prov, **power}.items()]},
+        "statuses": [_status(f"ProvisioningState/{ss.provisioning.lower()}",
+                             f"Provisioning {ss.provisioning.lower()}", ss.created)],
+        "orchestrationServices": [],
+    }
+    if ss.health_grace() is not None:
+        view["extensions"] = [{"name": "HealthExtension", "statusesSummary": [
+            {"code": k, "count": v} for k, v in health.items()]}]
+    return view
+
+
+def rolling_status(world: w.World, ss: w.ScaleSet, ru: w.RollingUpgrade) -> dict:
+    in_progress = len(ru.batch)
+    props = {
+        "policy": ru.policy,
+        "runningStatus": {"code": ru.code, "startTime": iso(ru.start), "lastAction": ru.last_action,
+                          "lastActionTime": iso(ru.last_action_time)},
+        "progress": {
+            "successfulInstanceCount": len(ru.upgraded) - len(ru.failed),
+            "failedInstanceCount": len(ru.failed),
+            "inProgressInstanceCount": in_progress,
+            "pendingInstanceCount": len(ru.todo),
+        },
+    }
+    if ru.error:
+        props["error"] = {**ru.error, "details": [{"code": ru.error["code"], "target": f"instanceId {i}",
+                                                   "message": "Instance is unhealthy after upgrade."}
+                                                  for i in ru.failed]}
+    return {
+        "id": f"{set_id(world.subscription, ss)}/rollingUpgrades/latest", "name": "latest",
+        "type": f"{VMSS_TYPE}/rollingUpgrades", "location": ss.location, "tags": {}, "properties": props,
+    }
+
+
+def operation(op: w.Operation) -> dict:
+    body = {"name": op.id, "status": op.status, "startTime": iso(op.start)}
+    if op.end is not None:
+        body["endTime"] = iso(op.end)
+    if op.error:
+        body["error"] = op.error
+    return body

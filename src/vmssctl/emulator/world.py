@@ -1,0 +1,936 @@
+"""State and simulation of scale sets: no HTTP in here (moto's ``models.py``).
+
+Everything that takes time is a list of timestamped steps on an instance (or a timer
+on an operation, or the next move of a built-in rolling upgrade), kept in one heap.
+``advance(now)`` applies due steps in time order, each at its own timestamp, so a
+lazily advanced world is identical to one ticked continuously, and the availability
+record carries the exact simulated time of every change.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import heapq
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from vmssctl.emulator import images, timing
+from vmssctl.emulator.clock import SimClock
+from vmssctl.emulator.errors import ArmError, conflict, invalid, not_found
+from vmssctl.emulator.faults import Faults
+
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-00000000feed"
+DEFAULT_TENANT = "00000000-0000-0000-0000-0000000a11ce"
+UPDATE_DOMAINS = 5
+READ_ONLY = ("provisioningState", "uniqueId", "timeCreated", "exactVersion")  # at any depth
+HEALTH_EXTENSION_TYPES = ("applicationhealthlinux", "applicationhealthwindows")
+ROLLING_DEFAULTS = {
+    "maxBatchInstancePercent": 20,
+    "maxUnhealthyInstancePercent": 20,
+    "maxUnhealthyUpgradedInstancePercent": 20,
+    "pauseTimeBetweenBatches": "PT0S",
+    "prioritizeUnhealthyInstances": False,
+}
+AVAILABILITY_CAP = 200_000
+
+SetKey = tuple[str, str]
+
+
+def _key(rg: str, name: str) -> SetKey:
+    return (rg.lower(), name.lower())
+
+
+def _strip_read_only(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: _strip_read_only(v) for k, v in node.items() if k not in READ_ONLY}
+    if isinstance(node, list):
+        return [_strip_read_only(v) for v in node]
+    return node
+
+
+def _merge(base: dict, patch: dict) -> dict:
+    """ARM PATCH semantics: objects merge recursively, arrays and scalars replace, null removes."""
+    out = dict(base)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Instance:
+    instance_id: int
+    ud: int
+    fd: int
+    zone: str | None
+    vm_id: str
+    image: dict  # the storage-profile fragment this VM runs, with exactVersion resolved
+    profile: str  # digest of the model it was built from; equal to the set's = latest model
+    created: float
+    changed: float
+    power: str = "starting"
+    provisioning: str = "Creating"
+    health: str | None = None
+    error: dict | None = None
+    op: str | None = None  # kind of operation in flight
+    op_id: str | None = None
+    steps: list = field(default_factory=list)  # [[t, action], ...] still to happen
+    pending: dict | None = None  # what the in-flight operation will leave behind
+    etag: int = 1
+
+
+@dataclass
+class Operation:
+    """An ARM async operation: what ``Azure-AsyncOperation`` points at."""
+
+    id: str
+    name: str
+    location: str
+    start: float
+    set_key: list | None = None
+    pending: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+    end_at: float | None = None
+    status: str = "InProgress"
+    end: float | None = None
+    error: dict | None = None
+    then: str | None = None  # what finishing does to the scale set: "ready" or "remove"
+
+
+@dataclass
+class RollingUpgrade:
+    id: str
+    policy: dict
+    start: float
+    code: str = "RollingForward"
+    last_action: str = "Start"
+    last_action_time: float = 0.0
+    todo: list = field(default_factory=list)
+    batch: list = field(default_factory=list)
+    upgraded: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    phase: str = "next"
+    next_at: float = 0.0
+    error: dict | None = None
+    op_id: str | None = None
+    end: float | None = None
+
+
+@dataclass
+class ScaleSet:
+    rg: str
+    name: str
+    location: str
+    model: dict  # what the client owns: sku, tags, zones, properties (without read-only fields)
+    unique_id: str
+    created: float
+    etag: int = 1
+    provisioning: str = "Creating"
+    next_instance_id: int = 0
+    instances: dict[int, Instance] = field(default_factory=dict)
+    busy: list = field(default_factory=list)  # op ids that keep provisioningState non-terminal
+    rolling: RollingUpgrade | None = None
+    availability: list = field(default_factory=list)  # [t, running, healthy, capacity]
+    running: int = 0
+    healthy: int = 0
+
+    @property
+    def key(self) -> SetKey:
+        return _key(self.rg, self.name)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.model["sku"].get("capacity", 0))
+
+    @property
+    def vm_profile(self) -> dict:
+        return self.model["properties"]["virtualMachineProfile"]
+
+    @property
+    def profile_digest(self) -> str:
+        return _digest([self.vm_profile, self.model["sku"].get("name")])
+
+    @property
+    def fault_domains(self) -> int:
+        return int(self.model["properties"].get("platformFaultDomainCount") or 5)
+
+    @property
+    def zones(self) -> list[str]:
+        return list(self.model.get("zones") or [])
+
+    def health_grace(self) -> float | None:
+        """Grace period of the Application Health extension, or None when the model has none."""
+        for ext in (self.vm_profile.get("extensionProfile") or {}).get("extensions") or []:
+            props = ext.get("properties") or {}
+            if str(props.get("type", "")).lower() in HEALTH_EXTENSION_TYPES:
+                grace = (props.get("settings") or {}).get("gracePeriod")
+                return float(grace) if grace is not None else timing.HEALTH_GRACE
+        return None
+
+    def live(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.op != "delete"]
+
+
+class World:
+    def __init__(self, clock: SimClock, faults: Faults | None = None, seed: int = 0,
+                 subscription: str = DEFAULT_SUBSCRIPTION, tenant: str = DEFAULT_TENANT) -> None:
+        self.clock = clock
+        self.faults = faults or Faults()
+        self.rng = random.Random(seed)
+        self.subscription = subscription
+        self.tenant = tenant
+        self.groups: dict[str, dict] = {}
+        self.sets: dict[SetKey, ScaleSet] = {}
+        self.ops: dict[str, Operation] = {}
+        self.catalog = images.Catalog()
+        self._heap: list = []
+        self._seq = 0
+        self.changes = 0  # bumped on every state change; the server persists when it moves
+
+    # ----------------------------------------------------------------- time
+    def _wake(self, t: float, kind: str, key: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, key))
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def advance(self, now: float | None = None) -> float:
+        """Apply every step due by ``now``, each at its own simulated time."""
+        now = self.clock.now() if now is None else now
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            t, _, kind, key = heapq.heappop(heap)
+            if kind == "inst":
+                ss = self.sets.get(key[0])
+                inst = ss.instances.get(key[1]) if ss else None
+                if inst is not None:
+                    self._run_steps(ss, inst, t)
+            elif kind == "op":
+                op = self.ops.get(key)
+                if op and op.status == "InProgress" and op.end_at is not None and op.end_at <= t:
+                    self._finish_op(op, t)
+            elif kind == "ru":
+                ss = self.sets.get(key)
+                if ss and ss.rolling and ss.rolling.code == "RollingForward" and ss.rolling.next_at <= t:
+                    self._rolling_step(ss, t)
+        return now
+
+    def _jitter(self, base: float, factor: float = 1.0) -> float:
+        return base * factor * self.rng.uniform(1 - timing.JITTER, 1 + timing.JITTER)
+
+    # ------------------------------------------------------ resource groups
+    def check_subscription(self, sub: str) -> None:
+        if sub.lower() != self.subscription.lower():
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+
+    def put_group(self, name: str, location: str, tags: dict | None = None) -> tuple[dict, bool]:
+        created = name.lower() not in self.groups
+        grp = self.groups.setdefault(name.lower(), {"name": name, "location": location})
+        grp["tags"] = tags or {}
+        self.changes += 1
+        return grp, created
+
+    def group(self, name: str) -> dict:
+        grp = self.groups.get(name.lower())
+        if grp is None:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+        return grp
+
+    def delete_group(self, name: str) -> Operation:
+        self.group(name)
+        now = self.advance()
+        for ss in [s for s in self.sets.values() if s.rg.lower() == name.lower()]:
+            self._delete_set(ss, now)
+        del self.groups[name.lower()]
+        self.changes += 1
+        op = self._new_op("DeleteResourceGroup", "global", now)
+        self._seal_op(op, now)
+        return op
+
+    # ------------------------------------------------------------ scale sets
+    def get_set(self, rg: str, name: str) -> ScaleSet:
+        self.group(rg)
+        ss = self.sets.get(_key(rg, name))
+        if ss is None:
+            raise not_found("Microsoft.Compute/virtualMachineScaleSets", name, rg)
+        return ss
+
+    def list_sets(self, rg: str | None = None) -> list[ScaleSet]:
+        if rg is not None:
+            self.group(rg)
+        return [s for s in self.sets.values() if rg is None or s.rg.lower() == rg.lower()]
+
+    def _validate_model(self, model: dict, old: ScaleSet | None) -> None:
+        sku = model.get("sku")
+        if not isinstance(sku, dict) or not sku.get("name"):
+            raise invalid("Required parameter 'sku.name' is missing (null).", "sku.name")
+        cap = sku.get("capacity", 0)
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0 or cap > 1000:
+            raise invalid("The value of parameter 'sku.capacity' must be an integer from 0 to 1000.",
+                          "sku.capacity")
+        props = model.get("properties")
+        if not isinstance(props, dict):
+            raise invalid("Required parameter 'properties' is missing (null).", "properties")
+        mode = props.get("orchestrationMode", "Uniform")
+        if str(mode).lower() != "uniform":
+            raise invalid("The emulator models orchestrationMode 'Uniform' scale sets only.",
+                          "properties.orchestrationMode")
+        vmp = props.get("virtualMachineProfile")
+        if not isinstance(vmp, dict) or not isinstance(vmp.get("storageProfile"), dict):
+            raise invalid("Required parameter 'virtualMachineProfile.storageProfile' is missing (null).",
+                          "properties.virtualMachineProfile.storageProfile")
+        images.validate(vmp["storageProfile"])
+        policy = props.get("upgradePolicy") or {}
+        if str(policy.get("mode", "Manual")).lower() not in ("manual", "automatic", "rolling"):
+            raise invalid(f"The value '{policy.get('mode')}' of parameter 'upgradePolicy.mode' is invalid.",
+                          "properties.upgradePolicy.mode")
+        rolling = policy.get("rollingUpgradePolicy") or {}
+        for k in ("maxBatchInstancePercent", "maxUnhealthyInstancePercent", "maxUnhealthyUpgradedInstancePercent"):
+            v = rolling.get(k)
+            low = 5 if k == "maxBatchInstancePercent" else 0
+            if v is not None and (not isinstance(v, int) or not low <= v <= 100):
+                raise invalid(f"The value of parameter 'rollingUpgradePolicy.{k}' must be from {low} to 100.",
+                              f"properties.upgradePolicy.rollingUpgradePolicy.{k}")
+        if "pauseTimeBetweenBatches" in rolling:
+            try:
+                timing.parse_iso_duration(rolling["pauseTimeBetweenBatches"])
+            except ValueError as e:
+                raise invalid(str(e), "properties.upgradePolicy.rollingUpgradePolicy.pauseTimeBetweenBatches") from None
+        fdc = props.get("platformFaultDomainCount", 5)
+        if not isinstance(fdc, int) or not 1 <= fdc <= 5:
+            raise invalid("platformFaultDomainCount must be from 1 to 5.", "properties.platformFaultDomainCount")
+        if old is not None:
+            images.check_kind_change(old.vm_profile["storageProfile"], vmp["storageProfile"])
+            if sorted(model.get("zones") or []) != sorted(old.zones):
+                raise ArmError(400, "PropertyChangeNotAllowed", "Changing property 'zones' is not allowed.", "zones")
+            if fdc != old.fault_domains:
+                raise ArmError(400, "PropertyChangeNotAllowed",
+                               "Changing property 'platformFaultDomainCount' is not allowed.",
+                               "properties.platformFaultDomainCount")
+        self._resolve_image(vmp["storageProfile"])
+
+    def _resolve_image(self, storage: dict) -> dict:
+        """The storage-profile fragment a VM built now would run."""
+        kind = images.kind_of(storage)
+        if kind == images.URI:
+            return {"osDisk": {"image": {"uri": storage["osDisk"]["image"]["uri"]}}}
+        ref = {k: v for k, v in storage["imageReference"].items() if v is not None}
+        if kind == images.PLATFORM:
+            ref["exactVersion"] = self.catalog.resolve(ref)
+        return {"imageReference": ref}
+
+    def put_set(self, rg: str, name: str, body: dict, if_match: str | None = None,
+                if_none_match: str | None = None) -> tuple[ScaleSet, Operation, bool]:
+        """Create or replace; returns (scale set, its LRO, created?)."""
+        self.group(rg)
+        now = self.advance()
+        old = self.sets.get(_key(rg, name))
+        self._check_etag(old.etag if old else None, if_match, if_none_match)
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        location = body.get("location") or (old.location if old else None)
+        if not location:
+            raise invalid("Required parameter 'location' is missing (null).", "location")
+        model = _strip_read_only({k: body[k] for k in ("sku", "tags", "zones", "properties", "identity", "plan")
+                                  if k in body})
+        model.setdefault("properties", {})
+        self._validate_model(model, old)
+        props = model["properties"]
+        props.setdefault("upgradePolicy", {"mode": "Manual"})
+        props.setdefault("orchestrationMode", "Uniform")
+        props.setdefault("platformFaultDomainCount", 5)
+        props.setdefault("singlePlacementGroup", True)
+        props.setdefault("overprovision", False)
+        if old is None:
+            ss = ScaleSet(rg=self.group(rg)["name"], name=name, location=location, model=model,
+                          unique_id=str(uuid.UUID(int=self.rng.getrandbits(128))), created=now)
+            self.sets[ss.key] = ss
+            self._record(ss, now)
+            op = self._new_op("CreateScaleSet", location, now, ss, then="ready")
+            self._scale_to(ss, ss.capacity, now, op)
+            self._seal_op(op, now)
+            return ss, op, True
+        return old, self._apply_model(old, model, now), False
+
+    def patch_set(self, rg: str, name: str, body: dict, if_match: str | None = None) -> tuple[ScaleSet, Operation]:
+        ss = self.get_set(rg, name)
+        now = self.advance()
+        self._check_etag(ss.etag, if_match, None)
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        patch = _strip_read_only({k: body[k] for k in ("sku", "tags", "properties", "identity", "plan", "zones")
+                                  if k in body})
+        model = _merge(ss.model, patch)
+        if "tags" in patch:
+            model["tags"] = patch["tags"] or {}
+        self._validate_model(model, ss)
+        return ss, self._apply_model(ss, model, now)
+
+    def _apply_model(self, ss: ScaleSet, model: dict, now: float) -> Operation:
+        old_digest, old_cap = ss.profile_digest, ss.capacity
+        ss.model = model
+        ss.etag += 1
+        self.changes += 1
+        op = self._new_op("UpdateScaleSet", ss.location, now, ss, then="ready")
+        if ss.capacity != old_cap:
+            self._scale_to(ss, ss.capacity, now, op)
+        if ss.profile_digest != old_digest:
+            self._recount(ss, now)
+            mode = str(ss.model["properties"]["upgradePolicy"].get("mode", "Manual")).lower()
+            behind = [i for i in ss.live() if i.profile != ss.profile_digest and i.op is None]
+            if mode == "automatic" and behind:
+                for inst in behind:
+                    self._begin(ss, inst, "upgrade", now, None)
+            elif mode == "rolling" and behind and not (ss.rolling and ss.rolling.code == "RollingForward"):
+                self._start_rolling(ss, now, None)
+        self._seal_op(op, now)
+        return op
+
+    def _check_etag(self, current: int | None, if_match: str | None, if_none_match: str | None) -> None:
+        tag = f'"{current}"' if current is not None else None
+        if if_match is not None:
+            wanted = [t.strip() for t in if_match.split(",")]
+            if tag is None or ("*" not in wanted and tag not in wanted and str(current) not in wanted):
+                raise ArmError(412, "PreconditionFailed",
+                               "The specified precondition 'If-Match' failed: the resource changed "
+                               f"(current etag {tag or 'none: resource does not exist'}).")
+        if if_none_match is not None and tag is not None:
+            wanted = [t.strip() for t in if_none_match.split(",")]
+            if "*" in wanted or tag in wanted:
+                raise ArmError(412, "PreconditionFailed",
+                               f"The specified precondition 'If-None-Match' failed (current etag {tag}).")
+
+    def delete_set(self, rg: str, name: str) -> Operation:
+        ss = self.get_set(rg, name)
+        return self._delete_set(ss, self.advance())
+
+    def _delete_set(self, ss: ScaleSet, now: float) -> Operation:
+        op = self._new_op("DeleteScaleSet", ss.location, now, ss, then="remove")
+        if ss.rolling and ss.rolling.code == "RollingForward":
+            ss.rolling.code, ss.rolling.end = "Cancelled", now
+        for inst in list(ss.instances.values()):
+            if inst.op != "delete":
+                self._begin(ss, inst, "delete", now, op, force=True)
+        self._seal_op(op, now)
+        return op
+
+    # -------------------------------------------------------------- placement
+    def _scale_to(self, ss: ScaleSet, capacity: int, now: float, op: Operation) -> None:
+        """Grow or shrink to ``capacity``, keeping zones, FDs and UDs balanced as Compute does.
+
+        New VMs go to the least-loaded zone, then fault domain, then update domain; scale-in
+        follows Compute's default policy: most-loaded zone and FD first, highest id first.
+        """
+        live = ss.live()
+        zones = ss.zones or [None]
+        n_zone = Counter(i.zone for i in live)
+        n_fd = Counter((i.zone, i.fd) for i in live)
+        n_ud = Counter((i.zone, i.ud) for i in live)
+        n_cell = Counter((i.zone, i.fd, i.ud) for i in live)
+        for _ in range(capacity - len(live)):
+            zone = min(zones, key=lambda z: (n_zone[z], zones.index(z)))
+            fd = min(range(ss.fault_domains), key=lambda f: (n_fd[zone, f], f))
+            ud = min(range(UPDATE_DOMAINS), key=lambda u: (n_ud[zone, u], n_cell[zone, fd, u], u))
+            n_zone[zone] += 1
+            n_fd[zone, fd] += 1
+            n_ud[zone, ud] += 1
+            n_cell[zone, fd, ud] += 1
+            iid = ss.next_instance_id
+            ss.next_instance_id += 1
+            inst = Instance(instance_id=iid, ud=ud, fd=fd, zone=zone,
+                            vm_id=str(uuid.UUID(int=self.rng.getrandbits(128))),
+                            image={}, profile="", created=now, changed=now)
+            ss.instances[iid] = inst
+            self._begin(ss, inst, "create", now, op)
+        pool = sorted(live, key=lambda i: i.instance_id)
+        for _ in range(len(live) - capacity):
+            idle = [i for i in pool if i.op is None] or pool
+            victim = max(idle, key=lambda i: (n_zone[i.zone], n_fd[i.zone, i.fd], i.instance_id))
+            pool.remove(victim)
+            n_zone[victim.zone] -= 1
+            n_fd[victim.zone, victim.fd] -= 1
+            self._begin(ss, victim, "delete", now, op, force=True)
+
+    # ------------------------------------------------------------ operations
+    def _new_op(self, name: str, location: str, now: float, ss: ScaleSet | None = None,
+                then: str | None = None) -> Operation:
+        op = Operation(id=str(uuid.UUID(int=self.rng.getrandbits(128))), name=name, location=location,
+                       start=now, set_key=list(ss.key) if ss else None, then=then)
+        self.ops[op.id] = op
+        if ss is not None and then:
+            ss.busy.append(op.id)
+            if then == "remove":
+                ss.provisioning = "Deleting"
+            elif ss.provisioning != "Creating":
+                ss.provisioning = "Updating"
+        if len(self.ops) > 20_000:
+            for old in [o for o in self.ops.values() if o.status != "InProgress"][:5_000]:
+                del self.ops[old.id]
+        return op
+
+    def _seal_op(self, op: Operation, now: float) -> None:
+        """An op with no instance work still takes a moment, as ARM's model updates do."""
+        if not op.pending and op.status == "InProgress":
+            op.end_at = now + timing.MODEL_UPDATE
+            self._wake(op.end_at, "op", op.id)
+
+    def _finish_op(self, op: Operation, t: float) -> None:
+        op.end = t
+        if op.failures:
+            op.status = "Failed"
+            first = op.failures[0]
+            details = [{"code": f["code"], "target": f"instanceId {f['instanceId']}", "message": f["message"]}
+                       for f in op.failures]
+            op.error = {"code": first["code"],
+                        "message": f"{len(op.failures)} instance(s) failed: " + "; ".join(
+                            f"instance {f['instanceId']}: {f['message']}" for f in op.failures[:5]),
+                        "details": details}
+        elif op.status == "InProgress":
+            op.status = "Succeeded"
+        if op.set_key:
+            ss = self.sets.get(tuple(op.set_key))
+            if ss is not None and op.id in ss.busy:
+                ss.busy.remove(op.id)
+                if op.then == "remove":
+                    del self.sets[ss.key]
+                elif not ss.busy:
+                    ss.provisioning = "Failed" if op.failures else "Succeeded"
+        self.changes += 1
+
+    def op_status(self, op_id: str) -> Operation:
+        self.advance()
+        op = self.ops.get(op_id)
+        if op is None:
+            raise ArmError(404, "ResourceNotFound", f"The operation '{op_id}' was not found.")
+        return op
+
+    def op_remaining(self, op: Operation) -> float:
+        """Simulated seconds until the op is expected to end, for Retry-After."""
+        ends = []
+        if op.end_at is not None:
+            ends.append(op.end_at)
+        if op.set_key:
+            ss = self.sets.get(tuple(op.set_key))
+            if ss:
+                for iid in op.pending:
+                    inst = ss.instances.get(iid)
+                    if inst and inst.steps:
+                        ends.append(inst.steps[0][0])
+        return max(0.0, (min(ends) if ends else self.now() + timing.LRO_POLL) - self.now())
+
+    # ------------------------------------------------------------- instances
+    def _instances(self, ss: ScaleSet, ids: Iterable[str] | None) -> list[Instance]:
+        if ids is None:
+            return sorted(ss.live(), key=lambda i: i.instance_id)
+        out = []
+        for raw in ids:
+            try:
+                inst = ss.instances.get(int(str(raw)))
+            except ValueError:
+                inst = None
+            if inst is None or inst.op == "delete":
+                raise invalid(f"The provided instanceId {raw} is not an active Virtual Machine Scale Set VM "
+                              "instanceId.", "instanceIds")
+            if inst not in out:
+                out.append(inst)
+        return out
+
+    def get_instance(self, rg: str, name: str, iid: str) -> tuple[ScaleSet, Instance]:
+        ss = self.get_set(rg, name)
+        self.advance()
+        try:
+            inst = ss.instances.get(int(iid))
+        except ValueError:
+            inst = None
+        if inst is None:
+            raise not_found("Microsoft.Compute/virtualMachineScaleSets/virtualMachines", f"{name}/{iid}", rg)
+        return ss, inst
+
+    ACTIONS = {
+        "manualupgrade": "upgrade", "reimage": "reimage", "reimageall": "reimage", "restart": "restart",
+        "start": "start", "poweroff": "poweroff", "deallocate": "deallocate", "delete": "delete",
+        "redeploy": "redeploy", "performmaintenance": "redeploy",
+    }
+
+    def act(self, rg: str, name: str, action: str, ids: list[str] | None) -> Operation:
+        """A set- or instance-level action; validates every instance before touching any."""
+        ss = self.get_set(rg, name)
+        now = self.advance()
+        kind = self.ACTIONS[action]
+        if ss.provisioning == "Deleting":
+            raise conflict(f"The scale set '{name}' is being deleted.")
+        targets = self._instances(ss, ids)
+        if kind != "delete" and ss.rolling and ss.rolling.code == "RollingForward":
+            raise conflict(f"Operation '{action}' is not allowed on scale set '{name}' while a rolling upgrade "
+                           "is in progress. Cancel it first or wait until it completes.")
+        if kind != "delete":
+            blocked = [i for i in targets if i.op is not None]
+            if blocked:
+                raise conflict(f"Operation '{action}' is not allowed on instance(s) "
+                               f"{', '.join(str(i.instance_id) for i in blocked)}: operation '{blocked[0].op}' "
+                               "is in progress on them.")
+        op = self._new_op(action, ss.location, now, ss if kind == "delete" else None,
+                          then="ready" if kind == "delete" else None)
+        op.set_key = list(ss.key)
+        for inst in targets:
+            if kind == "upgrade" and inst.profile == ss.profile_digest:
+                continue  # already on the latest model: Compute leaves it alone
+            if kind == "start" and inst.power in ("running", "starting"):
+                continue
+            if kind in ("poweroff", "deallocate") and inst.power in ("deallocated",) + (
+                    ("stopped",) if kind == "poweroff" else ()):
+                continue
+            self._begin(ss, inst, kind, now, op, force=kind == "delete")
+        if kind == "delete":
+            ss.model["sku"]["capacity"] = len(ss.live())
+            ss.etag += 1
+        self._seal_op(op, now)
+        self.changes += 1
+        return op
+
+    def _facts(self, ss: ScaleSet, inst: Instance, image: dict) -> dict[str, str]:
+        ref = image.get("imageReference") or {}
+        return {
+            "publisher": ref.get("publisher", ""), "offer": ref.get("offer", ""), "sku": ref.get("sku", ""),
+            "version": ref.get("exactVersion") or ref.get("version", ""),
+            "id": ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId") or "",
+            "uri": ((image.get("osDisk") or {}).get("image") or {}).get("uri", ""),
+            "scaleSet": ss.name, "instanceId": str(inst.instance_id),
+        }
+
+    def _begin(self, ss: ScaleSet, inst: Instance, kind: str, now: float, op: Operation | None,
+               force: bool = False) -> None:
+        """Start ``kind`` on an instance: set its immediate state and schedule the rest."""
+        if inst.op is not None and not force:
+            raise conflict(f"Operation '{inst.op}' is in progress on instance {inst.instance_id}.")
+        if inst.op_id and inst.op_id in self.ops:  # superseded (a delete wins): release the old op
+            self._instance_done(ss, inst, now, None)
+        image, profile = inst.image, inst.profile
+        if kind in ("upgrade", "create"):
+            image, profile = self._resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
+        effect, code, factor = self.faults.outcome(self._facts(ss, inst, image))
+        boots = kind in ("upgrade", "reimage", "create", "restart", "start", "redeploy")
+        inst.pending = {"image": image, "profile": profile,
+                        "effect": effect if boots else None, "code": code}
+        inst.op, inst.op_id = kind, (op.id if op else None)
+        if op is not None:
+            op.pending.append(inst.instance_id)
+        j = lambda base: self._jitter(base, factor)  # noqa: E731
+        t = now
+        steps: list[list] = []
+        before = self._counts(ss, inst)
+        if kind == "create":
+            inst.power, inst.provisioning = "starting", "Creating"
+            t += j(timing.CREATE)
+            steps += [[t, "apply"], [t, "booted"]]
+        elif kind in ("upgrade", "reimage", "redeploy"):
+            inst.power, inst.provisioning = "stopping", "Updating"
+            t += j(timing.STOP)
+            steps.append([t, "stopped"])
+            t += j(timing.REDEPLOY if kind == "redeploy" else timing.REIMAGE)
+            steps += [[t, "apply"], [t, "starting"]]
+            t += j(timing.BOOT)
+            steps.append([t, "booted"])
+        elif kind == "restart":
+            inst.power, inst.provisioning = "stopping", "Updating"
+            t += j(timing.STOP)
+            steps.append([t, "starting"])
+            t += j(timing.BOOT)
+            steps.append([t, "booted"])
+        elif kind == "start":
+            inst.power, inst.provisioning = "starting", "Updating"
+            t += j(timing.BOOT)
+            steps.append([t, "booted"])
+        elif kind == "poweroff":
+            inst.power, inst.provisioning = "stopping", "Updating"
+            t += j(timing.STOP)
+            steps += [[t, "stopped"], [t, "done"]]
+        elif kind == "deallocate":
+            inst.power, inst.provisioning = "stopping", "Updating"
+            t += j(timing.STOP)
+            steps.append([t, "deallocating"])
+            t += j(timing.DEALLOCATE)
+            steps += [[t, "deallocated"], [t, "done"]]
+        elif kind == "delete":
+            inst.power, inst.provisioning = "stopping", "Deleting"
+            t += j(timing.DELETE)
+            steps.append([t, "gone"])
+        inst.health = None
+        inst.error = None
+        inst.steps = steps
+        inst.changed = now
+        inst.etag += 1
+        self._after_change(ss, inst, before, now)
+        self._wake(steps[0][0], "inst", (ss.key, inst.instance_id))
+
+    def _run_steps(self, ss: ScaleSet, inst: Instance, t: float) -> None:
+        while inst.steps and inst.steps[0][0] <= t:
+            at, action = inst.steps.pop(0)
+            before = self._counts(ss, inst)
+            grace = ss.health_grace()
+            pending = inst.pending or {}
+            if action == "stopped":
+                inst.power, inst.health = "stopped", None
+            elif action == "deallocating":
+                inst.power, inst.health = "deallocating", None
+            elif action == "deallocated":
+                inst.power = "deallocated"
+            elif action == "starting":
+                inst.power = "starting"
+            elif action == "apply":
+                inst.image, inst.profile = pending.get("image", inst.image), pending.get("profile", inst.profile)
+            elif action == "booted":
+                inst.power = "running"
+                if pending.get("effect") == "fail":
+                    inst.provisioning = "Failed"
+                    inst.error = {"code": pending["code"], "message": (
+                        f"OS Provisioning for VM '{ss.name}_{inst.instance_id}' did not finish in the allotted "
+                        "time. The VM may still finish provisioning successfully. Please check provisioning "
+                        "state later.")}
+                    inst.health = "unhealthy" if grace is not None else None
+                    self._instance_done(ss, inst, at, inst.error)
+                else:
+                    inst.provisioning = "Succeeded"
+                    if grace is not None:
+                        inst.health = "initializing"
+                        inst.steps.append([at + grace, "health"])
+                    self._instance_done(ss, inst, at, None)
+            elif action == "health":
+                if inst.power == "running":
+                    inst.health = "unhealthy" if pending.get("effect") == "unhealthy" else "healthy"
+            elif action == "done":
+                inst.provisioning = "Succeeded"
+                self._instance_done(ss, inst, at, None)
+            elif action == "gone":
+                inst.power, inst.health = "deallocated", None
+                self._instance_done(ss, inst, at, None)
+                del ss.instances[inst.instance_id]
+            inst.changed = at
+            inst.etag += 1
+            self._after_change(ss, inst, before, at)
+            if action == "gone":
+                return
+        if inst.steps:
+            self._wake(inst.steps[0][0], "inst", (ss.key, inst.instance_id))
+
+    def _instance_done(self, ss: ScaleSet, inst: Instance, t: float, error: dict | None) -> None:
+        op = self.ops.get(inst.op_id) if inst.op_id else None
+        inst.op, inst.op_id = None, None
+        if op is None:
+            return
+        if inst.instance_id in op.pending:
+            op.pending.remove(inst.instance_id)
+        if error:
+            op.failures.append({"instanceId": inst.instance_id, **error})
+        if not op.pending and op.status == "InProgress" and op.end_at is None:
+            self._finish_op(op, t)
+
+    # ---------------------------------------------------------- availability
+    def _counts(self, ss: ScaleSet, inst: Instance) -> tuple[bool, bool]:
+        running = inst.power == "running"
+        healthy = running and inst.provisioning == "Succeeded" and (
+            inst.health == "healthy" or (inst.health is None and ss.health_grace() is None))
+        return running, healthy
+
+    def is_healthy(self, ss: ScaleSet, inst: Instance) -> bool:
+        return self._counts(ss, inst)[1]
+
+    def _after_change(self, ss: ScaleSet, inst: Instance, before: tuple[bool, bool], t: float) -> None:
+        after = self._counts(ss, inst) if inst.instance_id in ss.instances else (False, False)
+        if after != before:
+            ss.running += after[0] - before[0]
+            ss.healthy += after[1] - before[1]
+            self._record(ss, t)
+        self.changes += 1
+
+    def _recount(self, ss: ScaleSet, t: float) -> None:
+        counts = [self._counts(ss, i) for i in ss.instances.values()]
+        ss.running, ss.healthy = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        self._record(ss, t)
+
+    def _record(self, ss: ScaleSet, t: float) -> None:
+        row = [round(t, 3), ss.running, ss.healthy, ss.capacity]
+        if ss.availability and ss.availability[-1][1:] == row[1:]:
+            return
+        ss.availability.append(row)
+        if len(ss.availability) > AVAILABILITY_CAP:
+            del ss.availability[: AVAILABILITY_CAP // 10]
+
+    @staticmethod
+    def availability_since(ss: ScaleSet, since: float | None, records: bool = True) -> dict:
+        rows = ss.availability
+        if since is not None:
+            start = 0
+            for i, r in enumerate(rows):
+                if r[0] <= since:
+                    start = i
+                else:
+                    break
+            rows = rows[start:]
+        return {
+            "running": ss.running, "healthy": ss.healthy, "capacity": ss.capacity,
+            "minRunning": min((r[1] for r in rows), default=ss.running),
+            "minHealthy": min((r[2] for r in rows), default=ss.healthy),
+            **({"records": [{"time": r[0], "running": r[1], "healthy": r[2], "capacity": r[3]} for r in rows]}
+               if records else {}),
+        }
+
+    # ------------------------------------------------------ rolling upgrades
+    def start_rolling(self, rg: str, name: str) -> Operation:
+        ss = self.get_set(rg, name)
+        now = self.advance()
+        if ss.rolling and ss.rolling.code == "RollingForward":
+            raise conflict(f"A rolling upgrade is already in progress on scale set '{name}'.",
+                           "RollingUpgradeInProgress")
+        if images.kind_of(ss.vm_profile["storageProfile"]) == images.URI:
+            raise conflict("OS rolling upgrade is not supported for scale sets built from unmanaged VHD images.")
+        busy = [i.instance_id for i in ss.live() if i.op is not None]
+        if busy:
+            raise conflict(f"Operation 'osRollingUpgrade' is not allowed: instance(s) {busy[:10]} have an "
+                           "operation in progress.")
+        op = self._new_op("OSRollingUpgrade", ss.location, now)
+        op.set_key = list(ss.key)
+        self._start_rolling(ss, now, op)
+        return op
+
+    def _start_rolling(self, ss: ScaleSet, now: float, op: Operation | None) -> None:
+        policy = {**ROLLING_DEFAULTS, **(ss.model["properties"]["upgradePolicy"].get("rollingUpgradePolicy") or {})}
+        todo = [i for i in ss.live() if i.profile != ss.profile_digest]
+        order = (lambda i: (self.is_healthy(ss, i), i.instance_id)) if policy["prioritizeUnhealthyInstances"] \
+            else (lambda i: i.instance_id)
+        ru = RollingUpgrade(id=str(uuid.UUID(int=self.rng.getrandbits(128))), policy=policy, start=now,
+                            last_action_time=now, todo=[i.instance_id for i in sorted(todo, key=order)],
+                            next_at=now, op_id=op.id if op else None)
+        ss.rolling = ru
+        self.changes += 1
+        self._rolling_step(ss, now)
+
+    def _rolling_end(self, ss: ScaleSet, t: float, code: str, error: dict | None = None) -> None:
+        ru = ss.rolling
+        ru.code, ru.error, ru.end, ru.phase = code, error, t, "done"
+        op = self.ops.get(ru.op_id) if ru.op_id else None
+        if op and op.status == "InProgress":
+            op.end = t
+            op.status = {"Completed": "Succeeded", "Cancelled": "Canceled"}.get(code, "Failed")
+            op.error = error
+        self.changes += 1
+
+    def _rolling_step(self, ss: ScaleSet, t: float) -> None:
+        ru = ss.rolling
+        pol = ru.policy
+        cap = max(1, len(ss.live()))
+        if ru.phase == "batch":
+            batch = [ss.instances[i] for i in ru.batch if i in ss.instances]
+            settled = all(i.op is None and i.health != "initializing" for i in batch)
+            if not settled:
+                ru.next_at = t + timing.ROLLING_POLL
+                self._wake(ru.next_at, "ru", ss.key)
+                return
+            ru.upgraded += [i.instance_id for i in batch]
+            ru.failed += [i.instance_id for i in batch if not self.is_healthy(ss, i)]
+            ru.batch = []
+            limit = pol["maxUnhealthyUpgradedInstancePercent"]
+            if ru.failed and len(ru.failed) * 100 > limit * len(ru.upgraded):
+                self._rolling_end(ss, t, "Faulted", {
+                    "code": "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade",
+                    "message": f"{len(ru.failed)} of {len(ru.upgraded)} upgraded instances are unhealthy "
+                               f"(instances {ru.failed[:10]}), more than the {limit}% allowed by "
+                               "maxUnhealthyUpgradedInstancePercent."})
+                return
+            ru.phase = "pause"
+            ru.next_at = t + timing.parse_iso_duration(pol["pauseTimeBetweenBatches"])
+            if ru.next_at > t:
+                self._wake(ru.next_at, "ru", ss.key)
+                return
+        # phase "next" or "pause" over: start the next batch
+        ru.todo = [i for i in ru.todo if i in ss.instances and ss.instances[i].op != "delete"
+                   and ss.instances[i].profile != ss.profile_digest]
+        if not ru.todo:
+            self._rolling_end(ss, t, "Completed")
+            return
+        unhealthy = cap - ss.healthy
+        limit = pol["maxUnhealthyInstancePercent"]
+        if unhealthy * 100 > limit * cap:
+            self._rolling_end(ss, t, "Faulted", {
+                "code": "MaxUnhealthyInstancePercentExceededInRollingUpgrade",
+                "message": f"{unhealthy} of {cap} instances are unhealthy, more than the {limit}% allowed by "
+                           "maxUnhealthyInstancePercent."})
+            return
+        size = max(1, cap * pol["maxBatchInstancePercent"] // 100)
+        ready = [i for i in ru.todo if ss.instances[i].op is None]
+        ru.batch = ready[:size]
+        for iid in ru.batch:
+            ru.todo.remove(iid)
+            self._begin(ss, ss.instances[iid], "upgrade", t, None)
+        ru.phase = "batch"
+        ru.next_at = t + timing.ROLLING_POLL
+        self._wake(ru.next_at, "ru", ss.key)
+
+    def cancel_rolling(self, rg: str, name: str) -> Operation:
+        ss = self.get_set(rg, name)
+        now = self.advance()
+        if not ss.rolling or ss.rolling.code != "RollingForward":
+            raise conflict(f"There is no rolling upgrade in progress on scale set '{name}' to cancel.")
+        ss.rolling.last_action, ss.rolling.last_action_time = "Cancel", now
+        self._rolling_end(ss, now, "Cancelled")
+        op = self._new_op("CancelRollingUpgrade", ss.location, now)
+        self._seal_op(op, now)
+        return op
+
+    def latest_rolling(self, rg: str, name: str) -> tuple[ScaleSet, RollingUpgrade]:
+        ss = self.get_set(rg, name)
+        self.advance()
+        if ss.rolling is None:
+            raise ArmError(404, "NotFound", f"No rolling upgrade has ever run on scale set '{name}'.")
+        return ss, ss.rolling
+
+    # ------------------------------------------------------------ persistence
+    def dump(self) -> dict:
+        return {
+            "now": self.now(), "subscription": self.subscription, "tenant": self.tenant,
+            "rng": list(self.rng.getstate()[1]), "rngPos": self.rng.getstate()[2],
+            "groups": self.groups, "catalog": self.catalog.dump(), "faults": self.faults.to_json(),
+            "ops": [asdict(o) for o in self.ops.values()],
+            "sets": [{**{k: v for k, v in asdict(s).items() if k not in ("instances", "rolling")},
+                      "instances": [asdict(i) for i in s.instances.values()],
+                      "rolling": asdict(s.rolling) if s.rolling else None} for s in self.sets.values()],
+        }
+
+    @classmethod
+    def load(cls, state: dict, clock: SimClock, faults: Faults | None = None) -> World:
+        world = cls(clock, faults, subscription=state["subscription"], tenant=state["tenant"])
+        world.rng.setstate((3, tuple(state["rng"]), state["rngPos"]))
+        world.groups = state["groups"]
+        world.catalog = images.Catalog(state["catalog"])
+        for o in state["ops"]:
+            op = Operation(**o)
+            world.ops[op.id] = op
+            if op.status == "InProgress" and op.end_at is not None:
+                world._wake(op.end_at, "op", op.id)
+        for s in state["sets"]:
+            insts, rolling = s.pop("instances"), s.pop("rolling")
+            ss = ScaleSet(**s)
+            ss.rolling = RollingUpgrade(**rolling) if rolling else None
+            for d in insts:
+                inst = Instance(**d)
+                ss.instances[inst.instance_id] = inst
+                if inst.steps:
+                    world._wake(inst.steps[0][0], "inst", (ss.key, inst.instance_id))
+            if ss.rolling and ss.rolling.code == "RollingForward":
+                world._wake(ss.rolling.next_at, "ru", ss.key)
+            world.sets[ss.key] = ss
+        return world

@@ -1,0 +1,134 @@
+"""vmssctl's own view of a scale set and its instances, read from the SDK's models.
+
+Everything downstream (plans, gates, renderers) works on these types, never on the
+SDK's classes or raw ARM JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One of Compute's three image kinds: platform (publisher/offer/sku/version), id, or VHD uri."""
+
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+    id: str | None = None
+    uri: str | None = None
+    exact_version: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.id:
+            return "id"
+        if self.uri:
+            return "uri"
+        return "platform"
+
+    def __str__(self) -> str:
+        if self.kind == "id":
+            return self.id or ""
+        if self.kind == "uri":
+            return self.uri or ""
+        exact = f" ({self.exact_version})" if self.exact_version and self.exact_version != self.version else ""
+        return f"{self.publisher}:{self.offer}:{self.sku}:{self.version}{exact}"
+
+    @classmethod
+    def from_storage_profile(cls, storage: object) -> ImageRef:
+        ref = getattr(storage, "image_reference", None)
+        if ref is not None and (ref.id or ref.shared_gallery_image_id or ref.community_gallery_image_id):
+            return cls(id=ref.id or ref.shared_gallery_image_id or ref.community_gallery_image_id)
+        if ref is not None and ref.publisher:
+            return cls(publisher=ref.publisher, offer=ref.offer, sku=ref.sku, version=ref.version,
+                       exact_version=getattr(ref, "exact_version", None))
+        image = getattr(getattr(storage, "os_disk", None), "image", None)
+        return cls(uri=getattr(image, "uri", None))
+
+
+@dataclass(frozen=True)
+class ScaleSet:
+    resource_group: str
+    name: str
+    location: str
+    capacity: int
+    vm_size: str
+    image: ImageRef
+    upgrade_mode: str
+    orchestration_mode: str
+    provisioning_state: str
+    fault_domains: int
+    zones: tuple[str, ...]
+    etag: str | None
+
+    @classmethod
+    def from_sdk(cls, vmss: object, resource_group: str) -> ScaleSet:
+        vmp = vmss.virtual_machine_profile
+        return cls(
+            resource_group=resource_group, name=vmss.name, location=vmss.location,
+            capacity=vmss.sku.capacity or 0, vm_size=vmss.sku.name,
+            image=ImageRef.from_storage_profile(vmp.storage_profile),
+            upgrade_mode=(vmss.upgrade_policy.mode if vmss.upgrade_policy else None) or "Manual",
+            orchestration_mode=vmss.orchestration_mode or "Uniform",
+            provisioning_state=vmss.provisioning_state or "", fault_domains=vmss.platform_fault_domain_count or 5,
+            zones=tuple(vmss.zones or ()), etag=vmss.etag,
+        )
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["image"] = {k: v for k, v in asdict(self.image).items() if v is not None} | {"kind": self.image.kind}
+        return d
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    update_domain: int | None
+    fault_domain: int | None
+    zone: str | None
+    power: str  # running, stopped, deallocated, starting, stopping, deallocating, unknown
+    provisioning: str  # succeeded, updating, creating, failed, deleting
+    health: str | None  # healthy, unhealthy, initializing, unknown; None = no health extension
+    latest_model: bool
+    image: ImageRef
+    error: str | None = None  # provisioning failure code and message
+
+    @property
+    def healthy(self) -> bool:
+        """Serving: running, provisioned, and healthy where the health extension reports."""
+        return (self.power == "running" and self.provisioning == "succeeded"
+                and self.health in (None, "healthy"))
+
+    @classmethod
+    def from_sdk(cls, vm: object) -> Instance:
+        view = vm.instance_view
+        power, prov, health, error = "unknown", (vm.provisioning_state or "unknown").lower(), None, None
+        ud = fd = None
+        if view is not None:
+            ud, fd = view.platform_update_domain, view.platform_fault_domain
+            for st in view.statuses or []:
+                code = st.code or ""
+                if code.startswith("PowerState/"):
+                    power = code.split("/", 1)[1]
+                elif code.startswith("ProvisioningState/"):
+                    parts = code.split("/")
+                    prov = parts[1]
+                    if prov == "failed":
+                        error = f"{parts[2] if len(parts) > 2 else 'ProvisioningFailed'}: {st.message or ''}".strip()
+            if view.vm_health is not None and view.vm_health.status is not None:
+                health = (view.vm_health.status.code or "").split("/", 1)[-1].lower() or "unknown"
+        return cls(
+            instance_id=vm.instance_id, update_domain=ud, fault_domain=fd,
+            zone=(vm.zones or [None])[0], power=power, provisioning=prov, health=health,
+            latest_model=bool(vm.latest_model_applied),
+            image=ImageRef.from_storage_profile(vm.storage_profile), error=error,
+        )
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["image"] = str(self.image)
+        d["healthy"] = self.healthy
+        return d
