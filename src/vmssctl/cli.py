@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -105,8 +104,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     print(instructions(server.info()), flush=True)
     import asyncio
 
-    signal.signal(signal.SIGTERM, lambda *_: setattr(server._server, "should_exit", True))
-    asyncio.run(server.serve(sock))
+    asyncio.run(server.serve(sock))  # uvicorn turns SIGINT/SIGTERM into a clean, state-saving exit
     return EXIT_OK
 
 

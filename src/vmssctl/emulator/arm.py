@@ -667,7 +667,20 @@ def admin_images(emu: Emulator, request: Request, body: dict | None) -> Response
     return _json(emu.world.catalog.dump())
 
 
-def build_app(emu: Emulator) -> Starlette:
+class _CollapseSlashes:
+    """``az cloud register --endpoint-resource-manager https://host/`` yields ``//metadata/...``: ARM shrugs."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and "//" in scope["path"]:
+            scope = dict(scope, path=re.sub("/{2,}", "/", scope["path"]))
+        await self.app(scope, receive, send)
+
+
+def build_app(emu: Emulator) -> _CollapseSlashes:
     app = Starlette(routes=[
         Route("/metadata/endpoints", metadata_endpoints, methods=["GET"]),
         Route("/metadata/identity/oauth2/token", identity_token, methods=["GET"]),
@@ -680,4 +693,4 @@ def build_app(emu: Emulator) -> Starlette:
         Route("/{path:path}", arm_endpoint, methods=["GET", "PUT", "PATCH", "POST", "DELETE", "HEAD"]),
     ])
     app.state.emu = emu
-    return app
+    return _CollapseSlashes(app)

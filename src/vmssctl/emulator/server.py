@@ -172,10 +172,11 @@ class EmulatorServer:
             world = World(SimClock(config.time_scale), faults, seed=config.seed)
         if config.demo:
             seed_demo(world)
-        token = None
+        self._previous: dict = {}
         if self.persistent and self.info_file.exists():
-            with contextlib.suppress(ValueError, KeyError):
-                token = json.loads(self.info_file.read_text())["token"]
+            with contextlib.suppress(ValueError):
+                self._previous = json.loads(self.info_file.read_text())
+        token = self._previous.get("token")
         kwargs = {"token": token} if token else {}
         self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits()),
                             page_size=config.page_size, seed=config.seed, **kwargs)
@@ -209,10 +210,18 @@ class EmulatorServer:
         os.replace(tmp, self.state_file)
 
     def bind(self) -> socket.socket:
+        """Listen on the configured port; with port 0 and a state dir, try the previous port first
+        so clients configured against a restarted emulator keep working."""
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.config.host, self.config.port))
+        port = self.config.port
+        if not port and self._previous.get("endpoint"):
+            with contextlib.suppress(OSError, ValueError):
+                sock.bind((self.config.host, int(self._previous["endpoint"].rsplit(":", 1)[1])))
+                port = None
+        if port is not None:
+            sock.bind((self.config.host, port))
         sock.listen(512)
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
@@ -231,7 +240,8 @@ class EmulatorServer:
     async def serve(self, sock: socket.socket) -> None:
         config = uvicorn.Config(self.app, ssl_certfile=str(self.cert), ssl_keyfile=str(self.key),
                                 log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=30, server_header=False)
+                                timeout_keep_alive=30, server_header=False,
+                                timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         ticker = asyncio.create_task(self._ticker())
         _write_private(self.info_file, json.dumps(self.info(), indent=2).encode())

@@ -348,6 +348,8 @@ class World:
         model = _strip_read_only({k: body[k] for k in ("sku", "tags", "zones", "properties", "identity", "plan")
                                   if k in body})
         model.setdefault("properties", {})
+        if old is not None:
+            self._keep_image_identity(old, model)
         self._validate_model(model, old)
         props = model["properties"]
         props.setdefault("upgradePolicy", {"mode": "Manual"})
@@ -365,6 +367,21 @@ class World:
             self._seal_op(op, now)
             return ss, op, True
         return old, self._apply_model(old, model, now), False
+
+    @staticmethod
+    def _keep_image_identity(old: ScaleSet, model: dict) -> None:
+        """Compute fills a PUT's partial imageReference from the existing model.
+
+        ``az vmss update --set ...imageReference.version=X`` PUTs ``{"version": X}`` alone and
+        real Compute accepts it, so the emulator must too.
+        """
+        storage = ((model["properties"].get("virtualMachineProfile") or {}).get("storageProfile") or {})
+        ref = storage.get("imageReference")
+        old_ref = old.vm_profile["storageProfile"].get("imageReference")
+        if isinstance(ref, dict) and old_ref and not any(
+                ref.get(k) for k in ("publisher", "offer", "sku", "id", "sharedGalleryImageId",
+                                     "communityGalleryImageId")):
+            storage["imageReference"] = {**old_ref, **ref}
 
     def patch_set(self, rg: str, name: str, body: dict, if_match: str | None = None) -> tuple[ScaleSet, Operation]:
         ss = self.get_set(rg, name)
