@@ -118,6 +118,14 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emu]:
     e.stop()
 
 
+@pytest.fixture(scope="session")
+def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emu]:
+    """An emulator whose clock only moves when a test advances it: for asserting in-between states."""
+    e = start_emulator(tmp_path_factory.mktemp("frozen"), "--time-scale", "0", "--throttle", "off")
+    yield e
+    e.stop()
+
+
 @pytest.fixture
 def rg(emu: Emu) -> str:
     return emu.group()

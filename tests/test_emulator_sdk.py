@@ -13,7 +13,6 @@ from azure.core.exceptions import (
 )
 from azure.mgmt.compute.models import (
     ImageReference,
-    VirtualMachineScaleSetStorageProfile,
     VirtualMachineScaleSetUpdate,
     VirtualMachineScaleSetUpdateStorageProfile,
     VirtualMachineScaleSetUpdateVMProfile,
@@ -22,6 +21,7 @@ from azure.mgmt.compute.models import (
 )
 
 from vmssctl.azure import Connection, compute_client
+from vmssctl.emulator.server import demo_scale_set
 from vmssctl.model import Instance
 
 NEW_VERSION = "24.04.202611200"
@@ -160,11 +160,18 @@ def test_errors_map_to_sdk_exceptions(emu, rg):
     etag = ops.get(rg, "web").etag
     ops.begin_update(rg, "web", image_patch(version=NEW_VERSION), etag=etag,
                      match_condition=MatchConditions.IfNotModified).result()
-    # a conflicting operation: manualupgrade while a rolling upgrade runs
-    client.virtual_machine_scale_set_rolling_upgrades.begin_start_os_upgrade(rg, "web")
-    with pytest.raises(ResourceExistsError) as e:
+
+
+def test_conflict_maps_to_resource_exists_error(frozen):
+    rg = frozen.group()
+    client = frozen.client()
+    poller = client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(2))
+    ops = client.virtual_machine_scale_sets
+    with pytest.raises(ResourceExistsError) as e:  # instances still being created (frozen clock)
         ops.begin_update_instances(rg, "web", VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=["0"]))
     assert e.value.status_code == 409 and e.value.error.code == "OperationNotAllowed"
+    frozen.admin("POST", "clock", {"advance": 600})
+    assert poller.result().provisioning_state == "Succeeded"
 
 
 def test_bad_token_is_refused(emu):

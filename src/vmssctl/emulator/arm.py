@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from vmssctl.emulator import shapes, timing
+from vmssctl.emulator.clock import iso
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.faults import Faults, RequestDice, Throttle, ThrottleLimits
 from vmssctl.emulator.images import VERSION_RE
@@ -641,6 +642,16 @@ def admin_faults(emu: Emulator, request: Request, body: dict | None) -> Response
 
 
 @_admin
+def admin_throttle(emu: Emulator, request: Request, body: dict | None) -> Response:
+    if request.method == "PUT":
+        spec = (body or {}).get("limits", "")
+        emu.throttle = Throttle(ThrottleLimits.parse(spec) if spec else ThrottleLimits())
+    lim = emu.throttle.limits
+    return _json({"enabled": lim.enabled, "reads": f"{lim.read_capacity:g}/{lim.read_rate:g}",
+                  "writes": f"{lim.write_capacity:g}/{lim.write_rate:g}"})
+
+
+@_admin
 def admin_clock(emu: Emulator, request: Request, body: dict | None) -> Response:
     world = emu.world
     if request.method == "POST":
@@ -652,7 +663,6 @@ def admin_clock(emu: Emulator, request: Request, body: dict | None) -> Response:
         world.advance()
         world.changes += 1
     now = world.now()
-    from vmssctl.emulator.clock import iso
     return _json({"now": now, "iso": iso(now), "scale": world.clock.scale})
 
 
@@ -689,6 +699,7 @@ def build_app(emu: Emulator) -> _CollapseSlashes:
         Route("/_emulator/requests", admin_requests, methods=["GET"]),
         Route("/_emulator/faults", admin_faults, methods=["GET", "PUT"]),
         Route("/_emulator/clock", admin_clock, methods=["GET", "POST"]),
+        Route("/_emulator/throttle", admin_throttle, methods=["GET", "PUT"]),
         Route("/_emulator/images", admin_images, methods=["GET", "POST"]),
         Route("/{path:path}", arm_endpoint, methods=["GET", "PUT", "PATCH", "POST", "DELETE", "HEAD"]),
     ])

@@ -215,6 +215,7 @@ class EmulatorServer:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
         port = self.config.port
         if not port and self._previous.get("endpoint"):
             with contextlib.suppress(OSError, ValueError):
