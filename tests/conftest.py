@@ -46,8 +46,10 @@ class Emu:
         return compute_client(self.connection, **kwargs)
 
     def http(self, token: str | None = "default") -> httpx.Client:
-        headers = {} if token is None else {"Authorization": f"Bearer {self.info['token'] if token == 'default' else token}"}
-        return httpx.Client(base_url=self.endpoint, verify=ssl.create_default_context(cafile=self.info["ca"]), headers=headers, timeout=30)
+        bearer = self.info["token"] if token == "default" else token
+        headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
+        tls = ssl.create_default_context(cafile=self.info["ca"])
+        return httpx.Client(base_url=self.endpoint, verify=tls, headers=headers, timeout=30)
 
     def admin(self, method: str, path: str, body: dict | None = None) -> dict:
         with self.http() as h:

@@ -14,7 +14,8 @@ API = {"api-version": "2026-04-01"}
 
 
 def vmss_path(emu, rg: str, name: str = "web") -> str:
-    return f"/subscriptions/{emu.subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
+    return (f"/subscriptions/{emu.subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+            f"virtualMachineScaleSets/{name}")
 
 
 def test_auth_is_required_and_errors_have_arm_shape(emu):

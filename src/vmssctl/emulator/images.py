@@ -95,10 +95,13 @@ class Catalog:
     """Known platform image versions, so ``latest`` resolves the way Compute does.
 
     Any well-formed version a client names is taken as published (the emulator cannot
-    know Azure's catalogue); ``latest`` picks the highest one seen for that SKU.
+    know Azure's catalogue); ``latest`` picks the highest one seen for that SKU, and a
+    SKU never seen starts at 1.0.0. The admin API publishes newer versions.
     """
 
     DEFAULT = {("canonical", "ubuntu-24_04-lts", "server"): ["24.04.202610010"]}
+
+    FIRST_VERSION = "1.0.0"  # what 'latest' of a SKU nobody has published yet resolves to
 
     def __init__(self, versions: dict[str, list[str]] | None = None) -> None:
         self._versions: dict[tuple[str, str, str], set[str]] = {
@@ -118,14 +121,7 @@ class Catalog:
         if version.lower() != "latest":
             self._versions.setdefault(key, set()).add(version)
             return version
-        known = self._versions.get(key)
-        if not known:
-            raise ArmError(
-                404,
-                "PlatformImageNotFound",
-                f"The platform image '{ref['publisher']}:{ref['offer']}:{ref['sku']}:latest' is not available.",
-                "imageReference",
-            )
+        known = self._versions.setdefault(key, {self.FIRST_VERSION})
         return max(known, key=_version_key)
 
     def dump(self) -> dict[str, list[str]]:

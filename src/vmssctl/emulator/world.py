@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from vmssctl.emulator import images, timing
+from vmssctl.emulator import defaults, images, timing
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError, conflict, invalid, not_found
 from vmssctl.emulator.faults import Faults
@@ -351,6 +351,7 @@ class World:
         if old is not None:
             self._keep_image_identity(old, model)
         self._validate_model(model, old)
+        defaults.apply(model)
         props = model["properties"]
         props.setdefault("upgradePolicy", {"mode": "Manual"})
         props.setdefault("orchestrationMode", "Uniform")

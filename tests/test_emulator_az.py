@@ -1,0 +1,63 @@
+"""The real az CLI (2.91, its own venv) against the emulator, following the README's recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_emulator
+
+REPO = Path(__file__).resolve().parent.parent
+AZ = os.environ.get("VMSSCTL_AZ") or str(REPO / ".venv-az" / "bin" / "az")
+
+pytestmark = pytest.mark.az
+
+
+@pytest.fixture(scope="module")
+def az(tmp_path_factory):
+    if not os.access(AZ, os.X_OK):
+        if os.environ.get("VMSSCTL_AZ"):
+            pytest.fail(f"VMSSCTL_AZ={AZ} is not executable")
+        pytest.skip("az CLI not installed (make az-venv)")
+    e = start_emulator(tmp_path_factory.mktemp("az-emu"), "--time-scale", "1200", "--throttle", "off", "--demo")
+    config = tmp_path_factory.mktemp("azure-config")
+    env = {**os.environ, "AZURE_CONFIG_DIR": str(config), "REQUESTS_CA_BUNDLE": e.info["ca"],
+           "IDENTITY_ENDPOINT": f"{e.endpoint}/metadata/identity/oauth2/token", "IDENTITY_HEADER": e.info["token"],
+           "AZURE_CORE_COLLECT_TELEMETRY": "no", "AZURE_CORE_ONLY_SHOW_ERRORS": "true", "AZURE_CORE_NO_COLOR": "1"}
+
+    def run(*args: str) -> object:
+        r = subprocess.run([AZ, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"az {' '.join(args)} failed: {r.stderr[-2000:]}"
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    run("cloud", "register", "-n", "vmssctl-emulator", "--endpoint-resource-manager", e.endpoint)
+    run("cloud", "set", "-n", "vmssctl-emulator")
+    accounts = run("login", "--identity")
+    assert accounts[0]["id"] == e.subscription
+    yield run
+    e.stop()
+
+
+def test_az_show_list_update_and_rolling_upgrade(az):
+    vmss = az("vmss", "show", "-g", "demo-rg", "-n", "demo-vmss")
+    assert vmss["name"] == "demo-vmss" and vmss["sku"]["capacity"] == 20
+    assert vmss["virtualMachineProfile"]["storageProfile"]["imageReference"]["offer"] == "ubuntu-24_04-lts"
+    listed = az("vmss", "list-instances", "-g", "demo-rg", "-n", "demo-vmss")
+    assert len(listed) == 20 and all(vm["latestModelApplied"] for vm in listed)
+    az("vmss", "update", "-g", "demo-rg", "-n", "demo-vmss",
+       "--set", "virtualMachineProfile.storageProfile.imageReference.version=24.04.202611200")
+    az("vmss", "update-instances", "-g", "demo-rg", "-n", "demo-vmss", "--instance-ids", "0", "1")
+    listed = {vm["instanceId"]: vm for vm in az("vmss", "list-instances", "-g", "demo-rg", "-n", "demo-vmss")}
+    assert listed["0"]["latestModelApplied"] and listed["1"]["latestModelApplied"]
+    assert not listed["2"]["latestModelApplied"]
+    az("vmss", "rolling-upgrade", "start", "-g", "demo-rg", "-n", "demo-vmss")
+    latest = az("vmss", "rolling-upgrade", "get-latest", "-g", "demo-rg", "-n", "demo-vmss")
+    assert latest["runningStatus"]["code"] == "Completed"
+    assert latest["progress"]["successfulInstanceCount"] == 18
+    listed = az("vmss", "list-instances", "-g", "demo-rg", "-n", "demo-vmss")
+    assert all(vm["latestModelApplied"] for vm in listed)
+    assert {vm["storageProfile"]["imageReference"]["exactVersion"] for vm in listed} == {"24.04.202611200"}
