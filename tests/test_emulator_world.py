@@ -1,0 +1,181 @@
+"""The simulation on its own: no HTTP, a frozen clock moved by hand, so every state is exact."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from vmssctl.emulator import timing
+from vmssctl.emulator.clock import SimClock
+from vmssctl.emulator.errors import ArmError
+from vmssctl.emulator.faults import FaultRule, Faults
+from vmssctl.emulator.server import demo_scale_set
+from vmssctl.emulator.world import World
+
+
+def make_world(capacity: int = 10, faults: Faults | None = None, **kwargs) -> World:
+    world = World(SimClock(0, start=1_000_000.0), faults, seed=1)
+    world.put_group("rg", "eastus")
+    world.put_set("rg", "web", demo_scale_set(capacity, **kwargs))
+    step(world, 600)
+    return world
+
+
+def step(world: World, seconds: float) -> None:
+    world.clock.advance(seconds)
+    world.advance()
+
+
+def new_image(world: World, version: str = "2.0.0") -> None:
+    world.patch_set("rg", "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
+        "imageReference": {"version": version}}}}})
+
+
+def test_creation_runs_through_starting_to_healthy():
+    world = World(SimClock(0, start=0.0), seed=1)
+    world.put_group("rg", "eastus")
+    ss, op, created = world.put_set("rg", "web", demo_scale_set(3))
+    assert created and op.status == "InProgress" and ss.provisioning == "Creating"
+    assert {i.power for i in ss.instances.values()} == {"starting"}
+    step(world, timing.CREATE * (1 + timing.JITTER))
+    assert op.status == "Succeeded" and ss.provisioning == "Succeeded"
+    assert {i.health for i in ss.instances.values()} == {"initializing"}
+    assert ss.healthy == 0 and ss.running == 3
+    step(world, 60)
+    assert ss.healthy == 3
+
+
+def test_placement_balances_a_thousand_instances():
+    world = make_world(1000)
+    ss = world.sets["rg", "web"]
+    cells = Counter((i.ud, i.fd) for i in ss.instances.values())
+    assert len(cells) == 25 and max(cells.values()) - min(cells.values()) <= 1
+    zonal = World(SimClock(0), seed=1)
+    zonal.put_group("rg", "eastus")
+    zs, _, _ = zonal.put_set("rg", "z", demo_scale_set(9, zones=["1", "2", "3"]))
+    assert Counter(i.zone for i in zs.instances.values()) == {"1": 3, "2": 3, "3": 3}
+
+
+def test_upgrade_timeline_and_exact_availability_record():
+    world = make_world(5)
+    ss = world.sets["rg", "web"]
+    new_image(world)
+    t0 = world.now()
+    op = world.act("rg", "web", "manualupgrade", ["0", "1"])
+    inst = ss.instances[0]
+    assert (inst.power, inst.provisioning) == ("stopping", "Updating") and ss.healthy == 3
+    step(world, timing.STOP * (1 + timing.JITTER))
+    assert inst.power == "stopped"
+    step(world, (timing.REIMAGE + timing.BOOT) * (1 + timing.JITTER))
+    assert op.status == "Succeeded" and inst.power == "running" and inst.health == "initializing"
+    assert inst.profile == ss.profile_digest and inst.image["imageReference"]["exactVersion"] == "2.0.0"
+    step(world, 60)
+    assert ss.healthy == 5
+    rec = World.availability_since(ss, t0)
+    assert rec["minHealthy"] == 3 and rec["minRunning"] == 3
+    assert all(r["time"] >= t0 for r in rec["records"][1:])
+
+
+def test_instances_already_on_the_latest_model_are_left_alone():
+    world = make_world(2)
+    op = world.act("rg", "web", "manualupgrade", ["0"])
+    assert op.pending == [] and world.sets["rg", "web"].instances[0].power == "running"
+
+
+def test_validation_happens_before_anything_changes():
+    world = make_world(3)
+    ss = world.sets["rg", "web"]
+    etag = ss.etag
+    with pytest.raises(ArmError) as e:
+        world.act("rg", "web", "manualupgrade", ["0", "99"])
+    assert e.value.status == 400
+    with pytest.raises(ArmError) as e:
+        world.patch_set("rg", "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
+            "imageReference": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/x"}}}}})
+    assert e.value.code == "PropertyChangeNotAllowed"
+    with pytest.raises(ArmError):
+        world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+            "pauseTimeBetweenBatches": "two minutes"}}}})
+    assert ss.etag == etag and all(i.op is None for i in ss.instances.values())
+
+
+def test_rolling_upgrade_respects_batch_and_pause():
+    world = make_world(10)
+    ss = world.sets["rg", "web"]
+    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+        "maxBatchInstancePercent": 30, "pauseTimeBetweenBatches": "PT5M"}}}})
+    new_image(world)
+    t0 = world.now()
+    op = world.start_rolling("rg", "web")
+    assert len(ss.rolling.batch) == 3
+    step(world, 3600)
+    assert op.status == "Succeeded" and ss.rolling.code == "Completed"
+    assert all(i.profile == ss.profile_digest for i in ss.instances.values())
+    rec = World.availability_since(ss, t0)
+    assert rec["minHealthy"] == 7
+    # four batches (3+3+3+1) with three 5-minute pauses between them
+    assert ss.rolling.end - t0 >= 3 * 300 + 4 * timing.upgrade_seconds() * (1 - timing.JITTER)
+
+
+def test_automatic_mode_upgrades_everything_at_once():
+    world = make_world(4, mode="Automatic")
+    ss = world.sets["rg", "web"]
+    new_image(world)
+    assert ss.healthy == 0  # the outage Automatic mode is known for
+    step(world, 600)
+    assert ss.healthy == 4 and all(i.profile == ss.profile_digest for i in ss.instances.values())
+
+
+def test_faults_fail_slow_and_unhealthy():
+    faults = Faults(rules=[FaultRule.parse("version=2.0.0,instanceId=1:fail"),
+                           FaultRule.parse("version=2.0.0,instanceId=2:unhealthy"),
+                           FaultRule.parse("version=2.0.0,instanceId=3:slow=10")])
+    world = make_world(4, faults)
+    ss = world.sets["rg", "web"]
+    new_image(world)
+    op = world.act("rg", "web", "manualupgrade", ["0", "1", "2", "3"])
+    step(world, 400)
+    assert ss.instances[1].provisioning == "Failed" and ss.instances[1].error["code"] == "OSProvisioningTimedOut"
+    assert ss.instances[2].health == "unhealthy" and ss.instances[0].health == "healthy"
+    assert ss.instances[3].power != "running" and op.status == "InProgress"  # ten times slower
+    step(world, 3000)
+    assert op.status == "Failed" and op.error["code"] == "OSProvisioningTimedOut"
+    assert "instance 1" in op.error["message"]
+
+
+def test_scale_in_keeps_fault_domains_balanced_and_drops_highest_ids():
+    world = make_world(10)
+    ss = world.sets["rg", "web"]
+    world.patch_set("rg", "web", {"sku": {"capacity": 5}})
+    step(world, 600)
+    assert sorted(ss.instances) == [0, 1, 2, 3, 4]
+    assert len({i.fd for i in ss.instances.values()}) == 5
+
+
+def test_dump_and_load_keep_in_flight_work():
+    world = make_world(3)
+    new_image(world)
+    world.act("rg", "web", "manualupgrade", ["0"])
+    step(world, 30)
+    state = json.loads(json.dumps(world.dump()))
+    again = World.load(state, SimClock(0, start=state["now"]))
+    ss = again.sets["rg", "web"]
+    assert ss.instances[0].op == "upgrade"
+    step(again, 600)
+    assert ss.instances[0].profile == ss.profile_digest and ss.healthy == 3
+    # the reloaded world continues exactly like the original
+    step(world, 600)
+    assert world.sets["rg", "web"].availability == ss.availability
+
+
+@pytest.mark.parametrize("text", ["PT0S", "PT2M", "PT1H30M", "P1D", "PT0.5S"])
+def test_iso_durations(text):
+    assert timing.parse_iso_duration(text) >= 0
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "2m", "PT-1S"])
+def test_bad_iso_durations(text):
+    with pytest.raises(ValueError):
+        timing.parse_iso_duration(text)
