@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import start_emulator  # noqa: E402
-from vmssctl.model import Instance  # noqa: E402
+from tests.conftest import start_emulator
+from vmssctl.model import Instance
 
 API = {"api-version": "2026-04-01"}
 
