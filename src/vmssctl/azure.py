@@ -98,3 +98,55 @@ def compute_client(conn: Connection, **kwargs: object) -> ComputeManagementClien
     from azure.identity import DefaultAzureCredential
 
     return ComputeManagementClient(DefaultAzureCredential(), conn.subscription, **kwargs)
+
+
+class ScaleSetApi:
+    """The handful of ARM calls vmssctl makes on one scale set, in vmssctl's own types."""
+
+    def __init__(self, client: ComputeManagementClient, resource_group: str, name: str) -> None:
+        self.client = client
+        self.resource_group = resource_group
+        self.name = name
+
+    def get(self):
+        from vmssctl.model import ScaleSet
+
+        return ScaleSet.from_sdk(self.client.virtual_machine_scale_sets.get(self.resource_group, self.name),
+                                 self.resource_group)
+
+    def instances(self) -> list:
+        from vmssctl.model import Instance
+
+        vms = self.client.virtual_machine_scale_set_vms.list(self.resource_group, self.name, expand="instanceView")
+        return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: int(i.instance_id))
+
+    def update(self, etag: str | None, image=None, tags: dict | None = None) -> None:
+        """PATCH the image and/or tags with If-Match on ``etag``; returns once ARM accepted it.
+
+        The engine waits for the model by observing the scale set, not on the LRO poller.
+        """
+        from azure.core import MatchConditions
+        from azure.mgmt.compute import models as m
+
+        update = m.VirtualMachineScaleSetUpdate(tags=tags)
+        if image is not None:
+            if image.kind == "uri":
+                storage = m.VirtualMachineScaleSetUpdateStorageProfile(
+                    os_disk=m.VirtualMachineScaleSetUpdateOSDisk(image=m.VirtualHardDisk(uri=image.uri)))
+            elif image.kind == "id":
+                storage = m.VirtualMachineScaleSetUpdateStorageProfile(image_reference=m.ImageReference(id=image.id))
+            else:
+                storage = m.VirtualMachineScaleSetUpdateStorageProfile(image_reference=m.ImageReference(
+                    publisher=image.publisher, offer=image.offer, sku=image.sku, version=image.version))
+            update.virtual_machine_profile = m.VirtualMachineScaleSetUpdateVMProfile(storage_profile=storage)
+        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name, update, polling=False,
+                                                            **kwargs)
+
+    def upgrade(self, ids: list[str]) -> None:
+        """One manualupgrade call for a whole batch."""
+        from azure.mgmt.compute import models as m
+
+        self.client.virtual_machine_scale_sets.begin_update_instances(
+            self.resource_group, self.name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids),
+            polling=False)

@@ -72,6 +72,54 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(inst)
     inst.set_defaults(func=cmd_instances)
 
+    up = sub.add_parser("upgrade", help="move a scale set to a new image, batch by batch, with health gates")
+    _target_flags(up)
+    img = up.add_argument_group("target image (omit all to finish instances still behind the model)")
+    img.add_argument("--version", help="platform image version, Major.Minor.Build or 'latest'")
+    img.add_argument("--sku", help="platform image SKU")
+    img.add_argument("--offer", help="platform image offer")
+    img.add_argument("--publisher", help="platform image publisher")
+    img.add_argument("--image-id", help="gallery image (version) or managed image resource id")
+    img.add_argument("--custom-uri", help="legacy unmanaged image: URL of a .vhd blob")
+    pol = up.add_argument_group("rollout policy (also from --policy FILE.toml; flags win)")
+    pol.add_argument("--policy", metavar="FILE", help="TOML file with the settings below (underscored names)")
+    pol.add_argument("--by", choices=("update-domain", "fault-domain", "zone", "batch"))
+    pol.add_argument("--batch-size", type=int)
+    pol.add_argument("--batch-percent", type=float)
+    pol.add_argument("--instances", help="only these instance ids, e.g. 3,7,9")
+    pol.add_argument("--canary", type=int, help="upgrade this many first, alone")
+    pol.add_argument("--pause", help="soak time after each batch, e.g. 2m")
+    pol.add_argument("--max-unavailable", help="instances (or %%) allowed down at once, unhealthy ones included")
+    pol.add_argument("--max-unhealthy-upgraded", help="upgraded instances (or %%) allowed to be unhealthy (default 0)")
+    pol.add_argument("--health-timeout", help="how long a batch may take to be healthy (default 10m)")
+    pol.add_argument("--rollback", choices=("auto", "manual"), help="auto: restore the previous image on failure")
+    pol.add_argument("--prioritize-unhealthy", action="store_true", default=None)
+    pol.add_argument("--probe-url", help="extra gate: http(s) URL template, e.g. http://10.0.0.{instance_id}/health")
+    pol.add_argument("--hook", help="extra gate: shell command template, exit 0 = pass")
+    pol.add_argument("--poll", help="poll interval while a batch settles (default 10s)")
+    up.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    up.add_argument("--journal", help="journal file (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    _connection_flags(up)
+    up.set_defaults(func=cmd_upgrade)
+
+    ro = sub.add_parser("rollout", help="list, inspect and steer rollouts from the journal")
+    ro_sub = ro.add_subparsers(dest="rollout_command", required=True, parser_class=_Parser)
+    for name, helptext in (("list", "recent rollouts"), ("status", "one rollout: batches and events"),
+                           ("pause", "pause after the current batch"), ("resume", "continue a paused or "
+                           "interrupted rollout"), ("abort", "stop starting batches"),
+                           ("rollback", "restore the previous image on every touched instance")):
+        p = ro_sub.add_parser(name, help=helptext)
+        if name != "list":
+            p.add_argument("id")
+        p.add_argument("--journal")
+        p.add_argument("-y", "--yes", action="store_true", help=argparse.SUPPRESS)
+        if name in ("resume", "rollback"):
+            _connection_flags(p)
+        else:
+            p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        p.set_defaults(func=cmd_rollout)
+
     demo = sub.add_parser("demo", help="start an embedded emulator with the demo scale set and show it")
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
     demo.set_defaults(func=cmd_demo)
@@ -139,6 +187,114 @@ def cmd_instances(args: argparse.Namespace) -> int:
 
     render.instances(instances, args.output)
     return EXIT_OK
+
+
+def _policy(args: argparse.Namespace):
+    from vmssctl import policy
+
+    overrides = {k: getattr(args, k) for k in (
+        "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
+        "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll")}
+    return policy.load(args.policy, overrides)
+
+
+def _sinks(args: argparse.Namespace) -> list:
+    from vmssctl import render
+    from vmssctl.rollout.events import JsonLines, PlainLog
+    from vmssctl.rollout.view import LiveView
+
+    if args.output == "json":
+        return [JsonLines()]
+    con = render.console()
+    return [LiveView(con)] if con.is_terminal else [PlainLog(con)]
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from vmssctl import render
+    from vmssctl.azure import ScaleSetApi
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.target import ImageChange
+    from vmssctl.upgrade import prepare, start
+
+    change = ImageChange(args.publisher, args.offer, args.sku, args.version, args.image_id, args.custom_uri)
+    change.validate()
+    policy = _policy(args)
+    journal = Journal(args.journal)
+    conn, client = _client(args)
+    api = ScaleSetApi(client, args.resource_group, args.name)
+    prepared = prepare(api, journal, conn, change, policy)
+    if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+        render.message(args.output, "nothing to do: every instance in scope already runs the latest model",
+                       {"type": "nothing_to_do", "plan": prepared.to_json()})
+        return EXIT_OK
+    render.plan(prepared, args.output)
+    if args.dry_run:
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to change the scale set without confirmation: pass --yes (or run on a terminal)")
+        answer = input("Proceed? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("nothing changed", file=sys.stderr)
+            return EXIT_ABORTED
+    sinks = _sinks(args)
+    try:
+        return start(api, journal, conn, prepared, sinks)
+    finally:
+        for s in sinks:
+            s.close()
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from vmssctl import render
+    from vmssctl.azure import ScaleSetApi
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.upgrade import resume
+
+    journal = Journal(args.journal)
+    what = args.rollout_command
+    if what == "list":
+        render.rollouts(journal.list(), args.output)
+        return EXIT_OK
+    r = journal.get(args.id)
+    if what == "status":
+        render.rollout_status(r, journal.batches(r.id), journal.events(r.id), args.output)
+        return EXIT_OK
+    if what in ("pause", "abort"):
+        if not r.active:
+            raise UsageError(f"rollout {r.id} is {r.state}; only a running or paused rollout can be {what}ed")
+        if journal.holder_alive(r.id):
+            journal.request(r.id, what)
+            render.message(args.output, f"asked the running process to {what} rollout {r.id}",
+                           {"type": f"{what}_requested", "rollout": r.id})
+        else:
+            journal.update(r.id, state="paused" if what == "pause" else "aborted", requested=None)
+            journal.release(r.scale_set, r.id)
+            render.message(args.output, f"rollout {r.id} {'paused' if what == 'pause' else 'aborted'}",
+                           {"type": what, "rollout": r.id})
+        return EXIT_OK
+    # resume / rollback: hand over to the running process, or run the engine here
+    if what == "resume" and not r.active:
+        raise UsageError(f"rollout {r.id} is {r.state}: nothing to resume")
+    if what == "rollback" and r.state in ("rolled_back",):
+        raise UsageError(f"rollout {r.id} is already rolled back")
+    if journal.holder_alive(r.id):
+        journal.request(r.id, what)
+        render.message(args.output, f"asked the running process to {what} rollout {r.id}",
+                       {"type": f"{what}_requested", "rollout": r.id})
+        return EXIT_OK
+    conn, client = _client(args)
+    if (conn.subscription.lower(), (conn.endpoint or "").lower()) != (r.subscription.lower(),
+                                                                        (r.endpoint or "").lower()):
+        raise UsageError(f"rollout {r.id} ran against {r.endpoint or 'Azure'} subscription {r.subscription}; "
+                         "connect to the same place to resume it")
+    sinks = _sinks(args)
+    try:
+        return resume(ScaleSetApi(client, r.resource_group, r.name), journal, conn, r, sinks,
+                      rollback=what == "rollback")
+    finally:
+        for s in sinks:
+            s.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ SDK's classes or raw ARM JSON.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class ImageRef:
         exact = f" ({self.exact_version})" if self.exact_version and self.exact_version != self.version else ""
         return f"{self.publisher}:{self.offer}:{self.sku}:{self.version}{exact}"
 
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     @classmethod
     def from_storage_profile(cls, storage: object) -> ImageRef:
         ref = getattr(storage, "image_reference", None)
@@ -63,6 +66,7 @@ class ScaleSet:
     fault_domains: int
     zones: tuple[str, ...]
     etag: str | None
+    tags: dict = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
     def from_sdk(cls, vmss: object, resource_group: str) -> ScaleSet:
@@ -71,10 +75,10 @@ class ScaleSet:
             resource_group=resource_group, name=vmss.name, location=vmss.location,
             capacity=vmss.sku.capacity or 0, vm_size=vmss.sku.name,
             image=ImageRef.from_storage_profile(vmp.storage_profile),
-            upgrade_mode=(vmss.upgrade_policy.mode if vmss.upgrade_policy else None) or "Manual",
-            orchestration_mode=vmss.orchestration_mode or "Uniform",
+            upgrade_mode=_text(vmss.upgrade_policy.mode if vmss.upgrade_policy else None) or "Manual",
+            orchestration_mode=_text(vmss.orchestration_mode) or "Uniform",
             provisioning_state=vmss.provisioning_state or "", fault_domains=vmss.platform_fault_domain_count or 5,
-            zones=tuple(vmss.zones or ()), etag=vmss.etag,
+            zones=tuple(vmss.zones or ()), etag=vmss.etag, tags=dict(vmss.tags or {}),
         )
 
     def to_json(self) -> dict:
@@ -132,3 +136,8 @@ class Instance:
         d["image"] = str(self.image)
         d["healthy"] = self.healthy
         return d
+
+
+def _text(value: object) -> str | None:
+    """The SDK's enums print as 'UpgradeMode.MANUAL'; ARM's value is 'Manual'."""
+    return getattr(value, "value", value)

@@ -81,3 +81,93 @@ def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
             row.append(text)
         t.add_row(str(ud), *row)
     console().print(t)
+
+
+def message(output: str, text: str, obj: dict) -> None:
+    if output == "json":
+        print(json.dumps(obj))
+    else:
+        console().print(text)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def plan(prepared, output: str) -> None:
+    """The plan shown before the first write (and all of ``--dry-run``)."""
+    if output == "json":
+        print(json.dumps({"type": "plan", **prepared.to_json()}))
+        return
+    ss, pol, p = prepared.scale_set, prepared.policy, prepared.plan
+    c = console()
+    c.print(f"[bold]Upgrade plan[/] for {ss.resource_group}/{ss.name} ({len(prepared.instances)} instances, "
+            f"upgrade policy {ss.upgrade_mode})")
+    if prepared.resume:
+        c.print(f"  resuming rollout [bold]{prepared.resume.id}[/] ({prepared.resume.state})")
+    if prepared.diff:
+        c.print(f"  image: {ss.image}  ->  [cyan]{prepared.target}[/]")
+        for field, a, b in prepared.diff:
+            c.print(f"    {field}: {a} -> [cyan]{b}[/]")
+    else:
+        c.print(f"  image: already {ss.image} in the model; upgrading instances still behind it")
+    group = {"batch": f"batches of {pol.batch_count(p.capacity)}", "update-domain": "update domain",
+             "fault-domain": "fault domain", "zone": "zone"}[pol.by]
+    c.print(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
+            + f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of {p.capacity})"
+            + f", max unhealthy upgraded {pol.max_unhealthy_upgraded}, health timeout {_duration(pol.health_timeout)}"
+            + (f", pause {_duration(pol.pause)}" if pol.pause else "") + f", rollback {pol.rollback}")
+    c.print(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the new "
+            "image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
+    for n, batch in enumerate(p.batches[:50], 1):
+        label = " (canary)" if n == 1 and pol.canary and not (prepared.resume and prepared.resume.canary_done) else ""
+        more = f" ... (+{len(batch) - 30})" if len(batch) > 30 else ""
+        c.print(f"    {n:>3}{label}: " + ", ".join(batch[:30]) + more)
+    if len(p.batches) > 50:
+        c.print(f"    ... {len(p.batches) - 50} more batches")
+    if p.skipped:
+        c.print(f"  skipped (already on the latest model): {', '.join(p.skipped[:30])}"
+                + (" ..." if len(p.skipped) > 30 else ""))
+    c.print(f"  estimate: ~{_duration(prepared.estimate_seconds())} (typical 4 min a batch"
+            + (" plus pauses)" if pol.pause else ")"))
+
+
+def rollouts(items: list, output: str) -> None:
+    if output == "json":
+        print(json.dumps([r.to_json() for r in items], indent=2, default=str))
+        return
+    t = Table("id", "scale set", "state", "phase", "target", "started", "error")
+    from datetime import datetime
+
+    for r in items:
+        from vmssctl.model import ImageRef
+
+        t.add_row(r.id, f"{r.resource_group}/{r.name}", r.state, r.phase, str(ImageRef(**r.target)),
+                  datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"), (r.error or "")[:60])
+    console().print(t)
+
+
+def rollout_status(r, batches: list, events: list, output: str) -> None:
+    if output == "json":
+        print(json.dumps({"rollout": r.to_json(), "batches": [b.__dict__ for b in batches], "events": events},
+                         indent=2, default=str))
+        return
+    from vmssctl.model import ImageRef
+    from vmssctl.rollout.events import describe
+
+    c = console()
+    c.print(f"[bold]{r.id}[/] {r.resource_group}/{r.name}: [bold]{r.state}[/] ({r.phase})")
+    c.print(f"  {ImageRef(**r.previous)} -> {ImageRef(**r.target)}")
+    if r.error:
+        c.print(f"  [red]{r.error}[/]")
+    t = Table("batch", "kind", "state", "instances", "failed")
+    for b in batches:
+        t.add_row(str(b.seq), b.kind, b.state, ", ".join(b.instance_ids[:20]), ", ".join(b.failed))
+    c.print(t)
+    for e in events[-15:]:
+        c.print(f"  {describe(e)}", highlight=False)

@@ -90,6 +90,7 @@ class Instance:
     steps: list = field(default_factory=list)  # [[t, action], ...] still to happen
     pending: dict | None = None  # what the in-flight operation will leave behind
     etag: int = 1
+    upgrades: int = 0  # OS disk replacements (upgrade/reimage), to prove nothing was upgraded twice
 
 
 @dataclass
@@ -536,19 +537,17 @@ class World:
             raise ArmError(404, "ResourceNotFound", f"The operation '{op_id}' was not found.")
         return op
 
+    FINAL_STEPS = ("booted", "done", "gone")
+
     def op_remaining(self, op: Operation) -> float:
-        """Simulated seconds until the op is expected to end, for Retry-After."""
-        ends = []
-        if op.end_at is not None:
-            ends.append(op.end_at)
-        if op.set_key:
-            ss = self.sets.get(tuple(op.set_key))
-            if ss:
-                for iid in op.pending:
-                    inst = ss.instances.get(iid)
-                    if inst and inst.steps:
-                        ends.append(inst.steps[0][0])
-        return max(0.0, (min(ends) if ends else self.now() + timing.LRO_POLL) - self.now())
+        """Simulated seconds until the op is expected to end (its slowest instance), for Retry-After."""
+        ends = [op.end_at] if op.end_at is not None else []
+        ss = self.sets.get(tuple(op.set_key)) if op.set_key else None
+        for iid in op.pending if ss else ():
+            inst = ss.instances.get(iid)
+            if inst is not None:
+                ends += [t for t, action in inst.steps if action in self.FINAL_STEPS]
+        return max(0.0, (max(ends) if ends else self.now() + timing.LRO_POLL) - self.now())
 
     # ------------------------------------------------------------- instances
     def _instances(self, ss: ScaleSet, ids: Iterable[str] | None) -> list[Instance]:
@@ -638,6 +637,8 @@ class World:
         if inst.op_id and inst.op_id in self.ops:  # superseded (a delete wins): release the old op
             self._instance_done(ss, inst, now, None)
         image, profile = inst.image, inst.profile
+        if kind in ("upgrade", "reimage"):
+            inst.upgrades += 1
         if kind in ("upgrade", "create"):
             image, profile = self._resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
         effect, code, factor = self.faults.outcome(self._facts(ss, inst, image))
@@ -801,6 +802,7 @@ class World:
             rows = rows[start:]
         return {
             "running": ss.running, "healthy": ss.healthy, "capacity": ss.capacity,
+            "upgrades": {str(i.instance_id): i.upgrades for i in ss.instances.values() if i.upgrades},
             "minRunning": min((r[1] for r in rows), default=ss.running),
             "minHealthy": min((r[2] for r in rows), default=ss.healthy),
             **({"records": [{"time": r[0], "running": r[1], "healthy": r[2], "capacity": r[3]} for r in rows]}

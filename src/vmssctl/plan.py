@@ -1,0 +1,112 @@
+"""Where the batches are decided: pure functions from observed instances and a policy.
+
+The engine calls ``make_plan`` again after every batch with what it then observes, so the
+plan always describes what is left; ``fit_to_floor`` trims a batch so the set never
+drops below its healthy floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vmssctl.model import Instance
+from vmssctl.policy import RolloutPolicy
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: list[list[str]]
+    capacity: int
+    max_unavailable: int
+    floor: int  # healthy instances the set must keep at all times
+    skipped: list[str]  # in scope but already on the target
+
+    @property
+    def pending(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def to_json(self) -> dict:
+        return {"batches": self.batches, "capacity": self.capacity, "maxUnavailable": self.max_unavailable,
+                "floor": self.floor, "skipped": self.skipped}
+
+
+def _group_key(policy: RolloutPolicy) -> Callable[[Instance], object] | None:
+    return {
+        "update-domain": lambda i: i.update_domain if i.update_domain is not None else -1,
+        "fault-domain": lambda i: i.fault_domain if i.fault_domain is not None else -1,
+        "zone": lambda i: i.zone or "",
+    }.get(policy.by)
+
+
+def max_unavailable(policy: RolloutPolicy, capacity: int, largest_batch: int) -> int:
+    """Explicit ``--max-unavailable`` (count or %), else the largest batch; at least one."""
+    if policy.max_unavailable is not None:
+        return max(1, policy.max_unavailable.of(capacity))
+    return max(1, largest_batch)
+
+
+def make_plan(instances: list[Instance], policy: RolloutPolicy, needs_upgrade: Callable[[Instance], bool],
+              canary: int | None = None) -> Plan:
+    """Order and batch the instances that still need the upgrade.
+
+    ``needs_upgrade`` says which instances are behind; ``canary`` overrides the policy's
+    (the engine passes 0 once the canary batch has run).
+    """
+    capacity = len(instances)
+    scope = [i for i in instances if not policy.instances or i.instance_id in policy.instances]
+    pending = [i for i in scope if needs_upgrade(i)]
+    skipped = [i.instance_id for i in scope if not needs_upgrade(i)]
+    group_key = _group_key(policy)
+
+    def order(i: Instance) -> tuple:
+        return (i.healthy if policy.prioritize_unhealthy else False,
+                group_key(i) if group_key else 0, int(i.instance_id))
+
+    pending.sort(key=order)
+    canary = policy.canary if canary is None else canary
+    batches: list[list[Instance]] = []
+    if canary and pending:
+        batches.append(pending[:canary])
+        pending = pending[canary:]
+    if group_key is None:
+        size = policy.batch_count(capacity)
+        batches += [pending[k:k + size] for k in range(0, len(pending), size)]
+    else:
+        groups: dict[object, list[Instance]] = {}
+        unhealthy_first = [i for i in pending if policy.prioritize_unhealthy and not i.healthy]
+        if unhealthy_first:
+            batches.append(unhealthy_first)
+        for inst in pending:
+            if inst not in unhealthy_first:
+                groups.setdefault(group_key(inst), []).append(inst)
+        batches += [groups[k] for k in sorted(groups, key=lambda k: (str(type(k)), k))]
+    largest = max((len(b) for b in batches[1 if canary else 0:]), default=1)
+    limit = max_unavailable(policy, capacity, max(largest, len(batches[0]) if batches else 1))
+    # a group bigger than the unavailability budget is split into budget-sized batches
+    split: list[list[str]] = []
+    for batch in batches:
+        ids = [i.instance_id for i in batch]
+        split += [ids[k:k + limit] for k in range(0, len(ids), limit)]
+    return Plan(batches=split, capacity=capacity, max_unavailable=limit, floor=max(0, capacity - limit),
+                skipped=skipped)
+
+
+def fit_to_floor(batch: list[str], instances: dict[str, Instance], floor: int) -> list[str]:
+    """The part of ``batch`` that can go down now without the healthy count dropping below ``floor``.
+
+    Unhealthy members cost nothing (they are already down); healthy ones spend the margin.
+    """
+    healthy_now = sum(1 for i in instances.values() if i.healthy)
+    margin = healthy_now - floor
+    out = []
+    for iid in batch:
+        inst = instances.get(iid)
+        if inst is None:
+            continue
+        if not inst.healthy:
+            out.append(iid)
+        elif margin > 0:
+            out.append(iid)
+            margin -= 1
+    return out

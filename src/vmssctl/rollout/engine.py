@@ -1,0 +1,348 @@
+"""The level-triggered rollout loop: observe ARM, decide the next action, act, record.
+
+Nothing here trusts memory over ARM. Each turn lists the instances once and works out
+from what it sees which batch is in flight, whether it has settled, and what to start
+next; the journal only supplies intent (target, previous image, policy, which batch was
+being issued). So resuming after a crash is just running the loop again.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+
+from vmssctl.azure import ScaleSetApi
+from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.plan import fit_to_floor, make_plan
+from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout.clock import Clock
+from vmssctl.rollout.events import Sink, Snapshot
+from vmssctl.rollout.gates import BAD, GOOD, Gates, judge
+from vmssctl.rollout.journal import Batch, Journal, Rollout
+from vmssctl.target import diff, runs_image, same_image
+
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
+TAG = "vmssctl-rollout"
+DEFAULT_BATCH_SECONDS = 240.0  # a typical Linux VM upgrade incl. health grace, until one is measured
+MODEL_WAIT = 2.0  # re-check a model update this often
+
+
+class Halt(Exception):
+    """Stop the rollout without touching anything more (e.g. someone else edited the model)."""
+
+
+class Engine:
+    def __init__(self, api: ScaleSetApi, journal: Journal, rollout: Rollout, clock: Clock,
+                 sinks: list[Sink]) -> None:
+        self.api = api
+        self.journal = journal
+        self.r = rollout
+        self.clock = clock
+        self.sinks = sinks
+        self.policy = RolloutPolicy.from_json(rollout.policy)
+        self.target = ImageRef(**rollout.target)
+        self.previous = ImageRef(**rollout.previous)
+        self.gates = Gates(self.policy.probe_url, self.policy.hook, api.resource_group, api.name)
+        self.started = clock.now()
+        self.instances: list[Instance] = []
+        self.scale_set: ScaleSet | None = None
+
+    # ------------------------------------------------------------------ output
+    def emit(self, kind: str, **data: object) -> None:
+        event = {"type": kind, "rollout": self.r.id, "time": self.clock.now(), **data}
+        self.journal.add_event(self.r.id, event["time"], kind, {k: v for k, v in data.items()})
+        for sink in self.sinks:
+            sink.event(event)
+
+    def _snapshot(self, phase: str, batch: list[str], done: int, total: int, floor: int, batch_no: int,
+                  batches_total: int, eta: float | None, paused: bool = False) -> None:
+        snap = Snapshot(self.r.id, f"{self.api.resource_group}/{self.api.name}", phase,
+                        str(self.previous if phase == "rollback" else self.target), self.instances, batch,
+                        batch_no, batches_total, done, total, floor, self.started, self.clock.now(), eta, paused,
+                        self.scale_set.fault_domains if self.scale_set else 5)
+        for sink in self.sinks:
+            sink.snapshot(snap)
+
+    # ------------------------------------------------------------------ ARM
+    def _observe_set(self) -> ScaleSet:
+        self.scale_set = self.api.get()
+        return self.scale_set
+
+    def _observe(self) -> dict[str, Instance]:
+        self.instances = self.api.instances()
+        self.journal.renew(self.r.scale_set, self.r.id)
+        return {i.instance_id: i for i in self.instances}
+
+    def _ensure_model(self, image: ImageRef, expected_from: ImageRef) -> None:
+        """Put ``image`` in the model, with If-Match; refuse if someone else changed it meanwhile."""
+        while True:
+            ss = self._observe_set()
+            if same_image(ss.image, image):
+                if ss.tags.get(TAG) != self.r.id:
+                    self._set_tag(ss, self.r.id)
+                    continue
+                if ss.provisioning_state.lower() in ("updating", "creating"):
+                    self.clock.sleep(MODEL_WAIT)
+                    continue
+                return
+            if not same_image(ss.image, expected_from):
+                raise Halt(f"the scale set's image changed outside this rollout (now {ss.image}, expected "
+                           f"{expected_from}); nothing was overwritten")
+            tags = {**ss.tags, TAG: self.r.id}
+            try:
+                self.api.update(ss.etag, image=image, tags=tags)
+            except ResourceModifiedError:
+                raise Halt("the scale set changed while vmssctl was updating it (etag mismatch, HTTP 412); "
+                           "nothing was overwritten: check the model and run again") from None
+            self.emit("model_updated", diff=diff(ss.image, image))
+
+    def _set_tag(self, ss: ScaleSet, value: str | None) -> None:
+        tags = {k: v for k, v in ss.tags.items() if k != TAG}
+        if value:
+            tags[TAG] = value
+        try:
+            self.api.update(ss.etag, tags=tags)
+        except ResourceModifiedError:
+            raise Halt("the scale set changed while vmssctl was tagging it (HTTP 412); nothing was "
+                       "overwritten") from None
+
+    def _release_tag(self) -> None:
+        try:
+            ss = self._observe_set()
+            if ss.tags.get(TAG) == self.r.id:
+                self._set_tag(ss, None)
+        except (HttpResponseError, Halt):
+            pass  # the tag is advisory; a stale one names a finished rollout and is reported as such
+
+    # ------------------------------------------------------------------ control
+    def _requested(self) -> str | None:
+        return self.journal.get(self.r.id).requested
+
+    def _wait_while_paused(self) -> str | None:
+        """Block while paused; returns 'abort' or 'rollback' if asked for meanwhile."""
+        import time
+
+        self.journal.update(self.r.id, state="paused")
+        self.emit("paused")
+        while True:
+            what = self._requested()
+            if what in ("abort", "rollback"):
+                return what
+            if what == "resume":
+                self.journal.update(self.r.id, state="rolling_back" if self.r.phase == "rollback" else "running",
+                                    requested=None)
+                self.emit("resumed")
+                return None
+            self.journal.renew(self.r.scale_set, self.r.id)
+            time.sleep(0.5)
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> int:
+        self.journal.acquire(self.r.scale_set, self.r.id)
+        try:
+            return self._run()
+        except Halt as e:
+            self.journal.update(self.r.id, state="failed", error=str(e))
+            self.emit("rollout_failed", error=str(e))
+            return EXIT_FAILED
+        finally:
+            self.journal.release(self.r.scale_set, self.r.id)
+
+    def _run(self) -> int:
+        if self.r.state == "rolling_back" or self.r.phase == "rollback" or self._requested() == "rollback":
+            return self._rollback(self.r.error or "rollback requested")
+        if self.r.state == "paused":
+            self.journal.update(self.r.id, state="running")
+        self._ensure_model(self.target, self.previous)
+        self.journal.update(self.r.id, phase="forward")
+        outcome = self._drive("forward", lambda i: not i.latest_model)
+        if outcome == "done":
+            self._release_tag()
+            upgraded = sum(len(b.instance_ids) for b in self.journal.batches(self.r.id) if b.kind == "forward")
+            self.journal.update(self.r.id, state="succeeded")
+            self.emit("rollout_succeeded", upgraded=upgraded, seconds=self.clock.now() - self.started)
+            return EXIT_OK
+        if outcome == "abort":
+            return self._aborted()
+        if outcome == "rollback":
+            return self._rollback("rollback requested")
+        if self.policy.rollback == "auto":
+            return self._rollback(outcome)
+        self._release_tag()
+        self.journal.update(self.r.id, state="failed", error=outcome)
+        self.emit("rollout_failed", error=outcome)
+        return EXIT_FAILED
+
+    def _aborted(self) -> int:
+        self._release_tag()
+        self.journal.update(self.r.id, state="aborted", requested=None)
+        self.emit("rollout_aborted")
+        return EXIT_ABORTED
+
+    def _rollback(self, reason: str) -> int:
+        self.journal.update(self.r.id, state="rolling_back", phase="rollback", error=reason, requested=None)
+        self.r.phase = "rollback"
+        self.emit("rollback_started", to=str(self.previous), reason=reason)
+        self._ensure_model(self.previous, self.target)
+        touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
+        outcome = self._drive("rollback", lambda i: not i.latest_model and (
+            i.instance_id in touched or not runs_image(i.image, self.previous)))
+        self._release_tag()
+        if outcome == "abort":
+            return self._aborted()
+        if outcome in ("done", "rollback"):
+            self.journal.update(self.r.id, state="rolled_back")
+            self.emit("rollout_rolled_back", error=reason)
+        else:
+            self.journal.update(self.r.id, state="failed", error=f"{reason}; rollback failed: {outcome}")
+            self.emit("rollout_failed", error=f"{reason}; rollback failed: {outcome}")
+        return EXIT_FAILED
+
+    def _drive(self, kind: str, needs) -> str:
+        """Batches until nothing in scope needs ``kind``: 'done', 'abort', 'rollback' or a failure reason."""
+        policy = self.policy
+        batches = [b for b in self.journal.batches(self.r.id) if b.kind == kind]
+        failed: set[str] = {i for b in batches for i in b.failed}
+        upgraded: set[str] = {i for b in batches if b.state in ("succeeded", "failed") for i in b.instance_ids}
+        durations = [b.finished - b.started for b in batches if b.state == "succeeded" and b.finished]
+        open_batch = next((b for b in batches if b.state in ("issuing", "issued")), None)
+        floor_wait_since: float | None = None
+        total_hint = None
+        reasons: list[str] = [f"instance {i}: failed in an earlier batch" for i in sorted(failed, key=int)]
+        while True:
+            what = self._requested()
+            if what == "abort":
+                return "abort"
+            if what == "rollback" and kind == "forward":
+                return "rollback"
+            by_id = self._observe()
+            plan = make_plan(self.instances, policy, needs, canary=0 if (self.r.canary_done or kind != "forward")
+                             else None)
+            if total_hint is None:
+                total_hint = len(upgraded) + plan.pending
+            eta = (plan.pending and (len(plan.batches) * (statistics.median(durations) if durations
+                                                            else DEFAULT_BATCH_SECONDS)
+                                     + max(0, len(plan.batches) - 1) * policy.pause)) or 0.0
+            self._snapshot(kind, open_batch.instance_ids if open_batch else [], len(upgraded),
+                           max(total_hint, len(upgraded) + plan.pending), plan.floor,
+                           len([b for b in self.journal.batches(self.r.id) if b.kind == kind]),
+                           len([b for b in self.journal.batches(self.r.id) if b.kind == kind]) + len(plan.batches)
+                           - (1 if open_batch else 0), eta)
+            if open_batch is not None:
+                settled = self._settle(open_batch, by_id, needs, kind)
+                if settled is None:
+                    self.clock.sleep(self._poll_delay(open_batch, durations))
+                    continue
+                _good, bad = settled
+                upgraded |= set(open_batch.instance_ids)
+                failed |= set(bad)
+                if bad:
+                    reasons += [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+                    self.journal.set_batch(open_batch, state="failed", finished=self.clock.now(), failed=sorted(bad))
+                    self.emit("batch_failed", batch=open_batch.seq, phase=kind, reasons=reasons,
+                              instances=sorted(bad, key=int))
+                else:
+                    self.journal.set_batch(open_batch, state="succeeded", finished=self.clock.now())
+                    durations.append(open_batch.finished - open_batch.started)
+                    self.emit("batch_succeeded", batch=open_batch.seq, phase=kind,
+                              seconds=open_batch.finished - open_batch.started)
+                open_batch = None
+                allowed = policy.max_unhealthy_upgraded.of(len(upgraded)) if policy.max_unhealthy_upgraded.percent \
+                    else int(policy.max_unhealthy_upgraded.value)
+                if len(failed) > allowed:
+                    detail = "; ".join(reasons)
+                    return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
+                            f"{policy.max_unhealthy_upgraded}: {detail}")
+                if policy.pause and any(needs(i) for i in self.instances):
+                    self.emit("soak", seconds=policy.pause)
+                    self.clock.sleep(policy.pause)
+                continue
+            if what == "pause":
+                after = self._wait_while_paused()
+                if after is not None:
+                    return after
+                continue
+            if not plan.batches:
+                return "done"
+            ss = self._observe_set()
+            if kind == "forward" and not same_image(ss.image, self.target):
+                raise Halt(f"the scale set's image changed outside this rollout (now {ss.image}); stopping")
+            if ss.provisioning_state.lower() in ("updating", "creating"):
+                self.clock.sleep(MODEL_WAIT)
+                continue
+            idle = {iid for iid, i in by_id.items() if i.provisioning in ("succeeded", "failed")}
+            ready = [i for i in plan.batches[0] if i in idle]
+            if not ready:  # what is next is still busy with an earlier operation
+                self.clock.sleep(policy.poll)
+                continue
+            batch = fit_to_floor(ready, by_id, plan.floor)
+            if not batch:
+                now = self.clock.now()
+                healthy = sum(1 for i in self.instances if i.healthy)
+                if floor_wait_since is None:
+                    floor_wait_since = now
+                    self.emit("waiting_for_floor", healthy=healthy, floor=plan.floor)
+                elif now - floor_wait_since > policy.health_timeout:
+                    return (f"only {healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting the next "
+                            f"batch would go below the floor of {plan.floor}")
+                self.clock.sleep(policy.poll)
+                continue
+            floor_wait_since = None
+            open_batch = self.journal.add_batch(self.r.id, kind, batch, self.clock.now())
+            if kind == "forward" and policy.canary and not self.r.canary_done:
+                self.journal.update(self.r.id, canary_done=1)
+                self.r.canary_done = True
+            self.emit("batch_started", batch=open_batch.seq, phase=kind, instances=batch, floor=plan.floor,
+                      healthy=sum(1 for i in self.instances if i.healthy))
+            self._issue(open_batch, batch)
+
+    def _issue(self, batch: Batch, ids: list[str]) -> None:
+        try:
+            self.api.upgrade(ids)
+        except HttpResponseError as e:
+            if e.status_code != 409:
+                raise
+            err = getattr(e, "error", None)
+            self.emit("conflict", code=getattr(err, "code", "Conflict"), message=getattr(err, "message", str(e)))
+            return  # stays 'issuing': the next turn re-issues what has not started
+        self.journal.set_batch(batch, state="issued")
+
+    def _settle(self, batch: Batch, by_id: dict[str, Instance], needs, kind: str):
+        """None while the batch is still moving, else (good ids, {bad id: reason})."""
+        elapsed = self.clock.now() - (batch.started or self.clock.now())
+        if batch.state == "issuing":
+            # we do not know whether the call landed: re-issue only what has visibly not started
+            idle = [i for i in batch.instance_ids if i in by_id and needs(by_id[i])
+                    and by_id[i].provisioning == "succeeded" and by_id[i].power == "running"]
+            if idle:
+                self.emit("batch_reissued", batch=batch.seq, instances=idle)
+                self._issue(batch, idle)
+                return None
+            self.journal.set_batch(batch, state="issued")
+        good, bad, waiting = [], {}, False
+        for iid in batch.instance_ids:
+            inst = by_id.get(iid)
+            verdict = judge(inst, inst is not None and not needs(inst), elapsed, self.policy.health_timeout,
+                            self.gates)
+            if verdict.state == GOOD:
+                good.append(iid)
+            elif verdict.state == BAD:
+                bad[iid] = verdict.reason
+            else:
+                waiting = True
+        if waiting:
+            return None
+        return good, bad
+
+    def _poll_delay(self, batch: Batch, durations: list[float]) -> float:
+        """Poll sparingly while a batch cannot be done yet, then every ``--poll``."""
+        elapsed = self.clock.now() - (batch.started or self.clock.now())
+        poll = self.policy.poll
+        if durations:
+            expected = min(durations)
+            if elapsed < 0.9 * expected:
+                return max(poll, 0.9 * expected - elapsed)
+        return min(poll, max(1.0, self.policy.health_timeout - elapsed)) if elapsed < self.policy.health_timeout \
+            else poll
+

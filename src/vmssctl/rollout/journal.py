@@ -1,0 +1,238 @@
+"""The rollout journal (SQLite): intent, history, what to roll back to, and the lease.
+
+The engine never trusts it over what ARM shows; it is what lets a killed rollout be
+resumed by id, lets another process pause or abort it, and keeps two vmssctl processes
+off one scale set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from vmssctl.azure import UsageError
+
+ACTIVE = ("running", "paused", "rolling_back")
+LEASE_SECONDS = 120.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY, created REAL, updated REAL, scale_set TEXT, subscription TEXT,
+    resource_group TEXT, name TEXT, endpoint TEXT, target TEXT, previous TEXT, policy TEXT,
+    state TEXT, phase TEXT, error TEXT, requested TEXT, canary_done INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS batches (
+    rollout_id TEXT, seq INTEGER, kind TEXT, instance_ids TEXT, state TEXT, started REAL, finished REAL,
+    failed TEXT, PRIMARY KEY (rollout_id, seq));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT, time REAL, type TEXT, data TEXT);
+CREATE TABLE IF NOT EXISTS leases (
+    scale_set TEXT PRIMARY KEY, rollout_id TEXT, host TEXT, pid INTEGER, expires REAL);
+CREATE INDEX IF NOT EXISTS events_by_rollout ON events (rollout_id, id);
+"""
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("VMSSCTL_JOURNAL") or
+                Path(platformdirs.user_data_dir("vmssctl", appauthor=False)) / "journal.sqlite")
+
+
+@dataclass
+class Rollout:
+    id: str
+    created: float
+    updated: float
+    scale_set: str
+    subscription: str
+    resource_group: str
+    name: str
+    endpoint: str | None
+    target: dict
+    previous: dict
+    policy: dict
+    state: str
+    phase: str
+    error: str | None
+    requested: str | None
+    canary_done: bool
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Batch:
+    rollout_id: str
+    seq: int
+    kind: str
+    instance_ids: list[str]
+    state: str  # issuing | issued | succeeded | failed
+    started: float | None
+    finished: float | None
+    failed: list[str]
+
+
+def scale_set_key(subscription: str, resource_group: str, name: str) -> str:
+    return f"{subscription}/{resource_group}/{name}".lower()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Journal:
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise UsageError(f"cannot open the journal at {self.path}: {e}") from None
+        self.db.row_factory = sqlite3.Row
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ rollouts
+    def create(self, subscription: str, resource_group: str, name: str, endpoint: str | None, target: dict,
+               previous: dict, policy: dict) -> Rollout:
+        rid = "r-" + uuid.uuid4().hex[:8]
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO rollouts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)", (
+                rid, now, now, scale_set_key(subscription, resource_group, name), subscription, resource_group,
+                name, endpoint, json.dumps(target), json.dumps(previous), json.dumps(policy), "running",
+                "model", None, None))
+        return self.get(rid)
+
+    def _rollout(self, row: sqlite3.Row) -> Rollout:
+        d = dict(row)
+        for k in ("target", "previous", "policy"):
+            d[k] = json.loads(d[k])
+        d["canary_done"] = bool(d["canary_done"])
+        return Rollout(**d)
+
+    def get(self, rid: str) -> Rollout:
+        row = self.db.execute("SELECT * FROM rollouts WHERE id = ?", (rid,)).fetchone()
+        if row is None:
+            raise UsageError(f"no rollout '{rid}' in the journal {self.path}")
+        return self._rollout(row)
+
+    def list(self, limit: int = 50) -> list[Rollout]:
+        rows = self.db.execute("SELECT * FROM rollouts ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [self._rollout(r) for r in rows]
+
+    def active_for(self, key: str) -> Rollout | None:
+        row = self.db.execute("SELECT * FROM rollouts WHERE scale_set = ? AND state IN (?,?,?) ORDER BY created DESC",
+                              (key, *ACTIVE)).fetchone()
+        return self._rollout(row) if row else None
+
+    def update(self, rid: str, **fields: object) -> None:
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
+
+    def request(self, rid: str, what: str | None) -> None:
+        """Ask the process running ``rid`` to pause, resume, abort or roll back."""
+        self.update(rid, requested=what)
+
+    # ------------------------------------------------------------------ batches
+    def add_batch(self, rid: str, kind: str, ids: list[str], started: float) -> Batch:
+        with self._tx() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE rollout_id = ?",
+                             (rid,)).fetchone()[0]
+            db.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
+                       (rid, seq, kind, json.dumps(ids), "issuing", started, None, "[]"))
+        return Batch(rid, seq, kind, ids, "issuing", started, None, [])
+
+    def set_batch(self, batch: Batch, **fields: object) -> None:
+        for k, v in fields.items():
+            setattr(batch, k, v)
+        stored = {k: json.dumps(v) if k in ("failed", "instance_ids") else v for k, v in fields.items()}
+        cols = ", ".join(f"{k} = ?" for k in stored)
+        with self._tx() as db:
+            db.execute(f"UPDATE batches SET {cols} WHERE rollout_id = ? AND seq = ?",
+                       (*stored.values(), batch.rollout_id, batch.seq))
+
+    def batches(self, rid: str) -> list[Batch]:
+        rows = self.db.execute("SELECT * FROM batches WHERE rollout_id = ? ORDER BY seq", (rid,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["instance_ids"] = json.loads(d["instance_ids"])
+            d["failed"] = json.loads(d["failed"] or "[]")
+            out.append(Batch(**d))
+        return out
+
+    # ------------------------------------------------------------------ events
+    def add_event(self, rid: str, t: float, kind: str, data: dict) -> int:
+        cur = self.db.execute("INSERT INTO events (rollout_id, time, type, data) VALUES (?,?,?,?)",
+                              (rid, t, kind, json.dumps(data)))
+        return int(cur.lastrowid)
+
+    def events(self, rid: str, after: int = 0) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM events WHERE rollout_id = ? AND id > ? ORDER BY id", (rid, after))
+        return [{"id": r["id"], "time": r["time"], "type": r["type"], **json.loads(r["data"])} for r in rows]
+
+    # ------------------------------------------------------------------ lease
+    def acquire(self, key: str, rid: str) -> None:
+        """Hold the scale set for ``rid``; refuse if another live process or another rollout holds it."""
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM leases WHERE scale_set = ?", (key,)).fetchone()
+            if row is not None and (row["host"], row["pid"]) != (host, pid):
+                other = db.execute("SELECT state FROM rollouts WHERE id = ?", (row["rollout_id"],)).fetchone()
+                other_active = other is not None and other["state"] in ACTIVE
+                alive = row["expires"] > now and (row["host"] != host or _pid_alive(row["pid"]))
+                if row["rollout_id"] != rid and other_active:
+                    raise UsageError(f"rollout {row['rollout_id']} holds this scale set ({other['state']}): "
+                                     f"resume, abort or roll it back first (vmssctl rollout status "
+                                     f"{row['rollout_id']})")
+                if alive and other_active:
+                    raise UsageError(f"rollout {row['rollout_id']} is being run by process {row['pid']} on "
+                                     f"{row['host']}")
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?)", (key, rid, host, pid, now + LEASE_SECONDS))
+
+    def renew(self, key: str, rid: str) -> None:
+        self.db.execute("UPDATE leases SET expires = ? WHERE scale_set = ? AND rollout_id = ?",
+                        (time.time() + LEASE_SECONDS, key, rid))
+
+    def release(self, key: str, rid: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE scale_set = ? AND rollout_id = ?", (key, rid))
+
+    def holder_alive(self, rid: str) -> bool:
+        """Is some live process running ``rid`` right now?"""
+        row = self.db.execute("SELECT * FROM leases WHERE rollout_id = ?", (rid,)).fetchone()
+        if row is None or row["expires"] < time.time():
+            return False
+        return row["host"] != socket.gethostname() or _pid_alive(row["pid"])

@@ -1,0 +1,100 @@
+"""What the user asked the image to become, checked before anything is written.
+
+Compute refuses an image *type* change (platform ↔ gallery/managed id ↔ VHD URI) and
+malformed versions; vmssctl refuses them first, so a bad command changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from vmssctl.azure import UsageError
+from vmssctl.model import ImageRef
+
+VERSION_RE = re.compile(r"^(latest|\d+\.\d+\.\d+)$", re.IGNORECASE)
+IMAGE_ID_RE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"(galleries/[^/]+/images/[^/]+(/versions/(latest|\d+\.\d+\.\d+))?|images/[^/]+)$",
+    re.IGNORECASE,
+)
+URI_RE = re.compile(r"^https?://[^\s/]+/\S+\.vhd$", re.IGNORECASE)
+KIND_NAMES = {"platform": "a platform image", "id": "a gallery or managed image", "uri": "an unmanaged VHD"}
+
+
+@dataclass(frozen=True)
+class ImageChange:
+    """The image flags of one command: any of them may be None (= keep)."""
+
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+    image_id: str | None = None
+    custom_uri: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.publisher, self.offer, self.sku, self.version, self.image_id, self.custom_uri))
+
+    def validate(self) -> None:
+        platform = any((self.publisher, self.offer, self.sku, self.version))
+        if sum((platform, bool(self.image_id), bool(self.custom_uri))) > 1:
+            raise UsageError("choose one image kind: --version/--sku/--offer/--publisher, --image-id, or --custom-uri")
+        if self.version is not None and not VERSION_RE.match(self.version):
+            raise UsageError(f"--version '{self.version}' is not 'latest' or Major.Minor.Build (e.g. 22.04.202611200)")
+        for flag, value in (("--sku", self.sku), ("--offer", self.offer), ("--publisher", self.publisher)):
+            if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", value):
+                raise UsageError(f"{flag} '{value}' is not a valid image {flag[2:]} name")
+        if self.image_id is not None and not IMAGE_ID_RE.match(self.image_id):
+            raise UsageError(f"--image-id '{self.image_id}' is not a gallery image (version) or managed image "
+                             "resource id")
+        if self.custom_uri is not None and not URI_RE.match(self.custom_uri):
+            raise UsageError(f"--custom-uri '{self.custom_uri}' is not an http(s) URL of a .vhd blob")
+
+    def apply(self, current: ImageRef) -> ImageRef:
+        """The target image; raises UsageError where Compute would refuse the change."""
+        self.validate()
+        if self.empty:
+            return current
+        if self.image_id:
+            target = ImageRef(id=self.image_id)
+        elif self.custom_uri:
+            target = ImageRef(uri=self.custom_uri)
+        else:
+            target = replace(current, exact_version=None,
+                             **{k: v for k, v in (("publisher", self.publisher), ("offer", self.offer),
+                                                  ("sku", self.sku), ("version", self.version)) if v})
+        if target.kind != current.kind:
+            raise UsageError(f"the scale set runs {KIND_NAMES[current.kind]}; Azure does not allow changing it to "
+                             f"{KIND_NAMES[target.kind]} in place (create a new scale set instead)")
+        return target
+
+
+def same_image(a: ImageRef, b: ImageRef) -> bool:
+    """Equal as a model value (exactVersion is read-only and ignored; names compare case-insensitively)."""
+    def key(r: ImageRef) -> tuple:
+        return tuple((v or "").lower() for v in (r.publisher, r.offer, r.sku, r.version, r.id, r.uri))
+    return key(a) == key(b)
+
+
+def runs_image(instance_image: ImageRef, wanted: ImageRef) -> bool:
+    """Does an instance's applied image match ``wanted`` (a ``latest`` matches any exact version)?"""
+    if wanted.kind != instance_image.kind:
+        return False
+    if wanted.kind != "platform":
+        return same_image(instance_image, wanted)
+    if (wanted.version or "").lower() == "latest":
+        return same_image(replace(instance_image, version="latest"), wanted)
+    got = instance_image.exact_version or instance_image.version
+    return same_image(replace(instance_image, version=got), wanted)
+
+
+def diff(current: ImageRef, target: ImageRef) -> list[tuple[str, str | None, str | None]]:
+    """(field, from, to) for every image field that changes."""
+    out = []
+    for name in ("publisher", "offer", "sku", "version", "id", "uri"):
+        a, b = getattr(current, name), getattr(target, name)
+        if (a or "") != (b or ""):
+            out.append((name, a, b))
+    return out

@@ -1,0 +1,108 @@
+"""Preparing and running an upgrade: everything between parsed input and the engine.
+
+Shared by the CLI and the dashboard: resolve the target image, refuse what Azure would,
+find a rollout to resume, validate instance ids, plan, and start the engine. Nothing
+is written before ``start``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from vmssctl.azure import Connection, ScaleSetApi, UsageError
+from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.plan import Plan, make_plan
+from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout.clock import Clock, clock_for
+from vmssctl.rollout.engine import TAG, Engine
+from vmssctl.rollout.events import Sink
+from vmssctl.rollout.journal import Journal, Rollout, scale_set_key
+from vmssctl.target import ImageChange, diff, same_image
+
+TYPICAL_BATCH_SECONDS = 240.0
+
+
+@dataclass
+class Prepared:
+    scale_set: ScaleSet
+    instances: list[Instance]
+    target: ImageRef
+    policy: RolloutPolicy
+    plan: Plan
+    resume: Rollout | None  # an unfinished rollout of the same target: run it instead of a new one
+
+    @property
+    def diff(self) -> list[tuple[str, str | None, str | None]]:
+        return diff(self.scale_set.image, self.target)
+
+    def estimate_seconds(self) -> float:
+        n = len(self.plan.batches)
+        return n * TYPICAL_BATCH_SECONDS + max(0, n - 1) * self.policy.pause
+
+    def to_json(self) -> dict:
+        return {
+            "scaleSet": f"{self.scale_set.resource_group}/{self.scale_set.name}",
+            "from": self.scale_set.image.to_json(), "to": self.target.to_json(),
+            "diff": [{"field": f, "from": a, "to": b} for f, a, b in self.diff],
+            "policy": self.policy.to_json(), "plan": self.plan.to_json(),
+            "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
+        }
+
+
+def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageChange,
+            policy: RolloutPolicy) -> Prepared:
+    """Read-only: two GETs (the model and one instance listing) and the journal."""
+    change.validate()
+    ss = api.get()
+    key = scale_set_key(conn.subscription, api.resource_group, api.name)
+    active = journal.active_for(key)
+    target = change.apply(ss.image) if not (active and change.empty) else ImageRef(**active.target)
+    if active is not None:
+        if not same_image(ImageRef(**active.target), target):
+            raise UsageError(f"rollout {active.id} ({active.state}) is upgrading this scale set to "
+                             f"{ImageRef(**active.target)}: resume, abort or roll it back first")
+        policy = RolloutPolicy.from_json(active.policy)
+    tag = ss.tags.get(TAG)
+    if tag and (active is None or tag != active.id):
+        other = None
+        with contextlib.suppress(UsageError):
+            other = journal.get(tag)
+        if other is None or other.active:
+            raise UsageError(f"the scale set is tagged '{TAG}={tag}': another vmssctl rollout holds it (from another "
+                             "machine?). If that rollout is gone, remove the tag and run again.")
+    instances = api.instances()
+    known = {i.instance_id for i in instances}
+    unknown = [i for i in policy.instances if i not in known]
+    if unknown:
+        raise UsageError(f"unknown instance id(s) {', '.join(unknown)} in {api.resource_group}/{api.name} "
+                         f"(it has {', '.join(sorted(known, key=int)[:20])}{' ...' if len(known) > 20 else ''})")
+    model_changes = not same_image(ss.image, target)
+    plan = make_plan(instances, policy, (lambda i: True) if model_changes else (lambda i: not i.latest_model),
+                     canary=0 if (active and active.canary_done) else None)
+    return Prepared(ss, instances, target, policy, plan, active)
+
+
+def start(api: ScaleSetApi, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],
+          clock: Clock | None = None) -> int:
+    """Create (or take up) the rollout and run the engine until it ends; returns the exit code."""
+    r = prepared.resume
+    if r is None:
+        r = journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
+                           prepared.target.to_json(), prepared.scale_set.image.to_json(), prepared.policy.to_json())
+    elif r.requested == "pause" or r.state == "paused":
+        journal.request(r.id, None)
+        journal.update(r.id, state="rolling_back" if r.phase == "rollback" else "running")
+        r = journal.get(r.id)
+    return Engine(api, journal, r, clock or clock_for(conn), sinks).run()
+
+
+def resume(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
+           rollback: bool = False) -> int:
+    if rollback:
+        journal.update(rollout.id, state="rolling_back", phase="rollback",
+                       error=rollout.error or "rollback requested", requested=None)
+    elif rollout.state == "paused":
+        journal.update(rollout.id, state="rolling_back" if rollout.phase == "rollback" else "running",
+                       requested=None)
+    return Engine(api, journal, journal.get(rollout.id), clock_for(conn), sinks).run()

@@ -1,0 +1,294 @@
+"""`vmssctl upgrade` end to end against the emulator (frozen clock, driven by the engine's sleeps)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from vmssctl.cli import main
+from vmssctl.emulator.server import demo_scale_set
+
+NEW = "24.04.202611200"
+OLD = "24.04.202610010"
+
+
+def cli(capsys, *args: str) -> tuple[int, list[dict], str]:
+    """Run vmssctl in-process; returns (exit code, JSON lines on stdout, stderr)."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return code, lines, err
+
+
+@pytest.fixture
+def up(frozen, tmp_path, capsys):
+    """``up(rg, *flags)`` runs an upgrade of RG/web against the frozen emulator with -o json --yes."""
+    def run(rg: str, *flags: str, name: str = "web") -> tuple[int, list[dict], str]:
+        return cli(capsys, "upgrade", "-g", rg, "-n", name, "--emulator", str(frozen.state_dir), "--journal",
+                   str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
+    return run
+
+
+def make_set(emu, capacity: int = 10, name: str = "web", settle: bool = True, **kwargs) -> str:
+    rg = emu.group()
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(capacity, **kwargs),
+                                                                  polling=False)
+    if settle:
+        emu.admin("POST", "clock", {"advance": 900})
+    return rg
+
+
+def instances(emu, rg: str, name: str = "web"):
+    from vmssctl.azure import ScaleSetApi
+    return ScaleSetApi(emu.client(), rg, name).instances()
+
+
+def record(emu, rg: str, since: float, name: str = "web") -> dict:
+    return emu.stats(since=since)["scaleSets"][f"{rg}/{name}"]
+
+
+def batches(events: list[dict]) -> list[list[str]]:
+    return [e["instances"] for e in events if e["type"] == "batch_started"]
+
+
+def test_platform_version_by_batch_keeps_the_floor(frozen, up):
+    rg = make_set(frozen, 10)
+    t0 = frozen.now()
+    code, events, err = up(rg, "--version", NEW, "--batch-size", "3")
+    assert code == 0, err
+    assert events[0]["type"] == "plan" and events[0]["plan"]["floor"] == 7
+    assert [len(b) for b in batches(events)] == [3, 3, 3, 1]
+    assert events[-1]["type"] == "rollout_succeeded" and events[-1]["upgraded"] == 10
+    insts = instances(frozen, rg)
+    assert all(i.latest_model and i.healthy and i.image.exact_version == NEW for i in insts)
+    rec = record(frozen, rg, t0)
+    assert rec["minHealthy"] >= 7 and rec["minHealthy"] == 7  # used the budget, never went below it
+    assert set(rec["upgrades"].values()) == {1}
+    assert not frozen.client().virtual_machine_scale_sets.get(rg, "web").tags.get("vmssctl-rollout")
+
+
+def test_sku_change_with_latest(frozen, up):
+    rg = make_set(frozen, 4)
+    frozen.admin("POST", "images", {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "minimal",
+                                    "version": "24.04.202611150"})
+    code, events, err = up(rg, "--sku", "minimal", "--version", "latest")
+    assert code == 0, err
+    assert [len(b) for b in batches(events)] == [1, 1, 1, 1]  # small sets go one at a time
+    assert {(i.image.sku, i.image.exact_version) for i in instances(frozen, rg)} == {("minimal", "24.04.202611150")}
+
+
+def gallery(emu, rg: str, version: str) -> str:
+    return (f"/subscriptions/{emu.subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/g/images/"
+            f"web/versions/{version}")
+
+
+def test_gallery_image_id(frozen, up):
+    rg = frozen.group()
+    body = demo_scale_set(5, image={"id": gallery(frozen, rg, "1.0.0")})
+    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", body, polling=False)
+    frozen.admin("POST", "clock", {"advance": 900})
+    code, events, err = up(rg, "--image-id", gallery(frozen, rg, "2.0.0"), "--batch-size", "3",
+                           "--max-unavailable", "2")
+    assert code == 0, err
+    assert [len(b) for b in batches(events)] == [2, 2, 1]  # never more than 2 down at once
+    assert {i.image.id for i in instances(frozen, rg)} == {gallery(frozen, rg, "2.0.0")}
+
+
+def test_custom_uri_by_fault_domain(frozen, up):
+    rg = frozen.group()
+    body = demo_scale_set(10)
+    storage = body["properties"]["virtualMachineProfile"]["storageProfile"]
+    del storage["imageReference"]
+    storage["osDisk"] = {"createOption": "FromImage", "image": {"uri": "https://acct.blob.core.windows.net/v/a.vhd"}}
+    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", body, polling=False)
+    frozen.admin("POST", "clock", {"advance": 900})
+    code, events, err = up(rg, "--custom-uri", "https://acct.blob.core.windows.net/v/b.vhd", "--by", "fault-domain")
+    assert code == 0, err
+    by_id = {i.instance_id: i for i in instances(frozen, rg)}
+    for batch in batches(events):
+        assert len({by_id[i].fault_domain for i in batch}) == 1
+    assert len(batches(events)) == 5
+    assert {i.image.uri for i in by_id.values()} == {"https://acct.blob.core.windows.net/v/b.vhd"}
+
+
+def test_by_update_domain_with_canary(frozen, up):
+    rg = make_set(frozen, 10)
+    code, events, err = up(rg, "--version", NEW, "--by", "update-domain", "--canary", "1")
+    assert code == 0, err
+    got = batches(events)
+    assert len(got[0]) == 1
+    by_id = {i.instance_id: i for i in instances(frozen, rg)}
+    for batch in got[1:]:
+        assert len({by_id[i].update_domain for i in batch}) == 1
+    assert sorted(i for b in got for i in b) == sorted(by_id)
+
+
+def test_by_zone(frozen, up):
+    rg = make_set(frozen, 6, zones=["1", "2", "3"])
+    code, events, err = up(rg, "--version", NEW, "--by", "zone")
+    assert code == 0, err
+    by_id = {i.instance_id: i for i in instances(frozen, rg)}
+    assert [sorted({by_id[i].zone for i in b}) for b in batches(events)] == [["1"], ["2"], ["3"]]
+
+
+def test_batch_percent_and_explicit_instances(frozen, up):
+    rg = make_set(frozen, 10)
+    code, events, err = up(rg, "--version", NEW, "--instances", "3,7,9", "--batch-percent", "20")
+    assert code == 0, err
+    assert batches(events) == [["3", "7"], ["9"]]
+    latest = {i.instance_id for i in instances(frozen, rg) if i.latest_model}
+    assert latest == {"3", "7", "9"}
+    # re-running without an image finishes the instances still behind
+    code, events, err = up(rg)
+    assert code == 0, err
+    assert all(i.latest_model for i in instances(frozen, rg))
+
+
+def test_dry_run_changes_nothing(frozen, up):
+    rg = make_set(frozen, 5)
+    before = frozen.stats()["requests"]["writes"]
+    code, events, err = up(rg, "--version", NEW, "--dry-run", "--canary", "1")
+    assert code == 0, err
+    assert events[0]["type"] == "plan" and events[0]["plan"]["batches"][0] == ["0"]
+    assert frozen.stats()["requests"]["writes"] == before
+    assert not any(i.latest_model is False for i in instances(frozen, rg))
+
+
+def test_bad_image_stops_after_the_canary_and_rolls_back(frozen, up):
+    rg = make_set(frozen, 10)
+    rules = frozen.admin("GET", "faults")["rules"]
+    frozen.admin("PUT", "faults", {"rules": [*rules, {"match": {"version": "6.6.6"}, "effect": "unhealthy"}]})
+    t0 = frozen.now()
+    try:
+        code, events, err = up(rg, "--version", "6.6.6", "--canary", "1", "--rollback", "auto",
+                               "--health-timeout", "5m")
+    finally:
+        frozen.admin("PUT", "faults", {"rules": rules})
+    assert code == 1, err
+    kinds = [e["type"] for e in events]
+    assert "batch_failed" in kinds and "rollback_started" in kinds and kinds[-1] == "rollout_rolled_back"
+    failed = next(e for e in events if e["type"] == "batch_failed")
+    assert failed["instances"] == ["0"] and "HealthState/unhealthy" in failed["reasons"][0]
+    assert len([e for e in events if e["type"] == "batch_started" and e["phase"] == "forward"]) == 1
+    insts = instances(frozen, rg)
+    assert all(i.healthy and i.latest_model and i.image.exact_version == OLD for i in insts)
+    rec = record(frozen, rg, t0)
+    assert rec["minHealthy"] >= 8 and rec["upgrades"] == {"0": 2}
+
+
+def test_provisioning_failure_names_instance_and_code(frozen, up):
+    rg = make_set(frozen, 4, name="pf")
+    rules = frozen.admin("GET", "faults")["rules"]
+    frozen.admin("PUT", "faults", {"rules": [*rules, {"match": {"scaleSet": "pf", "instanceId": "2",
+                                                                "version": NEW}, "effect": "fail"}]})
+    try:
+        code, events, _err = up(rg, "--version", NEW, name="pf")
+    finally:
+        frozen.admin("PUT", "faults", {"rules": rules})
+    assert code == 1
+    failed = next(e for e in events if e["type"] == "batch_failed")
+    assert failed["instances"] == ["2"] and "OSProvisioningTimedOut" in failed["reasons"][0]
+    assert events[-1]["type"] == "rollout_failed" and "instance 2" in events[-1]["error"]
+    assert [len(b) for b in batches(events)] == [1, 1, 1]  # stopped at the failing batch
+
+
+def test_etag_conflict_halts_without_overwriting(frozen, up, monkeypatch):
+    from vmssctl import azure
+
+    rg = make_set(frozen, 3)
+    real_update = azure.ScaleSetApi.update
+
+    def concurrent_edit_first(self, etag, image=None, tags=None):
+        self.client.virtual_machine_scale_sets.begin_update(rg, "web", {"tags": {"edited-by": "someone"}},
+                                                            polling=False)
+        monkeypatch.setattr(azure.ScaleSetApi, "update", real_update)
+        return real_update(self, etag, image=image, tags=tags)
+
+    monkeypatch.setattr(azure.ScaleSetApi, "update", concurrent_edit_first)
+    code, events, _err = up(rg, "--version", NEW)
+    assert code == 1
+    assert "etag" in events[-1]["error"] and "nothing was overwritten" in events[-1]["error"]
+    vmss = frozen.client().virtual_machine_scale_sets.get(rg, "web")
+    assert vmss.tags == {"edited-by": "someone"}
+    assert vmss.virtual_machine_profile.storage_profile.image_reference.version == OLD
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["-n", "no-such-set", "--version", NEW], "not found"),
+    (["--version", "22.04.x"], "--version"),
+    (["--custom-uri", "ftp://x/y.vhd"], "--custom-uri"),
+    (["--image-id", "/subscriptions/x/oops"], "--image-id"),
+    (["--version", NEW, "--image-id", "/x"], "one image kind"),
+    (["--version", NEW, "--instances", "3,99"], "unknown instance id"),
+    (["--version", NEW, "--batch-size", "2", "--by", "zone"], "--by batch"),
+    (["--version", NEW, "--batch-size", "2", "--batch-percent", "10"], "either"),
+    (["--version", NEW, "--max-unavailable", "lots"], "--max-unavailable"),
+    (["--version", NEW, "--pause", "soon"], "--pause"),
+    (["--version", NEW, "--by", "rack"], "invalid choice"),
+    (["--image-id", "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/x"], "in place"),
+    (["--version", NEW, "--policy", "/nonexistent.toml"], "does not exist"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(frozen, capsys, tmp_path, flags, needle):
+    rg = make_set(frozen, 4) if "rg" not in flags else flags
+    before = frozen.stats()["requests"]["writes"]
+    args = ["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "--journal",
+            str(tmp_path / "j.sqlite"), "--yes"]
+    code = main(args + flags)
+    _out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert "Traceback" not in err
+    assert frozen.stats()["requests"]["writes"] == before
+
+
+def test_malformed_policy_file(frozen, capsys, tmp_path):
+    rg = make_set(frozen, 2)
+    bad = tmp_path / "p.toml"
+    for text, needle in (("by = ", "not valid TOML"), ("colour = 'red'", "unknown setting"),
+                         ("canary = 'x'", "whole number"), ("pause = 'later'", "--pause")):
+        bad.write_text(text)
+        code = main(["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "--version", NEW,
+                     "--policy", str(bad), "--yes", "--journal", str(tmp_path / "j.sqlite")])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_policy_file_is_used(frozen, up, tmp_path):
+    rg = make_set(frozen, 6)
+    policy = tmp_path / "rollout.toml"
+    policy.write_text('[rollout]\nby = "batch"\nbatch_size = 2\ncanary = 1\npause = "1m"\n')
+    code, events, err = up(rg, "--version", NEW, "--policy", str(policy))
+    assert code == 0, err
+    assert [len(b) for b in batches(events)] == [1, 2, 2, 1]
+    assert len([e for e in events if e["type"] == "soak"]) == 3
+
+
+def test_without_a_terminal_and_without_yes_it_refuses(frozen, capsys, tmp_path):
+    rg = make_set(frozen, 2)
+    before = frozen.stats()["requests"]["writes"]
+    code = main(["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "--version", NEW,
+                 "--journal", str(tmp_path / "j.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--yes" in err
+    assert frozen.stats()["requests"]["writes"] == before
+
+
+def test_nothing_to_do(frozen, up):
+    rg = make_set(frozen, 2)
+    code, events, _err = up(rg, "--version", OLD)
+    assert code == 0 and events[0]["type"] == "nothing_to_do"
+
+
+def test_rollout_list_and_status(frozen, up, capsys, tmp_path):
+    rg = make_set(frozen, 2)
+    code, events, _ = up(rg, "--version", NEW)
+    rid = events[-1]["rollout"]
+    main(["rollout", "list", "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"])
+    assert rid in [r["id"] for r in json.loads(capsys.readouterr().out)]
+    code = main(["rollout", "status", rid, "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"])
+    status = json.loads(capsys.readouterr().out)
+    assert code == 0 and status["rollout"]["state"] == "succeeded" and len(status["batches"]) == 2
+    assert Counter(e["type"] for e in status["events"])["batch_succeeded"] == 2
+    assert main(["rollout", "status", "r-nope", "--journal", str(tmp_path / "journal.sqlite")]) == 2
