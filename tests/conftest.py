@@ -69,8 +69,11 @@ class Emu:
     def group(self, name: str | None = None) -> str:
         name = name or f"rg-{uuid.uuid4().hex[:8]}"
         with self.http() as h:
-            r = h.put(f"/subscriptions/{self.subscription}/resourcegroups/{name}",
-                      params={"api-version": "2022-09-01"}, json={"location": "eastus"})
+            for _ in range(20):  # an emulator with injected faults may refuse a few times
+                r = h.put(f"/subscriptions/{self.subscription}/resourcegroups/{name}",
+                          params={"api-version": "2022-09-01"}, json={"location": "eastus"})
+                if r.status_code not in (429, 500, 503):
+                    break
             r.raise_for_status()
         return name
 

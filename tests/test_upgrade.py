@@ -292,3 +292,34 @@ def test_rollout_list_and_status(frozen, up, capsys, tmp_path):
     assert code == 0 and status["rollout"]["state"] == "succeeded" and len(status["batches"]) == 2
     assert Counter(e["type"] for e in status["events"])["batch_succeeded"] == 2
     assert main(["rollout", "status", "r-nope", "--journal", str(tmp_path / "journal.sqlite")]) == 2
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory):
+    """A frozen emulator that fails 10% of requests with 500/503 and throttles another 10% with 429."""
+    from tests.conftest import start_emulator
+
+    e = start_emulator(tmp_path_factory.mktemp("flaky"), "--time-scale", "0", "--throttle", "off",
+                       "--error-rate", "0.1", "--throttle-rate", "0.1", "--seed", "3")
+    yield e
+    e.stop()
+
+
+def test_random_5xx_and_429_at_ten_percent_still_complete(flaky, tmp_path, capsys, monkeypatch):
+    import functools
+
+    from vmssctl import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "compute_client",
+                        functools.partial(cli_module.compute_client, retry_backoff_factor=0.05))
+    rg = make_set(flaky, 6)
+    t0 = flaky.now()
+    code, events, err = cli(capsys, "upgrade", "-g", rg, "-n", "web", "--emulator", str(flaky.state_dir),
+                            "--journal", str(tmp_path / "j.sqlite"), "-o", "json", "--yes", "--version", NEW,
+                            "--batch-size", "2")
+    assert code == 0, err
+    stats = flaky.stats(since=t0)
+    assert stats["requests"]["injectedErrors"] >= 5
+    rec = stats["scaleSets"][f"{rg}/web"]
+    assert rec["minHealthy"] >= 4 and set(rec["upgrades"].values()) == {1}
+    assert all(i.latest_model and i.healthy for i in instances(flaky, rg))

@@ -15,7 +15,7 @@ from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan, make_plan
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.clock import Clock, clock_for
-from vmssctl.rollout.engine import TAG, Engine
+from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
 from vmssctl.rollout.journal import Journal, Rollout, scale_set_key
 from vmssctl.target import ImageChange, diff, same_image
@@ -101,7 +101,7 @@ def resume(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollou
            rollback: bool = False) -> int:
     if rollback:
         journal.update(rollout.id, state="rolling_back", phase="rollback",
-                       error=rollout.error or "rollback requested", requested=None)
+                       error=REQUESTED, requested=None)
     elif rollout.state == "paused":
         journal.update(rollout.id, state="rolling_back" if rollout.phase == "rollback" else "running",
                        requested=None)

@@ -26,6 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
 DEFAULT_BATCH_SECONDS = 240.0  # a typical Linux VM upgrade incl. health grace, until one is measured
 MODEL_WAIT = 2.0  # re-check a model update this often
+REQUESTED = "rollback requested"  # a rollback the user asked for ends with exit 0, not as a failure
 
 
 class Halt(Exception):
@@ -151,7 +152,7 @@ class Engine:
 
     def _run(self) -> int:
         if self.r.state == "rolling_back" or self.r.phase == "rollback" or self._requested() == "rollback":
-            return self._rollback(self.r.error or "rollback requested")
+            return self._rollback(self.r.error or REQUESTED)
         if self.r.state == "paused":
             self.journal.update(self.r.id, state="running")
         self._ensure_model(self.target, self.previous)
@@ -166,7 +167,7 @@ class Engine:
         if outcome == "abort":
             return self._aborted()
         if outcome == "rollback":
-            return self._rollback("rollback requested")
+            return self._rollback(REQUESTED)
         if self.policy.rollback == "auto":
             return self._rollback(outcome)
         self._release_tag()
@@ -194,6 +195,7 @@ class Engine:
         if outcome in ("done", "rollback"):
             self.journal.update(self.r.id, state="rolled_back")
             self.emit("rollout_rolled_back", error=reason)
+            return EXIT_OK if reason == REQUESTED else EXIT_FAILED
         else:
             self.journal.update(self.r.id, state="failed", error=f"{reason}; rollback failed: {outcome}")
             self.emit("rollout_failed", error=f"{reason}; rollback failed: {outcome}")

@@ -1,0 +1,122 @@
+"""Crash safety: SIGKILL a real vmssctl process at several points, then resume; nothing is upgraded twice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_upgrade import NEW, OLD, instances, make_set, record
+
+
+def upgrade_args(emu, rg: str, journal, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "vmssctl", "upgrade", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir),
+            "--journal", str(journal), "-o", "json", "--yes", *flags]
+
+
+def run_and_kill(args: list[str], kill_at: str, nth: int = 1) -> list[dict]:
+    """Run vmssctl, SIGKILL it when the nth ``kill_at`` event appears; returns the events seen."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, count = [], 0
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        seen.append(event)
+        if event["type"] == kill_at:
+            count += 1
+            if count == nth:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL, f"finished before the kill point: {seen[-3:]} {proc.stderr.read()}"
+    return seen
+
+
+def run(args: list[str]) -> tuple[int, list[dict], str]:
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")], r.stderr
+
+
+@pytest.mark.parametrize("kill_at, nth", [("plan", 1), ("model_updated", 1), ("batch_started", 2),
+                                          ("batch_succeeded", 1), ("batch_started", 4)])
+def test_kill_and_rerun_finishes_without_upgrading_twice(frozen, tmp_path, kill_at, nth):
+    rg = make_set(frozen, 8)
+    t0 = frozen.now()
+    journal = tmp_path / "journal.sqlite"
+    args = upgrade_args(frozen, rg, journal, "--version", NEW, "--batch-size", "2")
+    run_and_kill(args, kill_at, nth)
+    code, events, err = run(args)  # re-running the same command resumes the rollout
+    assert code == 0, err
+    assert events[-1]["type"] == "rollout_succeeded"
+    insts = instances(frozen, rg)
+    assert all(i.latest_model and i.healthy and i.image.exact_version == NEW for i in insts)
+    rec = record(frozen, rg, t0)
+    assert rec["upgrades"] == {str(i): 1 for i in range(8)}
+    assert rec["minHealthy"] >= 6
+
+
+def test_kill_during_rollback_then_rollout_resume(frozen, tmp_path):
+    rg = make_set(frozen, 6)
+    t0 = frozen.now()
+    rules = frozen.admin("GET", "faults")["rules"]
+    frozen.admin("PUT", "faults", {"rules": [*rules, {"match": {"version": "5.5.5"}, "effect": "unhealthy"}]})
+    journal = tmp_path / "journal.sqlite"
+    try:
+        seen = run_and_kill(upgrade_args(frozen, rg, journal, "--version", "5.5.5", "--batch-size", "2",
+                                         "--rollback", "auto", "--health-timeout", "4m"), "batch_started", 2)
+        assert seen[-1]["phase"] == "rollback"
+        rid = seen[-1]["rollout"]
+        code, events, err = run([sys.executable, "-m", "vmssctl", "rollout", "resume", rid, "--journal",
+                                 str(journal), "--emulator", str(frozen.state_dir), "-o", "json"])
+    finally:
+        frozen.admin("PUT", "faults", {"rules": rules})
+    assert code == 1 and events[-1]["type"] == "rollout_rolled_back", err
+    assert "HealthState/unhealthy" in events[-1]["error"]
+    insts = instances(frozen, rg)
+    assert all(i.healthy and i.latest_model and i.image.exact_version == OLD for i in insts)
+    assert record(frozen, rg, t0)["upgrades"] == {"0": 2, "1": 2}  # forward once, back once, no more
+
+
+def test_manual_rollback_of_a_finished_rollout(frozen, tmp_path):
+    rg = make_set(frozen, 4)
+    journal = tmp_path / "journal.sqlite"
+    code, events, err = run(upgrade_args(frozen, rg, journal, "--version", NEW, "--batch-size", "2"))
+    assert code == 0, err
+    rid = events[-1]["rollout"]
+    code, events, err = run([sys.executable, "-m", "vmssctl", "rollout", "rollback", rid, "--journal",
+                             str(journal), "--emulator", str(frozen.state_dir), "-o", "json"])
+    assert code == 0 and events[-1]["type"] == "rollout_rolled_back", err
+    assert {i.image.exact_version for i in instances(frozen, rg)} == {OLD}
+
+
+def test_a_second_rollout_is_refused_while_one_holds_the_set(frozen, tmp_path):
+    rg = make_set(frozen, 4)
+    journal = tmp_path / "journal.sqlite"
+    seen = run_and_kill(upgrade_args(frozen, rg, journal, "--version", NEW), "batch_started", 2)
+    before = frozen.stats()["requests"]["writes"]
+    code, _, err = run(upgrade_args(frozen, rg, journal, "--version", "24.04.202612010"))
+    assert code == 2 and f"rollout {seen[-1]['rollout']}" in err and len(err.strip().splitlines()) == 1
+    assert frozen.stats()["requests"]["writes"] == before
+    # the same command again is a resume
+    code, events, err = run(upgrade_args(frozen, rg, journal, "--version", NEW))
+    assert code == 0, err
+    assert events[0]["resume"] == seen[-1]["rollout"]
+
+
+def test_abort_and_pause_of_an_interrupted_rollout(frozen, tmp_path):
+    rg = make_set(frozen, 4)
+    journal = tmp_path / "journal.sqlite"
+    seen = run_and_kill(upgrade_args(frozen, rg, journal, "--version", NEW), "batch_succeeded", 1)
+    rid = seen[-1]["rollout"]
+    base = [sys.executable, "-m", "vmssctl", "rollout"]
+    code, events, err = run([*base, "pause", rid, "--journal", str(journal), "-o", "json"])
+    assert code == 0 and events[0]["type"] == "pause"
+    code, events, err = run([*base, "resume", rid, "--journal", str(journal), "--emulator", str(frozen.state_dir),
+                             "-o", "json"])
+    assert code == 0 and events[-1]["type"] == "rollout_succeeded", err
+    code, events, err = run([*base, "abort", rid, "--journal", str(journal)])
+    assert code == 2 and "succeeded" in err
+    assert all(i.latest_model for i in instances(frozen, rg))
