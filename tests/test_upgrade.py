@@ -314,7 +314,7 @@ def test_random_5xx_and_429_at_ten_percent_still_complete(flaky, tmp_path, capsy
                         functools.partial(cli_module.compute_client, retry_backoff_factor=0.05))
     rg = make_set(flaky, 6)
     t0 = flaky.now()
-    code, events, err = cli(capsys, "upgrade", "-g", rg, "-n", "web", "--emulator", str(flaky.state_dir),
+    code, _events, err = cli(capsys, "upgrade", "-g", rg, "-n", "web", "--emulator", str(flaky.state_dir),
                             "--journal", str(tmp_path / "j.sqlite"), "-o", "json", "--yes", "--version", NEW,
                             "--batch-size", "2")
     assert code == 0, err
