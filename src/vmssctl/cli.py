@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", choices=("table", "json"), default="table")
         p.set_defaults(func=cmd_rollout)
 
-    demo = sub.add_parser("demo", help="start an embedded emulator with the demo scale set and show it")
+    demo = sub.add_parser("demo", help="rehearse an upgrade of demo-vmss on an embedded emulator")
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    demo.add_argument("--version", default="24.04.202611200", help="image version to upgrade to")
+    demo.add_argument("--time-scale", type=float, default=120.0, help="simulated seconds per real second")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -298,28 +300,56 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vmssctl import render
-    from vmssctl.emulator.server import DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
+    """The main job, rehearsed: an embedded emulator, demo-vmss, a real rollout, the availability record."""
+    import tempfile
 
-    server = EmulatorServer(EmulatorConfig(demo=True, time_scale=60)).start_in_thread()
+    from vmssctl import render
+    from vmssctl.azure import ScaleSetApi
+    from vmssctl.emulator.admin import AdminClient
+    from vmssctl.emulator.server import DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
+    from vmssctl.policy import load
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.target import ImageChange
+    from vmssctl.upgrade import prepare, start
+
+    server = EmulatorServer(EmulatorConfig(demo=True, time_scale=args.time_scale)).start_in_thread()
     info = server.info()
+    con = render.console()
     try:
         conn = Connection(info["subscription"], info["endpoint"], info["ca"], info["token"])
-        client = compute_client(conn)
-        ns = argparse.Namespace(resource_group=DEMO_RG, name=DEMO_VMSS)
-        ss = _load_set(client, ns)
-        instances = _load_instances(client, ns)
+        api = ScaleSetApi(compute_client(conn), DEMO_RG, DEMO_VMSS)
+        admin = AdminClient(conn)
+        if args.output != "json":
+            con.print(f"[bold]Embedded emulator[/] at {info['endpoint']} ({args.time_scale:g} simulated seconds per "
+                      "second); everything below goes through azure-mgmt-compute over HTTPS")
+            render.scale_set(api.get(), "table")
+            render.heatmap(api.get(), api.instances())
+        journal = Journal(Path(tempfile.mkdtemp(prefix="vmssctl-demo-")) / "journal.sqlite")
+        policy = load(None, {"canary": 1, "batch_percent": 20, "pause": "30s", "rollback": "auto"})
+        prepared = prepare(api, journal, conn, ImageChange(version=args.version), policy)
+        render.plan(prepared, args.output)
+        t0 = admin.clock()["now"]
+        sinks = _sinks(args)
+        try:
+            code = start(api, journal, conn, prepared, sinks)
+        finally:
+            for sink in sinks:
+                sink.close()
+        record = admin.stats(since=t0)["scaleSets"][f"{DEMO_RG}/{DEMO_VMSS}"]
+        floor = prepared.plan.floor
+        verdict = "never below the floor" if record["minHealthy"] >= floor else "BELOW THE FLOOR"
         if args.output == "json":
-            print(json.dumps({"endpoint": info["endpoint"], "scaleSet": ss.to_json(),
-                              "instances": [i.to_json() for i in instances]}, indent=2))
+            print(json.dumps({"type": "availability", "floor": floor, **record}))
         else:
-            render.console().print(f"[bold]Embedded emulator[/] at {info['endpoint']} (through azure-mgmt-compute)")
-            render.scale_set(ss, "table")
-            render.heatmap(ss, instances)
-            render.instances(instances, "table")
+            render.instances(api.instances(), "table")
+            con.print(f"[bold]Availability record[/] (from the emulator): healthy instances during the rollout "
+                      f"min {record['minHealthy']} of {record['capacity']}, floor {floor}: [bold]{verdict}[/]; "
+                      f"running min {record['minRunning']}; each instance upgraded "
+                      f"{sorted(set(record['upgrades'].values()))} time(s)")
+        api.client.close()
+        return code
     finally:
         server.stop()
-    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------- entry

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import heapq
+import itertools
 import json
 import random
 import uuid
@@ -462,8 +463,10 @@ class World:
         n_cell = Counter((i.zone, i.fd, i.ud) for i in live)
         for _ in range(capacity - len(live)):
             zone = min(zones, key=lambda z: (n_zone[z], zones.index(z)))
-            fd = min(range(ss.fault_domains), key=lambda f: (n_fd[zone, f], f))
-            ud = min(range(UPDATE_DOMAINS), key=lambda u: (n_ud[zone, u], n_cell[zone, fd, u], u))
+            # emptiest (FD, UD) cell, then the least-loaded FD and UD: diagonals, as Compute spreads them
+            fd, ud = min(itertools.product(range(ss.fault_domains), range(UPDATE_DOMAINS)),
+                         key=lambda c: (n_cell[zone, c[0], c[1]], n_fd[zone, c[0]] + n_ud[zone, c[1]],
+                                        max(n_fd[zone, c[0]], n_ud[zone, c[1]]), c[0], (c[1] - c[0]) % UPDATE_DOMAINS))
             n_zone[zone] += 1
             n_fd[zone, fd] += 1
             n_ud[zone, ud] += 1

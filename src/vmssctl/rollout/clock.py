@@ -6,10 +6,7 @@ clock instead of waiting, which makes whole rollouts deterministic and fast in t
 
 from __future__ import annotations
 
-import json
-import ssl
 import time
-import urllib.request
 from typing import Protocol
 
 from vmssctl.azure import Connection
@@ -32,16 +29,10 @@ class EmulatorClock:
     """Simulated time, read from and (when frozen) driven through the emulator's admin API."""
 
     def __init__(self, conn: Connection) -> None:
-        self._url = f"{conn.endpoint}/_emulator/clock"
-        self._headers = {"Authorization": f"Bearer {conn.token}", "Content-Type": "application/json"}
-        self._tls = ssl.create_default_context(cafile=conn.ca) if conn.ca else ssl.create_default_context()
-        self._sync(self._call("GET"))
+        from vmssctl.emulator.admin import AdminClient
 
-    def _call(self, method: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self._url, data=data, method=method, headers=self._headers)
-        with urllib.request.urlopen(req, context=self._tls, timeout=30) as r:
-            return json.loads(r.read())
+        self.admin = AdminClient(conn)
+        self._sync(self.admin.clock())
 
     def _sync(self, reply: dict) -> None:
         self.scale = float(reply["scale"])
@@ -54,10 +45,10 @@ class EmulatorClock:
         if seconds <= 0:
             return
         if self.scale == 0:
-            self._sync(self._call("POST", {"advance": seconds}))
+            self._sync(self.admin.advance(seconds))
         else:
             time.sleep(seconds / self.scale)
-            self._sync(self._call("GET"))
+            self._sync(self.admin.clock())
 
 
 def clock_for(conn: Connection) -> Clock:

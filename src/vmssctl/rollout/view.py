@@ -36,9 +36,10 @@ def heatmap(snap: Snapshot) -> Table:
         row = []
         for fd in range(fds):
             text = Text()
+            small = len(snap.instances) <= 100  # ids fit; beyond that a dot per instance
             for inst in cells.get((ud, fd), [])[:24]:
                 style = state_of(inst)[1] + (" underline" if inst.instance_id in in_batch else "")
-                text.append("●", style=style)
+                text.append(f"{inst.instance_id} " if small else "●", style=style)
             extra = len(cells.get((ud, fd), [])) - 24
             if extra > 0:
                 text.append(f"+{extra}")
