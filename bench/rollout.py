@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import start_emulator  # noqa: E402
-from vmssctl.azure import ScaleSetApi  # noqa: E402
-from vmssctl.emulator import timing  # noqa: E402
-from vmssctl.emulator.server import demo_scale_set  # noqa: E402
-from vmssctl.policy import load  # noqa: E402
-from vmssctl.rollout.journal import Journal  # noqa: E402
-from vmssctl.target import ImageChange  # noqa: E402
-from vmssctl.upgrade import prepare, start  # noqa: E402
+from tests.conftest import start_emulator
+from vmssctl.azure import ScaleSetApi
+from vmssctl.emulator import timing
+from vmssctl.emulator.server import demo_scale_set
+from vmssctl.policy import load
+from vmssctl.rollout.journal import Journal
+from vmssctl.target import ImageChange
+from vmssctl.upgrade import prepare, start
 
 
 def dips(records: list[dict], capacity: int) -> list[tuple[float, float]]:

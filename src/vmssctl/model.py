@@ -106,6 +106,23 @@ class Instance:
         return (self.power == "running" and self.provisioning == "succeeded"
                 and self.health in (None, "healthy"))
 
+    @property
+    def state(self) -> str:
+        """One label combining power, provisioning, health and model, worst first (heatmap colours)."""
+        if self.provisioning == "failed":
+            return "failed"
+        if self.power in ("deallocated", "deallocating"):
+            return "deallocated"
+        if self.power in ("stopped", "stopping") and self.provisioning == "succeeded":
+            return "stopped"
+        if self.provisioning in ("updating", "creating", "deleting") or self.power in ("starting", "stopping"):
+            return "upgrading"
+        if self.health == "initializing":
+            return "initializing"
+        if not self.healthy:
+            return "unhealthy"
+        return "healthy" if self.latest_model else "outdated"
+
     @classmethod
     def from_sdk(cls, vm: object) -> Instance:
         view = vm.instance_view
@@ -135,6 +152,7 @@ class Instance:
         d = asdict(self)
         d["image"] = str(self.image)
         d["healthy"] = self.healthy
+        d["state"] = self.state
         return d
 
 

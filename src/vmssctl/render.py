@@ -18,21 +18,13 @@ def console() -> Console:
     return Console(highlight=False)
 
 
+COLOURS = {"healthy": "green", "outdated": "blue", "upgrading": "yellow", "initializing": "cyan",
+           "unhealthy": "red", "failed": "bold red", "stopped": "dark_orange", "deallocated": "grey50"}
+
+
 def state_of(inst: Instance) -> tuple[str, str]:
-    """(label, colour) combining power, provisioning, health and model, worst first."""
-    if inst.provisioning == "failed":
-        return "failed", "bold red"
-    if inst.power in ("deallocated", "deallocating"):
-        return inst.power, "grey50"
-    if inst.power in ("stopped", "stopping"):
-        return inst.power, "dark_orange"
-    if inst.provisioning in ("updating", "creating", "deleting") or inst.power == "starting":
-        return "upgrading", "yellow"
-    if inst.health == "initializing":
-        return "initializing", "cyan"
-    if not inst.healthy:
-        return "unhealthy", "red"
-    return ("healthy" if inst.latest_model else "outdated"), ("green" if inst.latest_model else "blue")
+    """(label, rich colour) of an instance's combined state."""
+    return inst.state, COLOURS[inst.state]
 
 
 def scale_set(ss: ScaleSet, output: str) -> None:
