@@ -150,3 +150,41 @@ class ScaleSetApi:
         self.client.virtual_machine_scale_sets.begin_update_instances(
             self.resource_group, self.name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids),
             polling=False)
+
+    ACTIONS = ("upgrade", "reimage", "restart", "start", "poweroff", "deallocate", "delete")
+
+    def act(self, action: str, ids: list[str] | None):
+        """Start an instance action; returns the SDK's LRO poller (its result is ARM's verdict)."""
+        from azure.mgmt.compute import models as m
+
+        ops = self.client.virtual_machine_scale_sets
+        rg, name = self.resource_group, self.name
+        if action == "upgrade":
+            return ops.begin_update_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
+                instance_ids=ids or ["*"]))
+        if action == "delete":
+            return ops.begin_delete_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
+                instance_ids=ids or ["*"]))
+        begin = {"reimage": ops.begin_reimage, "restart": ops.begin_restart, "start": ops.begin_start,
+                 "poweroff": ops.begin_power_off, "deallocate": ops.begin_deallocate}[action]
+        return begin(rg, name, vm_instance_i_ds=m.VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
+                     if ids else None)
+
+    def resize(self, capacity: int | None = None, vm_size: str | None = None):
+        """PATCH ``sku`` (capacity and/or VM size); returns the LRO poller."""
+        from azure.mgmt.compute import models as m
+
+        current = self.client.virtual_machine_scale_sets.get(self.resource_group, self.name).sku
+        sku = m.Sku(name=vm_size or current.name, tier=current.tier,
+                    capacity=current.capacity if capacity is None else capacity)
+        return self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name,
+                                                                   m.VirtualMachineScaleSetUpdate(sku=sku))
+
+
+def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str]]:
+    """(resource group, name, location) of every scale set in the subscription."""
+    out = []
+    for vmss in client.virtual_machine_scale_sets.list_all():
+        rg = vmss.id.split("/resourceGroups/")[1].split("/")[0] if vmss.id else ""
+        out.append((rg, vmss.name, vmss.location))
+    return sorted(out, key=lambda t: (t[0].lower(), t[1].lower()))

@@ -120,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", choices=("table", "json"), default="table")
         p.set_defaults(func=cmd_rollout)
 
+    dash = sub.add_parser("dashboard", help="serve the live web console on 127.0.0.1")
+    dash.add_argument("--port", type=int, default=0, help="0 = any free port")
+    dash.add_argument("--refresh", default="5s", help="how often to list an open scale set's instances (default 5s)")
+    dash.add_argument("--journal", help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    _connection_flags(dash)
+    dash.set_defaults(func=cmd_dashboard)
+
+    hm = sub.add_parser("heatmap", help="update domain x fault domain grid in the terminal")
+    _target_flags(hm)
+    hm.add_argument("--watch", action="store_true", help="keep refreshing")
+    hm.add_argument("--refresh", default="5s", help="refresh interval with --watch (default 5s)")
+    _connection_flags(hm)
+    hm.set_defaults(func=cmd_heatmap)
+
     demo = sub.add_parser("demo", help="rehearse an upgrade of demo-vmss on an embedded emulator")
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
     demo.add_argument("--version", default="24.04.202611200", help="image version to upgrade to")
@@ -297,6 +311,54 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     finally:
         for s in sinks:
             s.close()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import socket
+
+    from vmssctl.dashboard.app import Dashboard, run_forever
+    from vmssctl.policy import parse_duration
+
+    interval = parse_duration(args.refresh, "--refresh")
+    if interval < 1:
+        raise UsageError("--refresh must be at least 1s")
+    conn, client = _client(args)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", args.port))
+    except OSError as e:
+        raise UsageError(f"cannot listen on 127.0.0.1:{args.port}: {e.strerror}") from None
+    sock.listen(128)
+    d = Dashboard(conn, client, args.journal, interval, sock.getsockname()[1])
+    print(f"vmssctl dashboard: http://127.0.0.1:{d.port}/?token={d.token}", flush=True)
+    print("  (the token is the only way in; anyone who has this URL can act on your scale sets)", flush=True)
+    run_forever(d, sock)
+    return EXIT_OK
+
+
+def cmd_heatmap(args: argparse.Namespace) -> int:
+    import time
+
+    from vmssctl import render
+    from vmssctl.azure import ScaleSetApi
+    from vmssctl.policy import parse_duration
+
+    interval = parse_duration(args.refresh, "--refresh")
+    _, client = _client(args)
+    api = ScaleSetApi(client, args.resource_group, args.name)
+    if args.output == "json":
+        print(json.dumps([i.to_json() for i in api.instances()], indent=2))
+        return EXIT_OK
+    if not args.watch:
+        render.heatmap(api.get(), api.instances())
+        return EXIT_OK
+    from rich.live import Live
+
+    with Live(console=render.console(), refresh_per_second=2) as live:
+        while True:
+            live.update(render.heatmap_table(api.get(), api.instances()))
+            time.sleep(max(1.0, interval))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

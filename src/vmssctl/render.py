@@ -55,6 +55,10 @@ def instances(items: list[Instance], output: str) -> None:
 
 
 def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
+    console().print(heatmap_table(ss, items))
+
+
+def heatmap_table(ss: ScaleSet, items: list[Instance]) -> Table:
     """Update domain rows x fault domain columns, a coloured id per instance (vmsseditor's view)."""
     cells: dict[tuple[int, int], list[Instance]] = defaultdict(list)
     for i in items:
@@ -72,7 +76,8 @@ def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
                 text.append(f"{inst.instance_id} ", style=state_of(inst)[1])
             row.append(text)
         t.add_row(str(ud), *row)
-    console().print(t)
+    t.caption = "  ".join(f"[{colour}]{label}[/]" for label, colour in COLOURS.items())
+    return t
 
 
 def message(output: str, text: str, obj: dict) -> None:

@@ -1,0 +1,1 @@
+"""The web console: live heatmap, operations and rollouts for scale sets."""

@@ -1,0 +1,486 @@
+"""The dashboard web app: pages, live updates (server-sent events), operations, rollouts.
+
+Security: it listens on 127.0.0.1; every request needs the access token printed at start
+(exchanged for an HttpOnly, SameSite=Strict session cookie) or that token as a bearer;
+state-changing requests also need the session's CSRF token in ``X-CSRF-Token``; the Host
+header must name this server (DNS rebinding). So neither another user on the machine nor
+a web page in the operator's browser can act through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from vmssctl.azure import Connection, ScaleSetApi, UsageError, list_scale_sets
+from vmssctl.dashboard import html
+from vmssctl.dashboard.watch import Watchers
+from vmssctl.policy import load as load_policy
+from vmssctl.rollout.events import Snapshot
+from vmssctl.rollout.journal import Journal, scale_set_key
+from vmssctl.target import ImageChange
+
+COOKIE = "vmssctl_session"
+
+
+class LiveSink:
+    """Keeps the latest progress of a rollout this dashboard runs, for the rollout panel."""
+
+    def __init__(self) -> None:
+        self.live: dict | None = None
+
+    def event(self, event: dict) -> None:
+        pass
+
+    def snapshot(self, snap: Snapshot) -> None:
+        self.live = {"batch_no": snap.batch_no, "batches_total": snap.batches_total, "done": snap.done,
+                     "total": snap.total, "healthy": snap.healthy, "capacity": len(snap.instances),
+                     "floor": snap.floor, "batch": snap.batch}
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Dashboard:
+    conn: Connection
+    client: object
+    journal_path: str | None = None
+    interval: float = 5.0
+    port: int = 0
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sessions: dict[str, str] = field(default_factory=dict)  # session id -> CSRF token
+    sinks: dict[str, LiveSink] = field(default_factory=dict)  # rollout id -> live progress
+    notices: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.watchers = Watchers(self._fetcher, self.interval)
+        self._local = threading.local()
+        self._notice_seq = 0
+
+    # ------------------------------------------------------------------ plumbing
+    def api(self, rg: str, name: str) -> ScaleSetApi:
+        return ScaleSetApi(self.client, rg, name)
+
+    def _fetcher(self, rg: str, name: str):
+        api = self.api(rg, name)
+        return lambda: (api.get(), api.instances())
+
+    def journal(self) -> Journal:
+        """One SQLite connection per thread (the engine runs in its own)."""
+        j = getattr(self._local, "journal", None)
+        if j is None:
+            j = self._local.journal = Journal(self.journal_path)
+        return j
+
+    def notice(self, rg: str, name: str, text: str, ok: bool) -> None:
+        self._notice_seq += 1
+        self.notices.append({"seq": self._notice_seq, "rg": rg.lower(), "name": name.lower(), "text": text, "ok": ok})
+        del self.notices[:-200]
+
+    # ------------------------------------------------------------------ security
+    def allowed_host(self, request: Request) -> bool:
+        host = request.headers.get("host", "")
+        return host in (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
+
+    def session(self, request: Request) -> str | None:
+        sid = request.cookies.get(COOKIE)
+        if sid and sid in self.sessions:
+            return sid
+        return None
+
+    def bearer_ok(self, request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        return auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip(), self.token)
+
+    def new_session(self) -> str:
+        sid = secrets.token_urlsafe(24)
+        self.sessions[sid] = secrets.token_urlsafe(24)
+        return sid
+
+
+def _guard(write: bool = False):
+    """Host check, authentication, and for writes the CSRF token and Origin."""
+    def wrap(fn):
+        async def endpoint(request: Request) -> Response:
+            d: Dashboard = request.app.state.dash
+            if not d.allowed_host(request):
+                return PlainTextResponse("unexpected Host header", 400)
+            sid = d.session(request)
+            token = request.query_params.get("token")
+            if sid is None and token and hmac.compare_digest(token, d.token) and request.method == "GET":
+                sid = d.new_session()
+                target = request.url.path + (f"?rg={quote(request.query_params['rg'])}"
+                                             if request.query_params.get("rg") else "")
+                resp = RedirectResponse(target, 303)
+                resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
+                return resp
+            if sid is None and not d.bearer_ok(request):
+                return PlainTextResponse("missing or wrong access token: open the URL vmssctl dashboard printed", 401)
+            if write:
+                origin = request.headers.get("origin")
+                if origin and origin not in (f"http://127.0.0.1:{d.port}", f"http://localhost:{d.port}"):
+                    return PlainTextResponse("cross-origin request refused", 403)
+                if sid is not None and not hmac.compare_digest(request.headers.get("x-csrf-token", ""),
+                                                               d.sessions[sid]):
+                    return PlainTextResponse("missing or wrong CSRF token", 403)
+            request.state.sid = sid
+            return await fn(request, d)
+        return endpoint
+    return wrap
+
+
+# ---------------------------------------------------------------------- pages
+async def _sets(d: Dashboard) -> list[tuple[str, str, str]]:
+    try:
+        return await run_in_threadpool(list_scale_sets, d.client)
+    except Exception as e:  # show the page anyway, with the reason
+        return [("(error)", str(e).splitlines()[0][:80], "")]
+
+
+def _csrf(d: Dashboard, request: Request) -> str:
+    return d.sessions.get(request.state.sid or "", "")
+
+
+@_guard()
+async def index(request: Request, d: Dashboard) -> Response:
+    sets = await _sets(d)
+    if len(sets) == 1 and not request.query_params.get("rg") and sets[0][0] != "(error)":
+        return RedirectResponse(f"/sets/{quote(sets[0][0])}/{quote(sets[0][1])}", 303)
+    body = (f'<main class="layout"><nav class="side">{html.picker(sets, None, request.query_params.get("rg", ""))}'
+            '</nav><section class="content"><p>Pick a scale set.</p></section></main>')
+    return HTMLResponse(html.page("vmssctl dashboard", _csrf(d, request), body))
+
+
+def _panel(d: Dashboard, rg: str, name: str) -> str:
+    j = d.journal()
+    key = scale_set_key(d.conn.subscription, rg, name)
+    active = j.active_for(key)
+    if active is None:
+        recent = [r for r in j.list(20) if r.scale_set == key]
+        active = recent[0] if recent else None
+    if active is None:
+        return html.rollout_panel(None, None, [])
+    sink = d.sinks.get(active.id)
+    return html.rollout_panel(active, sink.live if sink else None, j.events(active.id))
+
+
+def _history(d: Dashboard, rg: str, name: str) -> str:
+    key = scale_set_key(d.conn.subscription, rg, name)
+    return html.history([r for r in d.journal().list(50) if r.scale_set == key])
+
+
+@_guard()
+async def set_page(request: Request, d: Dashboard) -> Response:
+    rg, name = request.path_params["rg"], request.path_params["name"]
+    view = await d.watchers.get(rg, name).refresh()
+    sets = await _sets(d)
+    body = html.set_page(view.scale_set, view.instances, view.error,
+                         html.picker(sets, (rg.lower(), name.lower()), ""), _panel(d, rg, name), _history(d, rg, name))
+    status = 404 if view.scale_set is None else 200
+    return HTMLResponse(html.page(f"{rg}/{name} - vmssctl", _csrf(d, request), body, (rg, name)), status)
+
+
+@_guard()
+async def grid_fragment(request: Request, d: Dashboard) -> Response:
+    view = await d.watchers.get(request.path_params["rg"], request.path_params["name"]).refresh()
+    return HTMLResponse(html.grid(view.scale_set, view.instances, view.error))
+
+
+@_guard()
+async def state_json(request: Request, d: Dashboard) -> Response:
+    view = await d.watchers.get(request.path_params["rg"], request.path_params["name"]).refresh()
+    return JSONResponse({"scaleSet": view.scale_set.to_json() if view.scale_set else None,
+                         "instances": [i.to_json() for i in view.instances], "error": view.error})
+
+
+@_guard()
+async def events(request: Request, d: Dashboard) -> Response:
+    """Server-sent events: the grid, the rollout panel and operation results, as they change."""
+    rg, name = request.path_params["rg"], request.path_params["name"]
+    watcher = d.watchers.get(rg, name)
+
+    async def stream():
+        watcher.subscribe()
+        version, notice_seq, last_panel = -1, d._notice_seq, None
+        try:
+            while not await request.is_disconnected():
+                view = watcher.view if watcher.view and watcher.view.version > version else \
+                    await watcher.wait_newer(version, timeout=1.0)
+                if view is not None and view.version > version:
+                    version = view.version
+                    yield _sse("grid", html.grid(view.scale_set, view.instances, view.error))
+                panel = await run_in_threadpool(_panel, d, rg, name)
+                if panel != last_panel:
+                    last_panel = panel
+                    yield _sse("rollout", panel)
+                for n in [n for n in d.notices if n["seq"] > notice_seq and (n["rg"], n["name"]) ==
+                          (rg.lower(), name.lower())]:
+                    yield _sse("notice", json.dumps(n))
+                notice_seq = d._notice_seq
+        finally:
+            watcher.unsubscribe()
+
+    from starlette.responses import StreamingResponse
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _sse(kind: str, data: str) -> str:
+    return f"event: {kind}\n" + "".join(f"data: {line}\n" for line in data.splitlines() or [""]) + "\n"
+
+
+# ---------------------------------------------------------------------- operations
+async def _body(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise UsageError("request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise UsageError("request body must be a JSON object")
+    return body
+
+
+def _describe_error(e: Exception) -> str:
+    err = getattr(e, "error", None)
+    if err is not None and getattr(err, "code", None):
+        return f"({err.code}) {err.message}"
+    return str(e).splitlines()[0] if str(e) else e.__class__.__name__
+
+
+def _track(d: Dashboard, rg: str, name: str, what: str, poller) -> None:
+    """Wait for an LRO in the background and report ARM's verdict as a notice."""
+    def wait() -> None:
+        try:
+            poller.result()
+            d.notice(rg, name, f"{what}: Succeeded", True)
+        except Exception as e:
+            d.notice(rg, name, f"{what}: Failed {_describe_error(e)}", False)
+        d.watchers.get(rg, name).poke()
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def _op(fn):
+    @_guard(write=True)
+    async def endpoint(request: Request, d: Dashboard) -> Response:
+        rg, name = request.path_params["rg"], request.path_params["name"]
+        try:
+            body = await _body(request)
+            message = await run_in_threadpool(fn, d, rg, name, body)
+        except UsageError as e:
+            return JSONResponse({"ok": False, "message": str(e)}, 400)
+        except Exception as e:
+            if not e.__class__.__module__.startswith("azure."):
+                raise
+            return JSONResponse({"ok": False, "message": _describe_error(e)}, getattr(e, "status_code", 502) or 502)
+        d.watchers.get(rg, name).poke()
+        return JSONResponse({"ok": True, "message": message})
+    return endpoint
+
+
+def _ids(body: dict, d: Dashboard, rg: str, name: str) -> list[str] | None:
+    view = d.watchers.get(rg, name).view
+    instances = view.instances if view else d.api(rg, name).instances()
+    if body.get("fault_domain") is not None:
+        return [i.instance_id for i in instances if str(i.fault_domain) == str(body["fault_domain"])]
+    if body.get("update_domain") is not None:
+        return [i.instance_id for i in instances if str(i.update_domain) == str(body["update_domain"])]
+    ids = body.get("instance_ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(str(i).isdigit() for i in ids) or not ids:
+        raise UsageError("instance_ids must be a non-empty list of instance ids")
+    return [str(i) for i in ids]
+
+
+@_op
+def do_action(d: Dashboard, rg: str, name: str, body: dict) -> str:
+    action = body.get("action")
+    if action not in ScaleSetApi.ACTIONS:
+        raise UsageError(f"unknown action '{action}'")
+    ids = _ids(body, d, rg, name)
+    if ids == []:
+        raise UsageError("the selection is empty")
+    what = f"{action} of " + (f"instance(s) {', '.join(ids[:20])}" if ids else "every instance")
+    _track(d, rg, name, what, d.api(rg, name).act(action, ids))
+    return f"{what}: accepted by ARM"
+
+
+@_op
+def do_scale(d: Dashboard, rg: str, name: str, body: dict) -> str:
+    try:
+        capacity = int(body.get("capacity"))
+    except (TypeError, ValueError):
+        raise UsageError("capacity must be a whole number") from None
+    if not 0 <= capacity <= 1000:
+        raise UsageError("capacity must be from 0 to 1000")
+    _track(d, rg, name, f"scale to {capacity}", d.api(rg, name).resize(capacity=capacity))
+    return f"scale to {capacity}: accepted by ARM"
+
+
+def _change(body: dict) -> ImageChange:
+    def get(k: str) -> str | None:
+        v = body.get(k)
+        return str(v).strip() or None if v is not None else None
+    return ImageChange(sku=get("sku"), version=get("version"), image_id=get("image_id"),
+                       custom_uri=get("custom_uri"))
+
+
+@_op
+def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
+    change = _change(body)
+    vm_size = (body.get("vm_size") or "").strip() or None
+    if change.empty and not vm_size:
+        raise UsageError("nothing to change: give an image field or a VM size")
+    api = d.api(rg, name)
+    parts = []
+    if not change.empty:
+        ss = api.get()
+        target = change.apply(ss.image)
+        api.update(ss.etag, image=target)
+        parts.append(f"image -> {target}")
+    if vm_size:
+        _track(d, rg, name, f"VM size -> {vm_size}", api.resize(vm_size=vm_size))
+        parts.append(f"VM size -> {vm_size}")
+    return "model update accepted: " + "; ".join(parts)
+
+
+@_op
+def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
+    from vmssctl.upgrade import prepare, start
+
+    keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback")
+    overrides = {}
+    for k in keys:
+        v = body.get(k)
+        if v in (None, ""):
+            continue
+        overrides[k] = int(v) if k in ("batch_size", "canary") and str(v).isdigit() else v
+    policy = load_policy(None, overrides)
+    api = d.api(rg, name)
+    journal = d.journal()
+    prepared = prepare(api, journal, d.conn, _change(body), policy)
+    if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+        return "nothing to do: every instance already runs the latest model"
+    sink = LiveSink()
+    started = threading.Event()
+    result: dict = {}
+
+    def run() -> None:
+        j = d.journal()
+        try:
+            real_create = j.create
+
+            def create(*args, **kwargs):
+                r = real_create(*args, **kwargs)
+                d.sinks[r.id] = sink
+                result["id"] = r.id
+                started.set()
+                return r
+            j.create = create  # learn the new rollout's id as soon as it exists
+            if prepared.resume is not None:
+                d.sinks[prepared.resume.id] = sink
+                result["id"] = prepared.resume.id
+                started.set()
+            code = start(api, j, d.conn, prepared, [sink])
+            d.notice(rg, name, f"rollout {result.get('id')} ended with exit code {code}", code == 0)
+        except Exception as e:
+            result["error"] = _describe_error(e)
+            d.notice(rg, name, f"rollout failed to run: {result['error']}", False)
+        finally:
+            started.set()
+            d.watchers.get(rg, name).poke()
+
+    threading.Thread(target=run, daemon=True, name="rollout").start()
+    started.wait(30)
+    if "error" in result:
+        raise UsageError(result["error"])
+    return f"rollout {result.get('id')} started: {len(prepared.plan.batches)} batch(es)"
+
+
+@_guard(write=True)
+async def rollout_control(request: Request, d: Dashboard) -> Response:
+    rid, op = request.path_params["rid"], request.path_params["op"]
+    if op not in ("pause", "resume", "abort", "rollback"):
+        return JSONResponse({"ok": False, "message": f"unknown operation '{op}'"}, 400)
+    j = d.journal()
+    try:
+        r = j.get(rid)
+    except UsageError as e:
+        return JSONResponse({"ok": False, "message": str(e)}, 404)
+    if not j.holder_alive(rid):
+        if op == "resume" or op == "rollback":
+            from vmssctl.upgrade import resume
+
+            sink = d.sinks.setdefault(rid, LiveSink())
+            api = d.api(r.resource_group, r.name)
+            threading.Thread(target=lambda: resume(api, d.journal(), d.conn, r, [sink], rollback=op == "rollback"),
+                             daemon=True).start()
+            return JSONResponse({"ok": True, "message": f"{op} of {rid} started here"})
+        j.update(rid, state="paused" if op == "pause" else "aborted", requested=None)
+        return JSONResponse({"ok": True, "message": f"{rid} {op}d"})
+    j.request(rid, op)
+    return JSONResponse({"ok": True, "message": f"asked rollout {rid} to {op}"})
+
+
+@_guard()
+async def rollouts_json(request: Request, d: Dashboard) -> Response:
+    return JSONResponse([r.to_json() for r in d.journal().list(50)])
+
+
+STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+
+
+@_guard()
+async def static_file(request: Request, d: Dashboard) -> Response:
+    """The page's own JS and CSS, shipped in the package (no CDN, works offline)."""
+    name = request.path_params["file"]
+    if name not in STATIC_TYPES:
+        return PlainTextResponse("not found", 404)
+    body = (resources.files("vmssctl.dashboard") / "static" / name).read_bytes()
+    return Response(body, media_type=STATIC_TYPES[name], headers={"Cache-Control": "no-cache"})
+
+
+def build_app(d: Dashboard) -> Starlette:
+    app = Starlette(routes=[
+        Route("/", index),
+        Route("/sets/{rg}/{name}", set_page),
+        Route("/sets/{rg}/{name}/grid", grid_fragment),
+        Route("/sets/{rg}/{name}/state", state_json),
+        Route("/sets/{rg}/{name}/events", events),
+        Route("/sets/{rg}/{name}/action", do_action, methods=["POST"]),
+        Route("/sets/{rg}/{name}/scale", do_scale, methods=["POST"]),
+        Route("/sets/{rg}/{name}/model", do_model, methods=["POST"]),
+        Route("/sets/{rg}/{name}/rollout", do_rollout, methods=["POST"]),
+        Route("/rollouts", rollouts_json),
+        Route("/rollouts/{rid}/{op}", rollout_control, methods=["POST"]),
+        Route("/static/{file}", static_file),
+    ])
+    app.state.dash = d
+    return app
+
+
+async def serve(d: Dashboard, sock) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(build_app(d), log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=1)
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def run_forever(d: Dashboard, sock) -> None:
+    asyncio.run(serve(d, sock))
+

@@ -1,0 +1,203 @@
+"""Server-rendered HTML for the dashboard: the page, the heatmap grid, the rollout panel.
+
+Plain string building with escaping: the grid for 1,000 instances renders in a few
+milliseconds, and there is no template engine or front-end build to maintain.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from html import escape
+from urllib.parse import quote
+
+from vmssctl.model import Instance, ScaleSet
+from vmssctl.rollout.events import describe
+from vmssctl.rollout.journal import Rollout
+
+STATES = ("healthy", "outdated", "upgrading", "initializing", "unhealthy", "failed", "stopped", "deallocated")
+STATE_HELP = {
+    "healthy": "running, healthy, latest model", "outdated": "running, healthy, older model",
+    "upgrading": "an operation is in progress", "initializing": "booted, health grace period",
+    "unhealthy": "running but not healthy", "failed": "provisioning failed", "stopped": "stopped (still billed)",
+    "deallocated": "deallocated",
+}
+
+
+def e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def instance_title(i: Instance) -> str:
+    return (f"instance {i.instance_id} | UD {i.update_domain} FD {i.fault_domain}"
+            + (f" zone {i.zone}" if i.zone else "")
+            + f" | {i.power}, {i.provisioning}, health {i.health or 'n/a'}"
+            + f" | {'latest model' if i.latest_model else 'older model'} | {i.image}"
+            + (f" | {i.error}" if i.error else ""))
+
+
+def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = None) -> str:
+    """UD rows x FD columns (one grid per zone when the set has zones), a chip per instance."""
+    out = []
+    if error:
+        out.append(f'<p class="error">Last refresh failed: {e(error)}</p>')
+    if ss is None:
+        return "".join(out)
+    fds = max([ss.fault_domains, *[(i.fault_domain or 0) + 1 for i in instances]])
+    uds = max([5, *[(i.update_domain or 0) + 1 for i in instances]])
+    compact = len(instances) > 200
+    zones = sorted({i.zone for i in instances if i.zone}) or [None]
+    counts = defaultdict(int)
+    for i in instances:
+        counts[i.state] += 1
+    out.append('<div class="summary-counts">' + " ".join(
+        f'<span class="count s-{s}">{s} {counts[s]}</span>' for s in STATES if counts[s]) +
+        f' <span class="total">{len(instances)} instances</span></div>')
+    for zone in zones:
+        cells: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for i in instances:
+            if zone is None or i.zone == zone:
+                chip = (f'<span class="vm s-{i.state}" data-id="{e(i.instance_id)}" data-ud="{i.update_domain}" '
+                        f'data-fd="{i.fault_domain}" title="{e(instance_title(i))}">'
+                        f'{"" if compact else e(i.instance_id)}</span>')
+                cells[(i.update_domain or 0, i.fault_domain or 0)].append(chip)
+        cls = "heatmap compact" if compact else "heatmap"
+        zone_attr = f' data-zone="{e(zone)}"' if zone else ""
+        out.append(f'<table class="{cls}"{zone_attr}>')
+        if zone:
+            out.append(f"<caption>zone {e(zone)}</caption>")
+        out.append('<tr><th class="corner">UD \\ FD</th>' + "".join(
+            f'<th class="fd" data-fd="{fd}" title="select fault domain {fd}">FD {fd}</th>' for fd in range(fds))
+            + "</tr>")
+        for ud in range(uds):
+            row = [f'<th class="ud" data-ud="{ud}" title="select update domain {ud}">UD {ud}</th>']
+            for fd in range(fds):
+                row.append(f'<td data-ud="{ud}" data-fd="{fd}">{"".join(cells.get((ud, fd), []))}</td>')
+            out.append("<tr>" + "".join(row) + "</tr>")
+        out.append("</table>")
+    out.append('<div class="legend">' + "".join(
+        f'<span><span class="vm s-{s}"></span>{s} <small>({STATE_HELP[s]})</small></span>' for s in STATES)
+        + "</div>")
+    return "".join(out)
+
+
+def summary(ss: ScaleSet | None) -> str:
+    if ss is None:
+        return ""
+    rows = (("location", ss.location), ("capacity", ss.capacity), ("VM size", ss.vm_size), ("image", ss.image),
+            ("image kind", ss.image.kind), ("upgrade policy", ss.upgrade_mode),
+            ("orchestration", ss.orchestration_mode), ("provisioning", ss.provisioning_state),
+            ("fault domains", ss.fault_domains), ("zones", ", ".join(ss.zones) or "-"))
+    return '<table class="kv">' + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def rollout_panel(active: Rollout | None, live: dict | None, events: list[dict]) -> str:
+    """The running (or last) rollout: state, batch n of m, progress, floor vs healthy, events, controls."""
+    if active is None:
+        return '<p class="muted">No rollout running on this scale set.</p>'
+    out = [f'<div class="rollout" data-rollout="{e(active.id)}" data-state="{e(active.state)}">',
+           f'<p><b>{e(active.id)}</b> <span class="state st-{e(active.state)}">{e(active.state)}</span> '
+           f'({e(active.phase)})</p>']
+    if live:
+        pct = 100 * live["done"] / max(1, live["total"])
+        low = " low" if live["healthy"] < live["floor"] else ""
+        out.append(f'<div class="bar"><div style="width:{pct:.1f}%"></div></div>'
+                   f'<p class="progress">batch <b class="batch-no">{live["batch_no"]}</b> of {live["batches_total"]}, '
+                   f'<b class="done">{live["done"]}</b>/{live["total"]} upgraded; '
+                   f'<span class="health{low}">healthy {live["healthy"]}/{live["capacity"]} (floor {live["floor"]})'
+                   f'</span></p>')
+        if live["batch"]:
+            out.append(f'<p class="current">current batch: {e(", ".join(live["batch"][:40]))}</p>')
+    if active.error:
+        out.append(f'<p class="error">{e(active.error)}</p>')
+    if active.active:
+        out.append('<div class="controls">' + "".join(
+            f'<button type="button" class="rollout-op" data-op="{op}">{op}</button>'
+            for op in ("pause", "resume", "abort", "rollback")) + "</div>")
+    out.append('<ol class="events">' + "".join(f"<li>{e(describe(ev))}</li>" for ev in events[-12:]) + "</ol>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def history(rollouts: list[Rollout]) -> str:
+    if not rollouts:
+        return '<p class="muted">No rollouts in the journal yet.</p>'
+    from datetime import datetime
+
+    from vmssctl.model import ImageRef
+
+    rows = "".join(
+        f"<tr><td>{e(r.id)}</td><td>{e(datetime.fromtimestamp(r.created).strftime('%Y-%m-%d %H:%M'))}</td>"
+        f"<td>{e(r.state)}</td><td>{e(ImageRef(**r.previous))} &rarr; {e(ImageRef(**r.target))}</td>"
+        f"<td>{e(r.error or '')}</td></tr>" for r in rollouts)
+    head = "<tr><th>id</th><th>started</th><th>state</th><th>image</th><th>error</th></tr>"
+    return f'<table class="history">{head}{rows}</table>'
+
+
+def picker(sets: list[tuple[str, str, str]], current: tuple[str, str] | None, rg_filter: str) -> str:
+    groups = sorted({rg for rg, _, _ in sets}, key=str.lower)
+    opts = "".join(f'<option value="{e(g)}"{" selected" if g == rg_filter else ""}>{e(g)}</option>' for g in groups)
+    links = "".join(
+        f'<li class="{"current" if current and (rg.lower(), n.lower()) == current else ""}">'
+        f'<a href="/sets/{quote(rg)}/{quote(n)}">{e(rg)}/<b>{e(n)}</b></a> <small>{e(loc)}</small></li>'
+        for rg, n, loc in sets if not rg_filter or rg.lower() == rg_filter.lower())
+    return (f'<form class="filter" method="get" action="/"><label>resource group <select name="rg" '
+            f'onchange="this.form.submit()"><option value="">all</option>{opts}</select></label></form>'
+            f'<ul class="sets">{links or "<li class=muted>no scale sets</li>"}</ul>')
+
+
+def page(title: str, csrf: str, body: str, scale_set: tuple[str, str] | None = None) -> str:
+    data = f' data-rg="{e(scale_set[0])}" data-name="{e(scale_set[1])}"' if scale_set else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<meta name="csrf-token" content="{e(csrf)}"><meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/app.css"></head>
+<body{data}><header><h1><a href="/">vmssctl</a> <small>dashboard</small></h1><span id="conn"></span></header>
+{body}
+<div id="status" role="status" aria-live="polite"></div>
+<script src="/static/app.js"></script></body></html>"""
+
+
+def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, side: str, panel: str,
+             hist: str) -> str:
+    image_fields = (
+        '<label>version <input name="version" placeholder="22.04.202611200 or latest"></label>'
+        '<label>SKU <input name="sku"></label>'
+        '<label>image id <input name="image_id" placeholder="/subscriptions/…/versions/2.0.0"></label>'
+        '<label>custom URI <input name="custom_uri" placeholder="https://…/image.vhd"></label>')
+    actions = "".join(f'<button type="button" class="op" data-action="{a}">{label}</button>' for a, label in (
+        ("upgrade", "upgrade"), ("reimage", "reimage"), ("restart", "restart"), ("start", "start"),
+        ("poweroff", "power off"), ("deallocate", "deallocate"), ("delete", "delete")))
+    return f"""<main class="layout">
+<nav class="side">{side}</nav>
+<section class="content">
+  <h2>{e(ss.resource_group) + "/" + e(ss.name) if ss else "scale set"}</h2>
+  <div class="cols">
+    <div id="summary">{summary(ss)}</div>
+    <div class="ops">
+      <h3>Selection <span id="selcount">0 selected</span></h3>
+      <p class="muted">Click instances; click an FD or UD header to select it.</p>
+      <div class="buttons">{actions}<button type="button" id="clear">clear</button></div>
+      <form id="scale" class="inline"><label>scale to <input name="capacity" type="number" min="0" max="1000"
+        value="{ss.capacity if ss else 0}"></label><button>scale</button></form>
+      <form id="model" class="stack"><h3>Model</h3>{image_fields}
+        <label>VM size <input name="vm_size" placeholder="{e(ss.vm_size) if ss else ""}"></label>
+        <button>update model</button></form>
+    </div>
+  </div>
+  <div id="grid">{grid(ss, instances, error)}</div>
+  <div id="details" class="muted">Hover or click an instance for its details.</div>
+  <div class="cols">
+    <form id="rollout-form" class="stack"><h3>Start a rollout</h3>{image_fields}
+      <label>by <select name="by"><option>batch</option><option>update-domain</option><option>fault-domain</option>
+        <option>zone</option></select></label>
+      <label>batch size <input name="batch_size" type="number" min="1"></label>
+      <label>batch % <input name="batch_percent" type="number" min="1" max="100"></label>
+      <label>canary <input name="canary" type="number" min="0" value="1"></label>
+      <label>pause <input name="pause" placeholder="30s"></label>
+      <label>max unavailable <input name="max_unavailable" placeholder="20%"></label>
+      <label>rollback <select name="rollback"><option>auto</option><option>manual</option></select></label>
+      <button>start rollout</button></form>
+    <div><h3>Rollout</h3><div id="rollout">{panel}</div></div>
+  </div>
+  <h3>History</h3><div id="history">{hist}</div>
+</section></main>"""
