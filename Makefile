@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 AZVENV := .venv-az
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench az-venv clean
+.PHONY: demo test lint bench az-venv browser screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +22,28 @@ $(AZVENV)/.installed:
 
 az-venv: $(AZVENV)/.installed
 
+# Browser tests drive Debian's Chromium (Playwright's own download does not work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the browser tests will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/vmssctl demo
 
-test: $(STAMP) az-venv
+test: $(STAMP) az-venv browser
 	$(BIN)/ruff check .
 	VMSSCTL_AZ=$(CURDIR)/$(AZVENV)/bin/az $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(BIN)/python bench/emulator.py
+	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/dashboard.py
+
+screenshots: $(STAMP) browser
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) $(AZVENV) build *.egg-info

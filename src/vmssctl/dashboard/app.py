@@ -222,10 +222,11 @@ async def events(request: Request, d: Dashboard) -> Response:
                 if view is not None and view.version > version:
                     version = view.version
                     yield _sse("grid", html.grid(view.scale_set, view.instances, view.error))
-                panel = await run_in_threadpool(_panel, d, rg, name)
-                if panel != last_panel:
-                    last_panel = panel
+                panel, hist = await run_in_threadpool(lambda: (_panel(d, rg, name), _history(d, rg, name)))
+                if (panel, hist) != last_panel:
+                    last_panel = (panel, hist)
                     yield _sse("rollout", panel)
+                    yield _sse("history", hist)
                 for n in [n for n in d.notices if n["seq"] > notice_seq and (n["rg"], n["name"]) ==
                           (rg.lower(), name.lower())]:
                     yield _sse("notice", json.dumps(n))

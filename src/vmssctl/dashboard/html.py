@@ -75,7 +75,7 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
             out.append("<tr>" + "".join(row) + "</tr>")
         out.append("</table>")
     out.append('<div class="legend">' + "".join(
-        f'<span><span class="vm s-{s}"></span>{s} <small>({STATE_HELP[s]})</small></span>' for s in STATES)
+        f'<span><span class="swatch s-{s}"></span>{s} <small>({STATE_HELP[s]})</small></span>' for s in STATES)
         + "</div>")
     return "".join(out)
 

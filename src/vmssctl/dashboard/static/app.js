@@ -102,6 +102,7 @@
       markSelection();
     });
     es.addEventListener("rollout", (m) => { document.getElementById("rollout").innerHTML = m.data; });
+    es.addEventListener("history", (m) => { document.getElementById("history").innerHTML = m.data; });
     es.addEventListener("notice", (m) => { const n = JSON.parse(m.data); say(n.text, n.ok); });
   }
 })();

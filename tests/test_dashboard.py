@@ -1,0 +1,166 @@
+"""The dashboard in real headless Chromium (Debian's), driven by Playwright, against a live emulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import start_emulator
+from tests.test_upgrade import instances
+from vmssctl.emulator.server import demo_scale_set
+
+CHROMIUM = "/usr/bin/chromium"
+NEW = "24.04.202611200"
+
+
+@pytest.fixture(scope="module")
+def live_emu(tmp_path_factory):
+    """A running clock (120x): rollouts progress on their own while the browser watches."""
+    e = start_emulator(tmp_path_factory.mktemp("dash-emu"), "--time-scale", "120", "--throttle", "off")
+    yield e
+    e.stop()
+
+
+@pytest.fixture(scope="module")
+def dashboard(live_emu, tmp_path_factory):
+    journal = tmp_path_factory.mktemp("dash-journal") / "journal.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "dashboard", "--emulator", str(live_emu.state_dir),
+                             "--port", "0", "--refresh", "1s", "--journal", str(journal)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
+    assert m, line + proc.stderr.read()
+    yield {"base": m.group(1), "port": int(m.group(2)), "token": m.group(3), "url": m.group(0)}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def make_set(emu, capacity: int, name: str = "web") -> str:
+    rg = emu.group()
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(capacity), polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    return rg
+
+
+def open_set(browser, dashboard, rg: str, name: str = "web"):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(dashboard["url"])
+    page.goto(f"{dashboard['base']}/sets/{rg}/{name}")
+    page.wait_for_selector("#conn.live", timeout=15000)
+    return page
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_grid_shows_each_instance_in_its_cell_with_its_colour(live_emu, dashboard, browser):
+    rg = make_set(live_emu, 12)
+    page = open_set(browser, dashboard, rg)
+    for inst in instances(live_emu, rg):
+        chip = page.locator(f'#grid td[data-ud="{inst.update_domain}"][data-fd="{inst.fault_domain}"] '
+                            f'.vm[data-id="{inst.instance_id}"]')
+        assert chip.count() == 1
+        assert "s-healthy" in chip.get_attribute("class")
+    assert page.locator("#grid .vm").count() == 12
+    # a model change turns every chip 'outdated' without reloading the page
+    live_emu.client().virtual_machine_scale_sets.begin_update(rg, "web", {"properties": {
+        "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": NEW}}}}}, polling=False)
+    page.wait_for_function("document.querySelectorAll('#grid .vm.s-outdated').length === 12", timeout=20000)
+    page.close()
+
+
+def test_fault_domain_upgrade_from_the_page(live_emu, dashboard, browser):
+    rg = make_set(live_emu, 10)
+    live_emu.client().virtual_machine_scale_sets.begin_update(rg, "web", {"properties": {
+        "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": NEW}}}}}, polling=False)
+    page = open_set(browser, dashboard, rg)
+    page.wait_for_function("document.querySelectorAll('#grid .vm.s-outdated').length === 10", timeout=20000)
+    page.click('#grid th.fd[data-fd="2"]')
+    in_fd = {i.instance_id for i in instances(live_emu, rg) if i.fault_domain == 2}
+    assert page.locator("#selcount").inner_text() == f"{len(in_fd)} selected"
+    page.click('button.op[data-action="upgrade"]')
+    page.wait_for_selector("#status .msg", timeout=10000)
+    assert "accepted" in page.locator("#status .msg").first.inner_text()
+    wait_for(lambda: all(i.latest_model and i.healthy for i in instances(live_emu, rg) if i.instance_id in in_fd),
+             what="FD 2 upgraded")
+    others = [i for i in instances(live_emu, rg) if i.instance_id not in in_fd]
+    assert others and not any(i.latest_model for i in others)
+    selector = ",".join(f'#grid .vm.s-healthy[data-id="{i}"]' for i in in_fd)
+    page.wait_for_function(f"document.querySelectorAll('{selector}').length === {len(in_fd)}", timeout=20000)
+    page.wait_for_selector("#status .msg:has-text('Succeeded')", timeout=20000)
+    page.close()
+
+
+def test_rollout_from_the_page_progresses_live_pauses_and_resumes(live_emu, dashboard, browser):
+    rg = make_set(live_emu, 8)
+    page = open_set(browser, dashboard, rg)
+    form = page.locator("#rollout-form")
+    form.locator('input[name="version"]').fill(NEW)
+    form.locator('input[name="batch_size"]').fill("2")
+    form.locator('input[name="canary"]').fill("0")
+    form.locator('input[name="pause"]').fill("20s")
+    form.locator("button").click()
+    page.wait_for_selector('#rollout .rollout[data-state="running"] .batch-no', timeout=20000)
+    page.wait_for_function("Number(document.querySelector('#rollout .batch-no')?.textContent) >= 1", timeout=20000)
+    page.click('#rollout button.rollout-op[data-op="pause"]')
+    page.wait_for_selector('#rollout .rollout[data-state="paused"]', timeout=60000)
+    done_when_paused = page.locator("#rollout .done").inner_text()
+    time.sleep(2)  # paused: nothing moves
+    assert page.locator("#rollout .done").inner_text() == done_when_paused
+    assert page.locator('#rollout .rollout[data-state="paused"]').count() == 1
+    page.click('#rollout button.rollout-op[data-op="resume"]')
+    page.wait_for_selector('#rollout .rollout[data-state="succeeded"]', timeout=90000)
+    assert all(i.latest_model and i.healthy for i in instances(live_emu, rg))
+    assert "succeeded" in page.locator("#history").inner_text()
+    page.close()
+
+
+def test_requests_without_the_token_or_csrf_are_refused(live_emu, dashboard):
+    base, token = dashboard["base"], dashboard["token"]
+    with httpx.Client(base_url=base) as anon:
+        assert anon.get("/").status_code == 401
+        assert anon.get("/sets/demo-rg/demo-vmss/grid").status_code == 401
+        assert anon.get("/static/app.js").status_code == 401
+        assert anon.get("/", params={"token": "guess"}).status_code == 401
+        assert anon.post("/sets/x/y/scale", json={"capacity": 0}).status_code == 401
+        assert anon.get("/", headers={"Host": f"evil.example:{dashboard['port']}"}).status_code == 400
+    with httpx.Client(base_url=base, follow_redirects=True) as browser_like:
+        assert browser_like.get("/", params={"token": token}).status_code in (200, 404)
+        assert browser_like.cookies.get("vmssctl_session")
+        rg = make_set(live_emu, 2)
+        # a cross-site form POST carries the cookie at best, never the CSRF token
+        r = browser_like.post(f"/sets/{rg}/web/scale", json={"capacity": 0})
+        assert r.status_code == 403
+        r = browser_like.post(f"/sets/{rg}/web/scale", json={"capacity": 0},
+                              headers={"Origin": "https://evil.example", "X-CSRF-Token": "x"})
+        assert r.status_code == 403
+    assert len(instances(live_emu, rg)) == 2
