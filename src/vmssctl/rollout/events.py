@@ -65,6 +65,10 @@ class JsonLines:
         pass
 
 
+def _ids(ids: list[str], shown: int = 12) -> str:
+    return ", ".join(ids[:shown]) + (f" (+{len(ids) - shown} more)" if len(ids) > shown else "")
+
+
 def describe(event: dict) -> str:
     """One human line per event."""
     t = event["type"]
@@ -74,9 +78,8 @@ def describe(event: dict) -> str:
         "rollout_resumed": lambda: f"resuming rollout {d['rollout']} ({d['phase']})",
         "model_updated": lambda: f"model updated: {', '.join(f'{k} {a} -> {b}' for k, a, b in d['diff'])}",
         "model_unchanged": lambda: "model already on the target image; upgrading instances still behind",
-        "batch_started": lambda: f"batch {d['batch']} ({d['phase']}): instances {', '.join(d['instances'])}",
-        "batch_reissued": lambda: f"batch {d['batch']}: re-issuing {', '.join(d['instances'])} (upgrade never "
-                                  "started)",
+        "batch_started": lambda: f"batch {d['batch']} ({d['phase']}): instances {_ids(d['instances'])}",
+        "batch_reissued": lambda: f"batch {d['batch']}: re-issuing {_ids(d['instances'])} (upgrade never started)",
         "batch_succeeded": lambda: f"batch {d['batch']} healthy after {d['seconds']:.0f}s",
         "batch_failed": lambda: f"batch {d['batch']} FAILED: " + "; ".join(d["reasons"]),
         "waiting_for_floor": lambda: f"waiting: {d['healthy']} healthy, floor {d['floor']}",
