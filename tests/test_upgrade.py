@@ -323,3 +323,29 @@ def test_random_5xx_and_429_at_ten_percent_still_complete(flaky, tmp_path, capsy
     rec = stats["scaleSets"][f"{rg}/web"]
     assert rec["minHealthy"] >= 4 and set(rec["upgrades"].values()) == {1}
     assert all(i.latest_model and i.healthy for i in instances(flaky, rg))
+
+
+def test_command_hook_gate_fails_the_batch(frozen, up):
+    rg = make_set(frozen, 4, name="hooked")
+    code, events, err = up(rg, "--version", NEW, "--hook", "test {instance_id} != 1", "--health-timeout", "5m",
+                           name="hooked")
+    assert code == 1, err
+    failed = next(e for e in events if e["type"] == "batch_failed")
+    assert failed["instances"] == ["1"] and "hook" in failed["reasons"][0], failed["reasons"]
+
+
+def test_show_instances_and_heatmap_commands(frozen, capsys):
+    rg = make_set(frozen, 3)
+    base = ["-g", rg, "-n", "web", "--emulator", str(frozen.state_dir)]
+    assert main(["show", *base, "-o", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["capacity"] == 3 and shown["image"]["kind"] == "platform" and shown["upgrade_mode"] == "Manual"
+    assert main(["instances", *base, "-o", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [i["instance_id"] for i in listed] == ["0", "1", "2"] and listed[0]["state"] == "healthy"
+    assert main(["heatmap", *base]) == 0
+    out = capsys.readouterr().out
+    assert "FD0" in out and "UD" in out
+    assert main(["show", "-g", rg, "-n", "nope", "--emulator", str(frozen.state_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "ResourceNotFound" in err and len(err.strip().splitlines()) == 1

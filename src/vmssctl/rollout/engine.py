@@ -259,6 +259,17 @@ class Engine:
                 if policy.pause and any(needs(i) for i in self.instances):
                     self.emit("soak", seconds=policy.pause)
                     self.clock.sleep(policy.pause)
+                    # an instance that went bad while soaking counts as a failed upgrade too
+                    soured = {i.instance_id for i in self.api.instances()
+                              if i.instance_id in upgraded - failed and not i.healthy}
+                    if soured:
+                        failed |= soured
+                        reasons += [f"instance {i}: unhealthy after the {policy.pause:.0f}s soak"
+                                    for i in sorted(soured, key=int)]
+                        self.emit("soak_failed", instances=sorted(soured, key=int))
+                        if len(failed) > allowed:
+                            return (f"{len(failed)} upgraded instance(s) unhealthy, more than "
+                                    f"--max-unhealthy-upgraded {policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
                 continue
             if what == "pause":
                 after = self._wait_while_paused()
