@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,6 +57,16 @@ class Emu:
             r = h.request(method, f"/_emulator/{path}", json=body)
             r.raise_for_status()
             return r.json()
+
+    @contextlib.contextmanager
+    def fault(self, effect: str, **match: str) -> Iterator[None]:
+        """Add one fault rule for the duration of a ``with`` block."""
+        rules = self.admin("GET", "faults")["rules"]
+        self.admin("PUT", "faults", {"rules": [*rules, {"match": match, "effect": effect}]})
+        try:
+            yield
+        finally:
+            self.admin("PUT", "faults", {"rules": rules})
 
     def stats(self, since: float | None = None, records: bool = False) -> dict:
         q = [f"since={since}"] if since is not None else []

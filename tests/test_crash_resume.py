@@ -61,18 +61,14 @@ def test_kill_and_rerun_finishes_without_upgrading_twice(frozen, tmp_path, kill_
 def test_kill_during_rollback_then_rollout_resume(frozen, tmp_path):
     rg = make_set(frozen, 6)
     t0 = frozen.now()
-    rules = frozen.admin("GET", "faults")["rules"]
-    frozen.admin("PUT", "faults", {"rules": [*rules, {"match": {"version": "5.5.5"}, "effect": "unhealthy"}]})
     journal = tmp_path / "journal.sqlite"
-    try:
+    with frozen.fault("unhealthy", version="5.5.5"):
         seen = run_and_kill(upgrade_args(frozen, rg, journal, "--version", "5.5.5", "--batch-size", "2",
                                          "--rollback", "auto", "--health-timeout", "4m"), "batch_started", 2)
         assert seen[-1]["phase"] == "rollback"
         rid = seen[-1]["rollout"]
         code, events, err = run([sys.executable, "-m", "vmssctl", "rollout", "resume", rid, "--journal",
                                  str(journal), "--emulator", str(frozen.state_dir), "-o", "json"])
-    finally:
-        frozen.admin("PUT", "faults", {"rules": rules})
     assert code == 1 and events[-1]["type"] == "rollout_rolled_back", err
     assert "HealthState/unhealthy" in events[-1]["error"]
     insts = instances(frozen, rg)

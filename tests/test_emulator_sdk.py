@@ -183,10 +183,7 @@ def test_bad_token_is_refused(emu):
 def test_failed_lro_raises_with_the_provisioning_code(emu, rg):
     client = emu.client()
     emu.create_set(rg, "bad", capacity=3)
-    faults = emu.admin("GET", "faults")
-    emu.admin("PUT", "faults", {"rules": [*faults["rules"], {"match": {"scaleSet": "bad", "instanceId": "1"},
-                                                             "effect": "fail"}]})
-    try:
+    with emu.fault("fail", scaleSet="bad", instanceId="1"):
         client.virtual_machine_scale_sets.begin_update(rg, "bad", image_patch(version=NEW_VERSION)).result()
         with pytest.raises(HttpResponseError) as e:
             client.virtual_machine_scale_sets.begin_update_instances(
@@ -195,16 +192,12 @@ def test_failed_lro_raises_with_the_provisioning_code(emu, rg):
         failed = [i for i in instances(client, rg, "bad") if i.provisioning == "failed"]
         assert [i.instance_id for i in failed] == ["1"]
         assert failed[0].error.startswith("OSProvisioningTimedOut")
-    finally:
-        emu.admin("PUT", "faults", {"rules": faults["rules"]})
 
 
 def test_unhealthy_image_fault(emu, rg):
     client = emu.client()
     emu.create_set(rg, "sick", capacity=2)
-    faults = emu.admin("GET", "faults")
-    emu.admin("PUT", "faults", {"rules": [*faults["rules"], {"match": {"version": "9.9.9"}, "effect": "unhealthy"}]})
-    try:
+    with emu.fault("unhealthy", version="9.9.9"):
         client.virtual_machine_scale_sets.begin_update(rg, "sick", image_patch(version="9.9.9")).result()
         client.virtual_machine_scale_sets.begin_update_instances(
             rg, "sick", VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=["0"])).result()
@@ -212,8 +205,6 @@ def test_unhealthy_image_fault(emu, rg):
         insts = instances(client, rg, "sick")
         assert (insts[0].health, insts[0].power, insts[0].provisioning) == ("unhealthy", "running", "succeeded")
         assert insts[1].health == "healthy"
-    finally:
-        emu.admin("PUT", "faults", {"rules": faults["rules"]})
 
 
 def test_builtin_rolling_upgrade_keeps_the_policy_floor(emu, rg):
@@ -239,9 +230,7 @@ def test_builtin_rolling_upgrade_keeps_the_policy_floor(emu, rg):
 def test_rolling_upgrade_faults_on_an_unhealthy_image_and_cancel(emu, rg):
     client = emu.client()
     emu.create_set(rg, "rsick", capacity=10)
-    faults = emu.admin("GET", "faults")
-    emu.admin("PUT", "faults", {"rules": [*faults["rules"], {"match": {"version": "8.8.8"}, "effect": "unhealthy"}]})
-    try:
+    with emu.fault("unhealthy", version="8.8.8"):
         client.virtual_machine_scale_sets.begin_update(rg, "rsick", image_patch(version="8.8.8")).result()
         rolling = client.virtual_machine_scale_set_rolling_upgrades
         with pytest.raises(HttpResponseError) as e:
@@ -250,8 +239,6 @@ def test_rolling_upgrade_faults_on_an_unhealthy_image_and_cancel(emu, rg):
         latest = rolling.get_latest(rg, "rsick")
         assert latest.running_status.code == "Faulted"
         assert latest.progress.failed_instance_count == 2 and latest.progress.pending_instance_count == 8
-    finally:
-        emu.admin("PUT", "faults", {"rules": faults["rules"]})
     client.virtual_machine_scale_sets.begin_update(rg, "rsick", image_patch(version=NEW_VERSION)).result()
     rolling.begin_start_os_upgrade(rg, "rsick")
     rolling.begin_cancel(rg, "rsick").result()

@@ -158,14 +158,10 @@ def test_dry_run_changes_nothing(frozen, up):
 
 def test_bad_image_stops_after_the_canary_and_rolls_back(frozen, up):
     rg = make_set(frozen, 10)
-    rules = frozen.admin("GET", "faults")["rules"]
-    frozen.admin("PUT", "faults", {"rules": [*rules, {"match": {"version": "6.6.6"}, "effect": "unhealthy"}]})
     t0 = frozen.now()
-    try:
+    with frozen.fault("unhealthy", version="6.6.6"):
         code, events, err = up(rg, "--version", "6.6.6", "--canary", "1", "--rollback", "auto",
                                "--health-timeout", "5m")
-    finally:
-        frozen.admin("PUT", "faults", {"rules": rules})
     assert code == 1, err
     kinds = [e["type"] for e in events]
     assert "batch_failed" in kinds and "rollback_started" in kinds and kinds[-1] == "rollout_rolled_back"
@@ -180,13 +176,8 @@ def test_bad_image_stops_after_the_canary_and_rolls_back(frozen, up):
 
 def test_provisioning_failure_names_instance_and_code(frozen, up):
     rg = make_set(frozen, 4, name="pf")
-    rules = frozen.admin("GET", "faults")["rules"]
-    frozen.admin("PUT", "faults", {"rules": [*rules, {"match": {"scaleSet": "pf", "instanceId": "2",
-                                                                "version": NEW}, "effect": "fail"}]})
-    try:
+    with frozen.fault("fail", scaleSet="pf", instanceId="2", version=NEW):
         code, events, _err = up(rg, "--version", NEW, name="pf")
-    finally:
-        frozen.admin("PUT", "faults", {"rules": rules})
     assert code == 1
     failed = next(e for e in events if e["type"] == "batch_failed")
     assert failed["instances"] == ["2"] and "OSProvisioningTimedOut" in failed["reasons"][0]
