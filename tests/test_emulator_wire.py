@@ -154,6 +154,12 @@ def test_etags_if_match_and_if_none_match(emu, rg):
         assert h.patch(path, params=API, json=patch, headers={"If-Match": etag}).status_code == 412
         assert h.patch(path, params=API, json=patch, headers={"If-Match": "*"}).status_code == 200
         assert h.patch(vmss_path(emu, rg, "other"), params=API, json=patch).status_code == 404
+        emu.admin("POST", "clock", {"advance": 600}) if emu.info["timeScale"] == 0 else None
+        vm = h.get(f"{path}/virtualMachines/0", params=API)
+        assert h.put(f"{path}/virtualMachines/0", params=API, json=vm.json(),
+                     headers={"If-Match": '"12345"'}).status_code == 412
+        r = h.put(f"{path}/virtualMachines/0", params=API, json=vm.json(), headers={"If-Match": vm.headers["etag"]})
+        assert r.status_code == 200 and r.json()["instanceId"] == "0" and "azure-asyncoperation" in r.headers
 
 
 def test_metadata_subscriptions_and_identity_for_az(emu):

@@ -83,18 +83,27 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
     return Prepared(ss, instances, target, policy, plan, active)
 
 
-def start(api: ScaleSetApi, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],
-          clock: Clock | None = None) -> int:
-    """Create (or take up) the rollout and run the engine until it ends; returns the exit code."""
+def begin(journal: Journal, conn: Connection, api: ScaleSetApi, prepared: Prepared) -> Rollout:
+    """Record the rollout in the journal (or take up the one being resumed); the first write of all."""
     r = prepared.resume
     if r is None:
-        r = journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
-                           prepared.target.to_json(), prepared.scale_set.image.to_json(), prepared.policy.to_json())
-    elif r.requested == "pause" or r.state == "paused":
+        return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
+                              prepared.target.to_json(), prepared.scale_set.image.to_json(), prepared.policy.to_json())
+    if r.requested == "pause" or r.state == "paused":
         journal.request(r.id, None)
         journal.update(r.id, state="rolling_back" if r.phase == "rollback" else "running")
-        r = journal.get(r.id)
-    return Engine(api, journal, r, clock or clock_for(conn), sinks).run()
+    return journal.get(r.id)
+
+
+def run(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
+        clock: Clock | None = None) -> int:
+    """Run the engine on a recorded rollout until it ends; returns the exit code."""
+    return Engine(api, journal, rollout, clock or clock_for(conn), sinks).run()
+
+
+def start(api: ScaleSetApi, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],
+          clock: Clock | None = None) -> int:
+    return run(api, journal, conn, begin(journal, conn, api, prepared), sinks, clock)
 
 
 def resume(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
@@ -105,4 +114,4 @@ def resume(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollou
     elif rollout.state == "paused":
         journal.update(rollout.id, state="rolling_back" if rollout.phase == "rollback" else "running",
                        requested=None)
-    return Engine(api, journal, journal.get(rollout.id), clock_for(conn), sinks).run()
+    return run(api, journal, conn, journal.get(rollout.id), sinks)

@@ -361,7 +361,7 @@ def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
 
 @_op
 def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
-    from vmssctl.upgrade import prepare, start
+    from vmssctl.upgrade import begin, prepare, run
 
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback")
     overrides = {}
@@ -372,44 +372,23 @@ def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
         overrides[k] = int(v) if k in ("batch_size", "canary") and str(v).isdigit() else v
     policy = load_policy(None, overrides)
     api = d.api(rg, name)
-    journal = d.journal()
-    prepared = prepare(api, journal, d.conn, _change(body), policy)
+    prepared = prepare(api, d.journal(), d.conn, _change(body), policy)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
         return "nothing to do: every instance already runs the latest model"
-    sink = LiveSink()
-    started = threading.Event()
-    result: dict = {}
+    rollout = begin(d.journal(), d.conn, api, prepared)
+    sink = d.sinks[rollout.id] = LiveSink()
 
-    def run() -> None:
-        j = d.journal()
+    def engine() -> None:
         try:
-            real_create = j.create
-
-            def create(*args, **kwargs):
-                r = real_create(*args, **kwargs)
-                d.sinks[r.id] = sink
-                result["id"] = r.id
-                started.set()
-                return r
-            j.create = create  # learn the new rollout's id as soon as it exists
-            if prepared.resume is not None:
-                d.sinks[prepared.resume.id] = sink
-                result["id"] = prepared.resume.id
-                started.set()
-            code = start(api, j, d.conn, prepared, [sink])
-            d.notice(rg, name, f"rollout {result.get('id')} ended with exit code {code}", code == 0)
-        except Exception as e:
-            result["error"] = _describe_error(e)
-            d.notice(rg, name, f"rollout failed to run: {result['error']}", False)
+            code = run(api, d.journal(), d.conn, rollout, [sink])
+            d.notice(rg, name, f"rollout {rollout.id} ended with exit code {code}", code == 0)
+        except Exception as e:  # reported on the page; the journal keeps the rollout for a resume
+            d.notice(rg, name, f"rollout {rollout.id} stopped: {_describe_error(e)}", False)
         finally:
-            started.set()
             d.watchers.get(rg, name).poke()
 
-    threading.Thread(target=run, daemon=True, name="rollout").start()
-    started.wait(30)
-    if "error" in result:
-        raise UsageError(result["error"])
-    return f"rollout {result.get('id')} started: {len(prepared.plan.batches)} batch(es)"
+    threading.Thread(target=engine, daemon=True, name=f"rollout-{rollout.id}").start()
+    return f"rollout {rollout.id} started: {len(prepared.plan.batches)} batch(es)"
 
 
 @_guard(write=True)

@@ -405,12 +405,9 @@ def _get_vm(ctx: Ctx) -> Response:
 
 
 def _put_vm(ctx: Ctx) -> Response:
-    ss, inst = ctx.world.get_instance(ctx.params["rg"], ctx.params["name"], ctx.params["iid"])
-    ctx.world._check_etag(inst.etag, ctx.request.headers.get("if-match"), ctx.request.headers.get("if-none-match"))
-    if not isinstance(ctx.body, dict):
-        raise invalid("The request body must be a JSON object.")
-    op = ctx.world._new_op("UpdateScaleSetVM", ss.location, ctx.world.now())
-    ctx.world._seal_op(op, ctx.world.now())
+    h = ctx.request.headers
+    ss, inst, op = ctx.world.update_instance(ctx.params["rg"], ctx.params["name"], ctx.params["iid"], ctx.body,
+                                             h.get("if-match"), h.get("if-none-match"))
     return _json(shapes.instance(ctx.world, ss, inst, False), 200, _lro_headers(ctx, op, location=False))
 
 
@@ -604,7 +601,7 @@ def _admin(fn: Callable) -> Callable:
     return wrapped
 
 
-def _since(request: Request, world: World) -> float | None:
+def _since(request: Request) -> float | None:
     raw = request.query_params.get("since")
     return float(raw) if raw else None
 
@@ -613,7 +610,7 @@ def _since(request: Request, world: World) -> float | None:
 def admin_stats(emu: Emulator, request: Request, body: object) -> Response:
     world = emu.world
     world.advance()
-    since = _since(request, world)
+    since = _since(request)
     records = request.query_params.get("records", "false").lower() in ("1", "true", "yes")
     return _json({
         "now": world.now(), "timeScale": world.clock.scale, "requests": emu.stats.to_json(),

@@ -580,6 +580,18 @@ class World:
             raise not_found("Microsoft.Compute/virtualMachineScaleSets/virtualMachines", f"{name}/{iid}", rg)
         return ss, inst
 
+    def update_instance(self, rg: str, name: str, iid: str, body: object, if_match: str | None,
+                        if_none_match: str | None) -> tuple[ScaleSet, Instance, Operation]:
+        """PUT on one VM: the emulator keeps no per-VM model, so it checks preconditions and echoes it."""
+        ss, inst = self.get_instance(rg, name, iid)
+        self._check_etag(inst.etag, if_match, if_none_match)
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        now = self.now()
+        op = self._new_op("UpdateScaleSetVM", ss.location, now)
+        self._seal_op(op, now)
+        return ss, inst, op
+
     ACTIONS = {
         "manualupgrade": "upgrade", "reimage": "reimage", "reimageall": "reimage", "restart": "restart",
         "start": "start", "poweroff": "poweroff", "deallocate": "deallocate", "delete": "delete",
