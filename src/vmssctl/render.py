@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime
 from functools import cache
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vmssctl.model import Instance, ScaleSet
+from vmssctl.model import ImageRef, Instance, ScaleSet
 
 
 @cache
@@ -139,11 +140,7 @@ def rollouts(items: list, output: str) -> None:
         print(json.dumps([r.to_json() for r in items], indent=2, default=str))
         return
     t = Table("id", "scale set", "state", "phase", "target", "started", "error")
-    from datetime import datetime
-
     for r in items:
-        from vmssctl.model import ImageRef
-
         t.add_row(r.id, f"{r.resource_group}/{r.name}", r.state, r.phase, str(ImageRef(**r.target)),
                   datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"), (r.error or "")[:60])
     console().print(t)
@@ -154,7 +151,6 @@ def rollout_status(r, batches: list, events: list, output: str) -> None:
         print(json.dumps({"rollout": r.to_json(), "batches": [b.__dict__ for b in batches], "events": events},
                          indent=2, default=str))
         return
-    from vmssctl.model import ImageRef
     from vmssctl.rollout.events import describe
 
     c = console()

@@ -9,6 +9,7 @@ being issued). So resuming after a crash is just running the loop again.
 from __future__ import annotations
 
 import statistics
+import time
 
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
@@ -122,8 +123,6 @@ class Engine:
 
     def _wait_while_paused(self) -> str | None:
         """Block while paused; returns 'abort' or 'rollback' if asked for meanwhile."""
-        import time
-
         self.journal.update(self.r.id, state="paused")
         self.emit("paused")
         while True:
