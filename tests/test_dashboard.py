@@ -163,3 +163,42 @@ def test_requests_without_the_token_or_csrf_are_refused(live_emu, dashboard):
                               headers={"Origin": "https://evil.example", "X-CSRF-Token": "x"})
         assert r.status_code == 403
     assert len(instances(live_emu, rg)) == 2
+
+
+def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
+    import threading
+
+    rg = live_emu.group()
+    live_emu.client().virtual_machine_scale_sets.begin_create_or_update(
+        rg, "zonal", demo_scale_set(6, zones=["1", "2", "3"]), polling=False)
+    live_emu.admin("POST", "clock", {"advance": 900})
+    auth = {"Authorization": f"Bearer {dashboard['token']}"}
+    with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:
+        grid = c.get(f"/sets/{rg}/zonal/grid").text
+        assert [f'data-zone="{z}"' in grid for z in "123"] == [True] * 3
+        assert grid.count('class="vm ') == 6
+        r = c.post(f"/sets/{rg}/zonal/scale", json={"capacity": 9})
+        assert r.status_code == 200 and r.json()["ok"]
+        r = c.post(f"/sets/{rg}/zonal/model", json={"version": "22.04.x"})
+        assert r.status_code == 400 and "--version" in r.json()["message"]
+        r = c.post(f"/sets/{rg}/zonal/action", json={"action": "explode", "instance_ids": ["1"]})
+        assert r.status_code == 400
+    wait_for(lambda: len(instances(live_emu, rg, "zonal")) == 9, what="scale-out to 9")
+
+    # three tabs open for three seconds at a 1 s refresh: listings are shared, not tripled
+    before = live_emu.stats()["requests"]["byOperation"].get("VirtualMachineScaleSetVMs_List", 0)
+    stop = time.monotonic() + 3
+
+    def tab() -> None:
+        with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=None) as c, \
+                c.stream("GET", f"/sets/{rg}/zonal/events") as r:
+            for _ in r.iter_lines():
+                if time.monotonic() > stop:
+                    break
+    threads = [threading.Thread(target=tab) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    listings = live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSetVMs_List"] - before
+    assert 1 <= listings <= 5

@@ -340,3 +340,29 @@ def test_show_instances_and_heatmap_commands(frozen, capsys):
     assert main(["show", "-g", rg, "-n", "nope", "--emulator", str(frozen.state_dir)]) == 2
     err = capsys.readouterr().err
     assert "ResourceNotFound" in err and len(err.strip().splitlines()) == 1
+
+
+def test_http_probe_gate(frozen, up):
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(500 if self.path.endswith("/2") else 200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rg = make_set(frozen, 4, name="probed")
+        url = f"http://127.0.0.1:{server.server_port}/health/{{instance_id}}"
+        code, events, err = up(rg, "--version", NEW, "--probe-url", url, "--health-timeout", "5m", name="probed")
+    finally:
+        server.shutdown()
+    assert code == 1, err
+    failed = next(e for e in events if e["type"] == "batch_failed")
+    assert failed["instances"] == ["2"] and "probe" in failed["reasons"][0] and "500" in failed["reasons"][0]
+    assert [len(b) for b in batches(events)] == [1, 1, 1]

@@ -230,7 +230,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from vmssctl.azure import ScaleSetApi
     from vmssctl.rollout.journal import Journal
     from vmssctl.target import ImageChange
-    from vmssctl.upgrade import prepare, start
+    from vmssctl.upgrade import prepare
 
     change = ImageChange(args.publisher, args.offer, args.sku, args.version, args.image_id, args.custom_uri)
     change.validate()
@@ -253,9 +253,16 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             print("nothing changed", file=sys.stderr)
             return EXIT_ABORTED
+    from vmssctl.upgrade import begin, run
+
+    rollout = begin(journal, conn, api, prepared)
     sinks = _sinks(args)
     try:
-        return start(api, journal, conn, prepared, sinks)
+        return run(api, journal, conn, rollout, sinks)
+    except KeyboardInterrupt:
+        print(f"interrupted: rollout {rollout.id} stopped where it was; finish it with 'vmssctl rollout resume "
+              f"{rollout.id}' or undo it with 'vmssctl rollout rollback {rollout.id}'", file=sys.stderr)
+        return EXIT_ABORTED
     finally:
         for s in sinks:
             s.close()

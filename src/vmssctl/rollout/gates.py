@@ -44,6 +44,8 @@ class Gates:
                 with urllib.request.urlopen(url, timeout=5) as r:
                     if not 200 <= r.status < 300:
                         return f"probe {url} answered {r.status}"
+            except urllib.error.HTTPError as e:
+                return f"probe {url} answered {e.code} {e.reason}"
             except (urllib.error.URLError, OSError, ValueError) as e:
                 return f"probe {url} failed: {getattr(e, 'reason', e)}"
         if self.hook:
