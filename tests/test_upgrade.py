@@ -366,3 +366,15 @@ def test_http_probe_gate(frozen, up):
     failed = next(e for e in events if e["type"] == "batch_failed")
     assert failed["instances"] == ["2"] and "probe" in failed["reasons"][0] and "500" in failed["reasons"][0]
     assert [len(b) for b in batches(events)] == [1, 1, 1]
+
+
+def test_large_set_polls_the_summary_while_vms_are_rebuilt(frozen, up):
+    rg = make_set(frozen, 120)
+    t0 = frozen.now()
+    before = frozen.stats()["requests"]["byOperation"].get("VirtualMachineScaleSets_GetInstanceView", 0)
+    code, _events, err = up(rg, "--version", NEW, "--batch-percent", "50")
+    assert code == 0, err
+    stats = frozen.stats(since=t0)
+    assert stats["requests"]["byOperation"]["VirtualMachineScaleSets_GetInstanceView"] > before
+    rec = stats["scaleSets"][f"{rg}/web"]
+    assert rec["minHealthy"] >= 60 and set(rec["upgrades"].values()) == {1} and len(rec["upgrades"]) == 120

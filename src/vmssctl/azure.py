@@ -120,6 +120,14 @@ class ScaleSetApi:
         vms = self.client.virtual_machine_scale_set_vms.list(self.resource_group, self.name, expand="instanceView")
         return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: int(i.instance_id))
 
+    def busy_count(self) -> int:
+        """Instances with an operation in flight, from the set's instance-view summary: one request."""
+        view = self.client.virtual_machine_scale_sets.get_instance_view(self.resource_group, self.name)
+        summary = (view.virtual_machine.statuses_summary or []) if view.virtual_machine else []
+        return sum(s.count or 0 for s in summary
+                   if (s.code or "").lower() in ("provisioningstate/updating", "provisioningstate/creating",
+                                                 "provisioningstate/deleting"))
+
     def update(self, etag: str | None, image=None, tags: dict | None = None) -> None:
         """PATCH the image and/or tags with If-Match on ``etag``; returns once ARM accepted it.
 

@@ -142,22 +142,21 @@ def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> 
 def set_instance_view(world: w.World, ss: w.ScaleSet) -> dict:
     prov: dict[str, int] = {}
     power: dict[str, int] = {}
-    health: dict[str, int] = {}
     for inst in ss.instances.values():
         code = f"ProvisioningState/{inst.provisioning.lower()}"
         prov[code] = prov.get(code, 0) + 1
         power[f"PowerState/{inst.power}"] = power.get(f"PowerState/{inst.power}", 0) + 1
-        if inst.health:
-            health[f"HealthState/{inst.health}"] = health.get(f"HealthState/{inst.health}", 0) + 1
     view = {
         "virtualMachine": {"statusesSummary": [{"code": k, "count": v} for k, v in {**prov, **power}.items()]},
         "statuses": [_status(f"ProvisioningState/{ss.provisioning.lower()}",
                              f"Provisioning {ss.provisioning.lower()}", ss.created)],
         "orchestrationServices": [],
     }
-    if ss.health_grace() is not None:
-        view["extensions"] = [{"name": "HealthExtension", "statusesSummary": [
-            {"code": k, "count": v} for k, v in health.items()]}]
+    exts = (ss.vm_profile.get("extensionProfile") or {}).get("extensions") or []
+    running = sum(1 for i in ss.instances.values() if i.power == "running")
+    if exts:  # as Compute reports them: the extensions' own provisioning, not what they observe
+        view["extensions"] = [{"name": x.get("name"), "statusesSummary": [
+            {"code": "ProvisioningState/succeeded", "count": running}]} for x in exts]
     return view
 
 

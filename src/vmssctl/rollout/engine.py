@@ -27,6 +27,8 @@ EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
 DEFAULT_BATCH_SECONDS = 240.0  # a typical Linux VM upgrade incl. health grace, until one is measured
 MODEL_WAIT = 2.0  # re-check a model update this often
+SUMMARY_WORTH_IT = 100  # a listing of up to this many instances is one page: no cheaper than the summary
+SLEEP_SLICE = 30.0  # longest uninterrupted wait: the lease is renewed and requests are seen at least this often
 REQUESTED = "rollback requested"  # a rollback the user asked for ends with exit 0, not as a failure
 
 
@@ -85,7 +87,7 @@ class Engine:
                     self._set_tag(ss, self.r.id)
                     continue
                 if ss.provisioning_state.lower() in ("updating", "creating"):
-                    self.clock.sleep(MODEL_WAIT)
+                    self._sleep(MODEL_WAIT)
                     continue
                 return
             if not same_image(ss.image, expected_from):
@@ -118,6 +120,18 @@ class Engine:
             pass  # the tag is advisory; a stale one names a finished rollout and is reported as such
 
     # ------------------------------------------------------------------ control
+    def _sleep(self, seconds: float) -> None:
+        """Wait in slices, renewing the lease and leaving early if asked to abort or roll back."""
+        end = self.clock.now() + seconds
+        while True:
+            left = end - self.clock.now()
+            if left <= 0:
+                return
+            self.clock.sleep(min(left, SLEEP_SLICE))
+            self.journal.renew(self.r.scale_set, self.r.id)
+            if left > SLEEP_SLICE and self._requested() in ("abort", "rollback"):
+                return
+
     def _requested(self) -> str | None:
         return self.journal.get(self.r.id).requested
 
@@ -233,7 +247,8 @@ class Engine:
             if open_batch is not None:
                 settled = self._settle(open_batch, by_id, needs, kind)
                 if settled is None:
-                    self.clock.sleep(self._poll_delay(open_batch, durations))
+                    self._sleep(self._poll_delay(open_batch, durations))
+                    self._wait_provisioned(open_batch, by_id)
                     continue
                 _good, bad = settled
                 upgraded |= set(open_batch.instance_ids)
@@ -257,7 +272,7 @@ class Engine:
                             f"{policy.max_unhealthy_upgraded}: {detail}")
                 if policy.pause and any(needs(i) for i in self.instances):
                     self.emit("soak", seconds=policy.pause)
-                    self.clock.sleep(policy.pause)
+                    self._sleep(policy.pause)
                     # an instance that went bad while soaking counts as a failed upgrade too
                     soured = {i.instance_id for i in self.api.instances()
                               if i.instance_id in upgraded - failed and not i.healthy}
@@ -281,12 +296,12 @@ class Engine:
             if kind == "forward" and not same_image(ss.image, self.target):
                 raise Halt(f"the scale set's image changed outside this rollout (now {ss.image}); stopping")
             if ss.provisioning_state.lower() in ("updating", "creating"):
-                self.clock.sleep(MODEL_WAIT)
+                self._sleep(MODEL_WAIT)
                 continue
             idle = {iid for iid, i in by_id.items() if i.provisioning in ("succeeded", "failed")}
             ready = [i for i in plan.batches[0] if i in idle]
             if not ready:  # what is next is still busy with an earlier operation
-                self.clock.sleep(policy.poll)
+                self._sleep(policy.poll)
                 continue
             batch = fit_to_floor(ready, by_id, plan.floor)
             if not batch:
@@ -298,7 +313,7 @@ class Engine:
                 elif now - floor_wait_since > policy.health_timeout:
                     return (f"only {healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting the next "
                             f"batch would go below the floor of {plan.floor}")
-                self.clock.sleep(policy.poll)
+                self._sleep(policy.poll)
                 continue
             floor_wait_since = None
             open_batch = self.journal.add_batch(self.r.id, kind, batch, self.clock.now())
@@ -308,6 +323,20 @@ class Engine:
             self.emit("batch_started", batch=open_batch.seq, phase=kind, instances=batch, floor=plan.floor,
                       healthy=sum(1 for i in self.instances if i.healthy))
             self._issue(open_batch, batch)
+
+    def _wait_provisioned(self, batch: Batch, by_id: dict[str, Instance]) -> None:
+        """While the batch's VMs are still being rebuilt, poll the set's instance-view summary (one request)
+        rather than listing every instance; list again once nothing of ours is in flight."""
+        busy = ("updating", "creating", "deleting")
+        ours = {i for i in batch.instance_ids if i in by_id and by_id[i].provisioning in busy}
+        if not ours or len(by_id) <= SUMMARY_WORTH_IT:
+            return
+        others = sum(1 for iid, i in by_id.items() if iid not in ours and i.provisioning in busy)
+        deadline = (batch.started or self.clock.now()) + self.policy.health_timeout
+        while self.clock.now() < deadline and self._requested() not in ("abort", "rollback", "pause"):
+            if self.api.busy_count() <= others:
+                return
+            self._sleep(self.policy.poll)
 
     def _issue(self, batch: Batch, ids: list[str]) -> None:
         try:
