@@ -378,3 +378,12 @@ def test_large_set_polls_the_summary_while_vms_are_rebuilt(frozen, up):
     assert stats["requests"]["byOperation"]["VirtualMachineScaleSets_GetInstanceView"] > before
     rec = stats["scaleSets"][f"{rg}/web"]
     assert rec["minHealthy"] >= 60 and set(rec["upgrades"].values()) == {1} and len(rec["upgrades"]) == 120
+
+
+@pytest.mark.parametrize("mode", ["Automatic", "Rolling"])
+def test_refuses_to_change_the_image_under_an_automatic_or_rolling_policy(frozen, up, mode):
+    rg = make_set(frozen, 3, mode=mode)
+    before = frozen.stats()["requests"]["writes"]
+    code, _events, err = up(rg, "--version", NEW)
+    assert code == 2 and "Manual" in err and len(err.strip().splitlines()) == 1
+    assert frozen.stats()["requests"]["writes"] == before

@@ -71,6 +71,13 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
         if other is None or other.active:
             raise UsageError(f"the scale set is tagged '{TAG}={tag}': another vmssctl rollout holds it (from another "
                              "machine?). If that rollout is gone, remove the tag and run again.")
+    mode = ss.upgrade_mode.lower()
+    if mode != "manual" and not same_image(ss.image, target):
+        what = ("upgrade every instance at once (an outage)" if mode == "automatic"
+                else "start its own rolling upgrade, which would fight vmssctl's")
+        raise UsageError(f"{api.resource_group}/{api.name} has upgrade policy {ss.upgrade_mode}: changing its image "
+                         f"makes Azure {what}. Set it to Manual first (az vmss update -g {api.resource_group} "
+                         f"-n {api.name} --set upgradePolicy.mode=Manual)")
     instances = api.instances()
     known = {i.instance_id for i in instances}
     unknown = [i for i in policy.instances if i not in known]

@@ -174,7 +174,19 @@ def _panel(d: Dashboard, rg: str, name: str) -> str:
     if active is None:
         return html.rollout_panel(None, None, [])
     sink = d.sinks.get(active.id)
-    return html.rollout_panel(active, sink.live if sink else None, j.events(active.id))
+    events = j.events(active.id)
+    live = sink.live if sink else None
+    view = d.watchers.get(rg, name).view
+    if live is None and active.active and view is not None:
+        # run by another process (the CLI): progress from the journal and what the watcher last saw
+        kind = "rollback" if active.phase == "rollback" else "forward"
+        batches = [b for b in j.batches(active.id) if b.kind == kind]
+        current = next((b for b in batches if b.state in ("issuing", "issued")), None)
+        live = {"batch_no": len(batches), "batches_total": "?", "done": sum(i.latest_model for i in view.instances),
+                "total": len(view.instances), "healthy": sum(i.healthy for i in view.instances),
+                "capacity": len(view.instances), "batch": current.instance_ids if current else [],
+                "floor": next((e["floor"] for e in reversed(events) if e["type"] == "batch_started"), 0)}
+    return html.rollout_panel(active, live, events)
 
 
 def _history(d: Dashboard, rg: str, name: str) -> str:
