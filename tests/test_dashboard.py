@@ -36,7 +36,7 @@ def dashboard(live_emu, tmp_path_factory):
     line = proc.stdout.readline()
     m = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
     assert m, line + proc.stderr.read()
-    yield {"base": m.group(1), "port": int(m.group(2)), "token": m.group(3), "url": m.group(0)}
+    yield {"base": m.group(1), "port": int(m.group(2)), "token": m.group(3), "url": m.group(0), "journal": journal}
     proc.terminate()
     proc.wait(10)
 
@@ -202,3 +202,18 @@ def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
         t.join()
     listings = live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSetVMs_List"] - before
     assert 1 <= listings <= 5
+
+
+def test_a_rollout_run_by_the_cli_shows_live_on_the_page(live_emu, dashboard, browser):
+    rg = make_set(live_emu, 6)
+    page = open_set(browser, dashboard, rg)
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "upgrade", "-g", rg, "-n", "web", "--emulator",
+                             str(live_emu.state_dir), "--journal", str(dashboard["journal"]), "--version", NEW,
+                             "--batch-size", "2", "--yes", "-o", "json"], stdout=subprocess.DEVNULL)
+    try:
+        page.wait_for_selector('#rollout .rollout[data-state="running"] .health', timeout=30000)
+        assert "floor" in page.locator("#rollout .health").inner_text()
+        page.wait_for_selector('#rollout .rollout[data-state="succeeded"]', timeout=90000)
+    finally:
+        assert proc.wait(90) == 0
+    page.close()
