@@ -239,24 +239,23 @@ class Engine:
             eta = (plan.pending and (len(plan.batches) * (statistics.median(durations) if durations
                                                             else DEFAULT_BATCH_SECONDS)
                                      + max(0, len(plan.batches) - 1) * policy.pause)) or 0.0
+            started = sum(1 for b in self.journal.batches(self.r.id) if b.kind == kind)
             self._snapshot(kind, open_batch.instance_ids if open_batch else [], len(upgraded),
-                           max(total_hint, len(upgraded) + plan.pending), plan.floor,
-                           len([b for b in self.journal.batches(self.r.id) if b.kind == kind]),
-                           len([b for b in self.journal.batches(self.r.id) if b.kind == kind]) + len(plan.batches)
-                           - (1 if open_batch else 0), eta)
+                           max(total_hint, len(upgraded) + plan.pending), plan.floor, started,
+                           started + len(plan.batches) - (1 if open_batch else 0), eta)
             if open_batch is not None:
-                settled = self._settle(open_batch, by_id, needs, kind)
-                if settled is None:
+                bad = self._settle(open_batch, by_id, needs)
+                if bad is None:
                     self._sleep(self._poll_delay(open_batch, durations))
                     self._wait_provisioned(open_batch, by_id)
                     continue
-                _good, bad = settled
                 upgraded |= set(open_batch.instance_ids)
                 failed |= set(bad)
                 if bad:
-                    reasons += [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+                    batch_reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+                    reasons += batch_reasons
                     self.journal.set_batch(open_batch, state="failed", finished=self.clock.now(), failed=sorted(bad))
-                    self.emit("batch_failed", batch=open_batch.seq, phase=kind, reasons=reasons,
+                    self.emit("batch_failed", batch=open_batch.seq, phase=kind, reasons=batch_reasons,
                               instances=sorted(bad, key=int))
                 else:
                     self.journal.set_batch(open_batch, state="succeeded", finished=self.clock.now())
@@ -264,12 +263,8 @@ class Engine:
                     self.emit("batch_succeeded", batch=open_batch.seq, phase=kind,
                               seconds=open_batch.finished - open_batch.started)
                 open_batch = None
-                allowed = policy.max_unhealthy_upgraded.of(len(upgraded)) if policy.max_unhealthy_upgraded.percent \
-                    else int(policy.max_unhealthy_upgraded.value)
-                if len(failed) > allowed:
-                    detail = "; ".join(reasons)
-                    return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
-                            f"{policy.max_unhealthy_upgraded}: {detail}")
+                if self._too_many_failed(failed, upgraded):
+                    return self._failure(failed, reasons)
                 if policy.pause and any(needs(i) for i in self.instances):
                     self.emit("soak", seconds=policy.pause)
                     self._sleep(policy.pause)
@@ -281,9 +276,8 @@ class Engine:
                         reasons += [f"instance {i}: unhealthy after the {policy.pause:.0f}s soak"
                                     for i in sorted(soured, key=int)]
                         self.emit("soak_failed", instances=sorted(soured, key=int))
-                        if len(failed) > allowed:
-                            return (f"{len(failed)} upgraded instance(s) unhealthy, more than "
-                                    f"--max-unhealthy-upgraded {policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
+                        if self._too_many_failed(failed, upgraded):
+                            return self._failure(failed, reasons)
                 continue
             if what == "pause":
                 after = self._wait_while_paused()
@@ -324,6 +318,14 @@ class Engine:
                       healthy=sum(1 for i in self.instances if i.healthy))
             self._issue(open_batch, batch)
 
+    def _too_many_failed(self, failed: set[str], upgraded: set[str]) -> bool:
+        limit = self.policy.max_unhealthy_upgraded
+        return len(failed) > (limit.of(len(upgraded)) if limit.percent else int(limit.value))
+
+    def _failure(self, failed: set[str], reasons: list[str]) -> str:
+        return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
+                f"{self.policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
+
     def _wait_provisioned(self, batch: Batch, by_id: dict[str, Instance]) -> None:
         """While the batch's VMs are still being rebuilt, poll the set's instance-view summary (one request)
         rather than listing every instance; list again once nothing of ours is in flight."""
@@ -349,8 +351,8 @@ class Engine:
             return  # stays 'issuing': the next turn re-issues what has not started
         self.journal.set_batch(batch, state="issued")
 
-    def _settle(self, batch: Batch, by_id: dict[str, Instance], needs, kind: str):
-        """None while the batch is still moving, else (good ids, {bad id: reason})."""
+    def _settle(self, batch: Batch, by_id: dict[str, Instance], needs) -> dict[str, str] | None:
+        """None while the batch is still moving, else {failed instance id: reason} (empty = all good)."""
         elapsed = self.clock.now() - (batch.started or self.clock.now())
         if batch.state == "issuing":
             # we do not know whether the call landed: re-issue only what has visibly not started
@@ -361,20 +363,16 @@ class Engine:
                 self._issue(batch, idle)
                 return None
             self.journal.set_batch(batch, state="issued")
-        good, bad, waiting = [], {}, False
+        bad, waiting = {}, False
         for iid in batch.instance_ids:
             inst = by_id.get(iid)
             verdict = judge(inst, inst is not None and not needs(inst), elapsed, self.policy.health_timeout,
                             self.gates)
-            if verdict.state == GOOD:
-                good.append(iid)
-            elif verdict.state == BAD:
+            if verdict.state == BAD:
                 bad[iid] = verdict.reason
-            else:
+            elif verdict.state != GOOD:
                 waiting = True
-        if waiting:
-            return None
-        return good, bad
+        return None if waiting else bad
 
     def _poll_delay(self, batch: Batch, durations: list[float]) -> float:
         """Poll sparingly while a batch cannot be done yet, then every ``--poll``."""
