@@ -387,3 +387,21 @@ def test_refuses_to_change_the_image_under_an_automatic_or_rolling_policy(frozen
     code, _events, err = up(rg, "--version", NEW)
     assert code == 2 and "Manual" in err and len(err.strip().splitlines()) == 1
     assert frozen.stats()["requests"]["writes"] == before
+
+
+def test_default_azure_credential_path_against_the_emulator(frozen):
+    """No static token: the same DefaultAzureCredential code path as real Azure, via managed identity."""
+    import os
+    import subprocess
+    import sys
+
+    rg = make_set(frozen, 2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "VMSSCTL_", "IDENTITY_", "MSI_"))}
+    env.update(IDENTITY_ENDPOINT=f"{frozen.endpoint}/metadata/identity/oauth2/token",
+               IDENTITY_HEADER=frozen.info["token"], REQUESTS_CA_BUNDLE=frozen.info["ca"],
+               AZURE_SUBSCRIPTION_ID=frozen.subscription)
+    r = subprocess.run([sys.executable, "-m", "vmssctl", "show", "-g", rg, "-n", "web", "--endpoint", frozen.endpoint,
+                        "--ca", frozen.info["ca"], "-o", "json"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["capacity"] == 2
+    assert frozen.info["token"] not in r.stdout + r.stderr

@@ -74,12 +74,12 @@ def resolve_connection(emulator: str | None = None, endpoint: str | None = None,
     if endpoint:
         if not endpoint.startswith("https://"):
             raise UsageError(f"endpoint '{endpoint}' must be https:// (ARM clients refuse plain http)")
-        token = env.get("VMSSCTL_TOKEN")
         ca = ca or env.get("VMSSCTL_CA")
         sub = subscription or env.get("AZURE_SUBSCRIPTION_ID")
-        if not token or not sub:
-            raise UsageError("with --endpoint, set VMSSCTL_TOKEN and AZURE_SUBSCRIPTION_ID (or use --emulator DIR)")
-        return Connection(sub, endpoint.rstrip("/"), ca, token)
+        if not sub:
+            raise UsageError("with --endpoint, pass --subscription or set AZURE_SUBSCRIPTION_ID")
+        # VMSSCTL_TOKEN: a static bearer (the emulator's); without it, DefaultAzureCredential as for Azure
+        return Connection(sub, endpoint.rstrip("/"), ca, env.get("VMSSCTL_TOKEN"))
     sub = subscription or env.get("AZURE_SUBSCRIPTION_ID")
     if not sub:
         raise UsageError("no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
@@ -90,14 +90,18 @@ def resolve_connection(emulator: str | None = None, endpoint: str | None = None,
 def compute_client(conn: Connection, **kwargs: object) -> ComputeManagementClient:
     """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies."""
     kwargs.setdefault("polling_interval", 5)
-    if conn.is_emulator:
+    if conn.token:
+        credential = StaticToken(conn.token)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(**({"connection_verify": conn.ca} if conn.ca else {}))
+    if conn.endpoint:
         if conn.ca:
             kwargs.setdefault("connection_verify", conn.ca)
-        return ComputeManagementClient(StaticToken(conn.token or ""), conn.subscription, base_url=conn.endpoint,
-                                       credential_scopes=["https://management.azure.com/.default"], **kwargs)
-    from azure.identity import DefaultAzureCredential
-
-    return ComputeManagementClient(DefaultAzureCredential(), conn.subscription, **kwargs)
+        kwargs.setdefault("base_url", conn.endpoint)
+        kwargs.setdefault("credential_scopes", ["https://management.azure.com/.default"])
+    return ComputeManagementClient(credential, conn.subscription, **kwargs)
 
 
 class ScaleSetApi:
