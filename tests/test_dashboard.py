@@ -133,7 +133,9 @@ def test_rollout_from_the_page_progresses_live_pauses_and_resumes(live_emu, dash
     page.click('#rollout button.rollout-op[data-op="pause"]')
     page.wait_for_selector('#rollout .rollout[data-state="paused"]', timeout=60000)
     done_when_paused = page.locator("#rollout .done").inner_text()
-    time.sleep(2)  # paused: nothing moves
+    upgrades = live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSets_UpdateInstances"]
+    page.wait_for_timeout(1500)  # paused: a simulated minute and a half passes, and nothing starts
+    assert live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSets_UpdateInstances"] == upgrades
     assert page.locator("#rollout .done").inner_text() == done_when_paused
     assert page.locator('#rollout .rollout[data-state="paused"]').count() == 1
     page.click('#rollout button.rollout-op[data-op="resume"]')
