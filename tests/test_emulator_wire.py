@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -232,8 +231,7 @@ def test_state_survives_a_restart_mid_upgrade(tmp_path):
             r = h.post(f"{path}/manualupgrade", params=API, json={"instanceIds": ["0", "1"]})
             assert r.status_code == 202
             op_url = r.headers["azure-asyncoperation"]
-        e.admin("POST", "clock", {"advance": 30})  # stopped, not yet reimaged
-        time.sleep(0.5)  # let the ticker write state.json
+        e.admin("POST", "clock", {"advance": 30})  # stopped, not yet reimaged; SIGTERM below saves the state
     finally:
         e.stop()
     e = start_emulator(tmp_path, "--time-scale", "0", "--throttle", "off")
