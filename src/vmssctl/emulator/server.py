@@ -149,6 +149,18 @@ class EmulatorConfig:
     latency_ms: float = 0.0
 
 
+class _SavingServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM once it has shut down, ending the process: save the state before that."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets=None) -> None:
+        await super().shutdown(sockets)
+        self._on_shutdown()
+
+
 class EmulatorServer:
     """One emulator process's worth of state, served over HTTPS."""
 
@@ -243,7 +255,7 @@ class EmulatorServer:
                                 log_level="warning", access_log=False, lifespan="off",
                                 timeout_keep_alive=30, server_header=False,
                                 timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
+        self._server = _SavingServer(config, lambda: self.save(force=True))
         ticker = asyncio.create_task(self._ticker())
         _write_private(self.info_file, json.dumps(self.info(), indent=2).encode())
         try:
