@@ -405,3 +405,23 @@ def test_default_azure_credential_path_against_the_emulator(frozen):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["capacity"] == 2
     assert frozen.info["token"] not in r.stdout + r.stderr
+
+
+def test_scale_in_during_a_batch_is_not_a_failure(frozen, up, monkeypatch):
+    from vmssctl.rollout import engine
+
+    rg = make_set(frozen, 6)
+    real_issue = engine.Engine._issue
+    calls = []
+
+    def issue_then_scale_in(self, batch, ids):
+        real_issue(self, batch, ids)
+        if not calls:  # autoscale removes a VM of the first batch while it is being upgraded
+            calls.append(ids)
+            self.api.client.virtual_machine_scale_sets.begin_delete_instances(
+                rg, "web", {"instanceIds": [ids[0]]}, polling=False)
+    monkeypatch.setattr(engine.Engine, "_issue", issue_then_scale_in)
+    code, _events, err = up(rg, "--version", NEW, "--batch-size", "2")
+    assert code == 0, err
+    insts = instances(frozen, rg)
+    assert len(insts) == 5 and all(i.latest_model and i.healthy for i in insts)

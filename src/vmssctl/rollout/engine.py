@@ -366,8 +366,9 @@ class Engine:
         bad, waiting = {}, False
         for iid in batch.instance_ids:
             inst = by_id.get(iid)
-            verdict = judge(inst, inst is not None and not needs(inst), elapsed, self.policy.health_timeout,
-                            self.gates)
+            if inst is None:
+                continue  # scaled in meanwhile (autoscale): nothing left to judge
+            verdict = judge(inst, not needs(inst), elapsed, self.policy.health_timeout, self.gates)
             if verdict.state == BAD:
                 bad[iid] = verdict.reason
             elif verdict.state != GOOD:

@@ -60,9 +60,7 @@ class Gates:
         return None
 
 
-def judge(inst: Instance | None, on_target: bool, elapsed: float, timeout: float, gates: Gates) -> Verdict:
-    if inst is None:
-        return Verdict(BAD, "instance disappeared")
+def judge(inst: Instance, on_target: bool, elapsed: float, timeout: float, gates: Gates) -> Verdict:
     late = elapsed >= timeout
     if inst.provisioning == "failed":
         return Verdict(BAD, inst.error or "provisioning failed")
