@@ -59,6 +59,9 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
     active = journal.active_for(key)
     target = change.apply(ss.image) if not (active and change.empty) else ImageRef(**active.target)
     if active is not None:
+        if journal.holder_alive(active.id):
+            raise UsageError(f"rollout {active.id} is running in another vmssctl process right now: watch it with "
+                             f"'vmssctl rollout status {active.id}', or pause/abort it")
         if not same_image(ImageRef(**active.target), target):
             raise UsageError(f"rollout {active.id} ({active.state}) is upgrading this scale set to "
                              f"{ImageRef(**active.target)}: resume, abort or roll it back first")
