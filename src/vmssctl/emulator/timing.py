@@ -22,6 +22,22 @@ JITTER = 0.2  # durations vary +/- 20 %, from a seeded generator
 ROLLING_POLL = 10.0  # how often the built-in rolling upgrade re-checks a batch
 LRO_POLL = 30.0  # the Retry-After Compute suggests, before scaling to real seconds
 
+_UPGRADE = [(STOP, ["stopped"]), (REIMAGE, ["apply", "starting"]), (BOOT, ["booted"])]
+# What each instance operation does: (power, provisioning state at once, then [(seconds, steps at their end)]).
+# The world applies the steps: "apply" puts the new image on, "booted" ends the operation's provisioning,
+# "done" ends one that does not boot, "gone" removes the VM.
+SCRIPTS: dict[str, tuple[str, str, list[tuple[float, list[str]]]]] = {
+    "create": ("starting", "Creating", [(CREATE, ["apply", "booted"])]),
+    "upgrade": ("stopping", "Updating", _UPGRADE),
+    "reimage": ("stopping", "Updating", _UPGRADE),
+    "redeploy": ("stopping", "Updating", [(STOP, ["stopped"]), (REDEPLOY, ["apply", "starting"]), (BOOT, ["booted"])]),
+    "restart": ("stopping", "Updating", [(STOP, ["starting"]), (BOOT, ["booted"])]),
+    "start": ("starting", "Updating", [(BOOT, ["booted"])]),
+    "poweroff": ("stopping", "Updating", [(STOP, ["stopped", "done"])]),
+    "deallocate": ("stopping", "Updating", [(STOP, ["deallocating"]), (DEALLOCATE, ["deallocated", "done"])]),
+    "delete": ("stopping", "Deleting", [(DELETE, ["gone"])]),
+}
+
 _DURATION_RE = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$", re.I)
 
 

@@ -657,52 +657,19 @@ class World:
         if kind in ("upgrade", "create"):
             image, profile = self._resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
         effect, code, factor = self.faults.outcome(self._facts(ss, inst, image))
-        boots = kind in ("upgrade", "reimage", "create", "restart", "start", "redeploy")
+        boots = any("booted" in actions for _, actions in timing.SCRIPTS[kind][2])
         inst.pending = {"image": image, "profile": profile,
                         "effect": effect if boots else None, "code": code}
         inst.op, inst.op_id = kind, (op.id if op else None)
         if op is not None:
             op.pending.append(inst.instance_id)
-        j = lambda base: self._jitter(base, factor)  # noqa: E731
         t = now
         steps: list[list] = []
         before = self._counts(ss, inst)
-        if kind == "create":
-            inst.power, inst.provisioning = "starting", "Creating"
-            t += j(timing.CREATE)
-            steps += [[t, "apply"], [t, "booted"]]
-        elif kind in ("upgrade", "reimage", "redeploy"):
-            inst.power, inst.provisioning = "stopping", "Updating"
-            t += j(timing.STOP)
-            steps.append([t, "stopped"])
-            t += j(timing.REDEPLOY if kind == "redeploy" else timing.REIMAGE)
-            steps += [[t, "apply"], [t, "starting"]]
-            t += j(timing.BOOT)
-            steps.append([t, "booted"])
-        elif kind == "restart":
-            inst.power, inst.provisioning = "stopping", "Updating"
-            t += j(timing.STOP)
-            steps.append([t, "starting"])
-            t += j(timing.BOOT)
-            steps.append([t, "booted"])
-        elif kind == "start":
-            inst.power, inst.provisioning = "starting", "Updating"
-            t += j(timing.BOOT)
-            steps.append([t, "booted"])
-        elif kind == "poweroff":
-            inst.power, inst.provisioning = "stopping", "Updating"
-            t += j(timing.STOP)
-            steps += [[t, "stopped"], [t, "done"]]
-        elif kind == "deallocate":
-            inst.power, inst.provisioning = "stopping", "Updating"
-            t += j(timing.STOP)
-            steps.append([t, "deallocating"])
-            t += j(timing.DEALLOCATE)
-            steps += [[t, "deallocated"], [t, "done"]]
-        elif kind == "delete":
-            inst.power, inst.provisioning = "stopping", "Deleting"
-            t += j(timing.DELETE)
-            steps.append([t, "gone"])
+        inst.power, inst.provisioning, script = timing.SCRIPTS[kind]
+        for duration, actions in script:
+            t += self._jitter(duration, factor)
+            steps += [[t, action] for action in actions]
         inst.health = None
         inst.error = None
         inst.steps = steps
