@@ -263,6 +263,13 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         print(f"interrupted: rollout {rollout.id} stopped where it was; finish it with 'vmssctl rollout resume "
               f"{rollout.id}' or undo it with 'vmssctl rollout rollback {rollout.id}'", file=sys.stderr)
         return EXIT_ABORTED
+    except Exception as e:  # ARM gave up on us mid-rollout (after the SDK's retries): say how to carry on
+        if not e.__class__.__module__.startswith("azure."):
+            raise
+        message, _ = _describe_azure_error(e)
+        print(f"error: {message}; rollout {rollout.id} is resumable with 'vmssctl rollout resume {rollout.id}'",
+              file=sys.stderr)
+        return EXIT_FAILED
     finally:
         for s in sinks:
             s.close()
