@@ -425,3 +425,28 @@ def test_scale_in_during_a_batch_is_not_a_failure(frozen, up, monkeypatch):
     assert code == 0, err
     insts = instances(frozen, rg)
     assert len(insts) == 5 and all(i.latest_model and i.healthy for i in insts)
+
+
+def test_arm_giving_up_mid_rollout_leaves_it_resumable(frozen, up, monkeypatch, capsys, tmp_path):
+    from azure.core.exceptions import ServiceResponseError
+
+    from vmssctl import azure
+
+    rg = make_set(frozen, 4)
+    real = azure.ScaleSetApi.instances
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ServiceResponseError("connection reset by peer")
+        return real(self)
+    monkeypatch.setattr(azure.ScaleSetApi, "instances", flaky)
+    code, events, err = up(rg, "--version", NEW)
+    assert code == 1 and "resumable" in err and len(err.strip().splitlines()) == 1
+    rid = events[-1]["rollout"]
+    monkeypatch.setattr(azure.ScaleSetApi, "instances", real)
+    code = main(["rollout", "resume", rid, "--journal", str(tmp_path / "journal.sqlite"), "--emulator",
+                 str(frozen.state_dir), "-o", "json"])
+    assert code == 0
+    assert all(i.latest_model for i in instances(frozen, rg))
