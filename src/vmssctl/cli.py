@@ -431,6 +431,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------- entry
 def _describe_azure_error(e: Exception) -> tuple[str, int]:
     from azure.core.exceptions import (
+        AzureError,
         ClientAuthenticationError,
         HttpResponseError,
         ResourceNotFoundError,
@@ -445,6 +446,8 @@ def _describe_azure_error(e: Exception) -> tuple[str, int]:
         return _one_line(e), EXIT_USAGE if e.status_code == 400 else EXIT_FAILED
     if isinstance(e, ServiceRequestError):
         return f"cannot reach the ARM endpoint: {_one_line(e)}", EXIT_USAGE
+    if isinstance(e, AzureError):  # e.g. the connection dropped mid-response, after the SDK's retries
+        return f"ARM call failed: {_one_line(e)}", EXIT_FAILED
     raise e
 
 
