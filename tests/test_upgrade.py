@@ -450,3 +450,20 @@ def test_arm_giving_up_mid_rollout_leaves_it_resumable(frozen, up, monkeypatch, 
                  str(frozen.state_dir), "-o", "json"])
     assert code == 0
     assert all(i.latest_model for i in instances(frozen, rg))
+
+
+def test_a_latest_model_is_refreshed_to_a_newly_published_version_by_reimage(frozen, up):
+    sku = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "refresh"}
+    frozen.admin("POST", "images", {**sku, "version": "1.0.0"})
+    rg = make_set(frozen, 4, image={**sku, "version": "latest"})
+    code, events, _ = up(rg, "--version", "latest")
+    assert code == 0 and events[0]["type"] == "nothing_to_do"
+    frozen.admin("POST", "images", {**sku, "version": "1.1.0"})  # a new image is out
+    t0 = frozen.now()
+    code, events, err = up(rg, "--version", "latest", "--batch-size", "2")
+    assert code == 0, err
+    assert events[0]["type"] == "plan" and events[0]["plan"]["batches"] == [["0", "1"], ["2", "3"]]
+    stats = frozen.stats(since=t0)
+    assert stats["requests"]["byOperation"].get("VirtualMachineScaleSets_Reimage") == 2
+    assert {i.image.exact_version for i in instances(frozen, rg)} == {"1.1.0"}
+    assert stats["scaleSets"][f"{rg}/web"]["minHealthy"] >= 2

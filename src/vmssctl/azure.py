@@ -155,6 +155,21 @@ class ScaleSetApi:
         self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name, update, polling=False,
                                                             **kwargs)
 
+    def newest_version(self, location: str, image) -> str | None:
+        """The highest published version of a platform image SKU (what 'latest' means today)."""
+        versions = [v.name for v in self.client.virtual_machine_images.list(location, image.publisher, image.offer,
+                                                                            image.sku)]
+        numeric = [v for v in versions if all(p.isdigit() for p in v.split("."))]
+        return max(numeric, key=lambda v: tuple(int(p) for p in v.split(".")), default=None)
+
+    def reimage(self, ids: list[str]) -> None:
+        """Reimage: how a VM already on a 'latest' model picks up a newer published version."""
+        from azure.mgmt.compute import models as m
+
+        self.client.virtual_machine_scale_sets.begin_reimage(
+            self.resource_group, self.name, vm_scale_set_reimage_input=m.VirtualMachineScaleSetReimageParameters(
+                instance_ids=ids), polling=False)
+
     def upgrade(self, ids: list[str]) -> None:
         """One manualupgrade call for a whole batch."""
         from azure.mgmt.compute import models as m
@@ -177,8 +192,11 @@ class ScaleSetApi:
         if action == "delete":
             return ops.begin_delete_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
                 instance_ids=ids or ["*"]))
-        begin = {"reimage": ops.begin_reimage, "restart": ops.begin_restart, "start": ops.begin_start,
-                 "poweroff": ops.begin_power_off, "deallocate": ops.begin_deallocate}[action]
+        if action == "reimage":
+            return ops.begin_reimage(rg, name, vm_scale_set_reimage_input=m.VirtualMachineScaleSetReimageParameters(
+                instance_ids=ids) if ids else None)
+        begin = {"restart": ops.begin_restart, "start": ops.begin_start, "poweroff": ops.begin_power_off,
+                 "deallocate": ops.begin_deallocate}[action]
         return begin(rg, name, vm_instance_i_ds=m.VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
                      if ids else None)
 

@@ -98,3 +98,16 @@ def diff(current: ImageRef, target: ImageRef) -> list[tuple[str, str | None, str
         if (a or "") != (b or ""):
             out.append((name, a, b))
     return out
+
+
+def behind(inst_latest_model: bool, inst_image: ImageRef, newest: str | None) -> bool:
+    """Does an instance need work: off the latest model, or (model says 'latest') on an older version than
+    ``newest``, which only a reimage fixes?"""
+    if not inst_latest_model:
+        return True
+    return newest is not None and inst_image.kind == "platform" and \
+        (inst_image.exact_version or inst_image.version) != newest
+
+
+def wants_latest(image: ImageRef) -> bool:
+    return image.kind == "platform" and (image.version or "").lower() == "latest"

@@ -18,7 +18,7 @@ from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
 from vmssctl.rollout.journal import Journal, Rollout, scale_set_key
-from vmssctl.target import ImageChange, diff, same_image
+from vmssctl.target import ImageChange, behind, diff, same_image, wants_latest
 
 TYPICAL_BATCH_SECONDS = 240.0
 
@@ -88,7 +88,9 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
         raise UsageError(f"unknown instance id(s) {', '.join(unknown)} in {api.resource_group}/{api.name} "
                          f"(it has {', '.join(sorted(known, key=int)[:20])}{' ...' if len(known) > 20 else ''})")
     model_changes = not same_image(ss.image, target)
-    plan = make_plan(instances, policy, (lambda i: True) if model_changes else (lambda i: not i.latest_model),
+    newest = api.newest_version(ss.location, target) if wants_latest(target) and not model_changes else None
+    plan = make_plan(instances, policy, (lambda i: True) if model_changes else
+                     (lambda i: behind(i.latest_model, i.image, newest)),
                      canary=0 if (active and active.canary_done) else None)
     return Prepared(ss, instances, target, policy, plan, active)
 

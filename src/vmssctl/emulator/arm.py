@@ -150,6 +150,11 @@ def _route(method: str, segs: list[str]) -> tuple[str, Handler | None, dict]:
         return "ResourceGroups_List", _list_groups if method == "GET" else None, p
     if low[2:5] == ["providers", "microsoft.compute", "virtualmachinescalesets"] and n == 5:
         return "VirtualMachineScaleSets_ListAll", _list_all_sets if method == "GET" else None, p
+    if low[2:5] == ["providers", "microsoft.compute", "locations"] and n == 15 and \
+            [low[6], low[8], low[9], low[10], low[12], low[14]] == ["publishers", "artifacttypes", "vmimage", "offers",
+                                                                    "skus", "versions"]:
+        p.update(location=segs[5], publisher=segs[7], offer=segs[11], sku=segs[13])
+        return "VirtualMachineImages_List", _list_image_versions if method == "GET" else None, p
     if low[2:5] == ["providers", "microsoft.compute", "locations"] and n == 8 and low[6] == "operations":
         p.update(location=segs[5], op_id=segs[7])
         return "Operations_Get", _get_operation if method == "GET" else None, p
@@ -237,6 +242,21 @@ def _get_operation(ctx: Ctx) -> Response:
             return _json({"error": op.error}, 200)
         return Response(status_code=200)
     return _json(shapes.operation(op), 200, headers)
+
+
+# --------------------------------------------------------------- platform image catalogue
+def _list_image_versions(ctx: Ctx) -> Response:
+    """The versions of a platform image SKU: a bare JSON array, as Compute returns it."""
+    p = ctx.params
+    versions = ctx.world.catalog.versions(p["publisher"], p["offer"], p["sku"])
+    q = ctx.request.query_params
+    if "desc" in q.get("$orderby", "").lower():
+        versions.reverse()
+    if q.get("$top", "").isdigit():
+        versions = versions[: int(q["$top"])]
+    base = (f"/Subscriptions/{ctx.world.subscription}/Providers/Microsoft.Compute/Locations/{p['location']}/"
+            f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
+    return _json([{"name": v, "location": p["location"], "id": f"{base}/{v}"} for v in versions])
 
 
 # --------------------------------------------------------------- subscriptions, groups

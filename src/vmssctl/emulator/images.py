@@ -124,5 +124,10 @@ class Catalog:
         known = self._versions.setdefault(key, {self.FIRST_VERSION})
         return max(known, key=_version_key)
 
+    def versions(self, publisher: str, offer: str, sku: str) -> list[str]:
+        """Published versions, oldest first; a SKU nobody has named yet has only the first version."""
+        known = self._versions.get((publisher.lower(), offer.lower(), sku.lower())) or {self.FIRST_VERSION}
+        return sorted(known, key=_version_key)
+
     def dump(self) -> dict[str, list[str]]:
         return {"|".join(k): sorted(v, key=_version_key) for k, v in self._versions.items()}

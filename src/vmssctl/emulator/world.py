@@ -656,6 +656,9 @@ class World:
             inst.upgrades += 1
         if kind in ("upgrade", "create"):
             image, profile = self._resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
+        elif kind == "reimage" and inst.profile == ss.profile_digest:
+            # a reimage of an up-to-date VM whose model says 'latest' takes the newest published version
+            image = self._resolve_image(ss.vm_profile["storageProfile"])
         effect, code, factor = self.faults.outcome(self._facts(ss, inst, image))
         boots = any("booted" in actions for _, actions in timing.SCRIPTS[kind][2])
         inst.pending = {"image": image, "profile": profile,

@@ -21,7 +21,7 @@ from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.events import Sink, Snapshot
 from vmssctl.rollout.gates import BAD, GOOD, Gates, judge
 from vmssctl.rollout.journal import Batch, Journal, Rollout
-from vmssctl.target import diff, runs_image, same_image
+from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
@@ -51,6 +51,7 @@ class Engine:
         self.started = clock.now()
         self.instances: list[Instance] = []
         self.scale_set: ScaleSet | None = None
+        self.newest: str | None = None  # with a 'latest' target: the version that means today
 
     # ------------------------------------------------------------------ output
     def emit(self, kind: str, **data: object) -> None:
@@ -170,7 +171,9 @@ class Engine:
             self.journal.update(self.r.id, state="running")
         self._ensure_model(self.target, self.previous)
         self.journal.update(self.r.id, phase="forward")
-        outcome = self._drive("forward", lambda i: not i.latest_model)
+        if wants_latest(self.target) and self.scale_set is not None:
+            self.newest = self.api.newest_version(self.scale_set.location, self.target)
+        outcome = self._drive("forward", lambda i: behind(i.latest_model, i.image, self.newest))
         if outcome == "done":
             self._release_tag()
             upgraded = sum(len(b.instance_ids) for b in self.journal.batches(self.r.id) if b.kind == "forward")
@@ -341,8 +344,14 @@ class Engine:
             self._sleep(self.policy.poll)
 
     def _issue(self, batch: Batch, ids: list[str]) -> None:
+        """manualupgrade for VMs behind the model; reimage for VMs on a 'latest' model but an older version."""
+        current = {i.instance_id for i in self.instances if i.latest_model}
+        stale, behind_model = [i for i in ids if i in current], [i for i in ids if i not in current]
         try:
-            self.api.upgrade(ids)
+            if behind_model:
+                self.api.upgrade(behind_model)
+            if stale:
+                self.api.reimage(stale)
         except HttpResponseError as e:
             if e.status_code != 409:
                 raise
