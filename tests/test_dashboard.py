@@ -185,6 +185,9 @@ def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
         assert r.status_code == 400 and "--version" in r.json()["message"]
         r = c.post(f"/sets/{rg}/zonal/action", json={"action": "explode", "instance_ids": ["1"]})
         assert r.status_code == 400
+        for action in ("reimage", "restart", "poweroff", "start", "deallocate"):
+            r = c.post(f"/sets/{rg}/zonal/action", json={"action": action, "update_domain": 0})
+            assert r.status_code in (200, 409), (action, r.text)
     wait_for(lambda: len(instances(live_emu, rg, "zonal")) == 9, what="scale-out to 9")
 
     # three tabs open for three seconds at a 1 s refresh: listings are shared, not tripled
