@@ -189,7 +189,7 @@ def test_stats_count_requests_and_reset(emu, rg):
 
 
 def test_throttling_429_is_retried_by_the_sdk(tmp_path):
-    e = start_emulator(tmp_path, "--time-scale", "600", "--throttle", "reads=3/2,writes=50/10", "--demo")
+    e = start_emulator(tmp_path, "--time-scale", "1", "--throttle", "reads=3/2,writes=50/10", "--demo")
     try:
         client = e.client()
         for _ in range(6):

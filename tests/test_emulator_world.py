@@ -179,3 +179,16 @@ def test_iso_durations(text):
 def test_bad_iso_durations(text):
     with pytest.raises(ValueError):
         timing.parse_iso_duration(text)
+
+
+def test_throttle_buckets_refill_on_the_faster_clock():
+    from vmssctl.emulator.faults import TokenBucket
+
+    frozen = SimClock(0, start=0.0)
+    bucket = TokenBucket(2, 1, frozen)
+    assert bucket.take() and bucket.take() and not bucket.take()
+    assert bucket.wait_seconds() == 1  # frozen: a real second brings a token back
+    frozen.advance(5)  # simulated time counts too: a client polling in simulated time is not starved
+    assert bucket.take() and bucket.take() and not bucket.take()
+    fast = SimClock(600, start=0.0)
+    assert TokenBucket(1, 0.5, fast).wait_seconds() == 1

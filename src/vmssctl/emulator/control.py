@@ -86,7 +86,7 @@ def admin_faults(emu: Emulator, request: Request, body: dict | None) -> Response
 def admin_throttle(emu: Emulator, request: Request, body: dict | None) -> Response:
     if request.method == "PUT":
         spec = (body or {}).get("limits", "")
-        emu.throttle = Throttle(ThrottleLimits.parse(spec) if spec else ThrottleLimits())
+        emu.throttle = Throttle(ThrottleLimits.parse(spec) if spec else ThrottleLimits(), emu.world.clock)
     lim = emu.throttle.limits
     return _json({"enabled": lim.enabled, "reads": f"{lim.read_capacity:g}/{lim.read_rate:g}",
                   "writes": f"{lim.write_capacity:g}/{lim.write_rate:g}"})

@@ -8,9 +8,12 @@ subscription as ARM documents it.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+
+from vmssctl.emulator.clock import SimClock
 
 EFFECTS = ("fail", "unhealthy", "slow")
 MATCH_KEYS = ("publisher", "offer", "sku", "version", "id", "uri", "scaleSet", "instanceId")
@@ -128,22 +131,31 @@ class RequestDice:
 
 
 class TokenBucket:
-    """ARM's per-subscription limiter: ``capacity`` tokens, refilled at ``rate`` per real second.
+    """ARM's per-subscription limiter: ``capacity`` tokens, refilled at ``rate`` a second.
 
-    Real seconds, not simulated ones: throttling protects the service from the rate at
-    which clients really call it.
+    A second of whichever clock runs faster: the simulated one when the emulator runs ahead of
+    real time (a client polling every 10 simulated seconds must not be throttled just because
+    the emulator compresses time), the real one when it is slowed or frozen (so retries waiting
+    real seconds are let through).
     """
 
-    def __init__(self, capacity: float, rate: float) -> None:
+    def __init__(self, capacity: float, rate: float, clock: SimClock | None = None) -> None:
         self.capacity = capacity
         self.rate = rate
+        self.clock = clock
         self._tokens = capacity
-        self._at = time.monotonic()
+        self._real = time.monotonic()
+        self._sim = clock.now() if clock else 0.0
+
+    def _speed(self) -> float:
+        return max(1.0, self.clock.scale) if self.clock else 1.0
 
     def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-        self._at = now
+        real = time.monotonic()
+        sim = self.clock.now() if self.clock else 0.0
+        elapsed = max(real - self._real, sim - self._sim)
+        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
+        self._real, self._sim = real, sim
 
     def take(self) -> bool:
         self._refill()
@@ -158,8 +170,11 @@ class TokenBucket:
         return int(self._tokens)
 
     def wait_seconds(self) -> int:
+        """Real seconds until a token is back, for Retry-After (whole seconds, at least 1)."""
         self._refill()
-        return max(1, int((1 - self._tokens) / self.rate + 0.999)) if self.rate else 60
+        if not self.rate:
+            return 60
+        return max(1, math.ceil((1 - self._tokens) / self.rate / self._speed()))
 
 
 @dataclass
@@ -195,8 +210,9 @@ class ThrottleLimits:
 
 
 class Throttle:
-    def __init__(self, limits: ThrottleLimits) -> None:
+    def __init__(self, limits: ThrottleLimits, clock: SimClock | None = None) -> None:
         self.limits = limits
+        self.clock = clock
         self._buckets: dict[tuple[str, bool], TokenBucket] = {}
 
     def bucket(self, subscription: str, write: bool) -> TokenBucket:
@@ -204,6 +220,7 @@ class Throttle:
         b = self._buckets.get(key)
         if b is None:
             lim = self.limits
-            b = TokenBucket(*((lim.write_capacity, lim.write_rate) if write else (lim.read_capacity, lim.read_rate)))
+            cap, rate = (lim.write_capacity, lim.write_rate) if write else (lim.read_capacity, lim.read_rate)
+            b = TokenBucket(cap, rate, self.clock)
             self._buckets[key] = b
         return b

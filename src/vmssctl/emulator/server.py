@@ -190,7 +190,7 @@ class EmulatorServer:
                 self._previous = json.loads(self.info_file.read_text())
         token = self._previous.get("token")
         kwargs = {"token": token} if token else {}
-        self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits()),
+        self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits(), world.clock),
                             page_size=config.page_size, seed=config.seed, **kwargs)
         self.ca, self.cert, self.key = ensure_certificate(self.state_dir)
         self.app = build_app(self.emu)
