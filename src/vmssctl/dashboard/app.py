@@ -68,7 +68,7 @@ class Dashboard:
     def __post_init__(self) -> None:
         self.watchers = Watchers(self._fetcher, self.interval)
         self._local = threading.local()
-        self._notice_seq = 0
+        self.notice_seq = 0
 
     # ------------------------------------------------------------------ plumbing
     def api(self, rg: str, name: str) -> ScaleSetApi:
@@ -86,8 +86,8 @@ class Dashboard:
         return j
 
     def notice(self, rg: str, name: str, text: str, ok: bool) -> None:
-        self._notice_seq += 1
-        self.notices.append({"seq": self._notice_seq, "rg": rg.lower(), "name": name.lower(), "text": text, "ok": ok})
+        self.notice_seq += 1
+        self.notices.append({"seq": self.notice_seq, "rg": rg.lower(), "name": name.lower(), "text": text, "ok": ok})
         del self.notices[:-200]
 
     # ------------------------------------------------------------------ security
@@ -226,7 +226,7 @@ async def events(request: Request, d: Dashboard) -> Response:
 
     async def stream():
         watcher.subscribe()
-        version, notice_seq, last_panel = -1, d._notice_seq, None
+        version, notice_seq, last_panel = -1, d.notice_seq, None
         try:
             while not await request.is_disconnected():
                 view = watcher.view if watcher.view and watcher.view.version > version else \
@@ -242,7 +242,7 @@ async def events(request: Request, d: Dashboard) -> Response:
                 for n in [n for n in d.notices if n["seq"] > notice_seq and (n["rg"], n["name"]) ==
                           (rg.lower(), name.lower())]:
                     yield _sse("notice", json.dumps(n))
-                notice_seq = d._notice_seq
+                notice_seq = d.notice_seq
         finally:
             watcher.unsubscribe()
 
