@@ -1,0 +1,159 @@
+"""Azure's own rolling upgrades (osRollingUpgrade), as a part of the simulated world.
+
+Batches of maxBatchInstancePercent, checked against maxUnhealthyInstancePercent before and
+maxUnhealthyUpgradedInstancePercent after each, with pauseTimeBetweenBatches between them:
+the baseline a vmssctl rollout is compared with. A mixin of ``World``: it drives the same
+instances and operations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vmssctl.emulator import images, timing
+from vmssctl.emulator.errors import ArmError, conflict
+
+if TYPE_CHECKING:
+    from vmssctl.emulator.world import Operation, ScaleSet
+
+ROLLING_DEFAULTS = {
+    "maxBatchInstancePercent": 20,
+    "maxUnhealthyInstancePercent": 20,
+    "maxUnhealthyUpgradedInstancePercent": 20,
+    "pauseTimeBetweenBatches": "PT0S",
+    "prioritizeUnhealthyInstances": False,
+}
+
+
+@dataclass
+class RollingUpgrade:
+    id: str
+    policy: dict
+    start: float
+    code: str = "RollingForward"
+    last_action: str = "Start"
+    last_action_time: float = 0.0
+    todo: list = field(default_factory=list)
+    batch: list = field(default_factory=list)
+    upgraded: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    phase: str = "next"
+    next_at: float = 0.0
+    error: dict | None = None
+    op_id: str | None = None
+    end: float | None = None
+
+
+class RollingUpgrades:
+    """osRollingUpgrade, rollingUpgrades/latest and /cancel on the world's scale sets."""
+
+    def start_rolling(self, rg: str, name: str) -> Operation:
+        ss = self.get_set(rg, name)
+        now = self.advance()
+        if ss.rolling and ss.rolling.code == "RollingForward":
+            raise conflict(f"A rolling upgrade is already in progress on scale set '{name}'.",
+                           "RollingUpgradeInProgress")
+        if images.kind_of(ss.vm_profile["storageProfile"]) == images.URI:
+            raise conflict("OS rolling upgrade is not supported for scale sets built from unmanaged VHD images.")
+        busy = [i.instance_id for i in ss.live() if i.op is not None]
+        if busy:
+            raise conflict(f"Operation 'osRollingUpgrade' is not allowed: instance(s) {busy[:10]} have an "
+                           "operation in progress.")
+        op = self._new_op("OSRollingUpgrade", ss.location, now)
+        op.set_key = list(ss.key)
+        self._start_rolling(ss, now, op)
+        return op
+
+    def _start_rolling(self, ss: ScaleSet, now: float, op: Operation | None) -> None:
+        policy = {**ROLLING_DEFAULTS, **(ss.model["properties"]["upgradePolicy"].get("rollingUpgradePolicy") or {})}
+        todo = [i for i in ss.live() if i.profile != ss.profile_digest]
+        order = (lambda i: (self.is_healthy(ss, i), i.instance_id)) if policy["prioritizeUnhealthyInstances"] \
+            else (lambda i: i.instance_id)
+        ru = RollingUpgrade(id=str(uuid.UUID(int=self.rng.getrandbits(128))), policy=policy, start=now,
+                            last_action_time=now, todo=[i.instance_id for i in sorted(todo, key=order)],
+                            next_at=now, op_id=op.id if op else None)
+        ss.rolling = ru
+        self.changes += 1
+        self._rolling_step(ss, now)
+
+    def _rolling_end(self, ss: ScaleSet, t: float, code: str, error: dict | None = None) -> None:
+        ru = ss.rolling
+        ru.code, ru.error, ru.end, ru.phase = code, error, t, "done"
+        op = self.ops.get(ru.op_id) if ru.op_id else None
+        if op and op.status == "InProgress":
+            op.end = t
+            op.status = {"Completed": "Succeeded", "Cancelled": "Canceled"}.get(code, "Failed")
+            op.error = error
+        self.changes += 1
+
+    def _rolling_step(self, ss: ScaleSet, t: float) -> None:
+        ru = ss.rolling
+        pol = ru.policy
+        cap = max(1, len(ss.live()))
+        if ru.phase == "batch":
+            batch = [ss.instances[i] for i in ru.batch if i in ss.instances]
+            settled = all(i.op is None and i.health != "initializing" for i in batch)
+            if not settled:
+                ru.next_at = t + timing.ROLLING_POLL
+                self._wake(ru.next_at, "ru", ss.key)
+                return
+            ru.upgraded += [i.instance_id for i in batch]
+            ru.failed += [i.instance_id for i in batch if not self.is_healthy(ss, i)]
+            ru.batch = []
+            limit = pol["maxUnhealthyUpgradedInstancePercent"]
+            if ru.failed and len(ru.failed) * 100 > limit * len(ru.upgraded):
+                self._rolling_end(ss, t, "Faulted", {
+                    "code": "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade",
+                    "message": f"{len(ru.failed)} of {len(ru.upgraded)} upgraded instances are unhealthy "
+                               f"(instances {ru.failed[:10]}), more than the {limit}% allowed by "
+                               "maxUnhealthyUpgradedInstancePercent."})
+                return
+            ru.phase = "pause"
+            ru.next_at = t + timing.parse_iso_duration(pol["pauseTimeBetweenBatches"])
+            if ru.next_at > t:
+                self._wake(ru.next_at, "ru", ss.key)
+                return
+        # phase "next" or "pause" over: start the next batch
+        ru.todo = [i for i in ru.todo if i in ss.instances and ss.instances[i].op != "delete"
+                   and ss.instances[i].profile != ss.profile_digest]
+        if not ru.todo:
+            self._rolling_end(ss, t, "Completed")
+            return
+        unhealthy = cap - ss.healthy
+        limit = pol["maxUnhealthyInstancePercent"]
+        if unhealthy * 100 > limit * cap:
+            self._rolling_end(ss, t, "Faulted", {
+                "code": "MaxUnhealthyInstancePercentExceededInRollingUpgrade",
+                "message": f"{unhealthy} of {cap} instances are unhealthy, more than the {limit}% allowed by "
+                           "maxUnhealthyInstancePercent."})
+            return
+        size = max(1, cap * pol["maxBatchInstancePercent"] // 100)
+        ready = [i for i in ru.todo if ss.instances[i].op is None]
+        ru.batch = ready[:size]
+        for iid in ru.batch:
+            ru.todo.remove(iid)
+            self._begin(ss, ss.instances[iid], "upgrade", t, None)
+        ru.phase = "batch"
+        ru.next_at = t + timing.ROLLING_POLL
+        self._wake(ru.next_at, "ru", ss.key)
+
+    def cancel_rolling(self, rg: str, name: str) -> Operation:
+        ss = self.get_set(rg, name)
+        now = self.advance()
+        if not ss.rolling or ss.rolling.code != "RollingForward":
+            raise conflict(f"There is no rolling upgrade in progress on scale set '{name}' to cancel.")
+        ss.rolling.last_action, ss.rolling.last_action_time = "Cancel", now
+        self._rolling_end(ss, now, "Cancelled")
+        op = self._new_op("CancelRollingUpgrade", ss.location, now)
+        self._seal_op(op, now)
+        return op
+
+    def latest_rolling(self, rg: str, name: str) -> tuple[ScaleSet, RollingUpgrade]:
+        ss = self.get_set(rg, name)
+        self.advance()
+        if ss.rolling is None:
+            raise ArmError(404, "NotFound", f"No rolling upgrade has ever run on scale set '{name}'.")
+        return ss, ss.rolling
+
