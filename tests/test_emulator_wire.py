@@ -17,6 +17,14 @@ def vmss_path(emu, rg: str, name: str = "web") -> str:
             f"virtualMachineScaleSets/{name}")
 
 
+def running_set(emu, h, capacity: int) -> str:
+    """PUT a scale set in a new resource group and let its instances come up; returns its path."""
+    path = vmss_path(emu, emu.group())
+    h.put(path, params=API, json=demo_scale_set(capacity)).raise_for_status()
+    emu.admin("POST", "clock", {"advance": 600})
+    return path
+
+
 def test_auth_is_required_and_errors_have_arm_shape(emu):
     path = vmss_path(emu, "demo-rg", "demo-vmss")
     with emu.http(token=None) as h:
@@ -91,10 +99,8 @@ def test_lro_headers_operation_status_and_location(frozen):
 
 def test_conflicting_operation_is_409(frozen):
     emu = frozen
-    path = vmss_path(emu, emu.group())
     with emu.http() as h:
-        h.put(path, params=API, json=demo_scale_set(4))
-        emu.admin("POST", "clock", {"advance": 600})
+        path = running_set(emu, h, 4)
         h.patch(path, params=API, json={"properties": {"virtualMachineProfile": {"storageProfile": {
             "imageReference": {"version": "24.04.202611200"}}}}})
         assert h.post(f"{path}/osRollingUpgrade", params=API).status_code == 202

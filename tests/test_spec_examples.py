@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_emulator_wire import API, vmss_path
-from vmssctl.emulator.server import demo_scale_set
+from tests.test_emulator_wire import API, running_set, vmss_path
 
 EXAMPLES = Path(__file__).parent / "spec_examples"
 CREATES = sorted(EXAMPLES.glob("VirtualMachineScaleSet_Create_*.json"))
@@ -58,11 +57,8 @@ def test_create_examples_are_accepted_with_the_documented_response(frozen, path)
 
 
 def test_instance_views_and_list_carry_the_documented_fields(frozen):
-    rg = frozen.group()
     with frozen.http() as h:
-        path = vmss_path(frozen, rg)
-        h.put(path, params=API, json=demo_scale_set(2))
-        frozen.admin("POST", "clock", {"advance": 600})
+        path = running_set(frozen, h, 2)
         view = h.get(f"{path}/virtualMachines/0/instanceView", params=API).json()
         want = example("VirtualMachineScaleSetVM_Get_InstanceView_WithLifecycleHookState.json")["responses"]["200"]
         for key in ("platformUpdateDomain", "platformFaultDomain", "vmAgent", "disks", "statuses"):
@@ -87,11 +83,8 @@ def test_instance_views_and_list_carry_the_documented_fields(frozen):
 
 
 def test_rolling_status_has_the_documented_shape(frozen):
-    rg = frozen.group()
     with frozen.http() as h:
-        path = vmss_path(frozen, rg)
-        h.put(path, params=API, json=demo_scale_set(3))
-        frozen.admin("POST", "clock", {"advance": 600})
+        path = running_set(frozen, h, 3)
         h.patch(path, params=API, json={"properties": {"virtualMachineProfile": {"storageProfile": {
             "imageReference": {"version": "24.04.202611200"}}}}})
         assert h.post(f"{path}/osRollingUpgrade", params=API).status_code == 202
