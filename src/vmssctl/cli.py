@@ -279,7 +279,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from vmssctl import render
     from vmssctl.azure import ScaleSetApi
     from vmssctl.rollout.journal import Journal
-    from vmssctl.upgrade import resume
+    from vmssctl.upgrade import resume, steer
 
     journal = Journal(args.journal)
     what = args.rollout_command
@@ -290,29 +290,12 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if what == "status":
         render.rollout_status(r, journal.batches(r.id), journal.events(r.id), args.output)
         return EXIT_OK
-    if what in ("pause", "abort"):
-        if not r.active:
-            raise UsageError(f"rollout {r.id} is {r.state}; only a running or paused rollout can be {what}ed")
-        if journal.holder_alive(r.id):
-            journal.request(r.id, what)
-            render.message(args.output, f"asked the running process to {what} rollout {r.id}",
-                           {"type": f"{what}_requested", "rollout": r.id})
-        else:
-            journal.update(r.id, state="paused" if what == "pause" else "aborted", requested=None)
-            journal.release(r.scale_set, r.id)
-            render.message(args.output, f"rollout {r.id} {'paused' if what == 'pause' else 'aborted'}",
-                           {"type": what, "rollout": r.id})
+    done = steer(journal, r, what)
+    if done is not None:
+        kind, text = done
+        render.message(args.output, text, {"type": kind, "rollout": r.id})
         return EXIT_OK
-    # resume / rollback: hand over to the running process, or run the engine here
-    if what == "resume" and not r.active:
-        raise UsageError(f"rollout {r.id} is {r.state}: nothing to resume")
-    if what == "rollback" and r.state in ("rolled_back",):
-        raise UsageError(f"rollout {r.id} is already rolled back")
-    if journal.holder_alive(r.id):
-        journal.request(r.id, what)
-        render.message(args.output, f"asked the running process to {what} rollout {r.id}",
-                       {"type": f"{what}_requested", "rollout": r.id})
-        return EXIT_OK
+    # resume / rollback and no process runs it: run the engine here
     conn, client = _client(args)
     if (conn.subscription.lower(), (conn.endpoint or "").lower()) != (r.subscription.lower(),
                                                                         (r.endpoint or "").lower()):

@@ -75,7 +75,8 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
             raise UsageError(f"the scale set is tagged '{TAG}={tag}': another vmssctl rollout holds it (from another "
                              "machine?). If that rollout is gone, remove the tag and run again.")
     mode = ss.upgrade_mode.lower()
-    if mode != "manual" and not same_image(ss.image, target):
+    model_changes = not same_image(ss.image, target)
+    if mode != "manual" and model_changes:
         what = ("upgrade every instance at once (an outage)" if mode == "automatic"
                 else "start its own rolling upgrade, which would fight vmssctl's")
         raise UsageError(f"{api.resource_group}/{api.name} has upgrade policy {ss.upgrade_mode}: changing its image "
@@ -87,7 +88,6 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
     if unknown:
         raise UsageError(f"unknown instance id(s) {', '.join(unknown)} in {api.resource_group}/{api.name} "
                          f"(it has {', '.join(sorted(known, key=int)[:20])}{' ...' if len(known) > 20 else ''})")
-    model_changes = not same_image(ss.image, target)
     newest = api.newest_version(ss.location, target) if wants_latest(target) and not model_changes else None
     plan = make_plan(instances, policy, (lambda i: True) if model_changes else
                      (lambda i: behind(i.latest_model, i.image, newest)),
@@ -102,8 +102,7 @@ def begin(journal: Journal, conn: Connection, api: ScaleSetApi, prepared: Prepar
         return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
                               prepared.target.to_json(), prepared.scale_set.image.to_json(), prepared.policy.to_json())
     if r.requested == "pause" or r.state == "paused":
-        journal.request(r.id, None)
-        journal.update(r.id, state="rolling_back" if r.phase == "rollback" else "running")
+        journal.unpause(r)
     return journal.get(r.id)
 
 
@@ -124,6 +123,30 @@ def resume(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollou
         journal.update(rollout.id, state="rolling_back", phase="rollback",
                        error=REQUESTED, requested=None)
     elif rollout.state == "paused":
-        journal.update(rollout.id, state="rolling_back" if rollout.phase == "rollback" else "running",
-                       requested=None)
+        journal.unpause(rollout)
     return run(api, journal, conn, journal.get(rollout.id), sinks)
+
+
+STEERS = ("pause", "resume", "abort", "rollback")
+
+
+def steer(journal: Journal, rollout: Rollout, op: str) -> tuple[str, str] | None:
+    """Pause, resume, abort or roll back a rollout: ask the process running it, or settle it in the journal.
+
+    Returns (event type, what was done), or None when nobody runs it and the caller must run the
+    engine here (resume, rollback). Shared by ``vmssctl rollout`` and the dashboard.
+    """
+    if op not in STEERS:
+        raise UsageError(f"unknown rollout operation '{op}' (use {', '.join(STEERS)})")
+    if op in ("pause", "abort", "resume") and not rollout.active:
+        raise UsageError(f"rollout {rollout.id} is {rollout.state}: there is nothing to {op}")
+    if op == "rollback" and rollout.state == "rolled_back":
+        raise UsageError(f"rollout {rollout.id} is already rolled back")
+    if journal.holder_alive(rollout.id):
+        journal.request(rollout.id, op)
+        return f"{op}_requested", f"asked the running process to {op} rollout {rollout.id}"
+    if op in ("pause", "abort"):
+        journal.update(rollout.id, state="paused" if op == "pause" else "aborted", requested=None)
+        journal.release(rollout.scale_set, rollout.id)
+        return op, f"rollout {rollout.id} {'paused' if op == 'pause' else 'aborted'}"
+    return None

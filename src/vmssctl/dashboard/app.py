@@ -405,27 +405,25 @@ def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
 
 @_guard(write=True)
 async def rollout_control(request: Request, d: Dashboard) -> Response:
+    from vmssctl.upgrade import resume, steer
+
     rid, op = request.path_params["rid"], request.path_params["op"]
-    if op not in ("pause", "resume", "abort", "rollback"):
-        return JSONResponse({"ok": False, "message": f"unknown operation '{op}'"}, 400)
     j = d.journal()
     try:
         r = j.get(rid)
     except UsageError as e:
         return JSONResponse({"ok": False, "message": str(e)}, 404)
-    if not j.holder_alive(rid):
-        if op == "resume" or op == "rollback":
-            from vmssctl.upgrade import resume
-
-            sink = d.sinks.setdefault(rid, LiveSink())
-            api = d.api(r.resource_group, r.name)
-            threading.Thread(target=lambda: resume(api, d.journal(), d.conn, r, [sink], rollback=op == "rollback"),
-                             daemon=True).start()
-            return JSONResponse({"ok": True, "message": f"{op} of {rid} started here"})
-        j.update(rid, state="paused" if op == "pause" else "aborted", requested=None)
-        return JSONResponse({"ok": True, "message": f"{rid} {op}d"})
-    j.request(rid, op)
-    return JSONResponse({"ok": True, "message": f"asked rollout {rid} to {op}"})
+    try:
+        done = steer(j, r, op)
+    except UsageError as e:
+        return JSONResponse({"ok": False, "message": str(e)}, 400)
+    if done is not None:
+        return JSONResponse({"ok": True, "message": done[1]})
+    sink = d.sinks.setdefault(rid, LiveSink())
+    api = d.api(r.resource_group, r.name)
+    threading.Thread(target=lambda: resume(api, d.journal(), d.conn, r, [sink], rollback=op == "rollback"),
+                     daemon=True).start()
+    return JSONResponse({"ok": True, "message": f"{op} of rollout {rid} started here"})
 
 
 @_guard()

@@ -145,8 +145,7 @@ class Engine:
             if what in ("abort", "rollback"):
                 return what
             if what == "resume":
-                self.journal.update(self.r.id, state="rolling_back" if self.r.phase == "rollback" else "running",
-                                    requested=None)
+                self.journal.unpause(self.r)
                 self.emit("resumed")
                 return None
             self.journal.renew(self.r.scale_set, self.r.id)

@@ -162,6 +162,10 @@ class Journal:
         with self._tx() as db:
             db.execute(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
 
+    def unpause(self, r: Rollout) -> None:
+        """Back to running (or rolling back, if that is the phase it was paused in), request cleared."""
+        self.update(r.id, state="rolling_back" if r.phase == "rollback" else "running", requested=None)
+
     def request(self, rid: str, what: str | None) -> None:
         """Ask the process running ``rid`` to pause, resume, abort or roll back."""
         self.update(rid, requested=what)
