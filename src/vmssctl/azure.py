@@ -22,6 +22,15 @@ class UsageError(Exception):
     """Bad input from the user: reported on one line, exit code 2."""
 
 
+def one_line(e: Exception) -> str:
+    """An ARM/SDK error as one line: ``(Code) message`` when ARM said so, else the first line of the text."""
+    err = getattr(e, "error", None)
+    if err is not None and getattr(err, "code", None):
+        return f"({err.code}) {err.message}"
+    text = str(e).strip().splitlines()
+    return text[0] if text else e.__class__.__name__
+
+
 @dataclass(frozen=True)
 class Connection:
     subscription: str

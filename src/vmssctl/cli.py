@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vmssctl import __version__
-from vmssctl.azure import Connection, UsageError, compute_client, resolve_connection
+from vmssctl.azure import Connection, UsageError, compute_client, one_line, resolve_connection
 from vmssctl.model import Instance, ScaleSet
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -422,24 +422,16 @@ def _describe_azure_error(e: Exception) -> tuple[str, int]:
     )
 
     if isinstance(e, ResourceNotFoundError):
-        return _one_line(e), EXIT_USAGE
+        return one_line(e), EXIT_USAGE
     if isinstance(e, ClientAuthenticationError):
-        return f"authentication failed: {_one_line(e)}", EXIT_USAGE
+        return f"authentication failed: {one_line(e)}", EXIT_USAGE
     if isinstance(e, HttpResponseError):
-        return _one_line(e), EXIT_USAGE if e.status_code == 400 else EXIT_FAILED
+        return one_line(e), EXIT_USAGE if e.status_code == 400 else EXIT_FAILED
     if isinstance(e, ServiceRequestError):
-        return f"cannot reach the ARM endpoint: {_one_line(e)}", EXIT_USAGE
+        return f"cannot reach the ARM endpoint: {one_line(e)}", EXIT_USAGE
     if isinstance(e, AzureError):  # e.g. the connection dropped mid-response, after the SDK's retries
-        return f"ARM call failed: {_one_line(e)}", EXIT_FAILED
+        return f"ARM call failed: {one_line(e)}", EXIT_FAILED
     raise e
-
-
-def _one_line(e: Exception) -> str:
-    err = getattr(e, "error", None)
-    if err is not None and getattr(err, "code", None):
-        return f"({err.code}) {err.message}"
-    text = str(e).strip().splitlines()
-    return text[0] if text else e.__class__.__name__
 
 
 def main(argv: list[str] | None = None) -> int:

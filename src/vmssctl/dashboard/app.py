@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from vmssctl.azure import Connection, ScaleSetApi, UsageError, list_scale_sets
+from vmssctl.azure import Connection, ScaleSetApi, UsageError, list_scale_sets, one_line
 from vmssctl.dashboard import html
 from vmssctl.dashboard.watch import Watchers
 from vmssctl.policy import load as load_policy
@@ -267,13 +267,6 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _describe_error(e: Exception) -> str:
-    err = getattr(e, "error", None)
-    if err is not None and getattr(err, "code", None):
-        return f"({err.code}) {err.message}"
-    return str(e).splitlines()[0] if str(e) else e.__class__.__name__
-
-
 def _track(d: Dashboard, rg: str, name: str, what: str, poller) -> None:
     """Wait for an LRO in the background and report ARM's verdict as a notice."""
     def wait() -> None:
@@ -281,7 +274,7 @@ def _track(d: Dashboard, rg: str, name: str, what: str, poller) -> None:
             poller.result()
             d.notice(rg, name, f"{what}: Succeeded", True)
         except Exception as e:
-            d.notice(rg, name, f"{what}: Failed {_describe_error(e)}", False)
+            d.notice(rg, name, f"{what}: Failed {one_line(e)}", False)
         d.watchers.get(rg, name).poke()
     threading.Thread(target=wait, daemon=True).start()
 
@@ -298,7 +291,7 @@ def _op(fn):
         except Exception as e:
             if not e.__class__.__module__.startswith("azure."):
                 raise
-            return JSONResponse({"ok": False, "message": _describe_error(e)}, getattr(e, "status_code", 502) or 502)
+            return JSONResponse({"ok": False, "message": one_line(e)}, getattr(e, "status_code", 502) or 502)
         d.watchers.get(rg, name).poke()
         return JSONResponse({"ok": True, "message": message})
     return endpoint
@@ -395,7 +388,7 @@ def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
             code = run(api, d.journal(), d.conn, rollout, [sink])
             d.notice(rg, name, f"rollout {rollout.id} ended with exit code {code}", code == 0)
         except Exception as e:  # reported on the page; the journal keeps the rollout for a resume
-            d.notice(rg, name, f"rollout {rollout.id} stopped: {_describe_error(e)}", False)
+            d.notice(rg, name, f"rollout {rollout.id} stopped: {one_line(e)}", False)
         finally:
             d.watchers.get(rg, name).poke()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
+from vmssctl.azure import one_line
 from vmssctl.model import Instance, ScaleSet
 
 log = logging.getLogger("vmssctl.dashboard")
@@ -53,7 +54,7 @@ class SetWatcher:
                 ss, instances = await run_in_threadpool(self.fetch)
                 self.view = View(ss, instances, time.monotonic(), version)
             except Exception as e:  # ARM unreachable or the set deleted: show it, keep polling
-                message = getattr(getattr(e, "error", None), "message", None) or str(e).splitlines()[0]
+                message = one_line(e)
                 self.view = View(self.view.scale_set if self.view else None,
                                  self.view.instances if self.view else [], time.monotonic(), version, message)
         async with self.changed:
