@@ -354,7 +354,7 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
 
     with Live(console=render.console(), refresh_per_second=2) as live:
         while True:
-            live.update(render.heatmap_table(api.get(), api.instances()))
+            live.update(render.heatmap_table(api.get().fault_domains, api.instances()))
             time.sleep(max(1.0, interval))
 
 

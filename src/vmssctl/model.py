@@ -156,6 +156,13 @@ class Instance:
         return d
 
 
+def grid_shape(fault_domains: int, instances: list[Instance]) -> tuple[int, int]:
+    """(update domains, fault domains) a heatmap needs: at least 5 x the set's FD count."""
+    uds = max([5, *[(i.update_domain or 0) + 1 for i in instances]])
+    fds = max([fault_domains, *[(i.fault_domain or 0) + 1 for i in instances]])
+    return uds, fds
+
+
 def _text(value: object) -> str | None:
     """The SDK's enums print as 'UpgradeMode.MANUAL'; ARM's value is 'Manual'."""
     return getattr(value, "value", value)

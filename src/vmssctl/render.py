@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.model import ImageRef, Instance, ScaleSet, grid_shape
 
 
 @cache
@@ -56,28 +56,39 @@ def instances(items: list[Instance], output: str) -> None:
 
 
 def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
-    console().print(heatmap_table(ss, items))
+    console().print(heatmap_table(ss.fault_domains, items))
 
 
-def heatmap_table(ss: ScaleSet, items: list[Instance]) -> Table:
-    """Update domain rows x fault domain columns, a coloured id per instance (vmsseditor's view)."""
+def heatmap_table(fault_domains: int, items: list[Instance], highlight: frozenset[str] = frozenset(),
+                  title: str = "update domain x fault domain", boxed: bool = True) -> Table:
+    """Update domain rows x fault domain columns, a coloured id per instance (vmsseditor's view).
+
+    Beyond 100 instances a dot stands for each, at most 24 a cell; ``highlight`` ids are underlined.
+    """
     cells: dict[tuple[int, int], list[Instance]] = defaultdict(list)
     for i in items:
         cells[(i.update_domain or 0, i.fault_domain or 0)].append(i)
-    fds = max([ss.fault_domains, *[(i.fault_domain or 0) + 1 for i in items]])
-    t = Table(title="update domain x fault domain", show_lines=False)
-    t.add_column("UD")
+    uds, fds = grid_shape(fault_domains, items)
+    t = Table(title=title, title_justify="left") if boxed else \
+        Table(box=None, pad_edge=False, show_edge=False, title=title, title_justify="left")
+    t.add_column("")
     for fd in range(fds):
-        t.add_column(f"FD{fd}")
-    for ud in range(max([5, *[(i.update_domain or 0) + 1 for i in items]])):
+        t.add_column(f"FD{fd}", overflow="fold")
+    small = len(items) <= 100
+    for ud in range(uds):
         row = []
         for fd in range(fds):
             text = Text()
-            for inst in cells.get((ud, fd), []):
-                text.append(f"{inst.instance_id} ", style=state_of(inst)[1])
+            here = cells.get((ud, fd), [])
+            for inst in here[:24]:
+                style = state_of(inst)[1] + (" underline" if inst.instance_id in highlight else "")
+                text.append(f"{inst.instance_id} " if small else "●", style=style)
+            if len(here) > 24:
+                text.append(f"+{len(here) - 24}")
             row.append(text)
-        t.add_row(str(ud), *row)
-    t.caption = "  ".join(f"[{colour}]{label}[/]" for label, colour in COLOURS.items())
+        t.add_row(f"UD{ud}", *row)
+    if boxed:
+        t.caption = "  ".join(f"[{colour}]{label}[/]" for label, colour in COLOURS.items())
     return t
 
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from html import escape
 from urllib.parse import quote
 
-from vmssctl.model import Instance, ScaleSet
+from vmssctl.model import Instance, ScaleSet, grid_shape
 from vmssctl.rollout.events import describe
 from vmssctl.rollout.journal import Rollout
 
@@ -42,8 +42,7 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
         out.append(f'<p class="error">Last refresh failed: {e(error)}</p>')
     if ss is None:
         return "".join(out)
-    fds = max([ss.fault_domains, *[(i.fault_domain or 0) + 1 for i in instances]])
-    uds = max([5, *[(i.update_domain or 0) + 1 for i in instances]])
+    uds, fds = grid_shape(ss.fault_domains, instances)
     compact = len(instances) > 200
     zones = sorted({i.zone for i in instances if i.zone}) or [None]
     counts = defaultdict(int)

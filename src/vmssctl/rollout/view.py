@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -11,7 +9,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from vmssctl.render import state_of
+from vmssctl.render import heatmap_table
 from vmssctl.rollout.events import Snapshot, describe
 
 
@@ -20,32 +18,6 @@ def _clock(seconds: float | None) -> str:
         return "?"
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def heatmap(snap: Snapshot) -> Table:
-    cells = defaultdict(list)
-    for i in snap.instances:
-        cells[(i.update_domain or 0, i.fault_domain or 0)].append(i)
-    fds = max([snap.fault_domains, *[(i.fault_domain or 0) + 1 for i in snap.instances]])
-    t = Table(box=None, pad_edge=False, show_edge=False, title="UD x FD", title_justify="left")
-    t.add_column("")
-    for fd in range(fds):
-        t.add_column(f"FD{fd}", overflow="fold")
-    in_batch = set(snap.batch)
-    for ud in range(max([5, *[(i.update_domain or 0) + 1 for i in snap.instances]])):
-        row = []
-        for fd in range(fds):
-            text = Text()
-            small = len(snap.instances) <= 100  # ids fit; beyond that a dot per instance
-            for inst in cells.get((ud, fd), [])[:24]:
-                style = state_of(inst)[1] + (" underline" if inst.instance_id in in_batch else "")
-                text.append(f"{inst.instance_id} " if small else "●", style=style)
-            extra = len(cells.get((ud, fd), [])) - 24
-            if extra > 0:
-                text.append(f"+{extra}")
-            row.append(text)
-        t.add_row(f"UD{ud}", *row)
-    return t
 
 
 def render(snap: Snapshot) -> Panel:
@@ -63,7 +35,8 @@ def render(snap: Snapshot) -> Panel:
     legend = Text.assemble(*[(f"● {label}  ", colour) for label, colour in (
         ("healthy", "green"), ("outdated", "blue"), ("upgrading", "yellow"), ("initializing", "cyan"),
         ("unhealthy", "red"), ("stopped", "dark_orange"), ("deallocated", "grey50"))])
-    parts = [head, bar, stats, heatmap(snap), legend]
+    grid = heatmap_table(snap.fault_domains, snap.instances, frozenset(snap.batch), "UD x FD", boxed=False)
+    parts = [head, bar, stats, grid, legend]
     if snap.batch:
         parts.append(Text("current batch: " + ", ".join(snap.batch[:40]) + (" ..." if len(snap.batch) > 40 else "")))
     parts += [Text(line, style="dim") for line in snap.recent[-5:]]
