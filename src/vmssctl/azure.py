@@ -17,9 +17,8 @@ from pathlib import Path
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
 
-
-class UsageError(Exception):
-    """Bad input from the user: reported on one line, exit code 2."""
+from vmssctl import inputs
+from vmssctl.errors import UsageError
 
 
 def one_line(e: Exception) -> str:
@@ -37,10 +36,18 @@ class Connection:
     endpoint: str | None = None  # None = real Azure
     ca: str | None = None
     token: str | None = None
+    emulator_dir: str | None = None  # set when it came from --emulator DIR
 
     @property
     def is_emulator(self) -> bool:
         return self.endpoint is not None
+
+    def to_json(self) -> dict:
+        """How to connect again (what ``rollout resume`` needs), never the token."""
+        if self.emulator_dir:
+            return {"emulator": self.emulator_dir, "subscription": self.subscription}
+        return {k: v for k, v in (("endpoint", self.endpoint), ("ca", self.ca), ("subscription", self.subscription))
+                if v}
 
 
 class StaticToken:
@@ -78,7 +85,11 @@ def resolve_connection(emulator: str | None = None, endpoint: str | None = None,
     env = os.environ
     if emulator:
         info = read_emulator_info(emulator)
-        return Connection(subscription or info["subscription"], info["endpoint"], info["ca"], info["token"])
+        try:
+            return Connection(subscription or info["subscription"], info["endpoint"], info["ca"], info["token"],
+                              emulator_dir=str(Path(emulator).resolve()))
+        except (KeyError, TypeError):
+            raise UsageError(f"{Path(emulator) / 'emulator.json'} is not an emulator's emulator.json") from None
     endpoint = endpoint or env.get("VMSSCTL_ENDPOINT")
     if endpoint:
         if not endpoint.startswith("https://"):
@@ -87,12 +98,14 @@ def resolve_connection(emulator: str | None = None, endpoint: str | None = None,
         sub = subscription or env.get("AZURE_SUBSCRIPTION_ID")
         if not sub:
             raise UsageError("with --endpoint, pass --subscription or set AZURE_SUBSCRIPTION_ID")
+        sub = inputs.subscription(sub, "AZURE_SUBSCRIPTION_ID")
         # VMSSCTL_TOKEN: a static bearer (the emulator's); without it, DefaultAzureCredential as for Azure
         return Connection(sub, endpoint.rstrip("/"), ca, env.get("VMSSCTL_TOKEN"))
     sub = subscription or env.get("AZURE_SUBSCRIPTION_ID")
     if not sub:
         raise UsageError("no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
                          "(or point at an emulator with --emulator DIR)")
+    sub = inputs.subscription(sub, "AZURE_SUBSCRIPTION_ID")
     return Connection(sub)
 
 

@@ -7,13 +7,15 @@ end in one line on stderr and exit code 2; ARM failures in one line and exit cod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vmssctl import __version__
+from vmssctl import __version__, inputs
 from vmssctl.azure import Connection, UsageError, compute_client, one_line, resolve_connection
 from vmssctl.model import Instance, ScaleSet
 
@@ -27,16 +29,26 @@ class _Parser(argparse.ArgumentParser):
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
-    g.add_argument("--emulator", metavar="DIR", help="use the emulator whose emulator.json is in DIR")
-    g.add_argument("--endpoint", help="ARM endpoint (https); default real Azure (or $VMSSCTL_ENDPOINT)")
-    g.add_argument("--ca", help="CA bundle for --endpoint (or $VMSSCTL_CA)")
-    g.add_argument("--subscription", help="subscription id (default $AZURE_SUBSCRIPTION_ID)")
+    g.add_argument("--emulator", metavar="DIR", type=_bounded(inputs.path, "--emulator"),
+                   help="use the emulator whose emulator.json is in DIR")
+    g.add_argument("--endpoint", type=_bounded(inputs.text, "--endpoint", 512),
+                   help="ARM endpoint (https); default real Azure (or $VMSSCTL_ENDPOINT)")
+    g.add_argument("--ca", type=_bounded(inputs.path, "--ca"), help="CA bundle for --endpoint (or $VMSSCTL_CA)")
+    g.add_argument("--subscription", type=_bounded(inputs.subscription, "--subscription"),
+                   help="subscription id (default $AZURE_SUBSCRIPTION_ID)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
+def _bounded(parse: Callable, flag: str, *bounds: float) -> Callable[[str], object]:
+    """An argparse ``type`` that parses and bounds with ``vmssctl.inputs`` (UsageError: one line, exit 2)."""
+    return lambda text: parse(text, flag, *bounds)
+
+
 def _target_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-g", "--resource-group", required=True)
-    p.add_argument("-n", "--name", required=True, help="scale set name")
+    p.add_argument("-g", "--resource-group", required=True, type=_bounded(inputs.resource_group, "-g"),
+                   help="resource group of the scale set")
+    p.add_argument("-n", "--name", required=True, type=_bounded(inputs.scale_set_name, "-n"),
+                   help="scale set name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,20 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     emu = sub.add_parser("emulator", help="run the local ARM emulator for scale sets (HTTPS)")
     emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=0, help="0 = any free port (see emulator.json)")
-    emu.add_argument("--state-dir", type=Path, help="keep state, certificate and emulator.json here")
-    emu.add_argument("--time-scale", type=float, default=60.0,
-                     help="simulated seconds per real second (default 60)")
+    emu.add_argument("--port", type=_bounded(inputs.count, "--port", 0, 65535), default=0,
+                     help="0 = any free port (see emulator.json)")
+    emu.add_argument("--state-dir", type=_bounded(inputs.path, "--state-dir"),
+                     help="keep state, certificate and emulator.json here")
+    emu.add_argument("--time-scale", type=_bounded(inputs.number, "--time-scale", 0, 100_000), default=60.0,
+                     help="simulated seconds per real second (default 60; 0 = frozen)")
     emu.add_argument("--demo", action="store_true", help="create demo-rg/demo-vmss (20 VMs, 5 UD x 5 FD)")
-    emu.add_argument("--seed", type=int, default=0, help="seed for simulated jitter and random faults")
-    emu.add_argument("--page-size", type=int, default=100, help="items per page of list calls")
+    emu.add_argument("--seed", type=_bounded(inputs.count, "--seed", 0, 2**63 - 1), default=0,
+                     help="seed for simulated jitter and random faults")
+    emu.add_argument("--page-size", type=_bounded(inputs.count, "--page-size", 1, 1000), default=100,
+                     help="items per page of list calls (1-1000)")
     emu.add_argument("--throttle", default="reads=250/25,writes=200/10",
                      help="ARM token buckets 'reads=CAP/PER_S,writes=CAP/PER_S' or 'off'")
     emu.add_argument("--fault", action="append", default=[], metavar="MATCH:EFFECT",
                      help="e.g. version=2.0.1:unhealthy, instanceId=3:fail, sku=x:slow=4 (repeatable)")
-    emu.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500/503")
-    emu.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
-    emu.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    emu.add_argument("--error-rate", type=_bounded(inputs.number, "--error-rate", 0, 1), default=0.0,
+                     help="share of requests answered 500/503 (0-1)")
+    emu.add_argument("--throttle-rate", type=_bounded(inputs.number, "--throttle-rate", 0, 1), default=0.0,
+                     help="share of requests answered 429 (0-1)")
+    emu.add_argument("--latency-ms", type=_bounded(inputs.number, "--latency-ms", 0, 60_000), default=0.0,
+                     help="added latency per request (at most 60000)")
     emu.set_defaults(func=cmd_emulator)
 
     show = sub.add_parser("show", help="show a scale set's model summary")
@@ -82,24 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--image-id", help="gallery image (version) or managed image resource id")
     img.add_argument("--custom-uri", help="legacy unmanaged image: URL of a .vhd blob")
     pol = up.add_argument_group("rollout policy (also from --policy FILE.toml; flags win)")
-    pol.add_argument("--policy", metavar="FILE", help="TOML file with the settings below (underscored names)")
-    pol.add_argument("--by", choices=("update-domain", "fault-domain", "zone", "batch"))
-    pol.add_argument("--batch-size", type=int)
-    pol.add_argument("--batch-percent", type=float)
+    pol.add_argument("--policy", metavar="FILE", type=_bounded(inputs.path, "--policy"),
+                     help="TOML file with the settings below (underscored names)")
+    pol.add_argument("--by", choices=("update-domain", "fault-domain", "zone", "batch"),
+                     help="group batches by update domain, fault domain, zone, or plain batches (default batch)")
+    pol.add_argument("--batch-size", metavar="N", help="instances per batch with --by batch (1-1000)")
+    pol.add_argument("--batch-percent", metavar="P", help="instances per batch as a %% of the set, with --by batch")
     pol.add_argument("--instances", help="only these instance ids, e.g. 3,7,9")
-    pol.add_argument("--canary", type=int, help="upgrade this many first, alone")
+    pol.add_argument("--canary", metavar="N", help="upgrade this many first, alone")
     pol.add_argument("--pause", help="soak time after each batch, e.g. 2m")
     pol.add_argument("--max-unavailable", help="instances (or %%) allowed down at once, unhealthy ones included")
     pol.add_argument("--max-unhealthy-upgraded", help="upgraded instances (or %%) allowed to be unhealthy (default 0)")
     pol.add_argument("--health-timeout", help="how long a batch may take to be healthy (default 10m)")
     pol.add_argument("--rollback", choices=("auto", "manual"), help="auto: restore the previous image on failure")
-    pol.add_argument("--prioritize-unhealthy", action="store_true", default=None)
+    pol.add_argument("--prioritize-unhealthy", action="store_true", default=None,
+                     help="upgrade instances that are already unhealthy first")
+    pol.add_argument("--no-health-signal", action="store_true", default=None,
+                     help="go on although the set has no health signal (no Application Health extension, "
+                          "probe, hook or gate): only power and provisioning state will be checked")
     pol.add_argument("--probe-url", help="extra gate: http(s) URL template, e.g. http://10.0.0.{instance_id}/health")
     pol.add_argument("--hook", help="extra gate: shell command template, exit 0 = pass")
     pol.add_argument("--poll", help="poll interval while a batch settles (default 10s)")
     up.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    up.add_argument("--journal", help="journal file (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    up.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
+                    help="journal file (default in the user data dir, or $VMSSCTL_JOURNAL)")
     _connection_flags(up)
     up.set_defaults(func=cmd_upgrade)
 
@@ -111,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                            ("rollback", "restore the previous image on every touched instance")):
         p = ro_sub.add_parser(name, help=helptext)
         if name != "list":
-            p.add_argument("id")
-        p.add_argument("--journal")
+            p.add_argument("id", type=_bounded(inputs.text, "rollout id", 64), help="rollout id (r-…)")
+        p.add_argument("--journal", type=_bounded(inputs.path, "--journal"), help="journal file")
         p.add_argument("-y", "--yes", action="store_true", help=argparse.SUPPRESS)
         if name in ("resume", "rollback"):
             _connection_flags(p)
@@ -121,23 +147,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_rollout)
 
     dash = sub.add_parser("dashboard", help="serve the live web console on 127.0.0.1")
-    dash.add_argument("--port", type=int, default=0, help="0 = any free port")
-    dash.add_argument("--refresh", default="5s", help="how often to list an open scale set's instances (default 5s)")
-    dash.add_argument("--journal", help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    dash.add_argument("--port", type=_bounded(inputs.count, "--port", 0, 65535), default=0,
+                      help="0 = any free port")
+    dash.add_argument("--refresh", default="5s", type=_bounded(inputs.duration, "--refresh", 3600),
+                      help="how often to list an open scale set's instances (default 5s)")
+    dash.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
+                      help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
     _connection_flags(dash)
     dash.set_defaults(func=cmd_dashboard)
 
     hm = sub.add_parser("heatmap", help="update domain x fault domain grid in the terminal")
     _target_flags(hm)
     hm.add_argument("--watch", action="store_true", help="keep refreshing")
-    hm.add_argument("--refresh", default="5s", help="refresh interval with --watch (default 5s)")
+    hm.add_argument("--refresh", default="5s", type=_bounded(inputs.duration, "--refresh", 3600),
+                    help="refresh interval with --watch (default 5s)")
     _connection_flags(hm)
     hm.set_defaults(func=cmd_heatmap)
 
     demo = sub.add_parser("demo", help="rehearse an upgrade of demo-vmss on an embedded emulator")
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    demo.add_argument("--version", default="24.04.202611200", help="image version to upgrade to")
-    demo.add_argument("--time-scale", type=float, default=120.0, help="simulated seconds per real second")
+    demo.add_argument("--version", default="24.04.202611200", type=_bounded(inputs.version, "--version"),
+                      help="image version to upgrade to")
+    demo.add_argument("--time-scale", type=_bounded(inputs.number, "--time-scale", 1, 100_000), default=120.0,
+                      help="simulated seconds per real second")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -157,10 +189,15 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
     if args.time_scale < 0 or args.page_size < 1 or not 0 <= args.port <= 65535:
         raise UsageError("--time-scale must be >= 0, --page-size >= 1, --port 0-65535")
-    server = EmulatorServer(EmulatorConfig(
+    from vmssctl.emulator.server import StateError
+
+    try:
+        server = EmulatorServer(EmulatorConfig(
         host=args.host, port=args.port, state_dir=args.state_dir, time_scale=args.time_scale, demo=args.demo,
         seed=args.seed, page_size=args.page_size, throttle=throttle, faults=rules, error_rate=args.error_rate,
         throttle_rate=args.throttle_rate, latency_ms=args.latency_ms))
+    except StateError as e:
+        raise UsageError(str(e)) from None
     try:
         sock = server.bind()
     except OSError as e:
@@ -168,7 +205,11 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     print(instructions(server.info()), flush=True)
     import asyncio
 
-    asyncio.run(server.serve(sock))  # uvicorn turns SIGINT/SIGTERM into a clean, state-saving exit
+    asyncio.run(server.serve(sock, exit_on_failed_save=True))  # SIGINT/SIGTERM: a clean, state-saving exit
+    if not server.saved_at_exit:
+        print(f"error: the emulator state could not be saved: {server.emu.persistence.get('lastError')}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -210,7 +251,8 @@ def _policy(args: argparse.Namespace):
 
     overrides = {k: getattr(args, k) for k in (
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
-        "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll")}
+        "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
+        "no_health_signal")}
     return policy.load(args.policy, overrides)
 
 
@@ -263,11 +305,12 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         print(f"interrupted: rollout {rollout.id} stopped where it was; finish it with 'vmssctl rollout resume "
               f"{rollout.id}' or undo it with 'vmssctl rollout rollback {rollout.id}'", file=sys.stderr)
         return EXIT_ABORTED
-    except Exception as e:  # ARM gave up on us mid-rollout (after the SDK's retries): say how to carry on
-        if not e.__class__.__module__.startswith("azure."):
-            raise
-        message, _ = _describe_azure_error(e)
-        print(f"error: {message}; rollout {rollout.id} is resumable with 'vmssctl rollout resume {rollout.id}'",
+    except (UsageError, BrokenPipeError):
+        raise
+    except Exception as e:  # ARM (or the emulator) gave up on us mid-rollout: say how to carry on
+        message, _ = describe_error(e)
+        print(f"error: {inputs.one_line(message)}; rollout {rollout.id} is resumable with "
+              f"'vmssctl rollout resume {rollout.id}'",
               file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -295,8 +338,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         kind, text = done
         render.message(args.output, text, {"type": kind, "rollout": r.id})
         return EXIT_OK
-    # resume / rollback and no process runs it: run the engine here
-    conn, client = _client(args)
+    # resume / rollback and no process runs it: run the engine here, connected as the rollout was
+    stored = r.connection or {}
+    if not (args.emulator or args.endpoint or args.subscription or os.environ.get("VMSSCTL_ENDPOINT")) and stored:
+        conn = resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
+                                  stored.get("subscription"))
+        client = compute_client(conn)
+    else:
+        conn, client = _client(args)
     if (conn.subscription.lower(), (conn.endpoint or "").lower()) != (r.subscription.lower(),
                                                                         (r.endpoint or "").lower()):
         raise UsageError(f"rollout {r.id} ran against {r.endpoint or 'Azure'} subscription {r.subscription}; "
@@ -314,9 +363,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     import socket
 
     from vmssctl.dashboard.app import Dashboard, run_forever
-    from vmssctl.policy import parse_duration
 
-    interval = parse_duration(args.refresh, "--refresh")
+    interval = args.refresh
     if interval < 1:
         raise UsageError("--refresh must be at least 1s")
     conn, client = _client(args)
@@ -339,9 +387,8 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
 
     from vmssctl import render
     from vmssctl.azure import ScaleSetApi
-    from vmssctl.policy import parse_duration
 
-    interval = parse_duration(args.refresh, "--refresh")
+    interval = max(1.0, args.refresh)
     _, client = _client(args)
     api = ScaleSetApi(client, args.resource_group, args.name)
     if args.output == "json":
@@ -403,19 +450,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
             render.instances(api.instances(), "table")
             con.print(f"[bold]Availability record[/] (from the emulator): healthy instances during the rollout "
                       f"min {record['minHealthy']} of {record['capacity']}, floor {floor}: [bold]{verdict}[/]; "
-                      f"running min {record['minRunning']}; each instance upgraded "
-                      f"{sorted(set(record['upgrades'].values()))} time(s)")
+                      f"running min {record['minRunning']}; {_times(record['upgrades'])}")
         api.client.close()
         return code
     finally:
         server.stop()
 
 
+def _times(upgrades: dict[str, int]) -> str:
+    """'each instance upgraded once' (or how often each was), from the emulator's per-instance counts."""
+    counts = sorted(set(upgrades.values()))
+    if counts == [1]:
+        return f"each of {len(upgrades)} instances upgraded once"
+    return "upgrades per instance: " + ", ".join(f"{n}x {sum(1 for v in upgrades.values() if v == n)}"
+                                                 for n in counts)
+
+
 # ------------------------------------------------------------------------------- entry
-def _describe_azure_error(e: Exception) -> tuple[str, int]:
+def describe_error(e: BaseException) -> tuple[str, int]:
+    """Any failure as (one line naming the cause, exit code). Unknown ones say how to see the traceback."""
+    from vmssctl.errors import VmssctlError
+
+    if isinstance(e, VmssctlError):
+        return str(e), e.exit_code
+    if e.__class__.__module__.startswith("azure."):
+        return _describe_azure_error(e)
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}", EXIT_FAILED
+    return (f"internal error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(set VMSSCTL_DEBUG=1 to see the traceback)"), EXIT_FAILED
+
+
+def _describe_azure_error(e: BaseException) -> tuple[str, int]:
     from azure.core.exceptions import (
         AzureError,
         ClientAuthenticationError,
+        DecodeError,
+        DeserializationError,
         HttpResponseError,
         ResourceNotFoundError,
         ServiceRequestError,
@@ -425,13 +496,15 @@ def _describe_azure_error(e: Exception) -> tuple[str, int]:
         return one_line(e), EXIT_USAGE
     if isinstance(e, ClientAuthenticationError):
         return f"authentication failed: {one_line(e)}", EXIT_USAGE
+    if isinstance(e, DecodeError | DeserializationError):
+        return f"ARM sent a response the Azure SDK cannot read: {one_line(e)[:300]}", EXIT_FAILED
     if isinstance(e, HttpResponseError):
         return one_line(e), EXIT_USAGE if e.status_code == 400 else EXIT_FAILED
     if isinstance(e, ServiceRequestError):
         return f"cannot reach the ARM endpoint: {one_line(e)}", EXIT_USAGE
     if isinstance(e, AzureError):  # e.g. the connection dropped mid-response, after the SDK's retries
         return f"ARM call failed: {one_line(e)}", EXIT_FAILED
-    raise e
+    return f"Azure SDK error: {e.__class__.__name__}: {one_line(e)[:300]}", EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,14 +516,19 @@ def main(argv: list[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {inputs.one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return EXIT_ABORTED
-    except Exception as e:  # ARM errors become one line; anything else is a bug and keeps its traceback
-        if not e.__class__.__module__.startswith("azure."):
+    except BrokenPipeError:  # e.g. 'vmssctl rollout list -o json | head': the reader has what it wanted
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as e:  # every failure is one line; VMSSCTL_DEBUG=1 shows the traceback of a bug
+        if os.environ.get("VMSSCTL_DEBUG"):
             raise
-        message, code = _describe_azure_error(e)
-        print(f"error: {message}", file=sys.stderr)
+        message, code = describe_error(e)
+        print(f"error: {inputs.one_line(message)}", file=sys.stderr)
         return code

@@ -40,10 +40,24 @@ def _group_key(policy: RolloutPolicy) -> Callable[[Instance], object] | None:
 
 
 def max_unavailable(policy: RolloutPolicy, capacity: int, largest_batch: int) -> int:
-    """Explicit ``--max-unavailable`` (count or %), else the largest batch; at least one."""
+    """Explicit ``--max-unavailable`` (count or %), else the largest batch; at least one.
+
+    A batch size alone never takes the whole set down: without an explicit amount the
+    budget stops one short of the capacity (20 instances, ``--batch-size 1000``: 19 at a
+    time, floor 1). Only ``--max-unavailable 100%`` (or a count of at least the capacity)
+    gives a floor of 0, and a one-instance set needs exactly that (``prepare`` says so).
+    """
     if policy.max_unavailable is not None:
         return max(1, policy.max_unavailable.of(capacity))
-    return max(1, largest_batch)
+    return max(1, min(largest_batch, capacity - 1))
+
+
+def takes_everything_down(policy: RolloutPolicy, plan: Plan) -> bool:
+    """Would this plan let every instance be down at once without the user having said so?"""
+    explicit = policy.max_unavailable is not None and (
+        policy.max_unavailable.everything or
+        (not policy.max_unavailable.percent and policy.max_unavailable.value >= plan.capacity))
+    return plan.capacity > 0 and plan.floor == 0 and not explicit
 
 
 def make_plan(instances: list[Instance], policy: RolloutPolicy, needs_upgrade: Callable[[Instance], bool],

@@ -10,31 +10,17 @@ import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 
-from vmssctl.azure import UsageError
+from vmssctl import inputs
+from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
 
 def parse_duration(text: str | float | int, flag: str) -> float:
-    """``90``, ``90s``, ``2m``, ``1h30m``, ``PT2M`` → seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0:
-            raise UsageError(f"{flag} must not be negative")
-        return float(text)
-    s = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    if s.startswith("pt"):
-        s = s[2:]
-    m = _DURATION_RE.match(s)
-    if not s or not m:
-        raise UsageError(f"{flag} '{text}' is not a duration such as 30s, 2m or 1h30m")
-    h, mi, sec = m.groups()
-    return int(h or 0) * 3600 + int(mi or 0) * 60 + float(sec or 0)
+    """``90``, ``90s``, ``2m``, ``1h30m``, ``PT2M`` → seconds (bounded; see ``inputs.duration``)."""
+    return inputs.duration(text, flag)
 
 
 @dataclass(frozen=True)
@@ -46,22 +32,21 @@ class Amount:
 
     @classmethod
     def parse(cls, text: str | int, flag: str) -> Amount:
-        s = str(text).strip()
+        if isinstance(text, str) and text.endswith("%"):
+            return cls(inputs.percent(text, flag), True)
         try:
-            if s.endswith("%"):
-                v = float(s[:-1])
-                if not 0 <= v <= 100:
-                    raise ValueError
-                return cls(v, True)
-            v = int(s)
-            if v < 0:
-                raise ValueError
-            return cls(v, False)
-        except ValueError:
-            raise UsageError(f"{flag} '{text}' is not a count (3) or a percentage (20%)") from None
+            return cls(inputs.count(text, flag), False)
+        except UsageError:
+            raise UsageError(f"{flag} '{inputs.shown(text)}' is not a count from 0 to {inputs.MAX_INSTANCES} "
+                             "(3) or a percentage (20%)") from None
 
     def of(self, total: int) -> int:
         return math.floor(total * self.value / 100) if self.percent else int(self.value)
+
+    @property
+    def everything(self) -> bool:
+        """Does this amount explicitly allow the whole set (``100%``)?"""
+        return self.percent and self.value >= 100
 
     def __str__(self) -> str:
         return f"{self.value:g}%" if self.percent else str(int(self.value))
@@ -83,6 +68,7 @@ class RolloutPolicy:
     probe_url: str | None = None
     hook: str | None = None
     poll: float = 10.0
+    no_health_signal: bool = False  # go on although nothing but power and provisioning state can be checked
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -99,13 +85,12 @@ class RolloutPolicy:
             raise UsageError("--canary must not be negative")
         if self.rollback not in ("auto", "manual"):
             raise UsageError(f"--rollback '{self.rollback}' is not auto or manual")
-        if self.health_timeout <= 0 or self.poll <= 0:
-            raise UsageError("--health-timeout and --poll must be positive")
+        if self.health_timeout < 1 or self.poll < 1:
+            raise UsageError("--health-timeout and --poll must be at least 1s")
         if self.probe_url is not None and not re.match(r"^https?://", self.probe_url):
             raise UsageError(f"--probe-url '{self.probe_url}' is not an http(s) URL template")
-        for i in self.instances:
-            if not i.isdigit():
-                raise UsageError(f"--instances: '{i}' is not an instance id (use e.g. 3,7,9)")
+        if self.instances:
+            inputs.instance_ids(list(self.instances))
 
     def batch_count(self, capacity: int) -> int:
         """Instances per batch for ``--by batch``."""
@@ -136,38 +121,45 @@ _NAMES = {f.name for f in fields(RolloutPolicy)}
 
 
 def load(path: str | None, overrides: dict) -> RolloutPolicy:
-    """Policy from an optional TOML file, with flag values (not None) on top."""
+    """Policy from an optional TOML file, with flag values (not None) on top; every value bounded."""
     raw: dict = {}
-    if path:
+    if path is not None:
         try:
-            raw = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"policy file '{path}' does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raw = tomllib.loads(inputs.read_small_file(path, "--policy"))
+        except tomllib.TOMLDecodeError as e:
             raise UsageError(f"policy file '{path}' is not valid TOML: {e}") from None
         raw = raw.get("rollout", raw)
+        if not isinstance(raw, dict):
+            raise UsageError(f"policy file '{path}': [rollout] must be a table")
         unknown = set(raw) - _NAMES
         if unknown:
             raise UsageError(f"policy file '{path}': unknown setting(s) {', '.join(sorted(unknown))}")
     merged = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        kwargs: dict = {}
-        for key, value in merged.items():
-            if key in ("pause", "health_timeout", "poll"):
-                kwargs[key] = parse_duration(value, f"--{key.replace('_', '-')}")
-            elif key in ("max_unavailable", "max_unhealthy_upgraded"):
-                kwargs[key] = Amount.parse(value, f"--{key.replace('_', '-')}")
-            elif key == "instances":
-                items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-                kwargs[key] = tuple(i.strip() for i in items if i.strip())
-            elif key in ("batch_size", "canary"):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise UsageError(f"{key} must be a whole number")
-                kwargs[key] = value
-            elif key == "batch_percent":
-                kwargs[key] = float(str(value).rstrip("%"))
-            else:
-                kwargs[key] = value
-        return replace(RolloutPolicy(), **kwargs) if kwargs else RolloutPolicy()
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"invalid rollout policy: {e}") from None
+    kwargs: dict = {}
+    for key, value in merged.items():
+        flag = f"--{key.replace('_', '-')}"
+        if key in ("pause", "health_timeout", "poll"):
+            kwargs[key] = inputs.duration(value, flag)
+        elif key in ("max_unavailable", "max_unhealthy_upgraded"):
+            kwargs[key] = Amount.parse(value, flag)
+        elif key == "instances":
+            kwargs[key] = inputs.instance_ids(value, flag)
+        elif key == "batch_size":
+            kwargs[key] = inputs.count(value, flag, 1)
+        elif key == "canary":
+            kwargs[key] = inputs.count(value, flag, 0)
+        elif key == "batch_percent":
+            kwargs[key] = inputs.percent(value, flag, low_open=True)
+        elif key in ("probe_url", "hook"):
+            kwargs[key] = inputs.text(value, flag)
+        elif key in ("prioritize_unhealthy", "no_health_signal"):
+            if not isinstance(value, bool):
+                raise UsageError(f"{key} must be true or false")
+            kwargs[key] = value
+        elif key in ("by", "rollback"):
+            if not isinstance(value, str):
+                raise UsageError(f"{key} must be a string")
+            kwargs[key] = value
+        else:  # pragma: no cover - _NAMES and this table list the same settings
+            raise UsageError(f"unknown setting {key}")
+    return replace(RolloutPolicy(), **kwargs) if kwargs else RolloutPolicy()

@@ -128,9 +128,15 @@ def plan(prepared, output: str) -> None:
     group = {"batch": f"batches of {pol.batch_count(p.capacity)}", "update-domain": "update domain",
              "fault-domain": "fault domain", "zone": "zone"}[pol.by]
     c.print(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
-            + f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of {p.capacity})"
+            + (f", max unavailable {p.max_unavailable}: EVERY INSTANCE MAY BE DOWN AT ONCE (floor 0)" if p.floor == 0
+               else f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of {p.capacity})")
             + f", max unhealthy upgraded {pol.max_unhealthy_upgraded}, health timeout {_duration(pol.health_timeout)}"
             + (f", pause {_duration(pol.pause)}" if pol.pause else "") + f", rollback {pol.rollback}")
+    from vmssctl.upgrade import health_signal
+
+    signal = health_signal(ss, pol)
+    c.print(f"  health signal: {signal}" if signal else
+            "  health signal: [bold red]NONE[/] (--no-health-signal): only power and provisioning state are checked")
     c.print(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the new "
             "image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
     for n, batch in enumerate(p.batches[:50], 1):
@@ -159,14 +165,19 @@ def rollouts(items: list, output: str) -> None:
 
 def rollout_status(r, batches: list, events: list, output: str) -> None:
     if output == "json":
-        print(json.dumps({"rollout": r.to_json(), "batches": [b.__dict__ for b in batches], "events": events},
-                         indent=2, default=str))
+        rollout = r.to_json()
+        progress = rollout.pop("progress")
+        print(json.dumps({"rollout": rollout, "progress": progress, "batches": [b.__dict__ for b in batches],
+                          "events": events}, indent=2, default=str))
         return
     from vmssctl.rollout.events import describe
+    from vmssctl.rollout.progress import Progress, summary
 
     c = console()
     c.print(f"[bold]{r.id}[/] {r.resource_group}/{r.name}: [bold]{r.state}[/] ({r.phase})")
     c.print(f"  {ImageRef(**r.previous)} -> {ImageRef(**r.target)}")
+    if r.progress:
+        c.print(f"  {summary(Progress.from_json(r.progress))}", highlight=False)
     if r.error:
         c.print(f"  [red]{r.error}[/]")
     t = Table("batch", "kind", "state", "instances", "failed")

@@ -9,16 +9,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from vmssctl.azure import UsageError
+from vmssctl import inputs
+from vmssctl.errors import UsageError
 from vmssctl.model import ImageRef
 
-VERSION_RE = re.compile(r"^(latest|\d+\.\d+\.\d+)$", re.IGNORECASE)
+_SEG = r"[A-Za-z0-9_.()-]{1,90}"  # an ARM name segment (ASCII; Compute's names are narrower still)
 IMAGE_ID_RE = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
-    r"(galleries/[^/]+/images/[^/]+(/versions/(latest|\d+\.\d+\.\d+))?|images/[^/]+)$",
+    rf"/subscriptions/{_SEG}/resourceGroups/{_SEG}/providers/Microsoft\.Compute/"
+    rf"(galleries/{_SEG}/images/{_SEG}(/versions/(latest|[0-9]{{1,10}}\.[0-9]{{1,10}}\.[0-9]{{1,10}}))?"
+    rf"|images/{_SEG})",
     re.IGNORECASE,
 )
-URI_RE = re.compile(r"^https?://[^\s/]+/\S+\.vhd$", re.IGNORECASE)
+URI_RE = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?/[A-Za-z0-9._~%/-]{1,1024}\.vhd", re.IGNORECASE)
 KIND_NAMES = {"platform": "a platform image", "id": "a gallery or managed image", "uri": "an unmanaged VHD"}
 
 
@@ -41,16 +43,19 @@ class ImageChange:
         platform = any((self.publisher, self.offer, self.sku, self.version))
         if sum((platform, bool(self.image_id), bool(self.custom_uri))) > 1:
             raise UsageError("choose one image kind: --version/--sku/--offer/--publisher, --image-id, or --custom-uri")
-        if self.version is not None and not VERSION_RE.match(self.version):
-            raise UsageError(f"--version '{self.version}' is not 'latest' or Major.Minor.Build (e.g. 22.04.202611200)")
+        if self.version is not None:
+            inputs.version(self.version)
         for flag, value in (("--sku", self.sku), ("--offer", self.offer), ("--publisher", self.publisher)):
-            if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", value):
-                raise UsageError(f"{flag} '{value}' is not a valid image {flag[2:]} name")
-        if self.image_id is not None and not IMAGE_ID_RE.match(self.image_id):
-            raise UsageError(f"--image-id '{self.image_id}' is not a gallery image (version) or managed image "
-                             "resource id")
-        if self.custom_uri is not None and not URI_RE.match(self.custom_uri):
-            raise UsageError(f"--custom-uri '{self.custom_uri}' is not an http(s) URL of a .vhd blob")
+            if value is not None:
+                inputs.name(value, flag)
+        if self.image_id is not None and not IMAGE_ID_RE.fullmatch(self.image_id):
+            raise UsageError(f"--image-id '{inputs.shown(self.image_id)}' is not a gallery image (version) or "
+                             "managed image resource id")
+        version_in_id = IMAGE_ID_RE.fullmatch(self.image_id or "")
+        if version_in_id and version_in_id.group(3) and version_in_id.group(3).lower() != "latest":
+            inputs.version(version_in_id.group(3), "--image-id version")
+        if self.custom_uri is not None and not URI_RE.fullmatch(self.custom_uri):
+            raise UsageError(f"--custom-uri '{inputs.shown(self.custom_uri)}' is not an http(s) URL of a .vhd blob")
 
     def apply(self, current: ImageRef) -> ImageRef:
         """The target image; raises UsageError where Compute would refuse the change."""

@@ -8,12 +8,12 @@ is written before ``start``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmssctl.azure import Connection, ScaleSetApi, UsageError
 from vmssctl.model import ImageRef, Instance, ScaleSet
-from vmssctl.plan import Plan, make_plan
-from vmssctl.policy import RolloutPolicy
+from vmssctl.plan import Plan, make_plan, takes_everything_down
+from vmssctl.policy import Amount, RolloutPolicy
 from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
@@ -47,6 +47,7 @@ class Prepared:
             "diff": [{"field": f, "from": a, "to": b} for f, a, b in self.diff],
             "policy": self.policy.to_json(), "plan": self.plan.to_json(),
             "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
+            "healthSignal": health_signal(self.scale_set, self.policy),
         }
 
 
@@ -92,15 +93,38 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
     plan = make_plan(instances, policy, (lambda i: True) if model_changes else
                      (lambda i: behind(i.latest_model, i.image, newest)),
                      canary=0 if (active and active.canary_done) else None)
+    if plan.pending and not health_signal(ss, policy) and not policy.no_health_signal:
+        raise UsageError(f"{api.resource_group}/{api.name} has no health signal (no Application Health extension, no "
+                         "load balancer probe) and no --probe-url or --hook: only power and provisioning state could "
+                         "be checked, so an image that boots but serves nothing would pass. Add a gate, or pass "
+                         "--no-health-signal to go on anyway")
+    if plan.pending and takes_everything_down(policy, plan):
+        raise UsageError(f"{api.resource_group}/{api.name} has {plan.capacity} instance(s): this plan would take "
+                         "every one down at once. Pass --max-unavailable 100% to accept that")
+    if policy.canary and plan.capacity > 1 and policy.canary >= plan.capacity and not (active and active.canary_done):
+        raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
+                         "of them, upgraded first")
     return Prepared(ss, instances, target, policy, plan, active)
+
+
+def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:
+    """What will tell vmssctl an upgraded VM is good, beyond power and provisioning state (None: nothing)."""
+    gates = [g for g, on in (("HTTP probe", policy.probe_url), ("command hook", policy.hook)) if on]
+    signals = ([ss.health_signal] if ss.health_signal else []) + gates
+    return " + ".join(signals) or None
 
 
 def begin(journal: Journal, conn: Connection, api: ScaleSetApi, prepared: Prepared) -> Rollout:
     """Record the rollout in the journal (or take up the one being resumed); the first write of all."""
     r = prepared.resume
     if r is None:
+        # the budget is fixed by the plan the user approved, so the floor stays the same to the last batch
+        # (re-planning what is left would otherwise shrink the batches and raise the floor as it goes)
+        policy = prepared.policy if prepared.policy.max_unavailable is not None else \
+            replace(prepared.policy, max_unavailable=Amount(prepared.plan.max_unavailable, False))
         return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
-                              prepared.target.to_json(), prepared.scale_set.image.to_json(), prepared.policy.to_json())
+                              prepared.target.to_json(), prepared.scale_set.image.to_json(), policy.to_json(),
+                              conn.to_json())
     if r.requested == "pause" or r.state == "paused":
         journal.unpause(r)
     return journal.get(r.id)
