@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import json
 import ssl
+import urllib.error
 import urllib.request
 
 from vmssctl.azure import Connection
+from vmssctl.errors import VmssctlError
+
+
+class EmulatorError(VmssctlError):
+    """The emulator's admin API could not be reached or refused a call."""
 
 
 class AdminClient:
@@ -21,8 +27,15 @@ class AdminClient:
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=self._headers)
-        with urllib.request.urlopen(req, context=self._tls, timeout=30) as r:
-            return json.loads(r.read())
+        try:
+            with urllib.request.urlopen(req, context=self._tls, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise EmulatorError(f"the emulator refused {method} /_emulator/{path}: HTTP {e.code}") from None
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise EmulatorError(f"the emulator at {self.base.removesuffix('/_emulator/')} is not answering "
+                                f"({reason}); is it still running?") from None
 
     def clock(self) -> dict:
         return self.call("GET", "clock")

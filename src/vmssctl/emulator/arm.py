@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from vmssctl.emulator import shapes, timing
+from vmssctl.emulator import shapes, timing, validate
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.faults import Faults, RequestDice, Throttle, ThrottleLimits
 from vmssctl.emulator.stats import WRITE_METHODS, RequestStats
@@ -61,6 +61,8 @@ class Emulator:
     page_size: int = 100
     seed: int = 0
     dice: RequestDice = field(init=False)
+    persistence: dict = field(default_factory=lambda: {"ok": True, "failures": 0})
+    on_write: Callable[[], object] | None = None  # persist an acknowledged change before answering
 
     def __post_init__(self) -> None:
         self.dice = RequestDice(self.seed)
@@ -100,6 +102,20 @@ class Emulator:
         except ValueError:
             return False
         return claims.get("exp", 0) > time.time()
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused (413) past ARM's size limit without reading the rest into memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > validate.MAX_BODY_BYTES:
+        raise validate.too_large(int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > validate.MAX_BODY_BYTES:
+            raise validate.too_large(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
@@ -252,7 +268,7 @@ def _list_image_versions(ctx: Ctx) -> Response:
     q = ctx.request.query_params
     if "desc" in q.get("$orderby", "").lower():
         versions.reverse()
-    if q.get("$top", "").isdigit():
+    if q.get("$top", "").isascii() and q.get("$top", "").isdigit():
         versions = versions[: int(q["$top"])]
     base = (f"/Subscriptions/{ctx.world.subscription}/Providers/Microsoft.Compute/Locations/{p['location']}/"
             f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
@@ -298,10 +314,7 @@ def _delete_group(ctx: Ctx) -> Response:
 # -------------------------------------------------------------------------- scale sets
 def _page(ctx: Ctx, items: list, render: Callable[[object], dict]) -> Response:
     q = ctx.request.query_params
-    try:
-        start = int(q.get("$skiptoken", "0"))
-    except ValueError:
-        raise invalid("The $skiptoken is not valid.", "$skiptoken") from None
+    start = validate.skiptoken(q.get("$skiptoken"))
     size = ctx.emu.page_size
     body: dict = {"value": [render(x) for x in items[start:start + size]]}
     if start + size < len(items):
@@ -484,6 +497,8 @@ async def arm_endpoint(request: Request) -> Response:
     try:
         response = await _serve_arm(request, emu, method, operation, handler, params)
         status = response.status_code
+        if emu.on_write is not None and method in WRITE_METHODS and status < 400:
+            emu.on_write()  # what ARM acknowledged is on disk before the client hears of it
         return response
     finally:
         emu.stats.record(method, operation, request.url.path, status, emu.world.now())
@@ -539,15 +554,14 @@ async def _serve_arm(request: Request, emu: Emulator, method: str, operation: st
         return _json({"error": {"code": code, "message": "Injected fault: the emulator failed this request "
                                 "before acting on it."}}, rolled, base_headers)
     body: object = None
-    if method in ("PUT", "PATCH", "POST"):
-        raw = await request.body()
-        if raw.strip():
-            try:
-                body = json.loads(raw)
-            except ValueError as e:
-                return _error(ArmError(400, "InvalidRequestContent",
-                                       f"The request content was invalid and could not be deserialized: {e}."),
-                              base_headers)
+    try:
+        if method in ("PUT", "PATCH", "POST"):
+            raw = await read_body(request)
+            if raw.strip():
+                validate.check_content_type(request.headers.get("content-type"))
+                body = validate.parse_json(raw)
+    except ArmError as err:
+        return _error(err, base_headers)
     ctx = Ctx(emu, request, method, api_version, f"{request.url.scheme}://{request.url.netloc}", params, body)
     try:
         if "sub" in params:
@@ -555,6 +569,14 @@ async def _serve_arm(request: Request, emu: Emulator, method: str, operation: st
         response = handler(ctx)
     except ArmError as err:
         return _error(err, base_headers)
+    except (TypeError, AttributeError, KeyError, ValueError) as e:
+        if body is None:
+            log.exception("unhandled error serving %s %s", method, request.url.path)
+            return _error(ArmError(500, "InternalServerError", "The emulator hit an internal error."), base_headers)
+        # a body of a shape the validation above did not foresee: refuse it as ARM's deserializer would
+        log.warning("refused a %s %s body the emulator could not read: %r", method, request.url.path, e)
+        return _error(ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                               f"deserialized: {e.__class__.__name__}."), base_headers)
     except Exception:  # a bug, not bad input: say so in ARM's shape rather than drop the connection
         log.exception("unhandled error serving %s %s", method, request.url.path)
         return _error(ArmError(500, "InternalServerError", "The emulator hit an internal error."), base_headers)

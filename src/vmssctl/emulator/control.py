@@ -5,18 +5,19 @@
 from __future__ import annotations
 
 import hmac
-import json
+import math
 from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from vmssctl.emulator.arm import Emulator, _bearer, _error, _json
+from vmssctl.emulator import validate
+from vmssctl.emulator.arm import Emulator, _bearer, _error, _json, read_body
 from vmssctl.emulator.clock import iso
 from vmssctl.emulator.errors import ArmError
 from vmssctl.emulator.faults import Throttle, ThrottleLimits
-from vmssctl.emulator.images import VERSION_RE
+from vmssctl.emulator.images import is_version
 
 
 def _admin(fn: Callable) -> Callable:
@@ -29,25 +30,33 @@ def _admin(fn: Callable) -> Callable:
                          401)
         body = None
         if request.method in ("POST", "PUT"):
-            raw = await request.body()
             try:
-                body = json.loads(raw) if raw.strip() else {}
-            except ValueError as e:
-                return _json({"error": {"code": "InvalidRequestContent", "message": f"Malformed JSON: {e}"}}, 400)
+                raw = await read_body(request)
+                body = validate.parse_json(raw) if raw.strip() else {}
+            except ArmError as err:
+                return _error(err)
             if not isinstance(body, dict):
                 return _json({"error": {"code": "InvalidRequestContent", "message": "Body must be an object."}}, 400)
         try:
-            return fn(emu, request, body)
-        except (ValueError, TypeError, KeyError) as e:
-            return _json({"error": {"code": "InvalidParameter", "message": str(e)}}, 400)
+            response = fn(emu, request, body)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            return _json({"error": {"code": "InvalidParameter", "message": str(e)[:500]}}, 400)
         except ArmError as err:
             return _error(err)
+        if request.method in ("POST", "PUT") and emu.on_write is not None:
+            emu.on_write()
+        return response
     return wrapped
 
 
 def _since(request: Request) -> float | None:
     raw = request.query_params.get("since")
-    return float(raw) if raw else None
+    if not raw:
+        return None
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("since must be a finite number of epoch seconds")
+    return value
 
 
 @_admin
@@ -58,6 +67,7 @@ def admin_stats(emu: Emulator, request: Request, body: object) -> Response:
     records = request.query_params.get("records", "false").lower() in ("1", "true", "yes")
     return _json({
         "now": world.now(), "timeScale": world.clock.scale, "requests": emu.stats.to_json(),
+        "stateChanges": world.changes, "persistence": emu.persistence,
         "scaleSets": {f"{s.rg}/{s.name}": world.availability_since(s, since, records) for s in world.sets.values()},
     })
 
@@ -70,7 +80,7 @@ def admin_stats_reset(emu: Emulator, request: Request, body: object) -> Response
 
 @_admin
 def admin_requests(emu: Emulator, request: Request, body: object) -> Response:
-    after = int(request.query_params.get("after", "0"))
+    after = validate.skiptoken(request.query_params.get("after"))
     return _json({"requests": [r for r in emu.stats.log if r["seq"] > after], "lastSeq": emu.stats.seq})
 
 
@@ -97,10 +107,12 @@ def admin_clock(emu: Emulator, request: Request, body: dict | None) -> Response:
     world = emu.world
     if request.method == "POST":
         body = body or {}
-        if "scale" in body:
-            world.clock.set_scale(float(body["scale"]))
-        if "advance" in body:
-            world.clock.advance(float(body["advance"]))
+        scale = validate.number(body, "scale", 0, 100_000) if "scale" in body else None
+        advance = validate.number(body, "advance", 0, 10 * 365 * 86400) if "advance" in body else None
+        if scale is not None:
+            world.clock.set_scale(scale)
+        if advance is not None:
+            world.clock.advance(advance)
         world.advance()
         world.changes += 1
     now = world.now()
@@ -111,15 +123,23 @@ def admin_clock(emu: Emulator, request: Request, body: dict | None) -> Response:
 def admin_images(emu: Emulator, request: Request, body: dict | None) -> Response:
     if request.method == "POST":
         body = body or {}
-        if not VERSION_RE.match(str(body.get("version", ""))):
-            raise ValueError("version must be Major.Minor.Build")
+        if not is_version(body.get("version")) or not all(isinstance(body.get(k), str)
+                                                          for k in ("publisher", "offer", "sku")):
+            raise ValueError("publisher, offer, sku must be names and version Major.Minor.Build")
         emu.world.catalog.publish(body["publisher"], body["offer"], body["sku"], body["version"])
         emu.world.changes += 1
     return _json(emu.world.catalog.dump())
 
 
+@_admin
+def admin_state(emu: Emulator, request: Request, body: object) -> Response:
+    """The whole simulated state, exactly as it is saved (what a restart must bring back)."""
+    return _json(emu.world.dump())
+
+
 def routes() -> list[Route]:
     return [
+        Route("/_emulator/state", admin_state, methods=["GET"]),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
         Route("/_emulator/stats/reset", admin_stats_reset, methods=["POST"]),
         Route("/_emulator/requests", admin_requests, methods=["GET"]),

@@ -14,6 +14,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from vmssctl.emulator.clock import SimClock
+from vmssctl.emulator.validate import number
+
+MAX_LATENCY_MS = 60_000.0  # a minute per request is already an outage
 
 EFFECTS = ("fail", "unhealthy", "slow")
 MATCH_KEYS = ("publisher", "offer", "sku", "version", "id", "uri", "scaleSet", "instanceId")
@@ -36,7 +39,13 @@ class FaultRule:
             raise ValueError(f"unknown fault match key(s) {sorted(unknown)} (use {', '.join(MATCH_KEYS)})")
         if not self.match:
             raise ValueError("a fault rule needs at least one match key")
+        if not all(isinstance(v, str | int) and not isinstance(v, bool) and len(str(v)) <= 256
+                   for v in self.match.values()):
+            raise ValueError("fault match values must be strings of at most 256 characters")
         self.match = {k: str(v) for k, v in self.match.items()}
+        if not isinstance(self.code, str) or not 0 < len(self.code) <= 64:
+            raise ValueError("a fault code must be a string of 1-64 characters")
+        self.factor = number({"factor": self.factor}, "factor", 0.01, 1000)
 
     def applies(self, facts: dict[str, str]) -> bool:
         for key, want in self.match.items():
@@ -62,7 +71,10 @@ class FaultRule:
             match[key.strip()] = value.strip()
         factor = 3.0
         if effect.startswith("slow="):
-            effect, factor = "slow", float(effect[5:])
+            try:
+                effect, factor = "slow", float(effect[5:])
+            except ValueError:
+                raise ValueError(f"fault '{text}': slow=FACTOR needs a number") from None
         return cls(match=match, effect=effect, factor=factor)
 
 
@@ -97,16 +109,14 @@ class Faults:
         rules = self.rules
         if "rules" in body:
             rules = [FaultRule(**r) for r in body["rules"]]
+        if "rules" in body and (not isinstance(body["rules"], list) or len(body["rules"]) > 100 or
+                                not all(isinstance(r, dict) for r in body["rules"])):
+            raise ValueError("rules must be a list of at most 100 rule objects")
         rates = {}
         for key, attr in (("errorRate", "error_rate"), ("throttleRate", "throttle_rate")):
             if key in body:
-                value = float(body[key])
-                if not 0 <= value <= 1:
-                    raise ValueError(f"{key} must be between 0 and 1")
-                rates[attr] = value
-        latency = float(body.get("latencyMs", self.latency_ms))
-        if latency < 0:
-            raise ValueError("latencyMs must be >= 0")
+                rates[attr] = number(body, key, 0, 1)
+        latency = number(body, "latencyMs", 0, MAX_LATENCY_MS) if "latencyMs" in body else self.latency_ms
         self.rules = rules
         for attr, value in rates.items():
             setattr(self, attr, value)
@@ -197,9 +207,11 @@ class ThrottleLimits:
             key, _, value = part.partition("=")
             cap, _, rate = value.partition("/")
             try:
-                c, r = float(cap), float(rate)
+                c = number({"capacity": float(cap)}, "capacity", 1, 1_000_000)
+                r = number({"rate": float(rate)}, "rate", 0.001, 1_000_000)
             except ValueError:
-                raise ValueError(f"throttle '{part}' is not reads=CAP/RATE or writes=CAP/RATE") from None
+                raise ValueError(f"throttle '{part}' is not reads=CAP/RATE or writes=CAP/RATE with CAP 1-1000000 "
+                                 "and RATE 0.001-1000000") from None
             if key.strip() == "reads":
                 limits.read_capacity, limits.read_rate = c, r
             elif key.strip() == "writes":

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import re
 
+from vmssctl import inputs
 from vmssctl.emulator.errors import ArmError, invalid
 
-VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_SEG = r"[\x21-\x2e\x30-\x7e]{1,90}"  # printable ASCII but '/', bounded (the spec's examples use {placeholders})
 _ID_RE = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
-    r"(galleries/[^/]+/images/[^/]+(/versions/[^/]+)?|images/[^/]+)$",
+    rf"/subscriptions/{_SEG}/resourceGroups/{_SEG}/providers/Microsoft\.Compute/"
+    rf"(galleries/{_SEG}/images/{_SEG}(/versions/{_SEG})?|images/{_SEG})",
     re.IGNORECASE,
 )
-_SHARED_RE = re.compile(r"^/(SharedGalleries|CommunityGalleries)/[^/]+/Images/[^/]+(/Versions/[^/]+)?$", re.I)
-_URI_RE = re.compile(r"^https?://[^\s/]+/\S+$")
+_SHARED_RE = re.compile(rf"/(SharedGalleries|CommunityGalleries)/{_SEG}/Images/{_SEG}(/Versions/{_SEG})?", re.I)
+_URI_RE = re.compile(r"https?://[\x21-\x2e\x30-\x7e]{1,253}/[\x21-\x7e]{1,1024}", re.IGNORECASE)
+
+
+def is_version(value: object) -> bool:
+    """Major.Minor.Build in ASCII digits, each part a 32-bit integer (what Compute accepts)."""
+    try:
+        return isinstance(value, str) and inputs.version(value) != "latest"
+    except inputs.UsageError:
+        return False
 
 PLATFORM, GALLERY_ID, URI = "platform", "id", "uri"
 _KIND_NAMES = {PLATFORM: "a platform image", GALLERY_ID: "a gallery or managed image", URI: "an unmanaged VHD"}
@@ -51,8 +60,11 @@ def validate(storage_profile: dict) -> None:
                     f"Required parameter 'imageReference.{key}' is missing (null).",
                     f"virtualMachineProfile.storageProfile.imageReference.{key}",
                 )
+            if key != "version" and not inputs.is_scale_set_name(value):
+                raise invalid(f"The value '{inputs.shown(value)}' of parameter 'imageReference.{key}' is invalid.",
+                              f"virtualMachineProfile.storageProfile.imageReference.{key}")
         version = ref["version"]
-        if version.lower() != "latest" and not VERSION_RE.match(version):
+        if version.lower() != "latest" and not is_version(version):
             raise invalid(
                 f"The value '{version}' of parameter 'imageReference.version' is invalid: "
                 "use 'latest' or Major.Minor.Build (e.g. 22.04.202611200).",
@@ -60,7 +72,7 @@ def validate(storage_profile: dict) -> None:
             )
     elif kind == GALLERY_ID:
         value = ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId")
-        if not (_ID_RE.match(value) or _SHARED_RE.match(value)):
+        if not isinstance(value, str) or not (_ID_RE.fullmatch(value) or _SHARED_RE.fullmatch(value)):
             raise invalid(
                 f"The value '{value}' of parameter 'imageReference.id' is not a valid gallery image, "
                 "gallery image version or managed image resource id.",
@@ -68,7 +80,7 @@ def validate(storage_profile: dict) -> None:
             )
     else:
         uri = storage_profile["osDisk"]["image"]["uri"]
-        if not _URI_RE.match(uri):
+        if not isinstance(uri, str) or not _URI_RE.fullmatch(uri):
             raise invalid(
                 f"The value '{uri}' of parameter 'osDisk.image.uri' is not a valid blob URI.",
                 "virtualMachineProfile.storageProfile.osDisk.image.uri",
@@ -111,8 +123,8 @@ class Catalog:
             self._versions.setdefault(tuple(key.split("|")), set()).update(vs)
 
     def publish(self, publisher: str, offer: str, sku: str, version: str) -> None:
-        if not VERSION_RE.match(version):
-            raise invalid(f"'{version}' is not Major.Minor.Build.", "version")
+        if not is_version(version) or not all(inputs.is_scale_set_name(n) for n in (publisher, offer, sku)):
+            raise invalid(f"'{inputs.shown(version)}' is not Major.Minor.Build, or a name is invalid.", "version")
         self._versions.setdefault((publisher.lower(), offer.lower(), sku.lower()), set()).add(version)
 
     def resolve(self, ref: dict) -> str:

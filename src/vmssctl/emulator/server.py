@@ -149,6 +149,10 @@ class EmulatorConfig:
     latency_ms: float = 0.0
 
 
+class StateError(Exception):
+    """The state directory holds something this emulator must not start from."""
+
+
 class _SavingServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM once it has shut down, ending the process: save the state before that."""
 
@@ -170,12 +174,22 @@ class EmulatorServer:
         self.state_dir = Path(config.state_dir) if config.state_dir else Path(tempfile.mkdtemp(prefix="vmssctl-emu-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = self.state_dir / "state.json"
+        self.stale_file = self.state_dir / "state.stale.json"
         self.info_file = self.state_dir / "emulator.json"
         faults = Faults(rules=list(config.faults or []), error_rate=config.error_rate,
                         throttle_rate=config.throttle_rate, latency_ms=config.latency_ms)
         world = None
+        if self.persistent and self.stale_file.exists() and not self.state_file.exists():
+            raise StateError(f"the emulator's last save in {self.state_dir} failed, so {self.stale_file.name} is "
+                             "older than the state it served: rename it to state.json to start from it anyway, or "
+                             "delete it to start afresh")
         if self.persistent and self.state_file.exists():
-            state = json.loads(self.state_file.read_text())
+            try:
+                state = json.loads(self.state_file.read_text())
+                if state.get("schema") != World.SCHEMA:
+                    raise ValueError(f"schema {state.get('schema')!r}, this emulator writes {World.SCHEMA}")
+            except (OSError, ValueError) as e:
+                raise StateError(f"cannot read the emulator state {self.state_file}: {e}") from None
             if not config.faults and not (config.error_rate or config.throttle_rate or config.latency_ms):
                 saved = state.get("faults") or {}
                 faults.update(saved)
@@ -193,8 +207,10 @@ class EmulatorServer:
         self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits(), world.clock),
                             page_size=config.page_size, seed=config.seed, **kwargs)
         self.ca, self.cert, self.key = ensure_certificate(self.state_dir)
+        self.emu.on_write = self.save
         self.app = build_app(self.emu)
         self._saved_changes = -1
+        self.saved_at_exit = True
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -210,16 +226,51 @@ class EmulatorServer:
                 "subscription": w.subscription, "tenant": w.tenant, "timeScale": w.clock.scale,
                 "stateDir": str(self.state_dir), "pid": os.getpid()}
 
-    def save(self, force: bool = False) -> None:
+    def save(self, force: bool = False) -> bool:
+        """Write the state atomically (temp file, fsync, rename, fsync the directory); False if that failed.
+
+        A failed save is loud (logged once per new error, counted in ``/_emulator/stats`` under
+        ``persistence``, and the process exits 1), and the previous state file is renamed
+        ``state.stale.json`` so that a restart never takes an older state for the current one.
+        """
         if not self.persistent:
-            return
+            return True
         world = self.emu.world
-        if not force and world.changes == self._saved_changes:
-            return
-        self._saved_changes = world.changes
+        changes = world.changes
+        if not force and changes == self._saved_changes:
+            return True
+        record = self.emu.persistence
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(world.dump(), separators=(",", ":")))
-        os.replace(tmp, self.state_file)
+        try:
+            data = json.dumps(world.dump(), separators=(",", ":"), allow_nan=False).encode()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.state_file)
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except (OSError, ValueError, TypeError) as e:
+            error = f"{e.__class__.__name__}: {e}"
+            if record.get("lastError") != error:
+                log.error("emulator state NOT saved to %s: %s", self.state_file, error)
+            record.update(ok=False, lastError=error, failures=record.get("failures", 0) + 1)
+            if self.state_file.exists():
+                with contextlib.suppress(OSError):
+                    os.replace(self.state_file, self.stale_file)
+            return False
+        self._saved_changes = changes
+        if not record.get("ok", True):
+            log.warning("emulator state saved again to %s", self.state_file)
+        record.update(ok=True, lastSaved=world.now(), savedChanges=changes)
+        return True
 
     def bind(self) -> socket.socket:
         """Listen on the configured port; with port 0 and a state dir, try the previous port first
@@ -250,19 +301,31 @@ class EmulatorServer:
             except Exception:  # never let the ticker die silently with the server still up
                 log.exception("emulator ticker failed")
 
-    async def serve(self, sock: socket.socket) -> None:
+    def _final_save(self, exit_on_failure: bool) -> None:
+        """The save at shutdown. uvicorn re-raises SIGTERM/SIGINT once it has stopped, which would hide a failed
+        save behind the signal's exit status; the emulator command exits 1 instead, saying why."""
+        self.saved_at_exit = self.save(force=True)
+        if not self.saved_at_exit and exit_on_failure:
+            import sys
+
+            print(f"error: the emulator state could not be saved to {self.state_file}: "
+                  f"{self.emu.persistence.get('lastError')}", file=sys.stderr, flush=True)
+            logging.shutdown()
+            os._exit(1)
+
+    async def serve(self, sock: socket.socket, exit_on_failed_save: bool = False) -> None:
         config = uvicorn.Config(self.app, ssl_certfile=str(self.cert), ssl_keyfile=str(self.key),
                                 log_level="warning", access_log=False, lifespan="off",
                                 timeout_keep_alive=30, server_header=False,
                                 timeout_graceful_shutdown=1)
-        self._server = _SavingServer(config, lambda: self.save(force=True))
+        self._server = _SavingServer(config, lambda: self._final_save(exit_on_failed_save))
         ticker = asyncio.create_task(self._ticker())
         _write_private(self.info_file, json.dumps(self.info(), indent=2).encode())
         try:
             await self._server.serve(sockets=[sock])
         finally:
             ticker.cancel()
-            self.save(force=True)
+            self._final_save(exit_on_failed_save)
 
     def start_in_thread(self) -> EmulatorServer:
         """Serve from a daemon thread: the embedded default for ``make demo`` and commands."""

@@ -15,12 +15,14 @@ import heapq
 import itertools
 import json
 import random
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from vmssctl.emulator import defaults, images, timing
+from vmssctl import inputs
+from vmssctl.emulator import defaults, images, timing, validate
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError, conflict, invalid, not_found
 from vmssctl.emulator.faults import Faults
@@ -59,6 +61,17 @@ def _merge(base: dict, patch: dict) -> dict:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def _instance_number(raw: object) -> int | None:
+    """An instance id as ARM spells it (ASCII digits), else None (no such instance)."""
+    text = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
+
+
+def _check_location(location: object) -> None:
+    if not isinstance(location, str) or not re.fullmatch(r"[A-Za-z0-9 ]{1,64}", location):
+        raise invalid(f"The location '{inputs.shown(location)}' is not a valid Azure location name.", "location")
 
 
 def _digest(obj: object) -> str:
@@ -215,6 +228,9 @@ class World(RollingUpgrades):
             raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
 
     def put_group(self, name: str, location: str, tags: dict | None = None) -> tuple[dict, bool]:
+        validate.check_resource_group_name(name)
+        _check_location(location)
+        tags = validate.check_tags(tags)
         created = name.lower() not in self.groups
         grp = self.groups.setdefault(name.lower(), {"name": name, "location": location})
         grp["tags"] = tags or {}
@@ -252,9 +268,16 @@ class World(RollingUpgrades):
         return [s for s in self.sets.values() if rg is None or s.rg.lower() == rg.lower()]
 
     def _validate_model(self, model: dict, old: ScaleSet | None) -> None:
+        model["tags"] = validate.check_tags(model.get("tags"))
         sku = model.get("sku")
         if not isinstance(sku, dict) or not sku.get("name"):
             raise invalid("Required parameter 'sku.name' is missing (null).", "sku.name")
+        if not isinstance(sku["name"], str) or not inputs.is_scale_set_name(sku["name"]):
+            raise invalid(f"The value '{inputs.shown(sku['name'])}' of parameter 'sku.name' is not a VM size.",
+                          "sku.name")
+        zones = model.get("zones") or []
+        if not isinstance(zones, list) or len(zones) > 3 or not all(z in ("1", "2", "3") for z in zones):
+            raise invalid("The value of parameter 'zones' must be a list of the zones '1', '2' and '3'.", "zones")
         cap = sku.get("capacity", 0)
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0 or cap > 1000:
             raise invalid("The value of parameter 'sku.capacity' must be an integer from 0 to 1000.",
@@ -317,13 +340,15 @@ class World(RollingUpgrades):
         now = self.advance()
         old = self.sets.get(_key(rg, name))
         self._check_etag(old.etag if old else None, if_match, if_none_match)
-        if not isinstance(body, dict):
-            raise invalid("The request body must be a JSON object.")
+        validate.check_shape(body)
+        if old is None:
+            validate.check_scale_set_name(name)
         location = body.get("location") or (old.location if old else None)
         if not location:
             raise invalid("Required parameter 'location' is missing (null).", "location")
+        _check_location(location)
         model = _strip_read_only({k: body[k] for k in ("sku", "tags", "zones", "properties", "identity", "plan")
-                                  if k in body})
+                                  if body.get(k) is not None})
         model.setdefault("properties", {})
         if old is not None:
             self._keep_image_identity(old, model)
@@ -365,8 +390,7 @@ class World(RollingUpgrades):
         ss = self.get_set(rg, name)
         now = self.advance()
         self._check_etag(ss.etag, if_match, None)
-        if not isinstance(body, dict):
-            raise invalid("The request body must be a JSON object.")
+        validate.check_shape(body)
         patch = _strip_read_only({k: body[k] for k in ("sku", "tags", "properties", "identity", "plan", "zones")
                                   if k in body})
         model = _merge(ss.model, patch)
@@ -533,10 +557,7 @@ class World(RollingUpgrades):
             return sorted(ss.live(), key=lambda i: i.instance_id)
         out = []
         for raw in ids:
-            try:
-                inst = ss.instances.get(int(str(raw)))
-            except ValueError:
-                inst = None
+            inst = ss.instances.get(_instance_number(raw))
             if inst is None or inst.op == "delete":
                 raise invalid(f"The provided instanceId {raw} is not an active Virtual Machine Scale Set VM "
                               "instanceId.", "instanceIds")
@@ -547,10 +568,7 @@ class World(RollingUpgrades):
     def get_instance(self, rg: str, name: str, iid: str) -> tuple[ScaleSet, Instance]:
         ss = self.get_set(rg, name)
         self.advance()
-        try:
-            inst = ss.instances.get(int(iid))
-        except ValueError:
-            inst = None
+        inst = ss.instances.get(_instance_number(iid))
         if inst is None:
             raise not_found("Microsoft.Compute/virtualMachineScaleSets/virtualMachines", f"{name}/{iid}", rg)
         return ss, inst
@@ -770,9 +788,11 @@ class World(RollingUpgrades):
         }
 
     # ------------------------------------------------------------ persistence
+    SCHEMA = 1  # of the state file; bump when dump() changes shape
+
     def dump(self) -> dict:
         return {
-            "now": self.now(), "subscription": self.subscription, "tenant": self.tenant,
+            "schema": self.SCHEMA, "now": self.now(), "subscription": self.subscription, "tenant": self.tenant,
             "rng": list(self.rng.getstate()[1]), "rngPos": self.rng.getstate()[2],
             "groups": self.groups, "catalog": self.catalog.dump(), "faults": self.faults.to_json(),
             "ops": [asdict(o) for o in self.ops.values()],
