@@ -67,6 +67,11 @@ class ScaleSet:
     zones: tuple[str, ...]
     etag: str | None
     tags: dict = field(default_factory=dict, hash=False, compare=False)
+    health_signal: str | None = None  # what tells Azure a VM serves: the health extension or an LB probe
+
+    @property
+    def has_health_signal(self) -> bool:
+        return self.health_signal is not None
 
     @classmethod
     def from_sdk(cls, vmss: object, resource_group: str) -> ScaleSet:
@@ -79,6 +84,7 @@ class ScaleSet:
             orchestration_mode=_text(vmss.orchestration_mode) or "Uniform",
             provisioning_state=vmss.provisioning_state or "", fault_domains=vmss.platform_fault_domain_count or 5,
             zones=tuple(vmss.zones or ()), etag=vmss.etag, tags=dict(vmss.tags or {}),
+            health_signal=_health_signal(vmp),
         )
 
     def to_json(self) -> dict:
@@ -161,6 +167,22 @@ def grid_shape(fault_domains: int, instances: list[Instance]) -> tuple[int, int]
     uds = max([5, *[(i.update_domain or 0) + 1 for i in instances]])
     fds = max([fault_domains, *[(i.fault_domain or 0) + 1 for i in instances]])
     return uds, fds
+
+
+HEALTH_EXTENSIONS = ("applicationhealthlinux", "applicationhealthwindows")
+
+
+def _health_signal(vmp: object) -> str | None:
+    """'Application Health extension', 'load balancer probe' or None, from a scale set's VM profile."""
+    profile = getattr(vmp, "extension_profile", None)
+    for ext in (getattr(profile, "extensions", None) or []):
+        props = getattr(ext, "properties", None)
+        if (getattr(props, "type", None) or "").lower() in HEALTH_EXTENSIONS:
+            return "Application Health extension"
+    network = getattr(vmp, "network_profile", None)
+    if getattr(getattr(network, "health_probe", None), "id", None):
+        return "load balancer probe"
+    return None
 
 
 def _text(value: object) -> str | None:

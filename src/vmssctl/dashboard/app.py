@@ -30,24 +30,20 @@ from vmssctl.dashboard.watch import Watchers
 from vmssctl.policy import load as load_policy
 from vmssctl.rollout.events import Snapshot
 from vmssctl.rollout.journal import Journal, scale_set_key
+from vmssctl.rollout.progress import Progress
 from vmssctl.target import ImageChange
 
 COOKIE = "vmssctl_session"
 
 
-class LiveSink:
-    """Keeps the latest progress of a rollout this dashboard runs, for the rollout panel."""
-
-    def __init__(self) -> None:
-        self.live: dict | None = None
+class NullSink:
+    """The dashboard renders the Progress the engine stores in the journal, so its engines need no sink."""
 
     def event(self, event: dict) -> None:
         pass
 
     def snapshot(self, snap: Snapshot) -> None:
-        self.live = {"batch_no": snap.batch_no, "batches_total": snap.batches_total, "done": snap.done,
-                     "total": snap.total, "healthy": snap.healthy, "capacity": len(snap.instances),
-                     "floor": snap.floor, "batch": snap.batch}
+        pass
 
     def close(self) -> None:
         pass
@@ -62,7 +58,6 @@ class Dashboard:
     port: int = 0
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sessions: dict[str, str] = field(default_factory=dict)  # session id -> CSRF token
-    sinks: dict[str, LiveSink] = field(default_factory=dict)  # rollout id -> live progress
     notices: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -165,6 +160,7 @@ async def index(request: Request, d: Dashboard) -> Response:
 
 
 def _panel(d: Dashboard, rg: str, name: str) -> str:
+    """The rollout panel from the journal: the engine's own Progress, whichever process runs it."""
     j = d.journal()
     key = scale_set_key(d.conn.subscription, rg, name)
     active = j.active_for(key)
@@ -173,20 +169,8 @@ def _panel(d: Dashboard, rg: str, name: str) -> str:
         active = recent[0] if recent else None
     if active is None:
         return html.rollout_panel(None, None, [])
-    sink = d.sinks.get(active.id)
-    events = j.events(active.id)
-    live = sink.live if sink else None
-    view = d.watchers.get(rg, name).view
-    if live is None and active.active and view is not None:
-        # run by another process (the CLI): progress from the journal and what the watcher last saw
-        kind = "rollback" if active.phase == "rollback" else "forward"
-        batches = [b for b in j.batches(active.id) if b.kind == kind]
-        current = next((b for b in batches if b.state in ("issuing", "issued")), None)
-        live = {"batch_no": len(batches), "batches_total": "?", "done": sum(i.latest_model for i in view.instances),
-                "total": len(view.instances), "healthy": sum(i.healthy for i in view.instances),
-                "capacity": len(view.instances), "batch": current.instance_ids if current else [],
-                "floor": next((e["floor"] for e in reversed(events) if e["type"] == "batch_started"), 0)}
-    return html.rollout_panel(active, live, events)
+    progress = Progress.from_json(active.progress) if active.progress else None
+    return html.rollout_panel(active, progress, j.events(active.id), j.batches(active.id))
 
 
 def _history(d: Dashboard, rg: str, name: str) -> str:
@@ -381,7 +365,7 @@ def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
         return "nothing to do: every instance already runs the latest model"
     rollout = begin(d.journal(), d.conn, api, prepared)
-    sink = d.sinks[rollout.id] = LiveSink()
+    sink = NullSink()
 
     def engine() -> None:
         try:
@@ -412,7 +396,7 @@ async def rollout_control(request: Request, d: Dashboard) -> Response:
         return JSONResponse({"ok": False, "message": str(e)}, 400)
     if done is not None:
         return JSONResponse({"ok": True, "message": done[1]})
-    sink = d.sinks.setdefault(rid, LiveSink())
+    sink = NullSink()
     api = d.api(r.resource_group, r.name)
     threading.Thread(target=lambda: resume(api, d.journal(), d.conn, r, [sink], rollback=op == "rollback"),
                      daemon=True).start()

@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from vmssctl.model import Instance, ScaleSet, grid_shape
 from vmssctl.rollout.events import describe
-from vmssctl.rollout.journal import Rollout
+from vmssctl.rollout.journal import Batch, Rollout
+from vmssctl.rollout.progress import Progress, clock_text
 
 STATES = ("healthy", "outdated", "upgrading", "initializing", "unhealthy", "failed", "stopped", "deallocated")
 STATE_HELP = {
@@ -89,32 +90,88 @@ def summary(ss: ScaleSet | None) -> str:
     return '<table class="kv">' + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
-def rollout_panel(active: Rollout | None, live: dict | None, events: list[dict]) -> str:
-    """The running (or last) rollout: state, batch n of m, progress, floor vs healthy, events, controls."""
+def rollout_panel(active: Rollout | None, progress: Progress | None, events: list[dict],
+                  batches: list[Batch] | None = None) -> str:
+    """The running (or last) rollout: state, batch n of m, progress, floor vs healthy, timeline, events, controls.
+
+    The figures are the engine's own Progress (from the journal), the same ones the CLI prints.
+    """
     if active is None:
         return '<p class="muted">No rollout running on this scale set.</p>'
     out = [f'<div class="rollout" data-rollout="{e(active.id)}" data-state="{e(active.state)}">',
            f'<p><b>{e(active.id)}</b> <span class="state st-{e(active.state)}">{e(active.state)}</span> '
            f'({e(active.phase)})</p>']
-    if live:
-        pct = 100 * live["done"] / max(1, live["total"])
-        low = " low" if live["healthy"] < live["floor"] else ""
-        out.append(f'<div class="bar"><div style="width:{pct:.1f}%"></div></div>'
-                   f'<p class="progress">batch <b class="batch-no">{live["batch_no"]}</b> of {live["batches_total"]}, '
-                   f'<b class="done">{live["done"]}</b>/{live["total"]} upgraded; '
-                   f'<span class="health{low}">healthy {live["healthy"]}/{live["capacity"]} (floor {live["floor"]})'
-                   f'</span></p>')
-        if live["batch"]:
-            out.append(f'<p class="current">current batch: {e(", ".join(live["batch"][:40]))}</p>')
+    if progress is not None:
+        p = progress
+        pct = 100 * p.done / max(1, p.total)
+        low = " low" if p.below_floor else ""
+        verb = "rolled back" if p.phase == "rollback" else "upgraded"
+        sim = ' <span class="sim">(simulated time)</span>' if p.simulated else ""
+        out.append(f'<div class="bar{" rollback" if p.phase == "rollback" else ""}"><div style="width:{pct:.1f}%">'
+                   f'</div></div>'
+                   f'<p class="progress">batch <b class="batch-no">{p.batch_no}</b> of '
+                   f'<b class="batches-total">{p.batches_total}</b>, '
+                   f'<b class="done">{p.done}</b>/<span class="total">{p.total}</span> {verb}; '
+                   f'<span class="health{low}">healthy <b class="healthy">{p.healthy}</b>/{p.capacity} '
+                   f'(floor <b class="floor">{p.floor}</b>)</span>; elapsed <span class="elapsed">'
+                   f'{clock_text(p.elapsed)}</span>, eta <span class="eta">{clock_text(p.eta)}</span>{sim}</p>')
+        if p.current:
+            out.append(f'<p class="current">current batch: {e(", ".join(p.current[:40]))}</p>')
+        out.append(timeline(p, batches or []))
     if active.error:
         out.append(f'<p class="error">{e(active.error)}</p>')
     if active.active:
         out.append('<div class="controls">' + "".join(
             f'<button type="button" class="rollout-op" data-op="{op}">{op}</button>'
             for op in ("pause", "resume", "abort", "rollback")) + "</div>")
-    out.append('<ol class="events">' + "".join(f"<li>{e(describe(ev))}</li>" for ev in events[-12:]) + "</ol>")
+    out.append('<ol class="events">' + "".join(f'<li value="{int(ev.get("id", 0))}">{e(describe(ev))}</li>'
+                                               for ev in events[-12:]) + "</ol>")
     out.append("</div>")
     return "".join(out)
+
+
+def timeline(p: Progress, batches: list[Batch], width: int = 560, height: int = 130) -> str:
+    """Healthy instances over time against the floor, each batch shaded, the ETA marked: an inline SVG."""
+    points = list(p.history) or [(p.now, p.healthy)]
+    t0 = min([points[0][0], *[b.started for b in batches if b.started is not None]])
+    end = p.now + (p.eta or 0.0)
+    span = max(1.0, end - t0)
+    top = max(1, p.capacity, *[h for _, h in points])
+    left, right, pad_top, pad_bottom = 34, 8, 8, 18
+    plot_w, plot_h = width - left - right, height - pad_top - pad_bottom
+
+    def x(t: float) -> float:
+        return left + plot_w * (min(max(t, t0), end) - t0) / span
+
+    def y(v: float) -> float:
+        return pad_top + plot_h * (1 - v / top)
+
+    parts = [f'<svg class="timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             f'aria-label="healthy instances over time against the floor">'
+             f"<title>healthy {p.healthy} of {p.capacity}, floor {p.floor}</title>"]
+    for b in batches:
+        if b.started is None:
+            continue
+        stop = b.finished if b.finished is not None else p.now
+        kind = "failed" if b.state == "failed" else b.kind
+        parts.append(f'<rect class="batch {kind}" x="{x(b.started):.1f}" y="{pad_top}" '
+                     f'width="{max(1.0, x(stop) - x(b.started)):.1f}" height="{plot_h}">'
+                     f"<title>batch {b.seq} ({b.kind}, {b.state})</title></rect>")
+    path = [f"M{x(points[0][0]):.1f},{y(points[0][1]):.1f}"]  # a step line: healthy holds until it changes
+    path += [f"H{x(t):.1f} V{y(h):.1f}" for t, h in points[1:]]
+    path.append(f"H{x(p.now):.1f}")
+    parts.append(f'<path class="healthy-line" d="{" ".join(path)}"/>')
+    parts.append(f'<line class="floor-line" x1="{left}" x2="{width - right}" y1="{y(p.floor):.1f}" '
+                 f'y2="{y(p.floor):.1f}"/><text class="axis" x="2" y="{y(p.floor) + 4:.1f}">floor {p.floor}</text>')
+    parts.append(f'<text class="axis" x="2" y="{y(top) + 8:.1f}">{top}</text>'
+                 f'<text class="axis" x="2" y="{y(0):.1f}">0</text>')
+    if p.eta:
+        parts.append(f'<line class="eta-line" x1="{x(end):.1f}" x2="{x(end):.1f}" y1="{pad_top}" '
+                     f'y2="{pad_top + plot_h}"/><text class="axis" x="{x(end) - 24:.1f}" y="{height - 4}">ETA</text>')
+    parts.append(f'<line class="now-line" x1="{x(p.now):.1f}" x2="{x(p.now):.1f}" y1="{pad_top}" '
+                 f'y2="{pad_top + plot_h}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def history(rollouts: list[Rollout]) -> str:

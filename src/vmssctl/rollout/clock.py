@@ -10,6 +10,7 @@ import time
 from typing import Protocol
 
 from vmssctl.azure import Connection
+from vmssctl.errors import VmssctlError
 
 
 class Clock(Protocol):
@@ -27,6 +28,8 @@ class RealClock:
 
 class EmulatorClock:
     """Simulated time, read from and (when frozen) driven through the emulator's admin API."""
+
+    simulated = True  # every time shown from this clock is marked as simulated
 
     def __init__(self, conn: Connection) -> None:
         from vmssctl.emulator.admin import AdminClient
@@ -56,5 +59,5 @@ def clock_for(conn: Connection) -> Clock:
         return RealClock()
     try:
         return EmulatorClock(conn)
-    except (OSError, ValueError, KeyError):  # an ARM endpoint that is not our emulator
+    except (VmssctlError, KeyError, ValueError):  # an ARM endpoint that is not our emulator
         return RealClock()

@@ -8,24 +8,26 @@ being issued). So resuming after a crash is just running the loop again.
 
 from __future__ import annotations
 
-import statistics
 import time
+from dataclasses import replace
 
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
 from vmssctl.azure import ScaleSetApi
+from vmssctl.errors import UsageError
 from vmssctl.model import ImageRef, Instance, ScaleSet
-from vmssctl.plan import fit_to_floor, make_plan
+from vmssctl.plan import Plan, fit_to_floor, make_plan
 from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout import progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.events import Sink, Snapshot
 from vmssctl.rollout.gates import BAD, GOOD, Gates, judge
 from vmssctl.rollout.journal import Batch, Journal, Rollout
+from vmssctl.rollout.progress import Progress, sample
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
-DEFAULT_BATCH_SECONDS = 240.0  # a typical Linux VM upgrade incl. health grace, until one is measured
 MODEL_WAIT = 2.0  # re-check a model update this often
 SUMMARY_WORTH_IT = 100  # a listing of up to this many instances is one page: no cheaper than the summary
 SLEEP_SLICE = 30.0  # longest uninterrupted wait: the lease is renewed and requests are seen at least this often
@@ -48,41 +50,99 @@ class Engine:
         self.target = ImageRef(**rollout.target)
         self.previous = ImageRef(**rollout.previous)
         self.gates = Gates(self.policy.probe_url, self.policy.hook, api.resource_group, api.name)
-        self.started = clock.now()
+        self.simulated = bool(getattr(clock, "simulated", False))
+        events = journal.events(rollout.id)
+        self.fresh = not events
+        self.t0 = events[0]["time"] if events else clock.now()
+        self.interrupted = sum(float(e.get("interrupted") or 0) for e in events if e["type"] == "rollout_resumed")
+        self.last: Progress | None = Progress.from_json(rollout.progress) if rollout.progress else None
+        self.history = self.last.history if self.last else ()
         self.instances: list[Instance] = []
         self.scale_set: ScaleSet | None = None
         self.newest: str | None = None  # with a 'latest' target: the version that means today
+        self.arm_seconds = 0.0  # clock time spent inside ARM calls (the SDK's retries included)
+        self._arm_mark: dict[int, float] = {}  # batch seq -> arm_seconds when it was first seen
 
     # ------------------------------------------------------------------ output
     def emit(self, kind: str, **data: object) -> None:
+        if self.simulated:
+            data["simulated"] = True  # its times are the emulator's simulated seconds
         event = {"type": kind, "rollout": self.r.id, "time": self.clock.now(), **data}
         self.journal.add_event(self.r.id, event["time"], kind, {k: v for k, v in data.items()})
         for sink in self.sinks:
             sink.event(event)
 
-    def _snapshot(self, phase: str, batch: list[str], done: int, total: int, floor: int, batch_no: int,
-                  batches_total: int, eta: float | None, paused: bool = False) -> None:
-        snap = Snapshot(self.r.id, f"{self.api.resource_group}/{self.api.name}", phase,
-                        str(self.previous if phase == "rollback" else self.target), self.instances, batch,
-                        batch_no, batches_total, done, total, floor, self.started, self.clock.now(), eta, paused,
-                        self.scale_set.fault_domains if self.scale_set else 5)
+    def _report(self, kind: str, plan: Plan, started: int, done: int, open_batch: Batch | None,
+                durations: list[float]) -> None:
+        """Compute this turn's Progress (the one every view renders), store it, and hand it to the sinks."""
+        now = self.clock.now()
+        healthy = sum(1 for i in self.instances if i.healthy)
+        self.history = sample(self.history, now, healthy)
+        in_flight = len(open_batch.instance_ids) if open_batch else 0
+        p = Progress(
+            rollout_id=self.r.id, scale_set=f"{self.api.resource_group}/{self.api.name}", phase=kind,
+            state=self.journal.get(self.r.id).state, target=str(self.previous if kind == "rollback" else self.target),
+            batch_no=started, batches_total=started + len(plan.batches), done=done,
+            total=done + in_flight + plan.pending, healthy=healthy, capacity=len(self.instances), floor=plan.floor,
+            elapsed=self._elapsed(), now=now, simulated=self.simulated,
+            eta=progress.eta(durations, self._batch_elapsed(open_batch) if open_batch else None, len(plan.batches),
+                             self.policy.pause, self.policy.poll),
+            current=tuple(open_batch.instance_ids) if open_batch else (), history=self.history)
+        self.last = p
+        self.journal.observed(self.r.id, now, p.to_json())
+        snap = Snapshot(p, self.instances, self.scale_set.fault_domains if self.scale_set else 5)
         for sink in self.sinks:
             sink.snapshot(snap)
 
+    def _elapsed(self) -> float:
+        """Active time of the rollout: from its first event, less the time no process was running it."""
+        return max(0.0, self.clock.now() - self.t0 - self.interrupted)
+
+    def _final(self) -> None:
+        """Store the last Progress with the rollout's final state, so every view ends on the same figures."""
+        if self.last is not None:
+            p = replace(self.last, state=self.journal.get(self.r.id).state, eta=0.0, elapsed=self._elapsed(),
+                        now=self.clock.now(), current=())
+            self.journal.observed(self.r.id, p.now, p.to_json())
+
     # ------------------------------------------------------------------ ARM
+    def _arm(self, call):
+        """Make an ARM call, counting the clock time it takes: time the SDK spends retrying a throttled or
+        failing ARM is not time a VM had to become healthy, so it is not charged to the health timeout."""
+        t0 = self.clock.now()
+        try:
+            return call()
+        finally:
+            self.arm_seconds += max(0.0, self.clock.now() - t0)
+
     def _observe_set(self) -> ScaleSet:
-        self.scale_set = self.api.get()
+        self.scale_set = self._arm(self.api.get)
         return self.scale_set
 
     def _observe(self) -> dict[str, Instance]:
-        self.instances = self.api.instances()
+        self.instances = self._arm(self.api.instances)
         self.journal.renew(self.r.scale_set, self.r.id)
         return {i.instance_id: i for i in self.instances}
+
+    def _batch_elapsed(self, batch: Batch) -> float:
+        """How long the batch's VMs have had, less time spent waiting on ARM itself."""
+        mark = self._arm_mark.setdefault(batch.seq, self.arm_seconds)
+        return self.clock.now() - (batch.started or self.clock.now()) - (self.arm_seconds - mark)
+
+    def _check_model(self, wanted: ImageRef) -> None:
+        """Upgraded VMs that are idle yet not on the latest model mean the model moved: read it, and stop at once
+        if someone else changed the image (rather than wait out the health timeout)."""
+        ss = self._observe_set()
+        self._check_claim(ss)
+        if not same_image(ss.image, wanted):
+            raise Halt(f"the scale set's image was changed outside this rollout (now {ss.image}, this rollout "
+                       f"wants {wanted}); stopping with nothing overwritten")
 
     def _ensure_model(self, image: ImageRef, expected_from: ImageRef) -> None:
         """Put ``image`` in the model, with If-Match; refuse if someone else changed it meanwhile."""
         while True:
             ss = self._observe_set()
+            self._check_claim(ss)
             if same_image(ss.image, image):
                 if ss.tags.get(TAG) != self.r.id:
                     self._set_tag(ss, self.r.id)
@@ -101,6 +161,21 @@ class Engine:
                 raise Halt("the scale set changed while vmssctl was updating it (etag mismatch, HTTP 412); "
                            "nothing was overwritten: check the model and run again") from None
             self.emit("model_updated", diff=diff(ss.image, image))
+
+    def _check_claim(self, ss: ScaleSet) -> None:
+        """The ``vmssctl-rollout`` tag is the claim on the scale set, taken by a write conditional on the etag
+        just read (so of two rollouts racing for it exactly one gets it) and checked on every read of the model.
+        Another rollout's tag is only replaced when this journal knows that rollout has ended."""
+        holder = ss.tags.get(TAG)
+        if not holder or holder == self.r.id:
+            return
+        try:
+            other = self.journal.get(holder)
+        except UsageError:
+            other = None
+        if other is None or other.active:
+            raise Halt(f"another vmssctl rollout ({holder}) holds this scale set (tag {TAG}={holder}); nothing was "
+                       "changed by this one")
 
     def _set_tag(self, ss: ScaleSet, value: str | None) -> None:
         tags = {k: v for k, v in ss.tags.items() if k != TAG}
@@ -140,6 +215,12 @@ class Engine:
         """Block while paused; returns 'abort' or 'rollback' if asked for meanwhile."""
         self.journal.update(self.r.id, state="paused")
         self.emit("paused")
+        if self.last is not None:
+            self.last = replace(self.last, state="paused", eta=None, elapsed=self._elapsed(), now=self.clock.now())
+            self.journal.observed(self.r.id, self.last.now, self.last.to_json())
+            snap = Snapshot(self.last, self.instances, self.scale_set.fault_domains if self.scale_set else 5)
+            for sink in self.sinks:
+                sink.snapshot(snap)
         while True:
             what = self._requested()
             if what in ("abort", "rollback"):
@@ -155,13 +236,30 @@ class Engine:
     def run(self) -> int:
         self.journal.acquire(self.r.scale_set, self.r.id)
         try:
+            self._begun()
             return self._run()
         except Halt as e:
             self.journal.update(self.r.id, state="failed", error=str(e))
             self.emit("rollout_failed", error=str(e))
             return EXIT_FAILED
         finally:
+            self._final()
             self.journal.release(self.r.scale_set, self.r.id)
+
+    def _begun(self) -> None:
+        """Record the start, or a resume: the time nobody ran the rollout is an interruption, left out of its
+        elapsed time and of the batch in flight (whose health timeout starts again)."""
+        if self.fresh:
+            self.emit("rollout_started", scaleSet=f"{self.api.resource_group}/{self.api.name}",
+                      **{"from": str(self.previous), "to": str(self.target)})
+            return
+        gap = self.clock.now() - self.r.seen if self.r.seen is not None else 0.0
+        gap = max(0.0, gap)
+        self.interrupted += gap
+        self.emit("rollout_resumed", phase=self.r.phase, interrupted=round(gap, 1))
+        for b in self.journal.batches(self.r.id):
+            if b.state in ("issuing", "issued") and b.started is not None and gap:
+                self.journal.set_batch(b, started=b.started + gap)
 
     def _run(self) -> int:
         if self.r.state == "rolling_back" or self.r.phase == "rollback" or self._requested() == "rollback":
@@ -172,12 +270,14 @@ class Engine:
         self.journal.update(self.r.id, phase="forward")
         if wants_latest(self.target) and self.scale_set is not None:
             self.newest = self.api.newest_version(self.scale_set.location, self.target)
-        outcome = self._drive("forward", lambda i: behind(i.latest_model, i.image, self.newest))
+        # behind the model, or on the latest model but not on the target image (the model moved under us)
+        outcome = self._drive("forward", lambda i: behind(i.latest_model, i.image, self.newest)
+                              or not runs_image(i.image, self.target))
         if outcome == "done":
             self._release_tag()
             upgraded = sum(len(b.instance_ids) for b in self.journal.batches(self.r.id) if b.kind == "forward")
             self.journal.update(self.r.id, state="succeeded")
-            self.emit("rollout_succeeded", upgraded=upgraded, seconds=self.clock.now() - self.started)
+            self.emit("rollout_succeeded", upgraded=upgraded, seconds=self._elapsed())
             return EXIT_OK
         if outcome == "abort":
             return self._aborted()
@@ -202,8 +302,9 @@ class Engine:
         self.emit("rollback_started", to=str(self.previous), reason=reason)
         self._ensure_model(self.previous, self.target)
         touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
-        outcome = self._drive("rollback", lambda i: not i.latest_model and (
-            i.instance_id in touched or not runs_image(i.image, self.previous)))
+        outcome = self._drive("rollback", lambda i: (not i.latest_model and (
+            i.instance_id in touched or not runs_image(i.image, self.previous))) or (
+            i.latest_model and i.instance_id in touched and not runs_image(i.image, self.previous)))
         self._release_tag()
         if outcome == "abort":
             return self._aborted()
@@ -225,7 +326,6 @@ class Engine:
         durations = [b.finished - b.started for b in batches if b.state == "succeeded" and b.finished]
         open_batch = next((b for b in batches if b.state in ("issuing", "issued")), None)
         floor_wait_since: float | None = None
-        total_hint = None
         reasons: list[str] = [f"instance {i}: failed in an earlier batch" for i in sorted(failed, key=int)]
         while True:
             what = self._requested()
@@ -234,19 +334,13 @@ class Engine:
             if what == "rollback" and kind == "forward":
                 return "rollback"
             by_id = self._observe()
-            plan = make_plan(self.instances, policy, needs, canary=0 if (self.r.canary_done or kind != "forward")
-                             else None)
-            if total_hint is None:
-                total_hint = len(upgraded) + plan.pending
-            eta = (plan.pending and (len(plan.batches) * (statistics.median(durations) if durations
-                                                            else DEFAULT_BATCH_SECONDS)
-                                     + max(0, len(plan.batches) - 1) * policy.pause)) or 0.0
-            started = sum(1 for b in self.journal.batches(self.r.id) if b.kind == kind)
-            self._snapshot(kind, open_batch.instance_ids if open_batch else [], len(upgraded),
-                           max(total_hint, len(upgraded) + plan.pending), plan.floor, started,
-                           started + len(plan.batches) - (1 if open_batch else 0), eta)
+            in_flight = set(open_batch.instance_ids) if open_batch else set()
+            # what is left after the batch in flight (whose VMs may already look done while being judged)
+            plan = make_plan(self.instances, policy, lambda i, f=in_flight: needs(i) and i.instance_id not in f,
+                             canary=0 if (self.r.canary_done or kind != "forward") else None)
+            self._report(kind, plan, len(batches), len(upgraded), open_batch, durations)
             if open_batch is not None:
-                bad = self._settle(open_batch, by_id, needs)
+                bad = self._settle(open_batch, by_id, needs, failed, upgraded | set(open_batch.instance_ids))
                 if bad is None:
                     self._sleep(self._poll_delay(open_batch, durations))
                     self._wait_provisioned(open_batch, by_id)
@@ -271,7 +365,7 @@ class Engine:
                     self.emit("soak", seconds=policy.pause)
                     self._sleep(policy.pause)
                     # an instance that went bad while soaking counts as a failed upgrade too
-                    soured = {i.instance_id for i in self.api.instances()
+                    soured = {i.instance_id for i in self._arm(self.api.instances)
                               if i.instance_id in upgraded - failed and not i.healthy}
                     if soured:
                         failed |= soured
@@ -313,6 +407,7 @@ class Engine:
                 continue
             floor_wait_since = None
             open_batch = self.journal.add_batch(self.r.id, kind, batch, self.clock.now())
+            batches.append(open_batch)
             if kind == "forward" and policy.canary and not self.r.canary_done:
                 self.journal.update(self.r.id, canary_done=1)
                 self.r.canary_done = True
@@ -338,7 +433,7 @@ class Engine:
         others = sum(1 for iid, i in by_id.items() if iid not in ours and i.provisioning in busy)
         deadline = (batch.started or self.clock.now()) + self.policy.health_timeout
         while self.clock.now() < deadline and self._requested() not in ("abort", "rollback", "pause"):
-            if self.api.busy_count() <= others:
+            if self._arm(self.api.busy_count) <= others:
                 return
             self._sleep(self.policy.poll)
 
@@ -359,9 +454,14 @@ class Engine:
             return  # stays 'issuing': the next turn re-issues what has not started
         self.journal.set_batch(batch, state="issued")
 
-    def _settle(self, batch: Batch, by_id: dict[str, Instance], needs) -> dict[str, str] | None:
-        """None while the batch is still moving, else {failed instance id: reason} (empty = all good)."""
-        elapsed = self.clock.now() - (batch.started or self.clock.now())
+    def _settle(self, batch: Batch, by_id: dict[str, Instance], needs, failed: set[str],
+                upgraded: set[str]) -> dict[str, str] | None:
+        """None while the batch is still moving, else {failed instance id: reason} (empty = all good).
+
+        A batch is judged early when its failures, with the ``failed`` before it, already break
+        ``--max-unhealthy-upgraded``.
+        """
+        elapsed = self._batch_elapsed(batch)
         if batch.state == "issuing":
             # we do not know whether the call landed: re-issue only what has visibly not started
             idle = [i for i in batch.instance_ids if i in by_id and needs(by_id[i])
@@ -371,7 +471,7 @@ class Engine:
                 self._issue(batch, idle)
                 return None
             self.journal.set_batch(batch, state="issued")
-        bad, waiting = {}, False
+        bad, waiting, idle_behind = {}, False, False
         for iid in batch.instance_ids:
             inst = by_id.get(iid)
             if inst is None:
@@ -381,11 +481,16 @@ class Engine:
                 bad[iid] = verdict.reason
             elif verdict.state != GOOD:
                 waiting = True
+                idle_behind |= needs(inst) and inst.provisioning == "succeeded" and inst.power == "running"
+        if idle_behind:
+            self._check_model(self.target if batch.kind == "forward" else self.previous)
+        if bad and self._too_many_failed(failed | set(bad), upgraded):
+            return bad
         return None if waiting else bad
 
     def _poll_delay(self, batch: Batch, durations: list[float]) -> float:
         """Poll sparingly while a batch cannot be done yet, then every ``--poll``."""
-        elapsed = self.clock.now() - (batch.started or self.clock.now())
+        elapsed = self._batch_elapsed(batch)
         poll = self.policy.poll
         if durations:
             expected = min(durations)

@@ -11,33 +11,17 @@ from dataclasses import dataclass, field
 from typing import IO, Protocol
 
 from vmssctl.model import Instance
+from vmssctl.rollout.progress import Progress
 
 
 @dataclass
 class Snapshot:
-    """The rollout as last observed, for live views."""
+    """One engine turn for the views: the Progress (the numbers) and the instances behind the heatmap."""
 
-    rollout_id: str
-    scale_set: str
-    phase: str  # forward | rollback
-    target: str
+    progress: Progress
     instances: list[Instance]
-    batch: list[str]
-    batch_no: int
-    batches_total: int
-    done: int
-    total: int
-    floor: int
-    started: float
-    now: float
-    eta: float | None
-    paused: bool = False
     fault_domains: int = 5
     recent: list[str] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> int:
-        return sum(1 for i in self.instances if i.healthy)
 
 
 class Sink(Protocol):
@@ -57,9 +41,9 @@ class JsonLines:
         self.stream.flush()
 
     def snapshot(self, snap: Snapshot) -> None:
-        self.event({"type": "progress", "rollout": snap.rollout_id, "time": snap.now, "phase": snap.phase,
-                    "done": snap.done, "total": snap.total, "batch": snap.batch, "healthy": snap.healthy,
-                    "capacity": len(snap.instances), "floor": snap.floor, "eta": snap.eta})
+        p = snap.progress.to_json()
+        p.pop("history")
+        self.event({"type": "progress", "rollout": p.pop("rollout_id"), "time": p["now"], **p})
 
     def close(self) -> None:
         pass
@@ -69,32 +53,44 @@ def _ids(ids: list[str], shown: int = 12) -> str:
     return ", ".join(ids[:shown]) + (f" (+{len(ids) - shown} more)" if len(ids) > shown else "")
 
 
+def _secs(seconds: object, event: dict) -> str:
+    """Seconds as shown in an event line, marked when they are the emulator's simulated seconds."""
+    value = float(seconds) if isinstance(seconds, int | float) else 0.0
+    return f"{value:.0f}s" + (" (simulated)" if event.get("simulated") else "")
+
+
 def describe(event: dict) -> str:
     """One human line per event."""
     t = event["type"]
     d = event
     texts = {
-        "rollout_started": lambda: f"rollout {d['rollout']} on {d['scaleSet']}: {d['from']} -> {d['to']}",
-        "rollout_resumed": lambda: f"resuming rollout {d['rollout']} ({d['phase']})",
+        "rollout_started": lambda: f"rollout {d.get('rollout', '')} on {d['scaleSet']}: {d['from']} -> {d['to']}",
+        "rollout_resumed": lambda: f"resuming rollout {d.get('rollout', '')} ({d['phase']}); "
+                                   f"{_secs(d.get('interrupted'), d)} without a running vmssctl left out of its times",
         "model_updated": lambda: f"model updated: {', '.join(f'{k} {a} -> {b}' for k, a, b in d['diff'])}",
         "model_unchanged": lambda: "model already on the target image; upgrading instances still behind",
         "batch_started": lambda: f"batch {d['batch']} ({d['phase']}): instances {_ids(d['instances'])}",
         "batch_reissued": lambda: f"batch {d['batch']}: re-issuing {_ids(d['instances'])} (upgrade never started)",
-        "batch_succeeded": lambda: f"batch {d['batch']} healthy after {d['seconds']:.0f}s",
+        "batch_succeeded": lambda: f"batch {d['batch']} healthy after {_secs(d['seconds'], d)}",
         "batch_failed": lambda: f"batch {d['batch']} FAILED: " + "; ".join(d["reasons"]),
         "waiting_for_floor": lambda: f"waiting: {d['healthy']} healthy, floor {d['floor']}",
-        "soak": lambda: f"soaking {d['seconds']:.0f}s",
+        "soak": lambda: f"soaking {_secs(d['seconds'], d)}",
         "paused": lambda: "paused (vmssctl rollout resume to continue)",
         "resumed": lambda: "resumed",
         "rollback_started": lambda: f"rolling back to {d['to']}",
-        "rollout_succeeded": lambda: f"done: {d['upgraded']} instance(s) upgraded in {d['seconds']:.0f}s",
+        "rollout_succeeded": lambda: f"done: {d['upgraded']} instance(s) upgraded in {_secs(d['seconds'], d)}",
         "rollout_failed": lambda: f"FAILED: {d['error']}",
         "rollout_rolled_back": lambda: f"rolled back: {d['error']}",
         "rollout_aborted": lambda: "aborted",
         "conflict": lambda: f"ARM refused ({d['code']}): {d['message']}; retrying",
     }
     fn = texts.get(t)
-    return fn() if fn else f"{t} " + json.dumps({k: v for k, v in d.items() if k not in ("type", "time")})
+    try:
+        if fn:
+            return fn()
+    except (KeyError, TypeError, ValueError):  # an event from an older or newer vmssctl: show it as it is
+        pass
+    return f"{t} " + json.dumps({k: v for k, v in d.items() if k not in ("type", "time")}, default=str)
 
 
 class PlainLog:

@@ -2,7 +2,8 @@
 
 A verdict is ``good``, ``bad`` (with a reason naming ARM's code where there is one) or
 ``wait``: ``initializing`` health, an upgrade still running, or a gate not yet passing
-all mean wait, until the health timeout turns them into ``bad``.
+all mean wait, until the health timeout turns them into ``bad``. Failed provisioning and
+``unhealthy`` (reported only after the extension's grace period) are ``bad`` at once.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def judge(inst: Instance, on_target: bool, elapsed: float, timeout: float, gates
         return Verdict(BAD, inst.error or "provisioning failed")
     if not on_target or inst.provisioning != "succeeded" or inst.power != "running":
         return Verdict(BAD, f"still {inst.provisioning}/{inst.power} after {timeout:.0f}s") if late else Verdict(WAIT)
+    if inst.health == "unhealthy":
+        # the Application Health extension says 'initializing' through its grace period, so 'unhealthy' on an
+        # upgraded, running VM is a verdict already: fail the batch now, not when the health timeout runs out
+        return Verdict(BAD, "HealthState/unhealthy after the health extension's grace period")
     if inst.health not in (None, "healthy"):
         if late:
             return Verdict(BAD, f"HealthState/{inst.health} after {timeout:.0f}s")

@@ -20,16 +20,19 @@ from pathlib import Path
 
 import platformdirs
 
-from vmssctl.azure import UsageError
+from vmssctl.errors import UsageError
 
 ACTIVE = ("running", "paused", "rolling_back")
+# Columns added after the first release, added to older journals when opened.
+ADDED_COLUMNS = (("rollouts", "connection", "TEXT"), ("rollouts", "seen", "REAL"), ("rollouts", "progress", "TEXT"))
 LEASE_SECONDS = 120.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, created REAL, updated REAL, scale_set TEXT, subscription TEXT,
     resource_group TEXT, name TEXT, endpoint TEXT, target TEXT, previous TEXT, policy TEXT,
-    state TEXT, phase TEXT, error TEXT, requested TEXT, canary_done INTEGER DEFAULT 0);
+    state TEXT, phase TEXT, error TEXT, requested TEXT, canary_done INTEGER DEFAULT 0,
+    connection TEXT, seen REAL, progress TEXT);
 CREATE TABLE IF NOT EXISTS batches (
     rollout_id TEXT, seq INTEGER, kind TEXT, instance_ids TEXT, state TEXT, started REAL, finished REAL,
     failed TEXT, PRIMARY KEY (rollout_id, seq));
@@ -64,6 +67,9 @@ class Rollout:
     error: str | None
     requested: str | None
     canary_done: bool
+    connection: dict | None = None  # how it connected (emulator dir, or endpoint + subscription): never a secret
+    seen: float | None = None  # simulated/real time of the engine's last observation
+    progress: dict | None = None  # the engine's last Progress, for every renderer
 
     @property
     def active(self) -> bool:
@@ -108,9 +114,20 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as e:
             raise UsageError(f"cannot open the journal at {self.path}: {e}") from None
         self.db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -124,20 +141,24 @@ class Journal:
 
     # ------------------------------------------------------------------ rollouts
     def create(self, subscription: str, resource_group: str, name: str, endpoint: str | None, target: dict,
-               previous: dict, policy: dict) -> Rollout:
+               previous: dict, policy: dict, connection: dict | None = None) -> Rollout:
         rid = "r-" + uuid.uuid4().hex[:8]
         now = time.time()
         with self._tx() as db:
-            db.execute("INSERT INTO rollouts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)", (
-                rid, now, now, scale_set_key(subscription, resource_group, name), subscription, resource_group,
-                name, endpoint, json.dumps(target), json.dumps(previous), json.dumps(policy), "running",
-                "model", None, None))
+            db.execute("INSERT INTO rollouts (id, created, updated, scale_set, subscription, resource_group, name, "
+                       "endpoint, target, previous, policy, state, phase, error, requested, canary_done, connection) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?)", (
+                           rid, now, now, scale_set_key(subscription, resource_group, name), subscription,
+                           resource_group, name, endpoint, json.dumps(target), json.dumps(previous), json.dumps(policy),
+                           "running", "model", None, None, json.dumps(connection) if connection else None))
         return self.get(rid)
 
     def _rollout(self, row: sqlite3.Row) -> Rollout:
         d = dict(row)
         for k in ("target", "previous", "policy"):
             d[k] = json.loads(d[k])
+        for k in ("connection", "progress"):
+            d[k] = json.loads(d[k]) if d.get(k) else None
         d["canary_done"] = bool(d["canary_done"])
         return Rollout(**d)
 
@@ -161,6 +182,10 @@ class Journal:
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
+
+    def observed(self, rid: str, seen: float, progress: dict) -> None:
+        """The engine's turn: when it last observed ARM and the progress it computed (one write)."""
+        self.db.execute("UPDATE rollouts SET seen = ?, progress = ? WHERE id = ?", (seen, json.dumps(progress), rid))
 
     def unpause(self, r: Rollout) -> None:
         """Back to running (or rolling back, if that is the phase it was paused in), request cleared."""

@@ -9,36 +9,31 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from vmssctl.render import heatmap_table
+from vmssctl.render import COLOURS, heatmap_table
 from vmssctl.rollout.events import Snapshot, describe
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = max(0, int(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+from vmssctl.rollout.progress import clock_text
 
 
 def render(snap: Snapshot) -> Panel:
+    p = snap.progress
     head = Text.assemble(
-        (f"{snap.rollout_id} ", "bold"), (f"{snap.scale_set}  ", ""),
-        ("ROLLING BACK " if snap.phase == "rollback" else "", "bold red"),
-        ("PAUSED " if snap.paused else "", "bold yellow"), (f"-> {snap.target}", "cyan"))
+        (f"{p.rollout_id} ", "bold"), (f"{p.scale_set}  ", ""),
+        ("ROLLING BACK " if p.phase == "rollback" else "", "bold red"),
+        ("PAUSED " if p.paused else "", "bold yellow"), (f"-> {p.target}", "cyan"))
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(ProgressBar(total=max(1, snap.total), completed=snap.done, width=40),
-                f"{snap.done}/{snap.total} upgraded", f"batch {snap.batch_no}/{snap.batches_total}")
-    stats = Text(f"healthy {snap.healthy}/{len(snap.instances)} (floor {snap.floor})   "
-                 f"elapsed {_clock(snap.now - snap.started)}   eta {_clock(snap.eta)}")
-    if snap.healthy < snap.floor:
+    verb = "rolled back" if p.phase == "rollback" else "upgraded"
+    bar.add_row(ProgressBar(total=max(1, p.total), completed=p.done, width=40,
+                            complete_style="red" if p.phase == "rollback" else "bar.complete"),
+                f"{p.done}/{p.total} {verb}", f"batch {p.batch_no} of {p.batches_total}")
+    stats = Text(f"healthy {p.healthy}/{p.capacity} (floor {p.floor})   elapsed {clock_text(p.elapsed)}   "
+                 f"eta {clock_text(p.eta)}" + ("   (simulated time)" if p.simulated else ""))
+    if p.below_floor:
         stats.stylize("bold red")
-    legend = Text.assemble(*[(f"● {label}  ", colour) for label, colour in (
-        ("healthy", "green"), ("outdated", "blue"), ("upgrading", "yellow"), ("initializing", "cyan"),
-        ("unhealthy", "red"), ("stopped", "dark_orange"), ("deallocated", "grey50"))])
-    grid = heatmap_table(snap.fault_domains, snap.instances, frozenset(snap.batch), "UD x FD", boxed=False)
+    legend = Text.assemble(*[(f"● {label}  ", colour) for label, colour in COLOURS.items()])
+    grid = heatmap_table(snap.fault_domains, snap.instances, frozenset(p.current), "UD x FD", boxed=False)
     parts = [head, bar, stats, grid, legend]
-    if snap.batch:
-        parts.append(Text("current batch: " + ", ".join(snap.batch[:40]) + (" ..." if len(snap.batch) > 40 else "")))
+    if p.current:
+        parts.append(Text("current batch: " + ", ".join(p.current[:40]) + (" ..." if len(p.current) > 40 else "")))
     parts += [Text(line, style="dim") for line in snap.recent[-5:]]
     return Panel(Group(*parts), title="vmssctl upgrade", border_style="blue")
 
