@@ -130,7 +130,8 @@ def time_to_stop(n: int = 20) -> None:
         status = "RollingForward"
         while status == "RollingForward" and e.now() - t0 < 3600:
             e.admin("POST", "clock", {"advance": 1})
-            status = client.virtual_machine_scale_set_rolling_upgrades.get_latest(rg, "azure").running_status.code
+            code_ = client.virtual_machine_scale_set_rolling_upgrades.get_latest(rg, "azure").running_status.code
+            status = getattr(code_, "value", code_)
         theirs = e.now() - t0
         print(f"bad image, {n} instances, batches of {n // 5}: vmssctl stopped {ours:.0f}s after its first batch "
               f"started (exit {code}, {requests} ARM requests); Azure's rolling upgrade ({status}) after "

@@ -68,6 +68,7 @@ class ScaleSet:
     etag: str | None
     tags: dict = field(default_factory=dict, hash=False, compare=False)
     health_signal: str | None = None  # what tells Azure a VM serves: the health extension or an LB probe
+    health_grace: float | None = None  # the health extension's gracePeriod in seconds, when its settings say
 
     @property
     def has_health_signal(self) -> bool:
@@ -84,7 +85,7 @@ class ScaleSet:
             orchestration_mode=_text(vmss.orchestration_mode) or "Uniform",
             provisioning_state=vmss.provisioning_state or "", fault_domains=vmss.platform_fault_domain_count or 5,
             zones=tuple(vmss.zones or ()), etag=vmss.etag, tags=dict(vmss.tags or {}),
-            health_signal=_health_signal(vmp),
+            health_signal=_health_signal(vmp), health_grace=_health_grace(vmp),
         )
 
     def to_json(self) -> dict:
@@ -105,6 +106,7 @@ class Instance:
     latest_model: bool
     image: ImageRef
     error: str | None = None  # provisioning failure code and message
+    health_since: float | None = None  # when the health state last changed (epoch seconds), from ARM
 
     @property
     def healthy(self) -> bool:
@@ -133,6 +135,7 @@ class Instance:
     def from_sdk(cls, vm: object) -> Instance:
         view = vm.instance_view
         power, prov, health, error = "unknown", (vm.provisioning_state or "unknown").lower(), None, None
+        health_since = None
         ud = fd = None
         if view is not None:
             ud, fd = view.platform_update_domain, view.platform_fault_domain
@@ -147,11 +150,13 @@ class Instance:
                         error = f"{parts[2] if len(parts) > 2 else 'ProvisioningFailed'}: {st.message or ''}".strip()
             if view.vm_health is not None and view.vm_health.status is not None:
                 health = (view.vm_health.status.code or "").split("/", 1)[-1].lower() or "unknown"
+                since = view.vm_health.status.time
+                health_since = since.timestamp() if since is not None else None
         return cls(
             instance_id=vm.instance_id, update_domain=ud, fault_domain=fd,
             zone=(vm.zones or [None])[0], power=power, provisioning=prov, health=health,
             latest_model=bool(vm.latest_model_applied),
-            image=ImageRef.from_storage_profile(vm.storage_profile), error=error,
+            image=ImageRef.from_storage_profile(vm.storage_profile), error=error, health_since=health_since,
         )
 
     def to_json(self) -> dict:
@@ -182,6 +187,19 @@ def _health_signal(vmp: object) -> str | None:
     network = getattr(vmp, "network_profile", None)
     if getattr(getattr(network, "health_probe", None), "id", None):
         return "load balancer probe"
+    return None
+
+
+def _health_grace(vmp: object) -> float | None:
+    """The Application Health extension's ``gracePeriod`` setting (seconds), if the model sets one."""
+    profile = getattr(vmp, "extension_profile", None)
+    for ext in (getattr(profile, "extensions", None) or []):
+        props = getattr(ext, "properties", None)
+        if (getattr(props, "type", None) or "").lower() in HEALTH_EXTENSIONS:
+            settings = getattr(props, "settings", None)
+            grace = settings.get("gracePeriod") if isinstance(settings, dict) else None
+            if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= 14400:
+                return float(grace)
     return None
 
 

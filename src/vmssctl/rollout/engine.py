@@ -342,7 +342,7 @@ class Engine:
             if open_batch is not None:
                 bad = self._settle(open_batch, by_id, needs, failed, upgraded | set(open_batch.instance_ids))
                 if bad is None:
-                    self._sleep(self._poll_delay(open_batch, durations))
+                    self._sleep(self._poll_delay(open_batch, durations, by_id))
                     self._wait_provisioned(open_batch, by_id)
                     continue
                 upgraded |= set(open_batch.instance_ids)
@@ -414,6 +414,7 @@ class Engine:
             self.emit("batch_started", batch=open_batch.seq, phase=kind, instances=batch, floor=plan.floor,
                       healthy=sum(1 for i in self.instances if i.healthy))
             self._issue(open_batch, batch)
+            self._sleep(self._poll_delay(open_batch, durations, by_id))  # nothing to see the moment it starts
 
     def _too_many_failed(self, failed: set[str], upgraded: set[str]) -> bool:
         limit = self.policy.max_unhealthy_upgraded
@@ -488,14 +489,23 @@ class Engine:
             return bad
         return None if waiting else bad
 
-    def _poll_delay(self, batch: Batch, durations: list[float]) -> float:
-        """Poll sparingly while a batch cannot be done yet, then every ``--poll``."""
-        elapsed = self._batch_elapsed(batch)
-        poll = self.policy.poll
-        if durations:
-            expected = min(durations)
-            if elapsed < 0.9 * expected:
-                return max(poll, 0.9 * expected - elapsed)
-        return min(poll, max(1.0, self.policy.health_timeout - elapsed)) if elapsed < self.policy.health_timeout \
-            else poll
+    def _poll_delay(self, batch: Batch, durations: list[float], by_id: dict[str, Instance]) -> float:
+        """When to look again at a batch in flight: as late as the answer can come, and no later.
+
+        - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
+          ``initializing`` until then), so sleep until the last one's grace period is over.
+        - Once a batch has been measured, nothing happens before ~90 % of the fastest one.
+        - Before that, back off gently (every ``--poll``, at most a quarter of the time elapsed).
+        Never past the health timeout.
+        """
+        now, elapsed, poll = self.clock.now(), self._batch_elapsed(batch), self.policy.poll
+        left = max(1.0, self.policy.health_timeout - elapsed)
+        grace = self.scale_set.health_grace if self.scale_set else None
+        waiting = [by_id[i] for i in batch.instance_ids if i in by_id and not by_id[i].healthy]
+        if grace is not None and waiting and all(w.health == "initializing" and w.health_since for w in waiting):
+            end = max(w.health_since or now for w in waiting) + grace
+            return min(left, max(1.0, end - now + 1.0))
+        if durations and elapsed < 0.9 * min(durations):
+            return min(left, max(poll, 0.9 * min(durations) - elapsed))
+        return min(left, max(poll, elapsed / 4))
 
