@@ -28,11 +28,12 @@ WINDOW = 30.0
 
 
 def start_dashboard(emu) -> tuple[subprocess.Popen, str, str]:
+    where = Path(tempfile.mkdtemp())
     proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "dashboard", "--emulator", str(emu.state_dir), "--port",
-                             "0", "--refresh", f"{REFRESH:g}s", "--journal", str(Path(tempfile.mkdtemp()) / "j.db")],
-                            stdout=subprocess.PIPE, text=True)
+                             "0", "--refresh", f"{REFRESH:g}s", "--journal", str(where / "j.db"), "--token-file",
+                             str(where / "token")], stdout=subprocess.PIPE, text=True)
     m = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", proc.stdout.readline())
-    return proc, m.group(1), m.group(2)
+    return proc, m.group(1), (where / "token").read_text()
 
 
 def tabs(base: str, token: str, path: str, n: int, seconds: float) -> None:

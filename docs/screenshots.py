@@ -29,12 +29,14 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     e = start_emulator(Path(tempfile.mkdtemp(prefix="shots-")), "--time-scale", "30", "--throttle", "off")
+    where = Path(tempfile.mkdtemp())
     proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "dashboard", "--emulator", str(e.state_dir), "--port",
-                             "0", "--refresh", "1s", "--journal", str(Path(tempfile.mkdtemp()) / "j.db")],
-                            stdout=subprocess.PIPE, text=True)
+                             "0", "--refresh", "1s", "--journal", str(where / "j.db"), "--token-file",
+                             str(where / "token")], stdout=subprocess.PIPE, text=True)
     try:
         m = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", proc.stdout.readline())
-        base, token = m.group(1), m.group(2)
+        base, login = m.group(1), m.group(0)
+        token = (where / "token").read_text()
         rg = e.group("shop-prod")
         client = e.client()
         for name, n in (("web", 20), ("big", 1000)):
@@ -50,7 +52,7 @@ def main() -> None:
                 "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.goto(f"{base}/?token={token}")
+            page.goto(login)
             for name, n in (("web", 20), ("big", 1000)):
                 page.goto(f"{base}/sets/{rg}/{name}")
                 page.wait_for_selector("#conn.live")

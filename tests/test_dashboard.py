@@ -29,14 +29,17 @@ def live_emu(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dashboard(live_emu, tmp_path_factory):
-    journal = tmp_path_factory.mktemp("dash-journal") / "journal.sqlite"
+    where = tmp_path_factory.mktemp("dash-journal")
+    journal, token_file = where / "journal.sqlite", where / "token"
     proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "dashboard", "--emulator", str(live_emu.state_dir),
-                             "--port", "0", "--refresh", "1s", "--journal", str(journal)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--port", "0", "--refresh", "1s", "--journal", str(journal), "--token-file",
+                             str(token_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
     assert m, line + proc.stderr.read()
-    yield {"base": m.group(1), "port": int(m.group(2)), "token": m.group(3), "url": m.group(0), "journal": journal}
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    yield {"base": m.group(1), "port": int(m.group(2)), "token": token_file.read_text(), "url": m.group(0),
+           "journal": journal}
     proc.terminate()
     proc.wait(10)
 
@@ -62,10 +65,17 @@ def make_set(emu, capacity: int, name: str = "web") -> str:
     return rg
 
 
+def login_link(dashboard) -> str:
+    """A fresh one-time login link, minted with the API token (each browser page logs in anew)."""
+    r = httpx.get(f"{dashboard['base']}/login", headers={"Authorization": f"Bearer {dashboard['token']}"})
+    r.raise_for_status()
+    return r.json()["url"]
+
+
 def open_set(browser, dashboard, rg: str, name: str = "web"):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(dashboard["url"])
+    page.goto(login_link(dashboard))
     page.goto(f"{dashboard['base']}/sets/{rg}/{name}")
     page.wait_for_selector("#conn.live", timeout=15000)
     return page
@@ -155,8 +165,13 @@ def test_requests_without_the_token_or_csrf_are_refused(live_emu, dashboard):
         assert anon.post("/sets/x/y/scale", json={"capacity": 0}).status_code == 401
         assert anon.get("/", headers={"Host": f"evil.example:{dashboard['port']}"}).status_code == 400
     with httpx.Client(base_url=base, follow_redirects=True) as browser_like:
-        assert browser_like.get("/", params={"token": token}).status_code in (200, 404)
+        link = login_link(dashboard)
+        assert browser_like.get(link).status_code in (200, 404)
         assert browser_like.cookies.get("vmssctl_session")
+        with httpx.Client(base_url=base) as thief:  # the link worked once; it is dead now
+            assert thief.get(link).status_code == 401
+            assert thief.get("/", params={"token": token}).status_code == 401  # the API token is no login link
+            assert thief.get("/login").status_code == 401
         rg = make_set(live_emu, 2)
         # a cross-site form POST carries the cookie at best, never the CSRF token
         r = browser_like.post(f"/sets/{rg}/web/scale", json={"capacity": 0})
@@ -182,7 +197,7 @@ def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
         r = c.post(f"/sets/{rg}/zonal/scale", json={"capacity": 9})
         assert r.status_code == 200 and r.json()["ok"]
         r = c.post(f"/sets/{rg}/zonal/model", json={"version": "22.04.x"})
-        assert r.status_code == 400 and "--version" in r.json()["message"]
+        assert r.status_code == 400 and "the 'version' field" in r.json()["message"]
         r = c.post(f"/sets/{rg}/zonal/action", json={"action": "explode", "instance_ids": ["1"]})
         assert r.status_code == 400
         for action in ("reimage", "restart", "poweroff", "start", "deallocate"):
@@ -222,3 +237,35 @@ def test_a_rollout_run_by_the_cli_shows_live_on_the_page(live_emu, dashboard, br
     finally:
         assert proc.wait(90) == 0
     page.close()
+
+
+def test_the_confirmation_shows_the_plan_and_errors_name_the_form_fields(live_emu, dashboard):
+    rg = make_set(live_emu, 10)
+    auth = {"Authorization": f"Bearer {dashboard['token']}"}
+    with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:
+        r = c.post(f"/sets/{rg}/web/plan", json={"version": NEW, "batch_size": "3", "canary": "1"})
+        assert r.status_code == 200, r.text
+        plan = r.json()["message"]
+        assert "healthy floor 7 of 10" in plan and "4 batch(es)" in plan and "estimate" in plan
+        assert "simulated" in plan
+        r = c.post(f"/sets/{rg}/web/plan", json={"version": NEW, "batch_size": "100000"})
+        assert r.status_code == 400 and "the 'batch size' field" in r.json()["message"]
+        assert "--" not in r.json()["message"]
+    assert not any(i.latest_model and i.image.exact_version == NEW for i in instances(live_emu, rg))
+
+
+def test_arm_unreachable_is_a_banner_not_a_scale_set(tmp_path):
+    token_file = tmp_path / "token"
+    env = {**os.environ, "VMSSCTL_TOKEN": "x", "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001"}
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "dashboard", "--endpoint", "https://127.0.0.1:9",
+                             "--journal", str(tmp_path / "j.sqlite"), "--token-file", str(token_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        m = re.search(r"(http://127\.0\.0\.1:\d+)/", proc.stdout.readline())
+        assert m
+        r = httpx.get(m.group(1) + "/", headers={"Authorization": f"Bearer {token_file.read_text()}"}, timeout=60)
+        assert r.status_code == 200
+        assert 'class="banner"' in r.text and "Cannot reach ARM" in r.text and "(error)" not in r.text
+    finally:
+        proc.terminate()
+        proc.wait(10)

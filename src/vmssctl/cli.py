@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="0 = any free port")
     dash.add_argument("--refresh", default="5s", type=_bounded(inputs.duration, "--refresh", 3600),
                       help="how often to list an open scale set's instances (default 5s)")
+    dash.add_argument("--token-file", type=_bounded(inputs.path, "--token-file"),
+                      help="write the API token (a bearer for scripts, and for GET /login) to FILE, mode 0600")
     dash.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
                       help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
     _connection_flags(dash)
@@ -376,8 +378,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on 127.0.0.1:{args.port}: {e.strerror}") from None
     sock.listen(128)
     d = Dashboard(conn, client, args.journal, interval, sock.getsockname()[1])
-    print(f"vmssctl dashboard: http://127.0.0.1:{d.port}/?token={d.token}", flush=True)
-    print("  (the token is the only way in; anyone who has this URL can act on your scale sets)", flush=True)
+    if args.token_file:
+        from vmssctl.emulator.server import write_private
+
+        try:
+            write_private(Path(args.token_file), d.token.encode())
+        except OSError as e:
+            raise UsageError(f"cannot write --token-file {args.token_file}: {e.strerror}") from None
+    print(f"vmssctl dashboard: {d.login_link()}", flush=True)
+    print("  (a one-time login link: it stops working once opened; the API token is "
+          + (f"in {args.token_file})" if args.token_file else "not shown: pass --token-file FILE for scripts)"),
+          flush=True)
     run_forever(d, sock)
     return EXIT_OK
 

@@ -113,43 +113,53 @@ def plan(prepared, output: str) -> None:
     if output == "json":
         print(json.dumps({"type": "plan", **prepared.to_json()}))
         return
-    ss, pol, p = prepared.scale_set, prepared.policy, prepared.plan
     c = console()
-    c.print(f"[bold]Upgrade plan[/] for {ss.resource_group}/{ss.name} ({len(prepared.instances)} instances, "
-            f"upgrade policy {ss.upgrade_mode})")
+    for line in plan_lines(prepared):
+        c.print(line)
+
+
+def plan_lines(prepared) -> list[str]:
+    """The plan as lines with rich markup: printed by the CLI, shown plain in the dashboard's confirmation."""
+    ss, pol, p = prepared.scale_set, prepared.policy, prepared.plan
+    out = [f"[bold]Upgrade plan[/] for {ss.resource_group}/{ss.name} ({len(prepared.instances)} instances, "
+           f"upgrade policy {ss.upgrade_mode})"]
     if prepared.resume:
-        c.print(f"  resuming rollout [bold]{prepared.resume.id}[/] ({prepared.resume.state})")
+        out.append(f"  resuming rollout [bold]{prepared.resume.id}[/] ({prepared.resume.state})")
     if prepared.diff:
-        c.print(f"  image: {ss.image}  ->  [cyan]{prepared.target}[/]")
-        for field, a, b in prepared.diff:
-            c.print(f"    {field}: {a} -> [cyan]{b}[/]")
+        out.append(f"  image: {ss.image}  ->  [cyan]{prepared.target}[/]")
+        out += [f"    {field}: {a} -> [cyan]{b}[/]" for field, a, b in prepared.diff]
     else:
-        c.print(f"  image: already {ss.image} in the model; upgrading instances still behind it")
+        out.append(f"  image: already {ss.image} in the model; upgrading instances still behind it")
     group = {"batch": f"batches of {pol.batch_count(p.capacity)}", "update-domain": "update domain",
              "fault-domain": "fault domain", "zone": "zone"}[pol.by]
-    c.print(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
-            + (f", max unavailable {p.max_unavailable}: EVERY INSTANCE MAY BE DOWN AT ONCE (floor 0)" if p.floor == 0
-               else f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of {p.capacity})")
-            + f", max unhealthy upgraded {pol.max_unhealthy_upgraded}, health timeout {_duration(pol.health_timeout)}"
-            + (f", pause {_duration(pol.pause)}" if pol.pause else "") + f", rollback {pol.rollback}")
+    out.append(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
+               + (f", max unavailable {p.max_unavailable}: EVERY INSTANCE MAY BE DOWN AT ONCE (floor 0)"
+                  if p.floor == 0 else f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of "
+                  f"{p.capacity})")
+               + f", max unhealthy upgraded {pol.max_unhealthy_upgraded}, health timeout "
+               f"{_duration(pol.health_timeout)}" + (f", pause {_duration(pol.pause)}" if pol.pause else "")
+               + f", rollback {pol.rollback}")
     from vmssctl.upgrade import health_signal
 
     signal = health_signal(ss, pol)
-    c.print(f"  health signal: {signal}" if signal else
-            "  health signal: [bold red]NONE[/] (--no-health-signal): only power and provisioning state are checked")
-    c.print(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the new "
-            "image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
+    out.append(f"  health signal: {signal}" if signal else
+               "  health signal: [bold red]NONE[/] (no health signal accepted): only power and provisioning state "
+               "are checked")
+    out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the new "
+               "image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
     for n, batch in enumerate(p.batches[:50], 1):
         label = " (canary)" if n == 1 and pol.canary and not (prepared.resume and prepared.resume.canary_done) else ""
         more = f" ... (+{len(batch) - 30})" if len(batch) > 30 else ""
-        c.print(f"    {n:>3}{label}: " + ", ".join(batch[:30]) + more)
+        out.append(f"    {n:>3}{label}: " + ", ".join(batch[:30]) + more)
     if len(p.batches) > 50:
-        c.print(f"    ... {len(p.batches) - 50} more batches")
+        out.append(f"    ... {len(p.batches) - 50} more batches")
     if p.skipped:
-        c.print(f"  skipped (already on the latest model): {', '.join(p.skipped[:30])}"
-                + (" ..." if len(p.skipped) > 30 else ""))
-    c.print(f"  estimate: ~{_duration(prepared.estimate_seconds())} (typical 4 min a batch"
-            + (" plus pauses)" if pol.pause else ")"))
+        out.append(f"  skipped (already on the latest model): {', '.join(p.skipped[:30])}"
+                   + (" ..." if len(p.skipped) > 30 else ""))
+    out.append(f"  estimate: ~{_duration(prepared.estimate_seconds())} (typical 4 min a batch"
+               + (" plus pauses" if pol.pause else "")
+               + ("; simulated time on the emulator)" if prepared.simulated else ")"))
+    return out
 
 
 def rollouts(items: list, output: str) -> None:

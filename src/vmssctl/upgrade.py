@@ -31,6 +31,7 @@ class Prepared:
     policy: RolloutPolicy
     plan: Plan
     resume: Rollout | None  # an unfinished rollout of the same target: run it instead of a new one
+    simulated: bool = False  # against the emulator: times are its simulated seconds
 
     @property
     def diff(self) -> list[tuple[str, str | None, str | None]]:
@@ -47,7 +48,7 @@ class Prepared:
             "diff": [{"field": f, "from": a, "to": b} for f, a, b in self.diff],
             "policy": self.policy.to_json(), "plan": self.plan.to_json(),
             "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
-            "healthSignal": health_signal(self.scale_set, self.policy),
+            "healthSignal": health_signal(self.scale_set, self.policy), "simulated": self.simulated,
         }
 
 
@@ -104,7 +105,7 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
     if policy.canary and plan.capacity > 1 and policy.canary >= plan.capacity and not (active and active.canary_done):
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
-    return Prepared(ss, instances, target, policy, plan, active)
+    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator)
 
 
 def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:

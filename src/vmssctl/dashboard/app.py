@@ -1,7 +1,8 @@
 """The dashboard web app: pages, live updates (server-sent events), operations, rollouts.
 
-Security: it listens on 127.0.0.1; every request needs the access token printed at start
-(exchanged for an HttpOnly, SameSite=Strict session cookie) or that token as a bearer;
+Security: it listens on 127.0.0.1; a browser gets in through the one-time login link printed at
+start (exchanged for an HttpOnly, SameSite=Strict session cookie; the link then stops working),
+scripts with the API token (``--token-file``) as a bearer, which can also mint a new login link;
 state-changing requests also need the session's CSRF token in ``X-CSRF-Token``; the Host
 header must name this server (DNS rebinding). So neither another user on the machine nor
 a web page in the operator's browser can act through it.
@@ -58,6 +59,7 @@ class Dashboard:
     port: int = 0
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sessions: dict[str, str] = field(default_factory=dict)  # session id -> CSRF token
+    login_codes: set[str] = field(default_factory=set)  # one-time codes of login links not used yet
     notices: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -100,6 +102,19 @@ class Dashboard:
         auth = request.headers.get("authorization", "")
         return auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip(), self.token)
 
+    def login_link(self) -> str:
+        """A login URL that works once: a leaked link (history, screen share) is dead after its first use."""
+        code = secrets.token_urlsafe(24)
+        self.login_codes.add(code)
+        return f"http://127.0.0.1:{self.port}/?token={code}"
+
+    def use_login_code(self, code: str) -> bool:
+        for known in list(self.login_codes):
+            if hmac.compare_digest(known, code):
+                self.login_codes.discard(known)
+                return True
+        return False
+
     def new_session(self) -> str:
         sid = secrets.token_urlsafe(24)
         self.sessions[sid] = secrets.token_urlsafe(24)
@@ -115,7 +130,7 @@ def _guard(write: bool = False):
                 return PlainTextResponse("unexpected Host header", 400)
             sid = d.session(request)
             token = request.query_params.get("token")
-            if sid is None and token and hmac.compare_digest(token, d.token) and request.method == "GET":
+            if sid is None and token and request.method == "GET" and d.use_login_code(token):
                 sid = d.new_session()
                 target = request.url.path + (f"?rg={quote(request.query_params['rg'])}"
                                              if request.query_params.get("rg") else "")
@@ -123,7 +138,8 @@ def _guard(write: bool = False):
                 resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
                 return resp
             if sid is None and not d.bearer_ok(request):
-                return PlainTextResponse("missing or wrong access token: open the URL vmssctl dashboard printed", 401)
+                return PlainTextResponse("not logged in: open the login link vmssctl dashboard printed (each link "
+                                         "works once; GET /login with the API token mints another)", 401)
             if write:
                 origin = request.headers.get("origin")
                 if origin and origin not in (f"http://127.0.0.1:{d.port}", f"http://localhost:{d.port}"):
@@ -138,11 +154,12 @@ def _guard(write: bool = False):
 
 
 # ---------------------------------------------------------------------- pages
-async def _sets(d: Dashboard) -> list[tuple[str, str, str]]:
+async def _sets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
+    """Every scale set, or none and why not (ARM unreachable): the page shows the reason as a banner."""
     try:
-        return await run_in_threadpool(list_scale_sets, d.client)
-    except Exception as e:  # show the page anyway, with the reason
-        return [("(error)", str(e).splitlines()[0][:80], "")]
+        return await run_in_threadpool(list_scale_sets, d.client), None
+    except Exception as e:
+        return [], one_line(e)[:300]
 
 
 def _csrf(d: Dashboard, request: Request) -> str:
@@ -151,11 +168,11 @@ def _csrf(d: Dashboard, request: Request) -> str:
 
 @_guard()
 async def index(request: Request, d: Dashboard) -> Response:
-    sets = await _sets(d)
-    if len(sets) == 1 and not request.query_params.get("rg") and sets[0][0] != "(error)":
+    sets, error = await _sets(d)
+    if len(sets) == 1 and not request.query_params.get("rg"):
         return RedirectResponse(f"/sets/{quote(sets[0][0])}/{quote(sets[0][1])}", 303)
     body = (f'<main class="layout"><nav class="side">{html.picker(sets, None, request.query_params.get("rg", ""))}'
-            '</nav><section class="content"><p>Pick a scale set.</p></section></main>')
+            f'</nav><section class="content">{html.banner(error)}<p>Pick a scale set.</p></section></main>')
     return HTMLResponse(html.page("vmssctl dashboard", _csrf(d, request), body))
 
 
@@ -182,9 +199,10 @@ def _history(d: Dashboard, rg: str, name: str) -> str:
 async def set_page(request: Request, d: Dashboard) -> Response:
     rg, name = request.path_params["rg"], request.path_params["name"]
     view = await d.watchers.get(rg, name).refresh()
-    sets = await _sets(d)
+    sets, error = await _sets(d)
     body = html.set_page(view.scale_set, view.instances, view.error,
-                         html.picker(sets, (rg.lower(), name.lower()), ""), _panel(d, rg, name), _history(d, rg, name))
+                         html.banner(error) + html.picker(sets, (rg.lower(), name.lower()), ""), _panel(d, rg, name),
+                         _history(d, rg, name))
     status = 404 if view.scale_set is None else 200
     return HTMLResponse(html.page(f"{rg}/{name} - vmssctl", _csrf(d, request), body, (rg, name)), status)
 
@@ -210,7 +228,7 @@ async def events(request: Request, d: Dashboard) -> Response:
 
     async def stream():
         watcher.subscribe()
-        version, notice_seq, last_panel = -1, d.notice_seq, None
+        version, notice_seq, last_panel, last_summary = -1, d.notice_seq, None, None
         try:
             while not await request.is_disconnected():
                 view = watcher.view if watcher.view and watcher.view.version > version else \
@@ -218,8 +236,14 @@ async def events(request: Request, d: Dashboard) -> Response:
                 if view is not None and view.version > version:
                     version = view.version
                     yield _sse("grid", html.grid(view.scale_set, view.instances, view.error))
+                    summary = html.summary(view.scale_set)
+                    if summary != last_summary:
+                        last_summary = summary
+                        yield _sse("summary", summary)
                 panel, hist = await run_in_threadpool(lambda: (_panel(d, rg, name), _history(d, rg, name)))
                 if (panel, hist) != last_panel:
+                    if last_panel is not None and 'data-state="running"' in panel:
+                        watcher.poke()  # the engine has seen something new: the grid follows (at most 1/s)
                     last_panel = (panel, hist)
                     yield _sse("rollout", panel)
                     yield _sse("history", hist)
@@ -271,7 +295,7 @@ def _op(fn):
             body = await _body(request)
             message = await run_in_threadpool(fn, d, rg, name, body)
         except UsageError as e:
-            return JSONResponse({"ok": False, "message": str(e)}, 400)
+            return JSONResponse({"ok": False, "message": form_words(str(e))}, 400)
         except Exception as e:
             if not e.__class__.__module__.startswith("azure."):
                 raise
@@ -348,20 +372,52 @@ def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
     return "model update accepted: " + "; ".join(parts)
 
 
-@_op
-def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
-    from vmssctl.upgrade import begin, prepare, run
+# The rollout form's fields, by the CLI flag each one stands for (messages name the field, not the flag).
+FORM_FIELDS = {"--by": "by", "--batch-size": "batch size", "--batch-percent": "batch %", "--canary": "canary",
+               "--pause": "pause", "--max-unavailable": "max unavailable", "--rollback": "rollback",
+               "--health-timeout": "health timeout", "--max-unhealthy-upgraded": "max unhealthy upgraded",
+               "--no-health-signal": "no health signal", "--version": "version", "--sku": "SKU",
+               "--image-id": "image id", "--custom-uri": "custom URI"}
 
-    keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback")
-    overrides = {}
-    for k in keys:
-        v = body.get(k)
-        if v in (None, ""):
-            continue
-        overrides[k] = int(v) if k in ("batch_size", "canary") and str(v).isdigit() else v
+
+def form_words(message: str) -> str:
+    """A CLI-worded message in the form's words: '--batch-size' becomes the 'batch size' field."""
+    for flag in sorted(FORM_FIELDS, key=len, reverse=True):
+        message = message.replace(flag, f"the '{FORM_FIELDS[flag]}' field")
+    return message
+
+
+def _prepare_rollout(d: Dashboard, rg: str, name: str, body: dict):
+    from vmssctl.upgrade import prepare
+
+    keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
+            "max_unhealthy_upgraded")
+    overrides: dict = {k: body[k] for k in keys if body.get(k) not in (None, "")}
+    if body.get("no_health_signal") in (True, "on", "true"):
+        overrides["no_health_signal"] = True
     policy = load_policy(None, overrides)
     api = d.api(rg, name)
-    prepared = prepare(api, d.journal(), d.conn, _change(body), policy)
+    return api, prepare(api, d.journal(), d.conn, _change(body), policy)
+
+
+@_op
+def do_plan(d: Dashboard, rg: str, name: str, body: dict) -> str:
+    """The plan the CLI would show, for the confirmation before a rollout starts: changes nothing."""
+    from rich.text import Text
+
+    from vmssctl.render import plan_lines
+
+    _, prepared = _prepare_rollout(d, rg, name, body)
+    if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+        return "nothing to do: every instance already runs the latest model"
+    return "\n".join(Text.from_markup(line).plain for line in plan_lines(prepared))
+
+
+@_op
+def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
+    from vmssctl.upgrade import begin, run
+
+    api, prepared = _prepare_rollout(d, rg, name, body)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
         return "nothing to do: every instance already runs the latest model"
     rollout = begin(d.journal(), d.conn, api, prepared)
@@ -404,6 +460,12 @@ async def rollout_control(request: Request, d: Dashboard) -> Response:
 
 
 @_guard()
+async def login_link(request: Request, d: Dashboard) -> Response:
+    """A fresh one-time login link, for a second browser (needs the API token or a session)."""
+    return JSONResponse({"url": d.login_link()})
+
+
+@_guard()
 async def rollouts_json(request: Request, d: Dashboard) -> Response:
     return JSONResponse([r.to_json() for r in d.journal().list(50)])
 
@@ -432,7 +494,9 @@ def build_app(d: Dashboard) -> Starlette:
         Route("/sets/{rg}/{name}/scale", do_scale, methods=["POST"]),
         Route("/sets/{rg}/{name}/model", do_model, methods=["POST"]),
         Route("/sets/{rg}/{name}/rollout", do_rollout, methods=["POST"]),
+        Route("/sets/{rg}/{name}/plan", do_plan, methods=["POST"]),
         Route("/rollouts", rollouts_json),
+        Route("/login", login_link),
         Route("/rollouts/{rid}/{op}", rollout_control, methods=["POST"]),
         Route("/static/{file}", static_file),
     ])

@@ -189,6 +189,13 @@ def history(rollouts: list[Rollout]) -> str:
     return f'<table class="history">{head}{rows}</table>'
 
 
+def banner(error: str | None) -> str:
+    """Why the page shows nothing (ARM or the emulator unreachable), in place of a list of scale sets."""
+    if not error:
+        return ""
+    return f'<div class="banner" role="alert">Cannot reach ARM: {e(error)}. Retrying on the next refresh.</div>'
+
+
 def picker(sets: list[tuple[str, str, str]], current: tuple[str, str] | None, rg_filter: str) -> str:
     groups = sorted({rg for rg, _, _ in sets}, key=str.lower)
     opts = "".join(f'<option value="{e(g)}"{" selected" if g == rg_filter else ""}>{e(g)}</option>' for g in groups)
@@ -251,7 +258,11 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
       <label>canary <input name="canary" type="number" min="0" value="1"></label>
       <label>pause <input name="pause" placeholder="30s"></label>
       <label>max unavailable <input name="max_unavailable" placeholder="20%"></label>
+      <label>max unhealthy upgraded <input name="max_unhealthy_upgraded" placeholder="0"></label>
+      <label>health timeout <input name="health_timeout" placeholder="10m"></label>
       <label>rollback <select name="rollback"><option>auto</option><option>manual</option></select></label>
+      <label><input name="no_health_signal" type="checkbox"> no health signal (only power and provisioning
+        state are checked)</label>
       <button>start rollout</button></form>
     <div><h3>Rollout</h3><div id="rollout">{panel}</div></div>
   </div>

@@ -119,12 +119,12 @@ def ensure_certificate(cert_dir: Path) -> tuple[Path, Path, Path]:
     cert_dir.mkdir(parents=True, exist_ok=True)
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     return ca_path, cert_path, key_path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -320,7 +320,7 @@ class EmulatorServer:
                                 timeout_graceful_shutdown=1)
         self._server = _SavingServer(config, lambda: self._final_save(exit_on_failed_save))
         ticker = asyncio.create_task(self._ticker())
-        _write_private(self.info_file, json.dumps(self.info(), indent=2).encode())
+        write_private(self.info_file, json.dumps(self.info(), indent=2).encode())
         try:
             await self._server.serve(sockets=[sock])
         finally:

@@ -351,12 +351,12 @@ class Engine:
                     batch_reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
                     reasons += batch_reasons
                     self.journal.set_batch(open_batch, state="failed", finished=self.clock.now(), failed=sorted(bad))
-                    self.emit("batch_failed", batch=open_batch.seq, phase=kind, reasons=batch_reasons,
+                    self.emit("batch_failed", batch=batches.index(open_batch) + 1, phase=kind, reasons=batch_reasons,
                               instances=sorted(bad, key=int))
                 else:
                     self.journal.set_batch(open_batch, state="succeeded", finished=self.clock.now())
                     durations.append(open_batch.finished - open_batch.started)
-                    self.emit("batch_succeeded", batch=open_batch.seq, phase=kind,
+                    self.emit("batch_succeeded", batch=batches.index(open_batch) + 1, phase=kind,
                               seconds=open_batch.finished - open_batch.started)
                 open_batch = None
                 if self._too_many_failed(failed, upgraded):
@@ -411,9 +411,13 @@ class Engine:
             if kind == "forward" and policy.canary and not self.r.canary_done:
                 self.journal.update(self.r.id, canary_done=1)
                 self.r.canary_done = True
-            self.emit("batch_started", batch=open_batch.seq, phase=kind, instances=batch, floor=plan.floor,
+            self.emit("batch_started", batch=len(batches), phase=kind, instances=batch, floor=plan.floor,
                       healthy=sum(1 for i in self.instances if i.healthy))
             self._issue(open_batch, batch)
+            # the batch's VMs stop serving now; the next observation is a while off (polls are sparse)
+            healthy = sum(1 for i in self.instances if i.healthy)
+            self.history = sample(self.history, self.clock.now(),
+                                  healthy - sum(1 for i in batch if by_id[i].healthy))
             self._sleep(self._poll_delay(open_batch, durations, by_id))  # nothing to see the moment it starts
 
     def _too_many_failed(self, failed: set[str], upgraded: set[str]) -> bool:
@@ -468,7 +472,8 @@ class Engine:
             idle = [i for i in batch.instance_ids if i in by_id and needs(by_id[i])
                     and by_id[i].provisioning == "succeeded" and by_id[i].power == "running"]
             if idle:
-                self.emit("batch_reissued", batch=batch.seq, instances=idle)
+                no = [b.seq for b in self.journal.batches(self.r.id) if b.kind == batch.kind].index(batch.seq) + 1
+                self.emit("batch_reissued", batch=no, phase=batch.kind, instances=idle)
                 self._issue(batch, idle)
                 return None
             self.journal.set_batch(batch, state="issued")

@@ -80,10 +80,23 @@
   const forms = {
     scale: (d) => [`scale ${rg}/${name} to ${d.capacity} instances?`, "scale"],
     model: (d) => [`update the model of ${rg}/${name}: ${JSON.stringify(d)}?`, "model"],
-    "rollout-form": (d) => [`start a rollout on ${rg}/${name}: ${JSON.stringify(d)}?`, "rollout"],
   };
   document.addEventListener("submit", async (ev) => {
-    const form = ev.target, spec = forms[form.id];
+    const form = ev.target;
+    if (form.id === "rollout-form") {  // confirm with the plan the CLI would show: batches, floor, estimate
+      ev.preventDefault();
+      const data = formData(form);
+      const r = await fetch(`${base}/plan`, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(data),
+      });
+      const plan = await r.json().catch(() => ({ ok: false, message: r.statusText }));
+      if (!r.ok || plan.ok === false) { say(plan.message, false); return; }
+      if (!confirm(`${plan.message}\n\nStart this rollout?`)) return;
+      await post(`${base}/rollout`, data);
+      return;
+    }
+    const spec = forms[form.id];
     if (!spec) return;
     ev.preventDefault();
     const data = formData(form);
@@ -102,6 +115,7 @@
       markSelection();
     });
     es.addEventListener("rollout", (m) => { document.getElementById("rollout").innerHTML = m.data; });
+    es.addEventListener("summary", (m) => { document.getElementById("summary").innerHTML = m.data; });
     es.addEventListener("history", (m) => { document.getElementById("history").innerHTML = m.data; });
     es.addEventListener("notice", (m) => { const n = JSON.parse(m.data); say(n.text, n.ok); });
   }
