@@ -1,7 +1,7 @@
 """Every value a user types is parsed and bounded where it comes in: tables of cases, then random input.
 
-These run in milliseconds: no emulator, no subprocess. The wire-level counterparts (nothing written to
-the emulator by a refused command) are in ``test_trust.py``.
+The tables run in milliseconds (no emulator, no subprocess); the random CLI input is aimed at a frozen
+emulator holding a real scale set, and checks that nothing there changed.
 """
 
 from __future__ import annotations
@@ -207,12 +207,23 @@ def _bad_for(flag: str, value: str) -> bool:
     return False
 
 
+@pytest.fixture(scope="module")
+def emulator_args(frozen):
+    """Point the CLI at the frozen emulator (a real set), so a slip past the parsers would be seen as a write."""
+    from tests.test_upgrade import make_set
+
+    rg = make_set(frozen, 2)
+    return ["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir)]
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flag=st.sampled_from(FLAGS), value=junk)
-def test_bad_flag_values_give_one_line_and_exit_2(capsys, flag, value):
+def test_bad_flag_values_give_one_line_exit_2_and_change_nothing(capsys, frozen, emulator_args, flag, value):
     if not _bad_for(flag, value) or value.startswith("-"):
         return  # valid (or read by argparse as a flag): not this test's business
-    code = main([*UPGRADE, f"{flag}={value}", "--dry-run"])
+    before = frozen.admin("GET", "stats")["stateChanges"]
+    code = main([*emulator_args, f"{flag}={value}", "--yes"])
+    assert frozen.admin("GET", "stats")["stateChanges"] == before
     out, err = capsys.readouterr()
     assert code == 2, (flag, value, err)
     assert out == ""

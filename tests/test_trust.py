@@ -352,3 +352,34 @@ def up(frozen, tmp_path, capsys):
         return cli(capsys, "upgrade", "-g", rg, "-n", name, "--emulator", str(frozen.state_dir), "--journal",
                    str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
     return run_up
+
+
+def test_time_waiting_on_arm_is_not_charged_to_the_health_timeout(tmp_path):
+    """A listing the SDK retried for five minutes (throttled, 5xx) does not eat the VMs' health timeout."""
+    from vmssctl.policy import RolloutPolicy
+    from vmssctl.rollout.engine import Engine
+    from vmssctl.rollout.journal import Journal
+
+    class Clock:
+        simulated = True
+        t = 1000.0
+
+        def now(self) -> float:
+            return self.t
+
+        def sleep(self, seconds: float) -> None:
+            self.t += seconds
+
+    class Api:
+        resource_group, name = "rg", "web"
+
+    clock, journal = Clock(), Journal(tmp_path / "j.sqlite")
+    image = {"publisher": "p", "offer": "o", "sku": "s"}
+    r = journal.create("00000000-0000-0000-0000-000000000001", "rg", "web", None, {**image, "version": "2.0.0"},
+                       {**image, "version": "1.0.0"}, RolloutPolicy().to_json())
+    engine = Engine(Api(), journal, r, clock, [])  # type: ignore[arg-type]
+    batch = journal.add_batch(r.id, "forward", ["0"], clock.now())
+    assert engine._batch_elapsed(batch) == 0
+    clock.t += 100  # the VMs had 100 s
+    engine._arm(lambda: clock.sleep(300))  # then one ARM call took 300 s of retries
+    assert engine._batch_elapsed(batch) == 100

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from vmssctl import inputs
 from vmssctl.azure import Connection, ScaleSetApi, UsageError, list_scale_sets, one_line
 from vmssctl.dashboard import html
 from vmssctl.dashboard.watch import Watchers
@@ -308,6 +309,9 @@ def _op(fn):
 def _ids(body: dict, d: Dashboard, rg: str, name: str) -> list[str] | None:
     view = d.watchers.get(rg, name).view
     instances = view.instances if view else d.api(rg, name).instances()
+    for key in ("fault_domain", "update_domain"):
+        if body.get(key) is not None:
+            inputs.count(body[key], key.replace("_", " "), 0, 19)
     if body.get("fault_domain") is not None:
         return [i.instance_id for i in instances if str(i.fault_domain) == str(body["fault_domain"])]
     if body.get("update_domain") is not None:
@@ -315,9 +319,7 @@ def _ids(body: dict, d: Dashboard, rg: str, name: str) -> list[str] | None:
     ids = body.get("instance_ids")
     if ids is None:
         return None
-    if not isinstance(ids, list) or not all(str(i).isdigit() for i in ids) or not ids:
-        raise UsageError("instance_ids must be a non-empty list of instance ids")
-    return [str(i) for i in ids]
+    return list(inputs.instance_ids(ids if isinstance(ids, list) else str(ids), "instance_ids"))
 
 
 @_op
@@ -335,20 +337,20 @@ def do_action(d: Dashboard, rg: str, name: str, body: dict) -> str:
 
 @_op
 def do_scale(d: Dashboard, rg: str, name: str, body: dict) -> str:
-    try:
-        capacity = int(body.get("capacity"))
-    except (TypeError, ValueError):
-        raise UsageError("capacity must be a whole number") from None
-    if not 0 <= capacity <= 1000:
-        raise UsageError("capacity must be from 0 to 1000")
+    capacity = inputs.count(body.get("capacity"), "capacity", 0, inputs.MAX_INSTANCES)
     _track(d, rg, name, f"scale to {capacity}", d.api(rg, name).resize(capacity=capacity))
     return f"scale to {capacity}: accepted by ARM"
 
 
 def _change(body: dict) -> ImageChange:
     def get(k: str) -> str | None:
+        """A form field as typed (the page trims it): empty means 'keep'; anything but text is refused."""
         v = body.get(k)
-        return str(v).strip() or None if v is not None else None
+        if v is None or v == "":
+            return None
+        if not isinstance(v, str):
+            raise UsageError(f"{k} must be text")
+        return v
     return ImageChange(sku=get("sku"), version=get("version"), image_id=get("image_id"),
                        custom_uri=get("custom_uri"))
 
@@ -356,7 +358,7 @@ def _change(body: dict) -> ImageChange:
 @_op
 def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
     change = _change(body)
-    vm_size = (body.get("vm_size") or "").strip() or None
+    vm_size = inputs.name(body["vm_size"], "VM size") if body.get("vm_size") else None
     if change.empty and not vm_size:
         raise UsageError("nothing to change: give an image field or a VM size")
     api = d.api(rg, name)
