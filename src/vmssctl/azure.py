@@ -8,26 +8,101 @@ follows ``Azure-AsyncOperation``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
 
 from vmssctl import inputs
-from vmssctl.errors import UsageError
+from vmssctl.errors import (
+    ArmError,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    Unreachable,
+    UsageError,
+    VmssctlError,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def one_line(e: Exception) -> str:
+def one_line(e: BaseException) -> str:
     """An ARM/SDK error as one line: ``(Code) message`` when ARM said so, else the first line of the text."""
     err = getattr(e, "error", None)
     if err is not None and getattr(err, "code", None):
         return f"({err.code}) {err.message}"
     text = str(e).strip().splitlines()
     return text[0] if text else e.__class__.__name__
+
+
+def translate(e: BaseException) -> ArmError:
+    """The SDK's exception as vmssctl's own: the only place that knows azure-core's exception types."""
+    from azure.core.exceptions import (
+        AzureError,
+        ClientAuthenticationError,
+        DecodeError,
+        DeserializationError,
+        HttpResponseError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+    )
+
+    status = getattr(e, "status_code", None)
+    code = getattr(getattr(e, "error", None), "code", None)
+    text = one_line(e)[:500]
+    if isinstance(e, ResourceNotFoundError):
+        return NotFound(text, 404, code)
+    if isinstance(e, ClientAuthenticationError):
+        return ArmError(f"authentication failed: {text}", status or 401, code)
+    if isinstance(e, ResourceModifiedError) or status == 412:
+        return PreconditionFailed(text, 412, code)
+    if isinstance(e, DecodeError | DeserializationError):
+        return ArmError(f"ARM sent a response the Azure SDK cannot read: {text[:300]}", status, code)
+    if isinstance(e, HttpResponseError):
+        return (Conflict if status == 409 else ArmError)(text, status, code)
+    if isinstance(e, ServiceRequestError):
+        return Unreachable(f"cannot reach the ARM endpoint: {text}", None, code)
+    if isinstance(e, AzureError):  # e.g. the connection dropped mid-response, after the SDK's retries
+        return ArmError(f"ARM call failed: {text}", status, code)
+    return ArmError(f"Azure SDK error: {e.__class__.__name__}: {text[:300]}", status, code)
+
+
+def _arm(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run an SDK call, raising vmssctl's errors instead of the SDK's (pagers included: lists are read whole)."""
+    @functools.wraps(fn)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except VmssctlError:
+            raise
+        except Exception as e:
+            if e.__class__.__module__.startswith(("azure.", "msrest", "requests", "urllib3")):
+                raise translate(e) from None
+            raise
+    return wrapped
+
+
+class Operation:
+    """A long-running ARM operation in flight (the SDK's poller, kept inside this module)."""
+
+    def __init__(self, poller: object, what: str) -> None:
+        self._poller = poller
+        self.what = what
+
+    @_arm
+    def wait(self) -> None:
+        """Block until ARM's verdict; raises ArmError when the operation failed."""
+        self._poller.result()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -134,18 +209,21 @@ class ScaleSetApi:
         self.resource_group = resource_group
         self.name = name
 
+    @_arm
     def get(self):
         from vmssctl.model import ScaleSet
 
         return ScaleSet.from_sdk(self.client.virtual_machine_scale_sets.get(self.resource_group, self.name),
                                  self.resource_group)
 
+    @_arm
     def instances(self) -> list:
         from vmssctl.model import Instance
 
         vms = self.client.virtual_machine_scale_set_vms.list(self.resource_group, self.name, expand="instanceView")
         return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: int(i.instance_id))
 
+    @_arm
     def busy_count(self) -> int:
         """Instances with an operation in flight, from the set's instance-view summary: one request."""
         view = self.client.virtual_machine_scale_sets.get_instance_view(self.resource_group, self.name)
@@ -154,6 +232,7 @@ class ScaleSetApi:
                    if (s.code or "").lower() in ("provisioningstate/updating", "provisioningstate/creating",
                                                  "provisioningstate/deleting"))
 
+    @_arm
     def update(self, etag: str | None, image=None, tags: dict | None = None) -> None:
         """PATCH the image and/or tags with If-Match on ``etag``; returns once ARM accepted it.
 
@@ -177,6 +256,7 @@ class ScaleSetApi:
         self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name, update, polling=False,
                                                             **kwargs)
 
+    @_arm
     def newest_version(self, location: str, image) -> str | None:
         """The highest published version of a platform image SKU (what 'latest' means today)."""
         versions = [v.name for v in self.client.virtual_machine_images.list(location, image.publisher, image.offer,
@@ -184,6 +264,7 @@ class ScaleSetApi:
         numeric = [v for v in versions if all(p.isdigit() for p in v.split("."))]
         return max(numeric, key=lambda v: tuple(int(p) for p in v.split(".")), default=None)
 
+    @_arm
     def reimage(self, ids: list[str]) -> None:
         """Reimage: how a VM already on a 'latest' model picks up a newer published version."""
         from azure.mgmt.compute import models as m
@@ -192,6 +273,7 @@ class ScaleSetApi:
             self.resource_group, self.name, vm_scale_set_reimage_input=m.VirtualMachineScaleSetReimageParameters(
                 instance_ids=ids), polling=False)
 
+    @_arm
     def upgrade(self, ids: list[str]) -> None:
         """One manualupgrade call for a whole batch."""
         from azure.mgmt.compute import models as m
@@ -202,37 +284,46 @@ class ScaleSetApi:
 
     ACTIONS = ("upgrade", "reimage", "restart", "start", "poweroff", "deallocate", "delete")
 
-    def act(self, action: str, ids: list[str] | None):
-        """Start an instance action; returns the SDK's LRO poller (its result is ARM's verdict)."""
+    @_arm
+    def act(self, action: str, ids: list[str] | None) -> Operation:
+        """Start an instance action; ``wait()`` on the result gives ARM's verdict."""
         from azure.mgmt.compute import models as m
 
         ops = self.client.virtual_machine_scale_sets
         rg, name = self.resource_group, self.name
+        what = f"{action} of " + (f"instance(s) {', '.join(ids[:20])}" if ids else "every instance")
         if action == "upgrade":
-            return ops.begin_update_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
-                instance_ids=ids or ["*"]))
+            return Operation(ops.begin_update_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
+                instance_ids=ids or ["*"])), what)
         if action == "delete":
-            return ops.begin_delete_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
-                instance_ids=ids or ["*"]))
+            return Operation(ops.begin_delete_instances(rg, name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(
+                instance_ids=ids or ["*"])), what)
         if action == "reimage":
-            return ops.begin_reimage(rg, name, vm_scale_set_reimage_input=m.VirtualMachineScaleSetReimageParameters(
-                instance_ids=ids) if ids else None)
+            return Operation(ops.begin_reimage(rg, name, vm_scale_set_reimage_input=(
+                m.VirtualMachineScaleSetReimageParameters(instance_ids=ids) if ids else None)), what)
         begin = {"restart": ops.begin_restart, "start": ops.begin_start, "poweroff": ops.begin_power_off,
                  "deallocate": ops.begin_deallocate}[action]
-        return begin(rg, name, vm_instance_i_ds=m.VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
-                     if ids else None)
+        return Operation(begin(rg, name, vm_instance_i_ds=m.VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
+                               if ids else None), what)
 
-    def resize(self, capacity: int | None = None, vm_size: str | None = None):
-        """PATCH ``sku`` (capacity and/or VM size); returns the LRO poller."""
+    @_arm
+    def resize(self, capacity: int | None = None, vm_size: str | None = None) -> Operation:
+        """PATCH ``sku`` (capacity and/or VM size); ``wait()`` on the result gives ARM's verdict."""
         from azure.mgmt.compute import models as m
 
         current = self.client.virtual_machine_scale_sets.get(self.resource_group, self.name).sku
         sku = m.Sku(name=vm_size or current.name, tier=current.tier,
                     capacity=current.capacity if capacity is None else capacity)
-        return self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name,
-                                                                   m.VirtualMachineScaleSetUpdate(sku=sku))
+        what = "; ".join(x for x in (f"scale to {capacity}" if capacity is not None else "",
+                                     f"VM size -> {vm_size}" if vm_size else "") if x)
+        return Operation(self.client.virtual_machine_scale_sets.begin_update(
+            self.resource_group, self.name, m.VirtualMachineScaleSetUpdate(sku=sku)), what)
+
+    def close(self) -> None:
+        self.client.close()
 
 
+@_arm
 def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str]]:
     """(resource group, name, location) of every scale set in the subscription."""
     out = []

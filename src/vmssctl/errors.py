@@ -19,3 +19,33 @@ class UsageError(VmssctlError):
     """Bad input from the user: reported on one line, exit code 2, nothing changed."""
 
     exit_code = EXIT_USAGE
+
+
+class ArmError(VmssctlError):
+    """ARM refused or failed a call (after the SDK's own retries): its HTTP status, code and message.
+
+    ``azure.py`` raises these in place of the SDK's exceptions, so nothing else depends on the SDK's types.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        # bad requests and missing resources are the caller's input; everything else is a failure
+        self.exit_code = EXIT_USAGE if status in (400, 401, 403, 404) else EXIT_FAILED
+
+
+class NotFound(ArmError):
+    """404: the resource group or scale set does not exist."""
+
+
+class Conflict(ArmError):
+    """409: another operation is in progress on the resource."""
+
+
+class PreconditionFailed(ArmError):
+    """412: the resource changed since its etag was read (If-Match)."""
+
+
+class Unreachable(ArmError):
+    """No answer from the ARM endpoint at all (DNS, TLS, connection refused)."""

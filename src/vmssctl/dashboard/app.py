@@ -26,9 +26,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from vmssctl import inputs
-from vmssctl.azure import Connection, ScaleSetApi, UsageError, list_scale_sets, one_line
+from vmssctl.azure import Connection, Operation, ScaleSetApi, list_scale_sets
 from vmssctl.dashboard import html
 from vmssctl.dashboard.watch import Watchers
+from vmssctl.errors import ArmError, UsageError, VmssctlError
 from vmssctl.policy import load as load_policy
 from vmssctl.rollout.events import Snapshot
 from vmssctl.rollout.journal import Journal, scale_set_key
@@ -159,8 +160,8 @@ async def _sets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
     """Every scale set, or none and why not (ARM unreachable): the page shows the reason as a banner."""
     try:
         return await run_in_threadpool(list_scale_sets, d.client), None
-    except Exception as e:
-        return [], one_line(e)[:300]
+    except VmssctlError as e:
+        return [], str(e)[:300]
 
 
 def _csrf(d: Dashboard, request: Request) -> str:
@@ -276,14 +277,14 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _track(d: Dashboard, rg: str, name: str, what: str, poller) -> None:
+def _track(d: Dashboard, rg: str, name: str, operation: Operation) -> None:
     """Wait for an LRO in the background and report ARM's verdict as a notice."""
     def wait() -> None:
         try:
-            poller.result()
-            d.notice(rg, name, f"{what}: Succeeded", True)
-        except Exception as e:
-            d.notice(rg, name, f"{what}: Failed {one_line(e)}", False)
+            operation.wait()
+            d.notice(rg, name, f"{operation.what}: Succeeded", True)
+        except VmssctlError as e:
+            d.notice(rg, name, f"{operation.what}: Failed {e}", False)
         d.watchers.get(rg, name).poke()
     threading.Thread(target=wait, daemon=True).start()
 
@@ -297,10 +298,8 @@ def _op(fn):
             message = await run_in_threadpool(fn, d, rg, name, body)
         except UsageError as e:
             return JSONResponse({"ok": False, "message": form_words(str(e))}, 400)
-        except Exception as e:
-            if not e.__class__.__module__.startswith("azure."):
-                raise
-            return JSONResponse({"ok": False, "message": one_line(e)}, getattr(e, "status_code", 502) or 502)
+        except ArmError as e:
+            return JSONResponse({"ok": False, "message": str(e)}, e.status if e.status and e.status >= 400 else 502)
         d.watchers.get(rg, name).poke()
         return JSONResponse({"ok": True, "message": message})
     return endpoint
@@ -330,15 +329,15 @@ def do_action(d: Dashboard, rg: str, name: str, body: dict) -> str:
     ids = _ids(body, d, rg, name)
     if ids == []:
         raise UsageError("the selection is empty")
-    what = f"{action} of " + (f"instance(s) {', '.join(ids[:20])}" if ids else "every instance")
-    _track(d, rg, name, what, d.api(rg, name).act(action, ids))
-    return f"{what}: accepted by ARM"
+    operation = d.api(rg, name).act(action, ids)
+    _track(d, rg, name, operation)
+    return f"{operation.what}: accepted by ARM"
 
 
 @_op
 def do_scale(d: Dashboard, rg: str, name: str, body: dict) -> str:
     capacity = inputs.count(body.get("capacity"), "capacity", 0, inputs.MAX_INSTANCES)
-    _track(d, rg, name, f"scale to {capacity}", d.api(rg, name).resize(capacity=capacity))
+    _track(d, rg, name, d.api(rg, name).resize(capacity=capacity))
     return f"scale to {capacity}: accepted by ARM"
 
 
@@ -369,7 +368,7 @@ def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
         api.update(ss.etag, image=target)
         parts.append(f"image -> {target}")
     if vm_size:
-        _track(d, rg, name, f"VM size -> {vm_size}", api.resize(vm_size=vm_size))
+        _track(d, rg, name, api.resize(vm_size=vm_size))
         parts.append(f"VM size -> {vm_size}")
     return "model update accepted: " + "; ".join(parts)
 
@@ -430,7 +429,9 @@ def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
             code = run(api, d.journal(), d.conn, rollout, [sink])
             d.notice(rg, name, f"rollout {rollout.id} ended with exit code {code}", code == 0)
         except Exception as e:  # reported on the page; the journal keeps the rollout for a resume
-            d.notice(rg, name, f"rollout {rollout.id} stopped: {one_line(e)}", False)
+            from vmssctl.cli import describe_error
+
+            d.notice(rg, name, f"rollout {rollout.id} stopped: {describe_error(e)[0]}", False)
         finally:
             d.watchers.get(rg, name).poke()
 

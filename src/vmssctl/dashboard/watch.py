@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
-from vmssctl.azure import one_line
+from vmssctl.errors import VmssctlError
 from vmssctl.model import Instance, ScaleSet
 
 log = logging.getLogger("vmssctl.dashboard")
@@ -53,8 +53,8 @@ class SetWatcher:
             try:
                 ss, instances = await run_in_threadpool(self.fetch)
                 self.view = View(ss, instances, time.monotonic(), version)
-            except Exception as e:  # ARM unreachable or the set deleted: show it, keep polling
-                message = one_line(e)
+            except VmssctlError as e:  # ARM unreachable or the set deleted: show it, keep polling
+                message = str(e)
                 self.view = View(self.view.scale_set if self.view else None,
                                  self.view.instances if self.view else [], time.monotonic(), version, message)
         async with self.changed:

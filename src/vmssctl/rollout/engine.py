@@ -11,10 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError
-
 from vmssctl.azure import ScaleSetApi
-from vmssctl.errors import UsageError
+from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
 from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan, fit_to_floor, make_plan
 from vmssctl.policy import RolloutPolicy
@@ -157,7 +155,7 @@ class Engine:
             tags = {**ss.tags, TAG: self.r.id}
             try:
                 self.api.update(ss.etag, image=image, tags=tags)
-            except ResourceModifiedError:
+            except PreconditionFailed:
                 raise Halt("the scale set changed while vmssctl was updating it (etag mismatch, HTTP 412); "
                            "nothing was overwritten: check the model and run again") from None
             self.emit("model_updated", diff=diff(ss.image, image))
@@ -183,7 +181,7 @@ class Engine:
             tags[TAG] = value
         try:
             self.api.update(ss.etag, tags=tags)
-        except ResourceModifiedError:
+        except PreconditionFailed:
             raise Halt("the scale set changed while vmssctl was tagging it (HTTP 412); nothing was "
                        "overwritten") from None
 
@@ -192,7 +190,7 @@ class Engine:
             ss = self._observe_set()
             if ss.tags.get(TAG) == self.r.id:
                 self._set_tag(ss, None)
-        except (HttpResponseError, Halt):
+        except (ArmError, Halt):
             pass  # the tag is advisory; a stale one names a finished rollout and is reported as such
 
     # ------------------------------------------------------------------ control
@@ -451,11 +449,8 @@ class Engine:
                 self.api.upgrade(behind_model)
             if stale:
                 self.api.reimage(stale)
-        except HttpResponseError as e:
-            if e.status_code != 409:
-                raise
-            err = getattr(e, "error", None)
-            self.emit("conflict", code=getattr(err, "code", "Conflict"), message=getattr(err, "message", str(e)))
+        except Conflict as e:
+            self.emit("conflict", code=e.code or "Conflict", message=str(e).removeprefix(f"({e.code}) "))
             return  # stays 'issuing': the next turn re-issues what has not started
         self.journal.set_batch(batch, state="issued")
 
