@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 AZVENV := .venv-az
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench az-venv browser screenshots clean
+.PHONY: demo test lint bench az-venv browser prometheus screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,16 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; the browser tests will be skipped"
 
+# The Prometheus gate is tested against a real server from Debian (started by the tests on a free port).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   prometheus >/dev/null) || echo "warning: could not install prometheus; its gate test will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/vmssctl demo
 
-test: $(STAMP) az-venv browser
+test: $(STAMP) az-venv browser prometheus
 	$(BIN)/ruff check .
 	VMSSCTL_AZ=$(CURDIR)/$(AZVENV)/bin/az $(BIN)/pytest
 

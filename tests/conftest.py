@@ -145,3 +145,22 @@ def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emu]:
 @pytest.fixture
 def rg(emu: Emu) -> str:
     return emu.group()
+
+
+def cli(capsys, *args: str) -> tuple[int, list[dict], str]:
+    """Run vmssctl in-process; returns (exit code, JSON lines on stdout, stderr)."""
+    from vmssctl.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return code, lines, err
+
+
+@pytest.fixture
+def up(frozen, tmp_path, capsys):
+    """``up(rg, *flags)`` runs an upgrade of RG/web against the frozen emulator with -o json --yes."""
+    def run(rg: str, *flags: str, name: str = "web") -> tuple[int, list[dict], str]:
+        return cli(capsys, "upgrade", "-g", rg, "-n", name, "--emulator", str(frozen.state_dir), "--journal",
+                   str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
+    return run

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import threading
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import start_emulator
 from tests.test_crash_resume import run, run_and_kill, upgrade_args
-from tests.test_upgrade import NEW, cli, instances, make_set, record
+from tests.test_upgrade import NEW, instances, make_set, record
 
 API = {"api-version": "2024-11-01"}
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -344,102 +343,3 @@ def test_interrupted_time_is_left_out_and_resume_needs_no_flags(frozen, tmp_path
     assert resumed["interrupted"] >= 3000
     assert all(e["seconds"] < 600 for e in events if e["type"] == "batch_succeeded")
     assert events[-1]["type"] == "rollout_succeeded" and events[-1]["seconds"] < 3000
-
-
-@pytest.fixture
-def up(frozen, tmp_path, capsys):
-    def run_up(rg: str, *flags: str, name: str = "web"):
-        return cli(capsys, "upgrade", "-g", rg, "-n", name, "--emulator", str(frozen.state_dir), "--journal",
-                   str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
-    return run_up
-
-
-def test_time_waiting_on_arm_is_not_charged_to_the_health_timeout(tmp_path):
-    """A listing the SDK retried for five minutes (throttled, 5xx) does not eat the VMs' health timeout."""
-    from vmssctl.policy import RolloutPolicy
-    from vmssctl.rollout.engine import Engine
-    from vmssctl.rollout.journal import Journal
-
-    class Clock:
-        simulated = True
-        t = 1000.0
-
-        def now(self) -> float:
-            return self.t
-
-        def sleep(self, seconds: float) -> None:
-            self.t += seconds
-
-    class Api:
-        resource_group, name = "rg", "web"
-
-    clock, journal = Clock(), Journal(tmp_path / "j.sqlite")
-    image = {"publisher": "p", "offer": "o", "sku": "s"}
-    r = journal.create("00000000-0000-0000-0000-000000000001", "rg", "web", None, {**image, "version": "2.0.0"},
-                       {**image, "version": "1.0.0"}, RolloutPolicy().to_json())
-    engine = Engine(Api(), journal, r, clock, [])  # type: ignore[arg-type]
-    batch = journal.add_batch(r.id, "forward", ["0"], clock.now())
-    assert engine._batch_elapsed(batch) == 0
-    clock.t += 100  # the VMs had 100 s
-    engine._arm(lambda: clock.sleep(300))  # then one ARM call took 300 s of retries
-    assert engine._batch_elapsed(batch) == 100
-
-
-def test_at_every_step_the_four_views_show_one_set_of_numbers(frozen, tmp_path):
-    """At each engine turn: the -o json line, the journal (what `rollout status` and the dashboard read), the
-    live terminal view and the dashboard panel all carry the same batch n of m, done, healthy and floor."""
-    import io
-    import re
-
-    from rich.console import Console
-
-    from vmssctl.azure import ScaleSetApi
-    from vmssctl.dashboard.html import rollout_panel
-    from vmssctl.policy import load
-    from vmssctl.rollout.events import JsonLines
-    from vmssctl.rollout.journal import Journal
-    from vmssctl.rollout.progress import Progress
-    from vmssctl.rollout.view import render
-    from vmssctl.target import ImageChange
-    from vmssctl.upgrade import prepare, start
-
-    rg = make_set(frozen, 9)
-    journal = Journal(tmp_path / "j.sqlite")
-    api = ScaleSetApi(frozen.client(), rg, "web")
-    prepared = prepare(api, journal, frozen.connection, ImageChange(version=NEW),
-                       load(None, {"canary": 1, "batch_size": 3, "pause": "30s"}))
-    steps: list[tuple] = []
-
-    class Compare:
-        def __init__(self) -> None:
-            self.out = io.StringIO()
-            self.json = JsonLines(self.out)
-
-        def event(self, event: dict) -> None:
-            pass
-
-        def snapshot(self, snap) -> None:
-            p = snap.progress
-            self.json.snapshot(snap)
-            line = json.loads(self.out.getvalue().splitlines()[-1])
-            stored = journal.list()[0]
-            text = Console(width=120, file=io.StringIO(), record=True)
-            text.print(render(snap))
-            terminal = text.export_text()
-            html = rollout_panel(stored, Progress.from_json(stored.progress), [], journal.batches(stored.id))
-            numbers = (p.batch_no, p.batches_total, p.done, p.total, p.healthy, p.floor)
-            assert (line["batch_no"], line["batches_total"], line["done"], line["total"], line["healthy"],
-                    line["floor"]) == numbers
-            assert Progress.from_json(stored.progress) == p
-            assert f"batch {p.batch_no} of {p.batches_total}" in terminal
-            assert f"healthy {p.healthy}/{p.capacity} (floor {p.floor})" in terminal
-            assert re.search(rf'batch-no">{p.batch_no}<.*batches-total">{p.batches_total}<', html)
-            assert f'<b class="floor">{p.floor}</b>' in html
-            steps.append(numbers)
-
-        def close(self) -> None:
-            pass
-
-    assert start(api, journal, frozen.connection, prepared, [Compare()]) == 0
-    assert len(steps) >= 4
-    assert {s[1] for s in steps} == {len(prepared.plan.batches)} and {s[5] for s in steps} == {prepared.plan.floor}

@@ -7,28 +7,12 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import cli
 from vmssctl.cli import main
 from vmssctl.emulator.server import demo_scale_set
 
 NEW = "24.04.202611200"
 OLD = "24.04.202610010"
-
-
-def cli(capsys, *args: str) -> tuple[int, list[dict], str]:
-    """Run vmssctl in-process; returns (exit code, JSON lines on stdout, stderr)."""
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return code, lines, err
-
-
-@pytest.fixture
-def up(frozen, tmp_path, capsys):
-    """``up(rg, *flags)`` runs an upgrade of RG/web against the frozen emulator with -o json --yes."""
-    def run(rg: str, *flags: str, name: str = "web") -> tuple[int, list[dict], str]:
-        return cli(capsys, "upgrade", "-g", rg, "-n", name, "--emulator", str(frozen.state_dir), "--journal",
-                   str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
-    return run
 
 
 def make_set(emu, capacity: int = 10, name: str = "web", settle: bool = True, **kwargs) -> str:

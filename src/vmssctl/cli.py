@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--probe-url", help="extra gate: http(s) URL template, e.g. http://10.0.0.{instance_id}/health")
     pol.add_argument("--hook", help="extra gate: shell command template, exit 0 = pass")
     pol.add_argument("--poll", help="poll interval while a batch settles (default 10s)")
+    gate = up.add_argument_group("metric gates (more, and every setting, as [[gates]] in --policy)")
+    gate.add_argument("--prometheus", metavar="URL", help="Prometheus server for a query gate, e.g. http://prom:9090")
+    gate.add_argument("--prometheus-query", metavar="PROMQL",
+                      help="one value per instance ({instance_id} etc.) or per batch, e.g. "
+                           "'sum(rate(errors{vm=\"{instance_id}\"}[1m]))'")
+    gate.add_argument("--prometheus-success", metavar="COND", help="e.g. 'result < 0.05' (required with a query)")
+    gate.add_argument("--prometheus-failure", metavar="COND", help="fails at once when true, e.g. 'result > 0.2'")
+    gate.add_argument("--prometheus-count", metavar="N", help="successful measurements needed (default 1)")
+    gate.add_argument("--prometheus-interval", metavar="DUR", help="between measurements (default 30s)")
+    gate.add_argument("--web-url", metavar="URL", help="a JSON document to check, e.g. http://10.0.0.{instance_id}/status")
+    gate.add_argument("--web-jsonpath", metavar="PATH", help="the value to test, e.g. $.checks.db (default $)")
+    gate.add_argument("--web-success", metavar="COND", help="e.g. 'result == \"ok\"' (default: result == true)")
     up.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     up.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
@@ -239,14 +251,35 @@ def cmd_instances(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _flag_gates(args: argparse.Namespace) -> list[dict]:
+    """The gates given as flags, as the [[gates]] entries they stand for."""
+    gates = []
+    prom = {k: getattr(args, f"prometheus_{k}") for k in ("query", "success", "failure", "count", "interval")}
+    if args.prometheus or any(prom.values()):
+        if not (args.prometheus and prom["query"] and prom["success"]):
+            raise UsageError("a Prometheus gate needs --prometheus URL, --prometheus-query and --prometheus-success")
+        gates.append({"kind": "prometheus", "address": args.prometheus,
+                      **{k: v for k, v in prom.items() if v is not None}})
+    if args.web_url or args.web_jsonpath or args.web_success:
+        if not args.web_url:
+            raise UsageError("a web gate needs --web-url")
+        gates.append({"kind": "web", "url": args.web_url,
+                      **{k: v for k, v in (("jsonpath", args.web_jsonpath), ("success", args.web_success)) if v}})
+    return gates
+
+
 def _policy(args: argparse.Namespace):
+    from dataclasses import replace
+
     from vmssctl import policy
 
     overrides = {k: getattr(args, k) for k in (
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
         "no_health_signal")}
-    return policy.load(args.policy, overrides)
+    loaded = policy.load(args.policy, overrides)
+    extra = _flag_gates(args)
+    return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded
 
 
 def _sinks(args: argparse.Namespace) -> list:

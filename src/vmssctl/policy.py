@@ -69,6 +69,7 @@ class RolloutPolicy:
     hook: str | None = None
     poll: float = 10.0
     no_health_signal: bool = False  # go on although nothing but power and provisioning state can be checked
+    gates: tuple[dict, ...] = ()  # [[gates]] entries: kind = probe | hook | prometheus | web, and their settings
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -91,6 +92,17 @@ class RolloutPolicy:
             raise UsageError(f"--probe-url '{self.probe_url}' is not an http(s) URL template")
         if self.instances:
             inputs.instance_ids(list(self.instances))
+        if len(self.gates) > 20:
+            raise UsageError("at most 20 gates")
+        from vmssctl.rollout.gates import build
+
+        build(self.all_gates())  # every gate's settings checked now, before anything is written
+
+    def all_gates(self) -> tuple[dict, ...]:
+        """The declared gates, with --probe-url and --hook as the probe and hook gates they are."""
+        legacy = ([{"kind": "probe", "url": self.probe_url}] if self.probe_url else []) + \
+            ([{"kind": "hook", "command": self.hook}] if self.hook else [])
+        return (*legacy, *self.gates)
 
     def batch_count(self, capacity: int) -> int:
         """Instances per batch for ``--by batch``."""
@@ -105,6 +117,7 @@ class RolloutPolicy:
         d["max_unavailable"] = str(self.max_unavailable) if self.max_unavailable else None
         d["max_unhealthy_upgraded"] = str(self.max_unhealthy_upgraded)
         d["instances"] = list(self.instances)
+        d["gates"] = [dict(g) for g in self.gates]
         return d
 
     @classmethod
@@ -114,6 +127,7 @@ class RolloutPolicy:
             else None
         d["max_unhealthy_upgraded"] = Amount.parse(d.get("max_unhealthy_upgraded", "0"), "max_unhealthy_upgraded")
         d["instances"] = tuple(d.get("instances") or ())
+        d["gates"] = tuple(d.get("gates") or ())
         return cls(**d)
 
 
@@ -128,9 +142,12 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             raw = tomllib.loads(inputs.read_small_file(path, "--policy"))
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"policy file '{path}' is not valid TOML: {e}") from None
-        raw = raw.get("rollout", raw)
-        if not isinstance(raw, dict):
+        section = raw.get("rollout", raw)
+        if not isinstance(section, dict):
             raise UsageError(f"policy file '{path}': [rollout] must be a table")
+        if section is not raw and "gates" in raw:
+            section = {**section, "gates": raw["gates"]}  # [[gates]] beside [rollout]
+        raw = section
         unknown = set(raw) - _NAMES
         if unknown:
             raise UsageError(f"policy file '{path}': unknown setting(s) {', '.join(sorted(unknown))}")
@@ -156,6 +173,10 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             if not isinstance(value, bool):
                 raise UsageError(f"{key} must be true or false")
             kwargs[key] = value
+        elif key == "gates":
+            if not isinstance(value, list | tuple) or not all(isinstance(g, dict) for g in value):
+                raise UsageError("gates must be a list of tables ([[gates]] in the policy file)")
+            kwargs[key] = tuple(dict(g) for g in value)
         elif key in ("by", "rollback"):
             if not isinstance(value, str):
                 raise UsageError(f"{key} must be a string")

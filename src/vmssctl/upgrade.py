@@ -110,7 +110,8 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
 
 def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:
     """What will tell vmssctl an upgraded VM is good, beyond power and provisioning state (None: nothing)."""
-    gates = [g for g, on in (("HTTP probe", policy.probe_url), ("command hook", policy.hook)) if on]
+    names = {"probe": "HTTP probe", "hook": "command hook", "prometheus": "Prometheus query", "web": "web check"}
+    gates = [names.get(g.get("kind"), "gate") for g in policy.all_gates()]
     signals = ([ss.health_signal] if ss.health_signal else []) + gates
     return " + ".join(signals) or None
 

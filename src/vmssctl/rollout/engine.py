@@ -19,7 +19,7 @@ from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout import progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.events import Sink, Snapshot
-from vmssctl.rollout.gates import BAD, GOOD, Gates, judge
+from vmssctl.rollout.gates import BAD, GOOD, Context, build, combine, judge
 from vmssctl.rollout.journal import Batch, Journal, Rollout
 from vmssctl.rollout.progress import Progress, sample
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
@@ -47,7 +47,7 @@ class Engine:
         self.policy = RolloutPolicy.from_json(rollout.policy)
         self.target = ImageRef(**rollout.target)
         self.previous = ImageRef(**rollout.previous)
-        self.gates = Gates(self.policy.probe_url, self.policy.hook, api.resource_group, api.name)
+        self.gates = build(self.policy.all_gates())
         self.simulated = bool(getattr(clock, "simulated", False))
         events = journal.events(rollout.id)
         self.fresh = not events
@@ -473,16 +473,29 @@ class Engine:
                 return None
             self.journal.set_batch(batch, state="issued")
         bad, waiting, idle_behind = {}, False, False
+        timeout = self.policy.health_timeout
+        verdicts = {}
         for iid in batch.instance_ids:
             inst = by_id.get(iid)
             if inst is None:
                 continue  # scaled in meanwhile (autoscale): nothing left to judge
-            verdict = judge(inst, not needs(inst), elapsed, self.policy.health_timeout, self.gates)
+            verdicts[iid] = judge(inst, not needs(inst), elapsed, timeout)
+            if verdicts[iid].state != GOOD:
+                idle_behind |= needs(inst) and inst.provisioning == "succeeded" and inst.power == "running"
+        ready = [by_id[i] for i, v in verdicts.items() if v.state == GOOD]
+        # ARM says good: now the policy's gates (probe, hook, Prometheus, web). Not when rolling back: that restores
+        # the image that was serving, and metrics of the bad one would only hold it up (as Argo skips analysis).
+        if ready and self.gates and batch.kind == "forward":
+            ctx = Context(self.api.resource_group, self.api.name, batch.seq, self.clock.now())
+            answers = [gate.check(ctx, ready) for gate in self.gates]
+            for inst in ready:
+                verdicts[inst.instance_id] = combine([a[inst.instance_id] for a in answers if inst.instance_id in a],
+                                                     elapsed >= timeout, timeout)
+        for iid, verdict in verdicts.items():
             if verdict.state == BAD:
                 bad[iid] = verdict.reason
             elif verdict.state != GOOD:
                 waiting = True
-                idle_behind |= needs(inst) and inst.provisioning == "succeeded" and inst.power == "running"
         if idle_behind:
             self._check_model(self.target if batch.kind == "forward" else self.previous)
         if bad and self._too_many_failed(failed | set(bad), upgraded):
