@@ -1,9 +1,11 @@
-"""The level-triggered rollout loop: observe ARM, decide the next action, act, record.
+"""The level-triggered rollout loop: each turn observes ARM, decides, acts once, and records.
 
-Nothing here trusts memory over ARM. Each turn lists the instances once and works out
-from what it sees which batch is in flight, whether it has settled, and what to start
-next; the journal only supplies intent (target, previous image, policy, which batch was
-being issued). So resuming after a crash is just running the loop again.
+Observe (``_observe_turn``) is the only place a turn reads ARM: the instances, the open batch's
+verdicts (ARM's view, then the policy's gates) and the model when it matters. ``decide`` (a pure
+function in ``decide.py``) picks the one next action from that observation and what the journal
+says of this phase; act carries it out (ARM calls, journal, events). Nothing here trusts memory
+over ARM: the journal only supplies intent (target, previous image, policy, which batch was being
+issued), so resuming after a crash is just running the loop again.
 """
 
 from __future__ import annotations
@@ -14,19 +16,37 @@ from dataclasses import replace
 from vmssctl.azure import ScaleSetApi
 from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
 from vmssctl.model import ImageRef, Instance, ScaleSet
-from vmssctl.plan import Plan, fit_to_floor, make_plan
+from vmssctl.plan import Plan
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout import progress
 from vmssctl.rollout.clock import Clock
+from vmssctl.rollout.decide import (
+    MODEL_WAIT,
+    Finish,
+    Judge,
+    ModelChanged,
+    Needs,
+    Observation,
+    Pause,
+    Phase,
+    Reissue,
+    Start,
+    Stop,
+    Wait,
+    decide,
+    failure_reason,
+    poll_delay,
+    remaining,
+    too_many_failed,
+)
 from vmssctl.rollout.events import Sink, Snapshot
-from vmssctl.rollout.gates import BAD, GOOD, Context, build, combine, judge
+from vmssctl.rollout.gates import GOOD, Context, Verdict, build, combine, judge
 from vmssctl.rollout.journal import Batch, Journal, Rollout
 from vmssctl.rollout.progress import Progress, sample
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
-MODEL_WAIT = 2.0  # re-check a model update this often
 SUMMARY_WORTH_IT = 100  # a listing of up to this many instances is one page: no cheaper than the summary
 SLEEP_SLICE = 30.0  # longest uninterrupted wait: the lease is renewed and requests are seen at least this often
 REQUESTED = "rollback requested"  # a rollback the user asked for ends with exit 0, not as a failure
@@ -58,6 +78,7 @@ class Engine:
         self.instances: list[Instance] = []
         self.scale_set: ScaleSet | None = None
         self.newest: str | None = None  # with a 'latest' target: the version that means today
+        self._soured: frozenset[str] = frozenset()  # instances that went bad while soaking (this run)
         self.arm_seconds = 0.0  # clock time spent inside ARM calls (the SDK's retries included)
         self._arm_mark: dict[int, float] = {}  # batch seq -> arm_seconds when it was first seen
 
@@ -126,15 +147,6 @@ class Engine:
         """How long the batch's VMs have had, less time spent waiting on ARM itself."""
         mark = self._arm_mark.setdefault(batch.seq, self.arm_seconds)
         return self.clock.now() - (batch.started or self.clock.now()) - (self.arm_seconds - mark)
-
-    def _check_model(self, wanted: ImageRef) -> None:
-        """Upgraded VMs that are idle yet not on the latest model mean the model moved: read it, and stop at once
-        if someone else changed the image (rather than wait out the health timeout)."""
-        ss = self._observe_set()
-        self._check_claim(ss)
-        if not same_image(ss.image, wanted):
-            raise Halt(f"the scale set's image was changed outside this rollout (now {ss.image}, this rollout "
-                       f"wants {wanted}); stopping with nothing overwritten")
 
     def _ensure_model(self, image: ImageRef, expected_from: ImageRef) -> None:
         """Put ``image`` in the model, with If-Match; refuse if someone else changed it meanwhile."""
@@ -315,116 +327,146 @@ class Engine:
             self.emit("rollout_failed", error=f"{reason}; rollback failed: {outcome}")
         return EXIT_FAILED
 
-    def _drive(self, kind: str, needs) -> str:
-        """Batches until nothing in scope needs ``kind``: 'done', 'abort', 'rollback' or a failure reason."""
-        policy = self.policy
-        batches = [b for b in self.journal.batches(self.r.id) if b.kind == kind]
-        failed: set[str] = {i for b in batches for i in b.failed}
-        upgraded: set[str] = {i for b in batches if b.state in ("succeeded", "failed") for i in b.instance_ids}
-        durations = [b.finished - b.started for b in batches if b.state == "succeeded" and b.finished]
-        open_batch = next((b for b in batches if b.state in ("issuing", "issued")), None)
-        floor_wait_since: float | None = None
-        reasons: list[str] = [f"instance {i}: failed in an earlier batch" for i in sorted(failed, key=int)]
+    def _drive(self, kind: str, needs: Needs) -> str:
+        """Turns of observe → decide → act until the phase ends: 'done', 'abort', 'rollback' or a failure reason."""
+        wanted = self.target if kind == "forward" else self.previous
+        floor_since: float | None = None
+        soured: frozenset[str] = frozenset()
         while True:
-            what = self._requested()
-            if what == "abort":
-                return "abort"
-            if what == "rollback" and kind == "forward":
-                return "rollback"
-            by_id = self._observe()
-            in_flight = set(open_batch.instance_ids) if open_batch else set()
-            # what is left after the batch in flight (whose VMs may already look done while being judged)
-            plan = make_plan(self.instances, policy, lambda i, f=in_flight: needs(i) and i.instance_id not in f,
-                             canary=0 if (self.r.canary_done or kind != "forward") else None)
-            self._report(kind, plan, len(batches), len(upgraded), open_batch, durations)
-            if open_batch is not None:
-                bad = self._settle(open_batch, by_id, needs, failed, upgraded | set(open_batch.instance_ids))
-                if bad is None:
-                    self._sleep(self._poll_delay(open_batch, durations, by_id))
-                    self._wait_provisioned(open_batch, by_id)
-                    continue
-                upgraded |= set(open_batch.instance_ids)
-                failed |= set(bad)
-                if bad:
-                    batch_reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
-                    reasons += batch_reasons
-                    self.journal.set_batch(open_batch, state="failed", finished=self.clock.now(), failed=sorted(bad))
-                    self.emit("batch_failed", batch=batches.index(open_batch) + 1, phase=kind, reasons=batch_reasons,
-                              instances=sorted(bad, key=int))
-                else:
-                    self.journal.set_batch(open_batch, state="succeeded", finished=self.clock.now())
-                    durations.append(open_batch.finished - open_batch.started)
-                    self.emit("batch_succeeded", batch=batches.index(open_batch) + 1, phase=kind,
-                              seconds=open_batch.finished - open_batch.started)
-                open_batch = None
-                if self._too_many_failed(failed, upgraded):
-                    return self._failure(failed, reasons)
-                if policy.pause and any(needs(i) for i in self.instances):
-                    self.emit("soak", seconds=policy.pause)
-                    self._sleep(policy.pause)
-                    # an instance that went bad while soaking counts as a failed upgrade too
-                    soured = {i.instance_id for i in self._arm(self.api.instances)
-                              if i.instance_id in upgraded - failed and not i.healthy}
-                    if soured:
-                        failed |= soured
-                        reasons += [f"instance {i}: unhealthy after the {policy.pause:.0f}s soak"
-                                    for i in sorted(soured, key=int)]
-                        self.emit("soak_failed", instances=sorted(soured, key=int))
-                        if self._too_many_failed(failed, upgraded):
-                            return self._failure(failed, reasons)
-                continue
-            if what == "pause":
+            phase = Phase(kind, tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind),
+                          self.r.canary_done, floor_since, soured)
+            obs = self._observe_turn(phase, needs)
+            if obs.instances:
+                self._report(kind, remaining(obs, phase, self.policy, needs), len(phase.batches),
+                             len(phase.upgraded), phase.open_batch, phase.durations)
+            action = decide(obs, phase, self.policy, needs, wanted)
+            batch = phase.open_batch
+            if isinstance(action, Stop):
+                return action.what
+            if isinstance(action, ModelChanged):
+                raise Halt(action.reason)
+            if isinstance(action, Finish):
+                return action.outcome
+            if isinstance(action, Pause):
                 after = self._wait_while_paused()
                 if after is not None:
                     return after
-                continue
-            if not plan.batches:
-                return "done"
-            ss = self._observe_set()
-            if kind == "forward" and not same_image(ss.image, self.target):
-                raise Halt(f"the scale set's image changed outside this rollout (now {ss.image}); stopping")
-            if ss.provisioning_state.lower() in ("updating", "creating"):
-                self._sleep(MODEL_WAIT)
-                continue
-            idle = {iid for iid, i in by_id.items() if i.provisioning in ("succeeded", "failed")}
-            ready = [i for i in plan.batches[0] if i in idle]
-            if not ready:  # what is next is still busy with an earlier operation
-                self._sleep(policy.poll)
-                continue
-            batch = fit_to_floor(ready, by_id, plan.floor)
-            if not batch:
-                now = self.clock.now()
-                healthy = sum(1 for i in self.instances if i.healthy)
-                if floor_wait_since is None:
-                    floor_wait_since = now
-                    self.emit("waiting_for_floor", healthy=healthy, floor=plan.floor)
-                elif now - floor_wait_since > policy.health_timeout:
-                    return (f"only {healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting the next "
-                            f"batch would go below the floor of {plan.floor}")
-                self._sleep(policy.poll)
-                continue
-            floor_wait_since = None
-            open_batch = self.journal.add_batch(self.r.id, kind, batch, self.clock.now())
-            batches.append(open_batch)
-            if kind == "forward" and policy.canary and not self.r.canary_done:
-                self.journal.update(self.r.id, canary_done=1)
-                self.r.canary_done = True
-            self.emit("batch_started", batch=len(batches), phase=kind, instances=batch, floor=plan.floor,
-                      healthy=sum(1 for i in self.instances if i.healthy))
-            self._issue(open_batch, batch)
-            # the batch's VMs stop serving now; the next observation is a while off (polls are sparse)
-            healthy = sum(1 for i in self.instances if i.healthy)
-            self.history = sample(self.history, self.clock.now(),
-                                  healthy - sum(1 for i in batch if by_id[i].healthy))
-            self._sleep(self._poll_delay(open_batch, durations, by_id))  # nothing to see the moment it starts
+            elif isinstance(action, Wait):
+                if action.floor_wait_since is not None and floor_since is None:
+                    self.emit("waiting_for_floor", healthy=obs.healthy, floor=remaining(
+                        obs, phase, self.policy, needs).floor)
+                floor_since = action.floor_wait_since
+                if batch is not None and batch.state == "issuing":
+                    self.journal.set_batch(batch, state="issued")  # nothing left that never started
+                self._sleep(action.seconds)
+                if batch is not None:
+                    self._wait_provisioned(batch, obs.by_id)
+            elif isinstance(action, Reissue):
+                assert batch is not None
+                self.emit("batch_reissued", batch=phase.batches.index(batch) + 1, phase=kind,
+                          instances=list(action.ids))
+                self._issue(batch, list(action.ids))
+            elif isinstance(action, Judge):
+                assert batch is not None
+                outcome = self._judged(phase, batch, action, needs)
+                if outcome is not None:
+                    return outcome
+                soured = self._soured
+            elif isinstance(action, Start):
+                floor_since = None
+                self._start(phase, action, obs)
 
-    def _too_many_failed(self, failed: set[str], upgraded: set[str]) -> bool:
-        limit = self.policy.max_unhealthy_upgraded
-        return len(failed) > (limit.of(len(upgraded)) if limit.percent else int(limit.value))
+    def _observe_turn(self, phase: Phase, needs: Needs) -> Observation:
+        """The one place a turn reads: what was requested, the instances, the open batch's verdicts (ARM's view
+        and the gates), and the model when a batch may start or upgraded VMs look off the model."""
+        requested = self._requested()
+        if requested == "abort" or (requested == "rollback" and phase.kind == "forward"):
+            return Observation(self.clock.now(), (), requested)
+        by_id = self._observe()
+        batch, verdicts, elapsed, model = phase.open_batch, {}, 0.0, None
+        if batch is not None:
+            elapsed = self._batch_elapsed(batch)
+            verdicts, off_model = self._verdicts(batch, by_id, needs, elapsed)
+            if off_model:
+                model = self._observe_set()
+        elif requested != "pause":
+            model = self._observe_set()
+        if model is not None:
+            self._check_claim(model)
+        return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
+                           self.scale_set.health_grace if self.scale_set else None)
 
-    def _failure(self, failed: set[str], reasons: list[str]) -> str:
-        return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
-                f"{self.policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
+    def _verdicts(self, batch: Batch, by_id: dict[str, Instance], needs: Needs,
+                  elapsed: float) -> tuple[dict[str, Verdict], bool]:
+        """Each instance of the batch: ARM's view, then (forward only) the policy's gates; and whether some
+        upgraded VM sits idle off the model (someone may have changed it)."""
+        timeout = self.policy.health_timeout
+        verdicts, off_model = {}, False
+        for iid in batch.instance_ids:
+            inst = by_id.get(iid)
+            if inst is None:
+                continue  # scaled in meanwhile (autoscale): nothing left to judge
+            verdicts[iid] = judge(inst, not needs(inst), elapsed, timeout)
+            if verdicts[iid].state != GOOD and batch.state == "issued":
+                off_model |= needs(inst) and inst.provisioning == "succeeded" and inst.power == "running"
+        ready = [by_id[i] for i, v in verdicts.items() if v.state == GOOD]
+        # ARM says good: now the policy's gates (probe, hook, Prometheus, web). Not when rolling back: that restores
+        # the image that was serving, and metrics of the bad one would only hold it up (as Argo skips analysis).
+        if ready and self.gates and batch.kind == "forward":
+            ctx = Context(self.api.resource_group, self.api.name, batch.seq, self.clock.now())
+            answers = [gate.check(ctx, ready) for gate in self.gates]
+            for inst in ready:
+                verdicts[inst.instance_id] = combine([a[inst.instance_id] for a in answers if inst.instance_id in a],
+                                                     elapsed >= timeout, timeout)
+        return verdicts, off_model
+
+    def _judged(self, phase: Phase, batch: Batch, action: Judge, needs: Needs) -> str | None:
+        """Record a settled batch; soak after it. Returns a failure reason when the phase must end."""
+        no, kind = phase.batches.index(batch) + 1, phase.kind
+        now = self.clock.now()
+        self._soured = phase.soured
+        if action.bad:
+            reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=int)]
+            self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad))
+            self.emit("batch_failed", batch=no, phase=kind, reasons=reasons, instances=sorted(action.bad, key=int))
+        else:
+            self.journal.set_batch(batch, state="succeeded", finished=now)
+            self.emit("batch_succeeded", batch=no, phase=kind, seconds=now - (batch.started or now))
+        if action.failure:
+            return action.failure
+        pause = self.policy.pause
+        if pause and any(needs(i) for i in self.instances):
+            self.emit("soak", seconds=pause)
+            self._sleep(pause)
+            # an instance that went bad while soaking counts as a failed upgrade too
+            failed = phase.failed | set(action.bad)
+            upgraded = phase.upgraded | set(batch.instance_ids)
+            soured = {i.instance_id for i in self._arm(self.api.instances)
+                      if i.instance_id in upgraded - failed and not i.healthy}
+            if soured:
+                self._soured = phase.soured | soured
+                self.emit("soak_failed", instances=sorted(soured, key=int))
+                if too_many_failed(self.policy, failed | soured, upgraded):
+                    return failure_reason(self.policy, failed | soured, [
+                        f"instance {i}: unhealthy after the {pause:.0f}s soak" for i in sorted(soured, key=int)])
+        return None
+
+    def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
+        """Open the next batch in the journal (intent first), then issue it."""
+        kind, ids = phase.kind, list(action.ids)
+        batch = self.journal.add_batch(self.r.id, kind, ids, self.clock.now())
+        if kind == "forward" and self.policy.canary and not self.r.canary_done:
+            self.journal.update(self.r.id, canary_done=1)
+            self.r.canary_done = True
+        self.emit("batch_started", batch=len(phase.batches) + 1, phase=kind, instances=ids, floor=action.floor,
+                  healthy=obs.healthy)
+        self._issue(batch, ids)
+        # the batch's VMs stop serving now; the next observation is a while off (polls are sparse)
+        by_id = obs.by_id
+        self.history = sample(self.history, self.clock.now(), obs.healthy - sum(1 for i in ids if by_id[i].healthy))
+        after = Phase(kind, (*phase.batches, batch), self.r.canary_done)
+        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
+                               obs.health_grace))  # nothing to see the moment it starts
 
     def _wait_provisioned(self, batch: Batch, by_id: dict[str, Instance]) -> None:
         """While the batch's VMs are still being rebuilt, poll the set's instance-view summary (one request)
@@ -454,71 +496,4 @@ class Engine:
             return  # stays 'issuing': the next turn re-issues what has not started
         self.journal.set_batch(batch, state="issued")
 
-    def _settle(self, batch: Batch, by_id: dict[str, Instance], needs, failed: set[str],
-                upgraded: set[str]) -> dict[str, str] | None:
-        """None while the batch is still moving, else {failed instance id: reason} (empty = all good).
-
-        A batch is judged early when its failures, with the ``failed`` before it, already break
-        ``--max-unhealthy-upgraded``.
-        """
-        elapsed = self._batch_elapsed(batch)
-        if batch.state == "issuing":
-            # we do not know whether the call landed: re-issue only what has visibly not started
-            idle = [i for i in batch.instance_ids if i in by_id and needs(by_id[i])
-                    and by_id[i].provisioning == "succeeded" and by_id[i].power == "running"]
-            if idle:
-                no = [b.seq for b in self.journal.batches(self.r.id) if b.kind == batch.kind].index(batch.seq) + 1
-                self.emit("batch_reissued", batch=no, phase=batch.kind, instances=idle)
-                self._issue(batch, idle)
-                return None
-            self.journal.set_batch(batch, state="issued")
-        bad, waiting, idle_behind = {}, False, False
-        timeout = self.policy.health_timeout
-        verdicts = {}
-        for iid in batch.instance_ids:
-            inst = by_id.get(iid)
-            if inst is None:
-                continue  # scaled in meanwhile (autoscale): nothing left to judge
-            verdicts[iid] = judge(inst, not needs(inst), elapsed, timeout)
-            if verdicts[iid].state != GOOD:
-                idle_behind |= needs(inst) and inst.provisioning == "succeeded" and inst.power == "running"
-        ready = [by_id[i] for i, v in verdicts.items() if v.state == GOOD]
-        # ARM says good: now the policy's gates (probe, hook, Prometheus, web). Not when rolling back: that restores
-        # the image that was serving, and metrics of the bad one would only hold it up (as Argo skips analysis).
-        if ready and self.gates and batch.kind == "forward":
-            ctx = Context(self.api.resource_group, self.api.name, batch.seq, self.clock.now())
-            answers = [gate.check(ctx, ready) for gate in self.gates]
-            for inst in ready:
-                verdicts[inst.instance_id] = combine([a[inst.instance_id] for a in answers if inst.instance_id in a],
-                                                     elapsed >= timeout, timeout)
-        for iid, verdict in verdicts.items():
-            if verdict.state == BAD:
-                bad[iid] = verdict.reason
-            elif verdict.state != GOOD:
-                waiting = True
-        if idle_behind:
-            self._check_model(self.target if batch.kind == "forward" else self.previous)
-        if bad and self._too_many_failed(failed | set(bad), upgraded):
-            return bad
-        return None if waiting else bad
-
-    def _poll_delay(self, batch: Batch, durations: list[float], by_id: dict[str, Instance]) -> float:
-        """When to look again at a batch in flight: as late as the answer can come, and no later.
-
-        - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
-          ``initializing`` until then), so sleep until the last one's grace period is over.
-        - Once a batch has been measured, nothing happens before ~90 % of the fastest one.
-        - Before that, back off gently (every ``--poll``, at most a quarter of the time elapsed).
-        Never past the health timeout.
-        """
-        now, elapsed, poll = self.clock.now(), self._batch_elapsed(batch), self.policy.poll
-        left = max(1.0, self.policy.health_timeout - elapsed)
-        grace = self.scale_set.health_grace if self.scale_set else None
-        waiting = [by_id[i] for i in batch.instance_ids if i in by_id and not by_id[i].healthy]
-        if grace is not None and waiting and all(w.health == "initializing" and w.health_since for w in waiting):
-            end = max(w.health_since or now for w in waiting) + grace
-            return min(left, max(1.0, end - now + 1.0))
-        if durations and elapsed < 0.9 * min(durations):
-            return min(left, max(poll, 0.9 * min(durations) - elapsed))
-        return min(left, max(poll, elapsed / 4))
 

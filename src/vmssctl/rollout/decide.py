@@ -1,0 +1,227 @@
+"""Decide: from one observation and what the journal says of this phase, the one next action. Pure: no I/O.
+
+The engine's turn is observe (the only ARM reads: instances, the model when it matters, the gates'
+verdicts) → ``decide`` → act (the only writes: ARM calls, journal, events). Like Kubernetes' deployment
+controller, each turn does one thing and returns; everything decide needs is in its arguments, so its
+every branch is a table test (``tests/test_decide.py``) that runs in microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.plan import Plan, fit_to_floor, make_plan
+from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout.gates import BAD, GOOD, Verdict
+from vmssctl.rollout.journal import Batch
+from vmssctl.target import same_image
+
+MODEL_WAIT = 2.0  # re-check a model that is still being updated this often
+
+Needs = Callable[[Instance], bool]  # does this instance still need this phase's work?
+
+
+@dataclass(frozen=True)
+class Phase:
+    """This phase (forward or rollback) as the journal and the engine's memory record it."""
+
+    kind: str  # forward | rollback
+    batches: tuple[Batch, ...] = ()  # this phase's batches, oldest first
+    canary_done: bool = False
+    floor_wait_since: float | None = None  # when the floor first held the next batch back
+    soured: frozenset[str] = frozenset()  # upgraded instances that went bad while soaking
+
+    @property
+    def open_batch(self) -> Batch | None:
+        return next((b for b in self.batches if b.state in ("issuing", "issued")), None)
+
+    @property
+    def failed(self) -> frozenset[str]:
+        return frozenset(i for b in self.batches for i in b.failed) | self.soured
+
+    @property
+    def upgraded(self) -> frozenset[str]:
+        """Instances whose batch has been judged (succeeded or failed)."""
+        return frozenset(i for b in self.batches if b.state in ("succeeded", "failed") for i in b.instance_ids)
+
+    @property
+    def durations(self) -> list[float]:
+        return [b.finished - b.started for b in self.batches
+                if b.state == "succeeded" and b.finished is not None and b.started is not None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one turn saw (observe is the only place that reads ARM)."""
+
+    now: float
+    instances: tuple[Instance, ...]
+    requested: str | None = None  # pause | resume | abort | rollback, from the journal
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)  # the open batch: ARM's view, then the gates
+    elapsed: float = 0.0  # how long the open batch's VMs have had (time waiting on ARM left out)
+    model: ScaleSet | None = None  # read when a batch may start, or when upgraded VMs look off the model
+    health_grace: float | None = None  # the health extension's grace period, from the last model read
+
+    @property
+    def by_id(self) -> dict[str, Instance]:
+        return {i.instance_id: i for i in self.instances}
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for i in self.instances if i.healthy)
+
+
+# ------------------------------------------------------------------------------------ actions
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+    why: str
+    floor_wait_since: float | None = None  # set: the floor holds the next batch back since then
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start the next batch: one manualupgrade (and reimage for 'latest' refreshes)."""
+
+    ids: tuple[str, ...]
+    floor: int
+
+
+@dataclass(frozen=True)
+class Reissue:
+    """The batch was being issued when the process stopped: issue again what visibly never started."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The open batch has settled: ``bad`` instances (empty: all good); ``failure`` when that ends the phase."""
+
+    bad: Mapping[str, str]
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop driving this phase because the user asked: ``abort`` or ``rollback``."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """Stop without touching anything more: someone else changed the model's image."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The phase is over: ``done``, or a failure reason."""
+
+    outcome: str
+
+
+Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish
+
+
+# ------------------------------------------------------------------------------------ arithmetic
+def too_many_failed(policy: RolloutPolicy, failed: frozenset[str] | set[str], upgraded: frozenset[str] | set[str]
+                    ) -> bool:
+    """More unhealthy upgraded instances than ``--max-unhealthy-upgraded`` (a count, or % of those upgraded)."""
+    limit = policy.max_unhealthy_upgraded
+    return len(failed) > (limit.of(len(upgraded)) if limit.percent else int(limit.value))
+
+
+def failure_reason(policy: RolloutPolicy, failed: frozenset[str] | set[str], reasons: list[str]) -> str:
+    return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
+            f"{policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
+
+
+def remaining(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
+    """The plan for what is left after the batch in flight (whose VMs may already look done while judged)."""
+    open_batch = phase.open_batch
+    in_flight = set(open_batch.instance_ids) if open_batch else set()
+    return make_plan(list(obs.instances), policy, lambda i: needs(i) and i.instance_id not in in_flight,
+                     canary=0 if (phase.canary_done or phase.kind != "forward") else None)
+
+
+def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: float | None) -> float:
+    """When to look again at a batch in flight: as late as the answer can come, and no later.
+
+    - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
+      ``initializing`` until then), so sleep until the last one's grace period is over.
+    - Once a batch has been measured, nothing happens before ~90 % of the fastest one.
+    - Before that, back off gently (every ``--poll``, at most a quarter of the time elapsed).
+    Never past the health timeout.
+    """
+    batch = phase.open_batch
+    by_id = obs.by_id
+    now, elapsed, poll = obs.now, obs.elapsed, policy.poll
+    left = max(1.0, policy.health_timeout - elapsed)
+    waiting = [by_id[i] for i in (batch.instance_ids if batch else ()) if i in by_id and not by_id[i].healthy]
+    if grace is not None and waiting and all(w.health == "initializing" and w.health_since for w in waiting):
+        end = max(w.health_since or now for w in waiting) + grace
+        return min(left, max(1.0, end - now + 1.0))
+    durations = phase.durations
+    if durations and elapsed < 0.9 * min(durations):
+        return min(left, max(poll, 0.9 * min(durations) - elapsed))
+    return min(left, max(poll, elapsed / 4))
+
+
+# ------------------------------------------------------------------------------------ decide
+def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, wanted: ImageRef) -> Action:
+    """The one next action of this phase (``wanted``: the image this phase puts on the instances)."""
+    if obs.requested == "abort":
+        return Stop("abort")
+    if obs.requested == "rollback" and phase.kind == "forward":
+        return Stop("rollback")
+    by_id = obs.by_id
+    if obs.model is not None and not same_image(obs.model.image, wanted):
+        return ModelChanged(f"the scale set's image was changed outside this rollout (now {obs.model.image}, this "
+                            f"rollout wants {wanted}); stopping with nothing overwritten")
+    batch = phase.open_batch
+    if batch is not None:
+        if batch.state == "issuing":  # did the call land? re-issue only what has visibly not started
+            idle = tuple(i for i in batch.instance_ids if i in by_id and needs(by_id[i])
+                         and by_id[i].provisioning == "succeeded" and by_id[i].power == "running")
+            if idle:
+                return Reissue(idle)
+        bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+        waiting = any(v.state not in (GOOD, BAD) for v in obs.verdicts.values())
+        judged = phase.upgraded | set(batch.instance_ids)
+        fatal = bool(bad) and too_many_failed(policy, phase.failed | set(bad), judged)
+        if waiting and not fatal:  # judged early only when its failures already end the phase
+            return Wait(poll_delay(obs, phase, policy, obs.health_grace), "batch in flight")
+        if fatal:
+            earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=int)]
+            now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+            return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + now_bad))
+        return Judge(bad)
+    if obs.requested == "pause":
+        return Pause()
+    plan = remaining(obs, phase, policy, needs)
+    if not plan.batches:
+        return Finish("done")
+    if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
+        return Wait(MODEL_WAIT, "the model is being updated")
+    idle = {iid for iid, i in by_id.items() if i.provisioning in ("succeeded", "failed")}
+    ready = [i for i in plan.batches[0] if i in idle]
+    if not ready:
+        return Wait(policy.poll, "the next instances are busy with another operation")
+    ids = fit_to_floor(ready, by_id, plan.floor)
+    if not ids:
+        since = phase.floor_wait_since if phase.floor_wait_since is not None else obs.now
+        if obs.now - since > policy.health_timeout:
+            return Finish(f"only {obs.healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting the "
+                          f"next batch would go below the floor of {plan.floor}")
+        return Wait(policy.poll, "the floor", floor_wait_since=since)
+    return Start(tuple(ids), plan.floor)

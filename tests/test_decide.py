@@ -1,0 +1,167 @@
+"""decide() as tables (Kubernetes/Argo style): one observation and the phase in, one action out. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.policy import load
+from vmssctl.rollout.decide import (
+    MODEL_WAIT,
+    Finish,
+    Judge,
+    ModelChanged,
+    Observation,
+    Pause,
+    Phase,
+    Reissue,
+    Start,
+    Stop,
+    Wait,
+    decide,
+    poll_delay,
+    too_many_failed,
+)
+from vmssctl.rollout.gates import BAD, GOOD, WAIT, Verdict
+from vmssctl.rollout.journal import Batch
+
+OLD, NEW = ImageRef("p", "o", "s", "1.0.0"), ImageRef("p", "o", "s", "2.0.0")
+T0 = 1_000_000.0
+
+
+def vm(i: int, image: ImageRef = OLD, health: str | None = "healthy", prov: str = "succeeded",
+       power: str = "running", since: float | None = None) -> Instance:
+    return Instance(str(i), i % 5, i % 5, None, power, prov, health, image == NEW,
+                    replace(image, exact_version=image.version), health_since=since)
+
+
+def model(image: ImageRef = NEW, state: str = "Succeeded", grace: float | None = 60.0) -> ScaleSet:
+    return ScaleSet("rg", "web", "eastus", 10, "D2", image, "Manual", "Uniform", state, 5, (), '"1"',
+                    health_grace=grace)
+
+
+def batch(seq: int, ids: list[int], state: str = "issued", started: float = T0, finished: float | None = None,
+          failed: list[int] = ()) -> Batch:
+    return Batch("r", seq, "forward", [str(i) for i in ids], state, started, finished, [str(i) for i in failed])
+
+
+def needs(i: Instance) -> bool:
+    return not (i.latest_model and i.image.version == NEW.version)
+
+
+FORWARD = Phase("forward")
+
+
+def run(obs: Observation, phase: Phase = FORWARD, **policy: object):
+    return decide(obs, phase, load(None, policy), needs, NEW)
+
+
+TEN_OLD = tuple(vm(i) for i in range(10))
+
+
+@pytest.mark.parametrize("name, obs, phase, policy, expect", [
+    ("abort wins over everything", Observation(T0, (), "abort"), Phase("forward"), {}, Stop("abort")),
+    ("rollback requested while going forward", Observation(T0, (), "rollback"), Phase("forward"), {},
+     Stop("rollback")),
+    ("someone changed the image", Observation(T0, TEN_OLD, model=model(ImageRef("p", "o", "s", "9.9.9"))),
+     Phase("forward"), {}, ModelChanged),
+    ("first batch: batches of 2, floor 8", Observation(T0, TEN_OLD, model=model()), Phase("forward"),
+     {"batch_size": 2}, Start(("0", "1"), 8)),
+    ("canary first", Observation(T0, TEN_OLD, model=model()), Phase("forward"), {"canary": 1, "batch_size": 3},
+     Start(("0",), 7)),
+    ("canary done: the next plain batch", Observation(T0, TEN_OLD, model=model()),
+     Phase("forward", canary_done=True), {"canary": 1, "batch_size": 3}, Start(("0", "1", "2"), 7)),
+    ("unhealthy first", Observation(T0, (*TEN_OLD[:9], vm(9, health="unhealthy")), model=model()),
+     Phase("forward"), {"batch_size": 2, "prioritize_unhealthy": True}, Start(("9", "0"), 8)),
+    ("the floor trims the batch", Observation(T0, (vm(0, health="unhealthy"), *TEN_OLD[1:]), model=model()),
+     Phase("forward"), {"batch_size": 3}, Start(("0", "1", "2"), 7)),
+    ("the model is still being updated", Observation(T0, TEN_OLD, model=model(state="Updating")),
+     Phase("forward"), {}, Wait(MODEL_WAIT, "the model is being updated")),
+    ("the next instances are busy", Observation(T0, (vm(0, prov="updating"), vm(1, prov="updating"),
+                                                     *TEN_OLD[2:]), model=model()),
+     Phase("forward"), {"batch_size": 2}, Wait(10.0, "the next instances are busy with another operation")),
+    ("pause asked between batches", Observation(T0, TEN_OLD, "pause"), Phase("forward"), {}, Pause()),
+    ("nothing left", Observation(T0, tuple(vm(i, NEW) for i in range(10)), model=model()), Phase("forward"), {},
+     Finish("done")),
+])
+def test_between_batches(name, obs, phase, policy, expect):
+    got = run(obs, phase, **policy)
+    assert got == expect or (isinstance(expect, type) and isinstance(got, expect)), name
+
+
+def test_the_floor_holds_the_next_batch_then_gives_up():
+    down = (vm(0, health="unhealthy"), vm(1, health="unhealthy"), *TEN_OLD[2:])
+    obs = Observation(T0, down, model=model())
+    phase = Phase("forward", canary_done=True)
+    first = run(obs, phase, batch_size=2, max_unavailable="2")
+    assert first == Start(("0", "1"), 8)  # the unhealthy ones cost nothing
+    done = Phase("forward", (batch(1, [0, 1], "succeeded", finished=T0 + 200),), True)
+    # 0 and 1 came back unhealthy (allowed: max unhealthy upgraded 2): 8 healthy, floor 8, no margin left
+    obs = Observation(T0 + 300, tuple(vm(i, NEW, "unhealthy") for i in range(2)) + TEN_OLD[2:], model=model())
+    held = run(obs, done, batch_size=2, max_unavailable="2", max_unhealthy_upgraded="2")
+    assert held == Wait(10.0, "the floor", floor_wait_since=T0 + 300)
+    later = replace(done, floor_wait_since=T0 + 300)
+    assert run(replace(obs, now=T0 + 300 + 601), later, batch_size=2, max_unavailable="2") == \
+        Finish("only 8 healthy instance(s) for 600s; starting the next batch would go below the floor of 8")
+
+
+@pytest.mark.parametrize("name, verdicts, state, limit, expect", [
+    ("all good", {"0": GOOD, "1": GOOD}, "issued", "0", Judge({})),
+    ("one still initializing", {"0": GOOD, "1": WAIT}, "issued", "0", Wait),
+    ("one unhealthy: judged at once", {"0": BAD, "1": WAIT}, "issued", "0", Judge),
+    ("one unhealthy, one allowed: wait for the rest", {"0": BAD, "1": WAIT}, "issued", "1", Wait),
+    ("one unhealthy, one allowed, rest done", {"0": BAD, "1": GOOD}, "issued", "1", Judge({"0": "x"})),
+])
+def test_a_batch_in_flight(name, verdicts, state, limit, expect):
+    obs = Observation(T0 + 200, tuple(vm(i, NEW) for i in range(2)) + TEN_OLD[2:],
+                      verdicts={k: Verdict(v, "x" if v == BAD else None) for k, v in verdicts.items()}, elapsed=200)
+    got = run(obs, Phase("forward", (batch(1, [0, 1], state),)), max_unhealthy_upgraded=limit)
+    if isinstance(expect, type):
+        assert isinstance(got, expect), (name, got)
+        if expect is Judge:
+            assert got.failure and "instance 0: x" in got.failure
+    else:
+        assert got == expect, name
+
+
+def test_resume_after_a_crash_while_issuing():
+    """Killed between writing the batch and ARM accepting it: re-issue only what visibly never started."""
+    obs = Observation(T0 + 5, (vm(0, NEW, prov="updating"), vm(1), *TEN_OLD[2:]),
+                      verdicts={"0": Verdict(WAIT), "1": Verdict(WAIT)})
+    assert run(obs, Phase("forward", (batch(1, [0, 1], "issuing"),))) == Reissue(("1",))
+    both_started = replace(obs, instances=(vm(0, NEW, prov="updating"), vm(1, NEW, prov="updating"), *TEN_OLD[2:]))
+    assert isinstance(run(both_started, Phase("forward", (batch(1, [0, 1], "issuing"),))), Wait)
+
+
+def test_rollback_counts_its_own_phase():
+    back = Phase("rollback", (replace(batch(1, [0, 1], "issued"), kind="rollback"),))
+    obs = Observation(T0, tuple(vm(i, OLD) for i in range(10)), "rollback",
+                      verdicts={"0": Verdict(GOOD), "1": Verdict(GOOD)})
+    # a rollback request during the rollback is not a reason to stop it
+    got = decide(obs, back, load(None, {}), lambda i: False, OLD)
+    assert got == Judge({})
+
+
+@pytest.mark.parametrize("vms, durations, elapsed, expect", [
+    ([vm(0, NEW, "initializing", since=T0 + 120)], [], 130, 51.0),  # sleep through the grace period (+1 s)
+    ([vm(0, NEW, prov="updating", health=None)], [], 40, 10.0),  # back off: every poll...
+    ([vm(0, NEW, prov="updating", health=None)], [], 100, 25.0),  # ...at most a quarter of the time elapsed
+    ([vm(0, NEW, prov="updating", health=None)], [200.0], 20, 160.0),  # measured: 90 % of the fastest batch
+    ([vm(0, NEW, prov="updating", health=None)], [], 595, 5.0),  # never past the health timeout
+])
+def test_poll_delay(vms, durations, elapsed, expect):
+    done = tuple(batch(n, [9], "succeeded", T0 - 1000, T0 - 1000 + d) for n, d in enumerate(durations, 2))
+    phase = Phase("forward", (batch(1, [0]), *done))
+    obs = Observation(T0 + elapsed, tuple(vms), elapsed=elapsed)
+    assert poll_delay(obs, phase, load(None, {}), 60.0) == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("limit, failed, upgraded, too_many", [
+    ("0", 1, 10, True), ("0", 0, 10, False), ("1", 1, 10, False), ("20%", 2, 10, False), ("20%", 3, 10, True),
+    ("20%", 1, 4, True),
+])
+def test_too_many_failed(limit, failed, upgraded, too_many):
+    policy = load(None, {"max_unhealthy_upgraded": limit})
+    assert too_many_failed(policy, {str(i) for i in range(failed)}, {str(i) for i in range(upgraded)}) is too_many
