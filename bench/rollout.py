@@ -78,6 +78,37 @@ def run(n: int) -> None:
 
 
 
+def surge(n: int, size: int) -> None:
+    e = start_emulator(Path(tempfile.mkdtemp(prefix="bench-surge-")), "--time-scale", "0", "--throttle", "off")
+    try:
+        rg = e.group("bench")
+        client = e.client()
+        client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(n), polling=False)
+        e.admin("POST", "clock", {"advance": 900})
+        api = ScaleSetApi(client, rg, "web")
+        journal = Journal(Path(tempfile.mkdtemp()) / "journal.sqlite")
+        t0 = e.now()
+        e.admin("POST", "stats/reset")
+        real = time.perf_counter()
+        prepared = prepare(api, journal, e.connection, ImageChange(version="24.04.202611200"),
+                           load(None, {"strategy": "surge", "max_surge": str(size)}))
+        code = start(api, journal, e.connection, prepared, [])
+        real = time.perf_counter() - real
+        assert code == 0
+        stats = e.stats(since=t0, records=True)
+        rec = stats["scaleSets"][f"{rg}/web"]
+        batches = -(-n // size)
+        # nominal: each batch creates VMs, waits out the health grace period, deletes as many (no jitter)
+        ideal = batches * (timing.CREATE + timing.HEALTH_GRACE + timing.DELETE)
+        took = stats["now"] - t0
+        requests = stats["requests"]["total"]
+        print(f"{n:>5} instances, surge of {size} ({batches} batches): simulated {took:7.0f}s, nominal {ideal:7.0f}s "
+              f"-> ratio {took / ideal:.3f}; {requests} ARM requests = {requests / n:.3f} per instance; min healthy "
+              f"{rec['minHealthy']}/{n}; real {real:.1f}s")
+    finally:
+        e.stop()
+
+
 class _Events:
     """A sink that keeps the engine's events (for the time-to-stop figure)."""
 
@@ -146,4 +177,6 @@ if __name__ == "__main__":
     print("rollout benchmark (batch 20 %, no pause, pages of 100, frozen emulator clock driven by the engine)")
     for n in (100, 1000):
         run(n)
+    surge(100, 20)
+    surge(900, 100)
     time_to_stop()

@@ -10,6 +10,7 @@ from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.policy import load
 from vmssctl.rollout.decide import (
     MODEL_WAIT,
+    DropSurge,
     Finish,
     Judge,
     ModelChanged,
@@ -17,6 +18,8 @@ from vmssctl.rollout.decide import (
     Pause,
     Phase,
     Reissue,
+    Retire,
+    ScaleOut,
     Start,
     Stop,
     Wait,
@@ -165,3 +168,51 @@ def test_poll_delay(vms, durations, elapsed, expect):
 def test_too_many_failed(limit, failed, upgraded, too_many):
     policy = load(None, {"max_unhealthy_upgraded": limit})
     assert too_many_failed(policy, {str(i) for i in range(failed)}, {str(i) for i in range(upgraded)}) is too_many
+
+
+# ------------------------------------------------------------------------------ surge
+def sbatch(state: str, ids: list[int] = (), watermark: int = 9, surge: int = 2, base: int = 10) -> Batch:
+    return replace(batch(1, list(ids), state), meta={"watermark": watermark, "surge": surge, "base": base})
+
+
+def srun(obs: Observation, phase: Phase = FORWARD):
+    return decide(obs, phase, load(None, {"strategy": "surge", "max_surge": "2"}), needs, NEW)
+
+
+@pytest.mark.parametrize("name, obs, phase, expect", [
+    ("first surge: ten old, add two", Observation(T0, TEN_OLD, model=model()), FORWARD,
+     ScaleOut(12, {"watermark": 9, "surge": 2, "base": 10})),
+    ("the scale-out never landed: ask again", Observation(T0, TEN_OLD), Phase("forward", (sbatch("issuing"),)),
+     ScaleOut(12, {"watermark": 9, "surge": 2, "base": 10})),
+    ("new VMs still coming up", Observation(T0, (*TEN_OLD, vm(10, NEW, None, "creating"),
+                                                 vm(11, NEW, None, "creating")),
+                                            verdicts={"10": Verdict(WAIT), "11": Verdict(WAIT)}),
+     Phase("forward", (sbatch("issued"),)), Wait),
+    ("new VMs good: retire two old ones", Observation(T0, (*TEN_OLD, vm(10, NEW), vm(11, NEW)),
+                                                      verdicts={"10": Verdict(GOOD), "11": Verdict(GOOD)}),
+     Phase("forward", (sbatch("issued"),)), Retire),
+    ("a new VM failed: drop the surge", Observation(T0, (*TEN_OLD, vm(10, NEW, "unhealthy"), vm(11, NEW)),
+                                                    verdicts={"10": Verdict(BAD, "x"), "11": Verdict(GOOD)}),
+     Phase("forward", (sbatch("issued"),)), DropSurge),
+    ("retiring: the delete landed, VMs going", Observation(T0, (*TEN_OLD[:8], vm(8, prov="deleting"),
+                                                               vm(9, prov="deleting"), vm(10, NEW), vm(11, NEW))),
+     Phase("forward", (sbatch("retiring", [8, 9]),)), Wait),
+    ("retiring: the delete never landed (crash): again", Observation(T0, (*TEN_OLD, vm(10, NEW), vm(11, NEW))),
+     Phase("forward", (sbatch("retiring", [8, 9]),)), Reissue),
+    ("retiring: gone", Observation(T0, (*TEN_OLD[:8], vm(10, NEW), vm(11, NEW))),
+     Phase("forward", (sbatch("retiring", [8, 9]),)), Judge({})),
+    ("nothing old left", Observation(T0, tuple(vm(i, NEW) for i in range(10)), model=model()), FORWARD,
+     Finish("done")),
+])
+def test_surge(name, obs, phase, expect):
+    got = srun(obs, phase)
+    if expect is Reissue:  # the retire is asked again (a Retire of what is still there)
+        assert got == Retire(("8", "9")), name
+    elif isinstance(expect, type):
+        assert isinstance(got, expect), (name, got)
+    else:
+        assert got == expect, (name, got)
+    if isinstance(got, Retire) and "good" in name:
+        assert len(got.ids) == 2 and all(int(i) < 10 for i in got.ids)
+    if isinstance(got, DropSurge):
+        assert got.ids == ("10", "11") and "10" in got.bad

@@ -282,6 +282,24 @@ class ScaleSetApi:
             self.resource_group, self.name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids),
             polling=False)
 
+    @_arm
+    def set_capacity(self, capacity: int) -> None:
+        """PATCH ``sku.capacity`` alone (a surge adds VMs on the latest model); the engine watches the result."""
+        from azure.mgmt.compute import models as m
+
+        self.client.virtual_machine_scale_sets.begin_update(
+            self.resource_group, self.name, m.VirtualMachineScaleSetUpdate(sku=m.Sku(capacity=capacity)),
+            polling=False)
+
+    @_arm
+    def delete(self, ids: list[str]) -> None:
+        """Delete these instances (the set's capacity drops by as many); the engine watches them go."""
+        from azure.mgmt.compute import models as m
+
+        self.client.virtual_machine_scale_sets.begin_delete_instances(
+            self.resource_group, self.name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids),
+            polling=False)
+
     ACTIONS = ("upgrade", "reimage", "restart", "start", "poweroff", "deallocate", "delete")
 
     @_arm

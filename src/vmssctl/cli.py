@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TOML file with the settings below (underscored names)")
     pol.add_argument("--by", choices=("update-domain", "fault-domain", "zone", "batch"),
                      help="group batches by update domain, fault domain, zone, or plain batches (default batch)")
+    pol.add_argument("--strategy", choices=("in-place", "surge"),
+                     help="in-place (default): upgrade batches where they stand, down to the healthy floor; surge: "
+                          "add new VMs on the new image, then delete as many old ones (capacity never below 100%%)")
+    pol.add_argument("--max-surge", metavar="N|P%", help="surge: VMs added at a time (default: the batch size)")
+    pol.add_argument("--surge-fallback", choices=("none", "in-place"),
+                     help="when ARM refuses the scale-out (quota, SKU, allocation): stop (none, default) or go on "
+                          "in-place")
     pol.add_argument("--batch-size", metavar="N", help="instances per batch with --by batch (1-1000)")
     pol.add_argument("--batch-percent", metavar="P", help="instances per batch as a %% of the set, with --by batch")
     pol.add_argument("--instances", help="only these instance ids, e.g. 3,7,9")
@@ -276,7 +283,7 @@ def _policy(args: argparse.Namespace):
     overrides = {k: getattr(args, k) for k in (
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
-        "no_health_signal")}
+        "no_health_signal", "strategy", "max_surge", "surge_fallback")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

@@ -7,6 +7,7 @@ drops below its healthy floor.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,4 +124,27 @@ def fit_to_floor(batch: list[str], instances: dict[str, Instance], floor: int) -
         elif margin > 0:
             out.append(iid)
             margin -= 1
+    return out
+
+
+def retire(instances: list[Instance], candidates: list[str], count: int) -> list[str]:
+    """Which ``count`` of ``candidates`` to delete so zones, fault domains and update domains stay balanced.
+
+    A surge adds VMs where Azure places them (the least-loaded domains); retiring from the most-loaded zone,
+    then fault domain, then update domain (highest id first, as Compute's default scale-in) evens them out.
+    """
+    n_zone = Counter(i.zone for i in instances)
+    n_fd = Counter((i.zone, i.fault_domain) for i in instances)
+    n_ud = Counter((i.zone, i.update_domain) for i in instances)
+    by_id = {i.instance_id: i for i in instances}
+    pool = [by_id[c] for c in candidates if c in by_id]
+    out: list[str] = []
+    for _ in range(min(count, len(pool))):
+        victim = max(pool, key=lambda i: (n_zone[i.zone], n_fd[i.zone, i.fault_domain],
+                                          n_ud[i.zone, i.update_domain], int(i.instance_id)))
+        pool.remove(victim)
+        out.append(victim.instance_id)
+        n_zone[victim.zone] -= 1
+        n_fd[victim.zone, victim.fault_domain] -= 1
+        n_ud[victim.zone, victim.update_domain] -= 1
     return out

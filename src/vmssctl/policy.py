@@ -15,6 +15,7 @@ from vmssctl import inputs
 from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
+STRATEGIES = ("in-place", "surge")
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
 
@@ -70,6 +71,9 @@ class RolloutPolicy:
     poll: float = 10.0
     no_health_signal: bool = False  # go on although nothing but power and provisioning state can be checked
     gates: tuple[dict, ...] = ()  # [[gates]] entries: kind = probe | hook | prometheus | web, and their settings
+    strategy: str = "in-place"  # in-place: upgrade batches where they stand; surge: add new VMs, then retire old
+    max_surge: Amount | None = None  # surge: VMs added at a time (None: the batch size)
+    surge_fallback: str = "none"  # surge refused by ARM (quota, SKU, allocation): stop, or go on in-place
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -84,6 +88,14 @@ class RolloutPolicy:
             raise UsageError("--batch-percent must be more than 0 and at most 100")
         if self.canary < 0:
             raise UsageError("--canary must not be negative")
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy '{self.strategy}' is not one of {', '.join(STRATEGIES)}")
+        if self.max_surge is not None and self.strategy != "surge":
+            raise UsageError("--max-surge applies to --strategy surge")
+        if self.max_surge is not None and self.max_surge.of(1000) == 0 and not self.max_surge.percent:
+            raise UsageError("--max-surge must be at least 1")
+        if self.surge_fallback not in ("none", "in-place"):
+            raise UsageError(f"--surge-fallback '{self.surge_fallback}' is not none or in-place")
         if self.rollback not in ("auto", "manual"):
             raise UsageError(f"--rollback '{self.rollback}' is not auto or manual")
         if self.health_timeout < 1 or self.poll < 1:
@@ -104,6 +116,12 @@ class RolloutPolicy:
             ([{"kind": "hook", "command": self.hook}] if self.hook else [])
         return (*legacy, *self.gates)
 
+    def surge_count(self, capacity: int) -> int:
+        """VMs a surge batch adds (and then retires): --max-surge, else the batch size; at least one."""
+        if self.max_surge is not None:
+            return max(1, self.max_surge.of(capacity))
+        return self.batch_count(capacity)
+
     def batch_count(self, capacity: int) -> int:
         """Instances per batch for ``--by batch``."""
         if self.batch_size is not None:
@@ -116,6 +134,7 @@ class RolloutPolicy:
         d = asdict(self)
         d["max_unavailable"] = str(self.max_unavailable) if self.max_unavailable else None
         d["max_unhealthy_upgraded"] = str(self.max_unhealthy_upgraded)
+        d["max_surge"] = str(self.max_surge) if self.max_surge else None
         d["instances"] = list(self.instances)
         d["gates"] = [dict(g) for g in self.gates]
         return d
@@ -128,6 +147,7 @@ class RolloutPolicy:
         d["max_unhealthy_upgraded"] = Amount.parse(d.get("max_unhealthy_upgraded", "0"), "max_unhealthy_upgraded")
         d["instances"] = tuple(d.get("instances") or ())
         d["gates"] = tuple(d.get("gates") or ())
+        d["max_surge"] = Amount.parse(d["max_surge"], "max_surge") if d.get("max_surge") else None
         return cls(**d)
 
 
@@ -157,7 +177,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
         flag = f"--{key.replace('_', '-')}"
         if key in ("pause", "health_timeout", "poll"):
             kwargs[key] = inputs.duration(value, flag)
-        elif key in ("max_unavailable", "max_unhealthy_upgraded"):
+        elif key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
             kwargs[key] = Amount.parse(value, flag)
         elif key == "instances":
             kwargs[key] = inputs.instance_ids(value, flag)
@@ -177,7 +197,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             if not isinstance(value, list | tuple) or not all(isinstance(g, dict) for g in value):
                 raise UsageError("gates must be a list of tables ([[gates]] in the policy file)")
             kwargs[key] = tuple(dict(g) for g in value)
-        elif key in ("by", "rollback"):
+        elif key in ("by", "rollback", "strategy", "surge_fallback"):
             if not isinstance(value, str):
                 raise UsageError(f"{key} must be a string")
             kwargs[key] = value

@@ -132,6 +132,9 @@ def plan_lines(prepared) -> list[str]:
         out.append(f"  image: already {ss.image} in the model; upgrading instances still behind it")
     group = {"batch": f"batches of {pol.batch_count(p.capacity)}", "update-domain": "update domain",
              "fault-domain": "fault domain", "zone": "zone"}[pol.by]
+    if pol.strategy == "surge":
+        out.append(f"  strategy: surge - add {pol.surge_count(p.capacity)} VM(s) on the new image, wait until they "
+                   f"pass, then delete as many old ones; healthy never below {p.capacity}")
     out.append(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
                + (f", max unavailable {p.max_unavailable}: EVERY INSTANCE MAY BE DOWN AT ONCE (floor 0)"
                   if p.floor == 0 else f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of "
@@ -145,8 +148,12 @@ def plan_lines(prepared) -> list[str]:
     out.append(f"  health signal: {signal}" if signal else
                "  health signal: [bold red]NONE[/] (no health signal accepted): only power and provisioning state "
                "are checked")
-    out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the new "
-               "image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
+    if pol.strategy == "surge":
+        out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s) replaced; each: scale out, wait for the "
+                   "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones")
+    else:
+        out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the "
+                   "new image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
     for n, batch in enumerate(p.batches[:50], 1):
         label = " (canary)" if n == 1 and pol.canary and not (prepared.resume and prepared.resume.canary_done) else ""
         more = f" ... (+{len(batch) - 30})" if len(batch) > 30 else ""

@@ -99,7 +99,18 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
                          "load balancer probe) and no --probe-url or --hook: only power and provisioning state could "
                          "be checked, so an image that boots but serves nothing would pass. Add a gate, or pass "
                          "--no-health-signal to go on anyway")
-    if plan.pending and takes_everything_down(policy, plan):
+    if policy.strategy == "surge":
+        if policy.instances:
+            raise UsageError("--instances does not go with --strategy surge, which replaces VMs rather than "
+                             "upgrading chosen ones")
+        if policy.canary:
+            raise UsageError("--canary is not supported with --strategy surge yet: a first surge batch of "
+                             "--max-surge 1 tries the image on one new VM")
+        size = policy.surge_count(plan.capacity)
+        pending = [i for b in plan.batches for i in b]
+        plan = Plan([pending[k:k + size] for k in range(0, len(pending), size)], plan.capacity, 0, plan.capacity,
+                    plan.skipped)
+    elif plan.pending and takes_everything_down(policy, plan):
         raise UsageError(f"{api.resource_group}/{api.name} has {plan.capacity} instance(s): this plan would take "
                          "every one down at once. Pass --max-unavailable 100% to accept that")
     if policy.canary and plan.capacity > 1 and policy.canary >= plan.capacity and not (active and active.canary_done):
@@ -122,7 +133,8 @@ def begin(journal: Journal, conn: Connection, api: ScaleSetApi, prepared: Prepar
     if r is None:
         # the budget is fixed by the plan the user approved, so the floor stays the same to the last batch
         # (re-planning what is left would otherwise shrink the batches and raise the floor as it goes)
-        policy = prepared.policy if prepared.policy.max_unavailable is not None else \
+        policy = prepared.policy if prepared.policy.max_unavailable is not None or \
+            prepared.policy.strategy == "surge" else \
             replace(prepared.policy, max_unavailable=Amount(prepared.plan.max_unavailable, False))
         return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
                               prepared.target.to_json(), prepared.scale_set.image.to_json(), policy.to_json(),

@@ -378,7 +378,8 @@ FORM_FIELDS = {"--by": "by", "--batch-size": "batch size", "--batch-percent": "b
                "--pause": "pause", "--max-unavailable": "max unavailable", "--rollback": "rollback",
                "--health-timeout": "health timeout", "--max-unhealthy-upgraded": "max unhealthy upgraded",
                "--no-health-signal": "no health signal", "--version": "version", "--sku": "SKU",
-               "--image-id": "image id", "--custom-uri": "custom URI"}
+               "--image-id": "image id", "--custom-uri": "custom URI", "--strategy": "strategy",
+               "--max-surge": "max surge"}
 
 
 def form_words(message: str) -> str:
@@ -392,7 +393,7 @@ def _prepare_rollout(d: Dashboard, rg: str, name: str, body: dict):
     from vmssctl.upgrade import prepare
 
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
-            "max_unhealthy_upgraded")
+            "max_unhealthy_upgraded", "strategy", "max_surge")
     overrides: dict = {k: body[k] for k in keys if body.get(k) not in (None, "")}
     if body.get("no_health_signal") in (True, "on", "true"):
         overrides["no_health_signal"] = True

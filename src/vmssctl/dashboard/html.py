@@ -253,6 +253,8 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
     <form id="rollout-form" class="stack"><h3>Start a rollout</h3>{image_fields}
       <label>by <select name="by"><option>batch</option><option>update-domain</option><option>fault-domain</option>
         <option>zone</option></select></label>
+      <label>strategy <select name="strategy"><option>in-place</option><option>surge</option></select></label>
+      <label>max surge <input name="max_surge" placeholder="batch size"></label>
       <label>batch size <input name="batch_size" type="number" min="1"></label>
       <label>batch % <input name="batch_percent" type="number" min="1" max="100"></label>
       <label>canary <input name="canary" type="number" min="0" value="1"></label>

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from vmssctl.model import ImageRef, Instance, ScaleSet
-from vmssctl.plan import Plan, fit_to_floor, make_plan
+from vmssctl.plan import Plan, fit_to_floor, make_plan, retire
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.gates import BAD, GOOD, Verdict
 from vmssctl.rollout.journal import Batch
@@ -35,7 +35,7 @@ class Phase:
 
     @property
     def open_batch(self) -> Batch | None:
-        return next((b for b in self.batches if b.state in ("issuing", "issued")), None)
+        return next((b for b in self.batches if b.state in ("issuing", "issued", "retiring")), None)
 
     @property
     def failed(self) -> frozenset[str]:
@@ -105,6 +105,30 @@ class Judge:
 
 
 @dataclass(frozen=True)
+class ScaleOut:
+    """Surge: raise the capacity (new VMs come up on the latest model); ``meta`` is recorded with the batch."""
+
+    capacity: int
+    meta: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Surge: the new VMs are good: delete as many old ones, chosen to keep the domains balanced."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DropSurge:
+    """Surge: a new VM failed: delete the VMs this batch added, and end the phase with ``failure``."""
+
+    ids: tuple[str, ...]
+    bad: Mapping[str, str]
+    failure: str
+
+
+@dataclass(frozen=True)
 class Pause:
     pass
 
@@ -130,7 +154,7 @@ class Finish:
     outcome: str
 
 
-Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish
+Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropSurge
 
 
 # ------------------------------------------------------------------------------------ arithmetic
@@ -146,15 +170,39 @@ def failure_reason(policy: RolloutPolicy, failed: frozenset[str] | set[str], rea
             f"{policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
 
 
+def surging(policy: RolloutPolicy, phase: Phase) -> bool:
+    """Does this phase add VMs before retiring old ones? (Rolling back is always in place.)"""
+    return policy.strategy == "surge" and phase.kind == "forward"
+
+
 def remaining(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
     """The plan for what is left after the batch in flight (whose VMs may already look done while judged)."""
     open_batch = phase.open_batch
     in_flight = set(open_batch.instance_ids) if open_batch else set()
+    if surging(policy, phase):  # batches of the surge size over the old VMs; the floor is all of them
+        base = int(open_batch.meta.get("base", 0)) if open_batch else len(obs.instances)
+        size = policy.surge_count(base)
+        old = [i for i in obs.instances if needs(i) and i.instance_id not in in_flight and not _is_new(i, open_batch)]
+        batches = [[i.instance_id for i in old[k:k + size]] for k in range(0, len(old), size)]
+        if open_batch is not None and open_batch.state != "retiring":
+            batches = batches[1:]  # the batch in flight will retire the first of them
+        return Plan(batches, base, 0, base, [])
     return make_plan(list(obs.instances), policy, lambda i: needs(i) and i.instance_id not in in_flight,
                      canary=0 if (phase.canary_done or phase.kind != "forward") else None)
 
 
-def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: float | None) -> float:
+def _is_new(inst: Instance, batch: Batch | None) -> bool:
+    """Was ``inst`` added by this surge batch? (Uniform instance ids only grow.)"""
+    return batch is not None and "watermark" in batch.meta and int(inst.instance_id) > int(batch.meta["watermark"])
+
+
+def surge_judged(batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
+    """The instances a surge batch is judged on: the ones it added."""
+    return [i.instance_id for i in instances if _is_new(i, batch)]
+
+
+def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: float | None,
+               ids: list[str] | None = None) -> float:
     """When to look again at a batch in flight: as late as the answer can come, and no later.
 
     - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
@@ -167,7 +215,8 @@ def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: flo
     by_id = obs.by_id
     now, elapsed, poll = obs.now, obs.elapsed, policy.poll
     left = max(1.0, policy.health_timeout - elapsed)
-    waiting = [by_id[i] for i in (batch.instance_ids if batch else ()) if i in by_id and not by_id[i].healthy]
+    judged = ids if ids is not None else (batch.instance_ids if batch else [])
+    waiting = [by_id[i] for i in judged if i in by_id and not by_id[i].healthy]
     if grace is not None and waiting and all(w.health == "initializing" and w.health_since for w in waiting):
         end = max(w.health_since or now for w in waiting) + grace
         return min(left, max(1.0, end - now + 1.0))
@@ -188,6 +237,8 @@ def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, 
     if obs.model is not None and not same_image(obs.model.image, wanted):
         return ModelChanged(f"the scale set's image was changed outside this rollout (now {obs.model.image}, this "
                             f"rollout wants {wanted}); stopping with nothing overwritten")
+    if surging(policy, phase):
+        return _surge(obs, phase, policy, needs)
     batch = phase.open_batch
     if batch is not None:
         if batch.state == "issuing":  # did the call land? re-issue only what has visibly not started
@@ -225,3 +276,49 @@ def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, 
                           f"next batch would go below the floor of {plan.floor}")
         return Wait(policy.poll, "the floor", floor_wait_since=since)
     return Start(tuple(ids), plan.floor)
+
+
+def _surge(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+    """Surge: add VMs on the new model, wait until they are good, retire as many old ones; capacity never dips.
+
+    Crash-safe by observation: the batch records the highest instance id before it (the new VMs are above it),
+    the surge size and the base capacity; a resumed run sees whether the scale-out landed, which new VMs are
+    good, and which retiring VMs are already gone, and never deletes twice.
+    """
+    by_id, batch = obs.by_id, phase.open_batch
+    busy = ("updating", "creating", "deleting")
+    if batch is None:
+        if obs.requested == "pause":
+            return Pause()
+        old = [i for i in obs.instances if needs(i)]
+        if not old:
+            return Finish("done")
+        if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
+            return Wait(MODEL_WAIT, "the model is being updated")
+        if any(i.provisioning in busy for i in obs.instances):
+            return Wait(policy.poll, "instances are busy with another operation")
+        base = len(obs.instances)
+        size = min(policy.surge_count(base), len(old))
+        watermark = max((int(i.instance_id) for i in obs.instances), default=-1)
+        return ScaleOut(base + size, {"watermark": watermark, "surge": size, "base": base})
+    meta = {k: int(v) for k, v in batch.meta.items()}
+    if batch.state == "retiring":
+        present = [i for i in batch.instance_ids if i in by_id]
+        again = tuple(i for i in present if by_id[i].provisioning != "deleting")
+        if again:
+            return Retire(again)  # the delete never landed for these (a crash between intent and call)
+        return Wait(policy.poll, "retiring old instances") if present else Judge({})
+    new = [by_id[i] for i in surge_judged(batch, obs.instances)]
+    if batch.state == "issuing" and len(new) < meta["surge"]:
+        return ScaleOut(meta["base"] + meta["surge"], meta)  # the scale-out may not have landed: ask again
+    bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+    if bad:
+        reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+        return DropSurge(tuple(i.instance_id for i in new), bad,
+                         f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(reasons)}")
+    if len(new) < meta["surge"] or any(v.state != GOOD for v in obs.verdicts.values()) or \
+            len(obs.verdicts) < len(new):
+        return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new]),
+                    "new instances coming up")
+    old = [i.instance_id for i in obs.instances if needs(i) and not _is_new(i, batch) and i.provisioning not in busy]
+    return Retire(tuple(retire(list(obs.instances), old, meta["surge"])))

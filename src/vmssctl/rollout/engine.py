@@ -10,6 +10,7 @@ issued), so resuming after a crash is just running the loop again.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -22,6 +23,7 @@ from vmssctl.rollout import progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.decide import (
     MODEL_WAIT,
+    DropSurge,
     Finish,
     Judge,
     ModelChanged,
@@ -30,6 +32,8 @@ from vmssctl.rollout.decide import (
     Pause,
     Phase,
     Reissue,
+    Retire,
+    ScaleOut,
     Start,
     Stop,
     Wait,
@@ -37,6 +41,8 @@ from vmssctl.rollout.decide import (
     failure_reason,
     poll_delay,
     remaining,
+    surge_judged,
+    surging,
     too_many_failed,
 )
 from vmssctl.rollout.events import Sink, Snapshot
@@ -268,7 +274,7 @@ class Engine:
         self.interrupted += gap
         self.emit("rollout_resumed", phase=self.r.phase, interrupted=round(gap, 1))
         for b in self.journal.batches(self.r.id):
-            if b.state in ("issuing", "issued") and b.started is not None and gap:
+            if b.state in ("issuing", "issued", "retiring") and b.started is not None and gap:
                 self.journal.set_batch(b, started=b.started + gap)
 
     def _run(self) -> int:
@@ -360,7 +366,9 @@ class Engine:
                     self.journal.set_batch(batch, state="issued")  # nothing left that never started
                 self._sleep(action.seconds)
                 if batch is not None:
-                    self._wait_provisioned(batch, obs.by_id)
+                    surge = surging(self.policy, phase) and batch.state != "retiring"
+                    self._wait_provisioned(batch, obs.by_id, surge_judged(batch, obs.instances) if surge
+                                           else batch.instance_ids)
             elif isinstance(action, Reissue):
                 assert batch is not None
                 self.emit("batch_reissued", batch=phase.batches.index(batch) + 1, phase=kind,
@@ -375,6 +383,25 @@ class Engine:
             elif isinstance(action, Start):
                 floor_since = None
                 self._start(phase, action, obs)
+            elif isinstance(action, ScaleOut):
+                refused = self._scale_out(phase, action, obs)
+                if refused is not None:
+                    return refused
+            elif isinstance(action, Retire):
+                assert batch is not None
+                self.journal.set_batch(batch, instance_ids=list(action.ids), state="retiring")  # intent first
+                self.emit("retiring", batch=phase.batches.index(batch) + 1, phase=kind, instances=list(action.ids))
+                if action.ids:
+                    self._arm(lambda ids=list(action.ids): self.api.delete(ids))
+            elif isinstance(action, DropSurge):
+                assert batch is not None
+                reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=int)]
+                self.journal.set_batch(batch, state="failed", finished=self.clock.now(), failed=sorted(action.bad))
+                self.emit("batch_failed", batch=phase.batches.index(batch) + 1, phase=kind, reasons=reasons,
+                          instances=sorted(action.bad, key=int), removing=list(action.ids))
+                if action.ids:
+                    self._arm(lambda ids=list(action.ids): self.api.delete(ids))
+                return action.failure
 
     def _observe_turn(self, phase: Phase, needs: Needs) -> Observation:
         """The one place a turn reads: what was requested, the instances, the open batch's verdicts (ARM's view
@@ -386,9 +413,12 @@ class Engine:
         batch, verdicts, elapsed, model = phase.open_batch, {}, 0.0, None
         if batch is not None:
             elapsed = self._batch_elapsed(batch)
-            verdicts, off_model = self._verdicts(batch, by_id, needs, elapsed)
-            if off_model:
-                model = self._observe_set()
+            surge = surging(self.policy, phase)
+            judged = surge_judged(batch, self.instances) if surge else batch.instance_ids
+            if not (surge and batch.state == "retiring"):
+                verdicts, off_model = self._verdicts(batch, judged, by_id, needs, elapsed)
+                if off_model:
+                    model = self._observe_set()
         elif requested != "pause":
             model = self._observe_set()
         if model is not None:
@@ -396,13 +426,13 @@ class Engine:
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
                            self.scale_set.health_grace if self.scale_set else None)
 
-    def _verdicts(self, batch: Batch, by_id: dict[str, Instance], needs: Needs,
+    def _verdicts(self, batch: Batch, judged: list[str], by_id: dict[str, Instance], needs: Needs,
                   elapsed: float) -> tuple[dict[str, Verdict], bool]:
         """Each instance of the batch: ARM's view, then (forward only) the policy's gates; and whether some
         upgraded VM sits idle off the model (someone may have changed it)."""
         timeout = self.policy.health_timeout
         verdicts, off_model = {}, False
-        for iid in batch.instance_ids:
+        for iid in judged:
             inst = by_id.get(iid)
             if inst is None:
                 continue  # scaled in meanwhile (autoscale): nothing left to judge
@@ -451,6 +481,33 @@ class Engine:
                         f"instance {i}: unhealthy after the {pause:.0f}s soak" for i in sorted(soured, key=int)])
         return None
 
+    def _scale_out(self, phase: Phase, action: ScaleOut, obs: Observation) -> str | None:
+        """Surge: record the batch (intent, with the highest id so far), then raise the capacity. When ARM refuses
+        (quota, SKU not available, allocation, the 1,000-VM limit): stop with its reason, or with
+        ``--surge-fallback in-place`` go on in place for the rest of the rollout. Returns a failure, or None."""
+        batch = phase.open_batch
+        if batch is None:
+            batch = self.journal.add_batch(self.r.id, phase.kind, [], self.clock.now(), dict(action.meta))
+            self.emit("batch_started", batch=len(phase.batches) + 1, phase=phase.kind, instances=[],
+                      adding=action.meta["surge"], floor=action.meta["base"], healthy=obs.healthy)
+        try:
+            self._arm(lambda: self.api.set_capacity(action.capacity))
+        except ArmError as e:
+            if e.status not in (400, 403, 409) and e.code not in ("SkuNotAvailable", "AllocationFailed"):
+                raise
+            self.journal.set_batch(batch, state="failed", finished=self.clock.now())
+            if self.policy.surge_fallback != "in-place":
+                self.emit("surge_refused", reason=str(e), fallback=None)
+                return f"ARM refused the surge's scale-out to {action.capacity}: {e}"
+            self.policy = replace(self.policy, strategy="in-place", max_surge=None)
+            self.journal.update(self.r.id, policy=json.dumps(self.policy.to_json()))
+            self.emit("surge_refused", reason=str(e), fallback="in-place")
+            return None
+        self.journal.set_batch(batch, state="issued")
+        after = Phase(phase.kind, (*[b for b in phase.batches if b.seq != batch.seq], batch), self.r.canary_done)
+        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
+                               obs.health_grace, []))
+
     def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
         """Open the next batch in the journal (intent first), then issue it."""
         kind, ids = phase.kind, list(action.ids)
@@ -468,11 +525,11 @@ class Engine:
         self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
                                obs.health_grace))  # nothing to see the moment it starts
 
-    def _wait_provisioned(self, batch: Batch, by_id: dict[str, Instance]) -> None:
-        """While the batch's VMs are still being rebuilt, poll the set's instance-view summary (one request)
-        rather than listing every instance; list again once nothing of ours is in flight."""
+    def _wait_provisioned(self, batch: Batch, by_id: dict[str, Instance], ids: list[str]) -> None:
+        """While the batch's VMs (``ids``) are still being rebuilt, created or deleted, poll the set's instance-view
+        summary (one request) rather than listing every instance; list again once nothing of ours is in flight."""
         busy = ("updating", "creating", "deleting")
-        ours = {i for i in batch.instance_ids if i in by_id and by_id[i].provisioning in busy}
+        ours = {i for i in ids if i in by_id and by_id[i].provisioning in busy}
         if not ours or len(by_id) <= SUMMARY_WORTH_IT:
             return
         others = sum(1 for iid, i in by_id.items() if iid not in ours and i.provisioning in busy)

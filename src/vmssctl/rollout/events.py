@@ -69,7 +69,12 @@ def describe(event: dict) -> str:
                                    f"{_secs(d.get('interrupted'), d)} without a running vmssctl left out of its times",
         "model_updated": lambda: f"model updated: {', '.join(f'{k} {a} -> {b}' for k, a, b in d['diff'])}",
         "model_unchanged": lambda: "model already on the target image; upgrading instances still behind",
-        "batch_started": lambda: f"batch {d['batch']} ({d['phase']}): instances {_ids(d['instances'])}",
+        "batch_started": lambda: (f"batch {d['batch']} ({d['phase']}): adding {d['adding']} new instance(s) on the "
+                                  "new image" if "adding" in d else
+                                  f"batch {d['batch']} ({d['phase']}): instances {_ids(d['instances'])}"),
+        "surge_refused": lambda: f"ARM refused the scale-out ({d['reason']})" + (
+            "; going on in place" if d.get("fallback") else ""),
+        "retiring": lambda: f"batch {d['batch']}: new instances good; deleting old {_ids(d['instances'])}",
         "batch_reissued": lambda: f"batch {d['batch']}: re-issuing {_ids(d['instances'])} (upgrade never started)",
         "batch_succeeded": lambda: f"batch {d['batch']} healthy after {_secs(d['seconds'], d)}",
         "batch_failed": lambda: f"batch {d['batch']} FAILED: " + "; ".join(d["reasons"]),

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -24,7 +24,8 @@ from vmssctl.errors import UsageError
 
 ACTIVE = ("running", "paused", "rolling_back")
 # Columns added after the first release, added to older journals when opened.
-ADDED_COLUMNS = (("rollouts", "connection", "TEXT"), ("rollouts", "seen", "REAL"), ("rollouts", "progress", "TEXT"))
+ADDED_COLUMNS = (("rollouts", "connection", "TEXT"), ("rollouts", "seen", "REAL"), ("rollouts", "progress", "TEXT"),
+                 ("batches", "meta", "TEXT"))
 LEASE_SECONDS = 120.0
 
 SCHEMA = """
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     connection TEXT, seen REAL, progress TEXT);
 CREATE TABLE IF NOT EXISTS batches (
     rollout_id TEXT, seq INTEGER, kind TEXT, instance_ids TEXT, state TEXT, started REAL, finished REAL,
-    failed TEXT, PRIMARY KEY (rollout_id, seq));
+    failed TEXT, meta TEXT, PRIMARY KEY (rollout_id, seq));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT, time REAL, type TEXT, data TEXT);
 CREATE TABLE IF NOT EXISTS leases (
@@ -85,10 +86,11 @@ class Batch:
     seq: int
     kind: str
     instance_ids: list[str]
-    state: str  # issuing | issued | succeeded | failed
+    state: str  # issuing | issued | retiring (surge) | succeeded | failed
     started: float | None
     finished: float | None
     failed: list[str]
+    meta: dict = field(default_factory=dict)  # surge: watermark (highest id before), surge size, capacity
 
 
 def scale_set_key(subscription: str, resource_group: str, name: str) -> str:
@@ -196,18 +198,19 @@ class Journal:
         self.update(rid, requested=what)
 
     # ------------------------------------------------------------------ batches
-    def add_batch(self, rid: str, kind: str, ids: list[str], started: float) -> Batch:
+    def add_batch(self, rid: str, kind: str, ids: list[str], started: float, meta: dict | None = None) -> Batch:
         with self._tx() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE rollout_id = ?",
                              (rid,)).fetchone()[0]
-            db.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
-                       (rid, seq, kind, json.dumps(ids), "issuing", started, None, "[]"))
-        return Batch(rid, seq, kind, ids, "issuing", started, None, [])
+            db.execute("INSERT INTO batches (rollout_id, seq, kind, instance_ids, state, started, finished, failed, "
+                       "meta) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (rid, seq, kind, json.dumps(ids), "issuing", started, None, "[]", json.dumps(meta or {})))
+        return Batch(rid, seq, kind, ids, "issuing", started, None, [], dict(meta or {}))
 
     def set_batch(self, batch: Batch, **fields: object) -> None:
         for k, v in fields.items():
             setattr(batch, k, v)
-        stored = {k: json.dumps(v) if k in ("failed", "instance_ids") else v for k, v in fields.items()}
+        stored = {k: json.dumps(v) if k in ("failed", "instance_ids", "meta") else v for k, v in fields.items()}
         cols = ", ".join(f"{k} = ?" for k in stored)
         with self._tx() as db:
             db.execute(f"UPDATE batches SET {cols} WHERE rollout_id = ? AND seq = ?",
@@ -220,6 +223,7 @@ class Journal:
             d = dict(r)
             d["instance_ids"] = json.loads(d["instance_ids"])
             d["failed"] = json.loads(d["failed"] or "[]")
+            d["meta"] = json.loads(d.get("meta") or "{}")
             out.append(Batch(**d))
         return out
 

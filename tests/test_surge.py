@@ -1,0 +1,128 @@
+"""Surge: new VMs first, old ones retired after; the healthy count never drops below the starting capacity."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from tests.conftest import cli, start_emulator
+from tests.test_crash_resume import run, run_and_kill, upgrade_args
+from tests.test_upgrade import NEW, OLD, instances, make_set, record
+
+
+class Observer:
+    """Polls the set through the SDK while a rollout runs: the lowest healthy count it ever saw."""
+
+    def __init__(self, emu, rg: str) -> None:
+        self.emu, self.rg, self.lowest, self.polls = emu, rg, None, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            healthy = sum(i.healthy for i in instances(self.emu, self.rg))
+            self.lowest = healthy if self.lowest is None else min(self.lowest, healthy)
+            self.polls += 1
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join(30)
+        assert self.lowest is not None and self.polls > 3
+        return self.lowest
+
+
+def balanced(vms) -> bool:
+    return max(Counter(i.fault_domain for i in vms).values()) - min(Counter(i.fault_domain for i in vms).values()) <= 1
+
+
+def test_surge_never_drops_below_capacity_and_ends_balanced(frozen, up):
+    rg = make_set(frozen, 20)
+    t0 = frozen.now()
+    observer = Observer(frozen, rg)
+    code, events, err = up(rg, "--version", NEW, "--strategy", "surge", "--max-surge", "25%")
+    lowest = observer.stop()
+    assert code == 0, err
+    vms = instances(frozen, rg)
+    assert len(vms) == 20 and all(i.image.exact_version == NEW and i.healthy for i in vms)
+    assert balanced(vms)
+    assert lowest >= 20 and record(frozen, rg, t0)["minHealthy"] >= 20
+    retired = [i for e in events if e["type"] == "retiring" for i in e["instances"]]
+    assert sorted(retired, key=int) == [str(i) for i in range(20)]  # every old VM retired exactly once
+    progress = [e for e in events if e["type"] == "progress"]
+    assert {p["floor"] for p in progress} == {20} and {p["batches_total"] for p in progress} == {4}
+
+
+def test_a_bad_image_removes_the_surge_and_keeps_the_old_vms(frozen, up):
+    rg = make_set(frozen, 8)
+    t0 = frozen.now()
+    with frozen.fault("unhealthy", version=NEW):
+        code, events, err = up(rg, "--version", NEW, "--strategy", "surge", "--max-surge", "2")
+    assert code == 1, err
+    failed = next(e for e in events if e["type"] == "batch_failed")
+    assert failed["removing"] and all(int(i) >= 8 for i in failed["removing"])
+    frozen.admin("POST", "clock", {"advance": 120})
+    vms = instances(frozen, rg)
+    assert len(vms) == 8 and all(i.image.exact_version == OLD for i in vms)
+    assert record(frozen, rg, t0)["minHealthy"] >= 8
+
+
+@pytest.mark.parametrize("kill_at, nth", [("batch_started", 2), ("retiring", 1), ("retiring", 3)])
+def test_kill_between_scale_out_and_delete_resumes_cleanly(frozen, tmp_path, kill_at, nth):
+    rg = make_set(frozen, 8)
+    t0 = frozen.now()
+    args = upgrade_args(frozen, rg, tmp_path / "journal.sqlite", "--version", NEW, "--strategy", "surge",
+                        "--max-surge", "2")
+    run_and_kill(args, kill_at, nth)
+    code, _, err = run(args)
+    assert code == 0, err
+    vms = instances(frozen, rg)
+    assert len(vms) == 8 and all(i.image.exact_version == NEW and i.healthy for i in vms)
+    rec = record(frozen, rg, t0)
+    assert rec["minHealthy"] >= 8
+    assert rec["capacity"] == 8
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """An emulator of its own for the large sets, so the shared one stays small (and quick to save)."""
+    e = start_emulator(tmp_path_factory.mktemp("big"), "--time-scale", "0", "--throttle", "off")
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def up_big(big, tmp_path, capsys):
+    def run_up(rg: str, *flags: str):
+        return cli(capsys, "upgrade", "-g", rg, "-n", "web", "--emulator", str(big.state_dir), "--journal",
+                   str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
+    return run_up
+
+
+def test_a_large_set_surges_without_a_dip(big, up_big):
+    """300 instances here (bench/rollout.py runs 900: a set at Azure's 1,000-VM limit has no room to surge)."""
+    frozen, up = big, up_big
+    rg = make_set(frozen, 300)
+    t0 = frozen.now()
+    code, _, err = up(rg, "--version", NEW, "--strategy", "surge", "--max-surge", "20%")
+    assert code == 0, err
+    rec = record(frozen, rg, t0)
+    assert rec["minHealthy"] >= 300 and rec["capacity"] == 300
+    vms = instances(frozen, rg)
+    assert len(vms) == 300 and all(i.image.exact_version == NEW for i in vms) and balanced(vms)
+
+
+def test_a_refused_scale_out_stops_or_falls_back_in_place(big, up_big):
+    """A 1,000-VM set has no room to surge: ARM refuses the scale-out (as for quota or allocation failures)."""
+    frozen, up = big, up_big
+    rg = make_set(frozen, 1000)
+    code, events, err = up(rg, "--version", NEW, "--strategy", "surge", "--max-surge", "10%")
+    assert code == 1 and "refused the surge's scale-out" in events[-1]["error"], err
+    assert not any(i.image.exact_version == NEW for i in instances(frozen, rg))
+    code, events, err = up(rg, "--version", NEW, "--strategy", "surge", "--max-surge", "10%",
+                           "--surge-fallback", "in-place", "--batch-percent", "50")
+    assert code == 0, err
+    assert any(e["type"] == "surge_refused" and e["fallback"] == "in-place" for e in events)
+    assert all(i.image.exact_version == NEW for i in instances(frozen, rg))
