@@ -42,22 +42,26 @@ def dips(records: list[dict], capacity: int) -> list[tuple[float, float]]:
     return out
 
 
-def run(n: int) -> None:
+def rollout(n: int, settings: dict):
+    """A frozen emulator with an n-VM set, upgraded under ``settings``: (emulator, rg, exit code, t0, real s)."""
     e = start_emulator(Path(tempfile.mkdtemp(prefix="bench-rollout-")), "--time-scale", "0", "--throttle", "off")
+    rg = e.group("bench")
+    client = e.client()
+    client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(n), polling=False)
+    e.admin("POST", "clock", {"advance": 900})
+    api = ScaleSetApi(client, rg, "web")
+    journal = Journal(Path(tempfile.mkdtemp()) / "journal.sqlite")
+    t0 = e.now()
+    e.admin("POST", "stats/reset")
+    real = time.perf_counter()
+    prepared = prepare(api, journal, e.connection, ImageChange(version="24.04.202611200"), load(None, settings))
+    code = start(api, journal, e.connection, prepared, [])
+    return e, rg, code, t0, time.perf_counter() - real
+
+
+def run(n: int) -> None:
+    e, rg, code, t0, real = rollout(n, {"batch_percent": 20})
     try:
-        rg = e.group("bench")
-        client = e.client()
-        client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(n), polling=False)
-        e.admin("POST", "clock", {"advance": 900})
-        api = ScaleSetApi(client, rg, "web")
-        journal = Journal(Path(tempfile.mkdtemp()) / "journal.sqlite")
-        policy = load(None, {"batch_percent": 20})
-        t0 = e.now()
-        e.admin("POST", "stats/reset")
-        real = time.perf_counter()
-        prepared = prepare(api, journal, e.connection, ImageChange(version="24.04.202611200"), policy)
-        code = start(api, journal, e.connection, prepared, [])
-        real = time.perf_counter() - real
         assert code == 0
         stats = e.stats(since=t0, records=True)
         t1 = stats["now"]
@@ -79,21 +83,8 @@ def run(n: int) -> None:
 
 
 def surge(n: int, size: int) -> None:
-    e = start_emulator(Path(tempfile.mkdtemp(prefix="bench-surge-")), "--time-scale", "0", "--throttle", "off")
+    e, rg, code, t0, real = rollout(n, {"strategy": "surge", "max_surge": str(size)})
     try:
-        rg = e.group("bench")
-        client = e.client()
-        client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(n), polling=False)
-        e.admin("POST", "clock", {"advance": 900})
-        api = ScaleSetApi(client, rg, "web")
-        journal = Journal(Path(tempfile.mkdtemp()) / "journal.sqlite")
-        t0 = e.now()
-        e.admin("POST", "stats/reset")
-        real = time.perf_counter()
-        prepared = prepare(api, journal, e.connection, ImageChange(version="24.04.202611200"),
-                           load(None, {"strategy": "surge", "max_surge": str(size)}))
-        code = start(api, journal, e.connection, prepared, [])
-        real = time.perf_counter() - real
         assert code == 0
         stats = e.stats(since=t0, records=True)
         rec = stats["scaleSets"][f"{rg}/web"]

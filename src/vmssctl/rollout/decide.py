@@ -202,7 +202,7 @@ def surge_judged(batch: Batch, instances: tuple[Instance, ...] | list[Instance])
 
 
 def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: float | None,
-               ids: list[str] | None = None) -> float:
+               ids: list[str] | None = None, durations: list[float] | None = None) -> float:
     """When to look again at a batch in flight: as late as the answer can come, and no later.
 
     - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
@@ -220,7 +220,7 @@ def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: flo
     if grace is not None and waiting and all(w.health == "initializing" and w.health_since for w in waiting):
         end = max(w.health_since or now for w in waiting) + grace
         return min(left, max(1.0, end - now + 1.0))
-    durations = phase.durations
+    durations = phase.durations if durations is None else durations
     if durations and elapsed < 0.9 * min(durations):
         return min(left, max(poll, 0.9 * min(durations) - elapsed))
     return min(left, max(poll, elapsed / 4))
@@ -318,7 +318,8 @@ def _surge(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) 
                          f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(reasons)}")
     if len(new) < meta["surge"] or any(v.state != GOOD for v in obs.verdicts.values()) or \
             len(obs.verdicts) < len(new):
-        return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new]),
+        ready = [float(b.meta["ready_after"]) for b in phase.batches if "ready_after" in b.meta]
+        return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new], ready),
                     "new instances coming up")
     old = [i.instance_id for i in obs.instances if needs(i) and not _is_new(i, batch) and i.provisioning not in busy]
     return Retire(tuple(retire(list(obs.instances), old, meta["surge"])))

@@ -389,7 +389,10 @@ class Engine:
                     return refused
             elif isinstance(action, Retire):
                 assert batch is not None
-                self.journal.set_batch(batch, instance_ids=list(action.ids), state="retiring")  # intent first
+                meta = dict(batch.meta)
+                if batch.state != "retiring":  # how long the new VMs took to be good: spaces the next batch's polls
+                    meta["ready_after"] = round(self.clock.now() - (batch.started or self.clock.now()), 1)
+                self.journal.set_batch(batch, instance_ids=list(action.ids), state="retiring", meta=meta)  # intent
                 self.emit("retiring", batch=phase.batches.index(batch) + 1, phase=kind, instances=list(action.ids))
                 if action.ids:
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
