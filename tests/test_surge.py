@@ -126,3 +126,27 @@ def test_a_refused_scale_out_stops_or_falls_back_in_place(big, up_big):
     assert code == 0, err
     assert any(e["type"] == "surge_refused" and e["fallback"] == "in-place" for e in events)
     assert all(i.image.exact_version == NEW for i in instances(frozen, rg))
+
+
+def _protect(emu, rg: str, iid: str, **flags: bool) -> None:
+    """Set a VM's protection policy with a VM PUT, as `az vmss update --protect-from-scale-in` does."""
+    client = emu.client()
+    vm = client.virtual_machine_scale_set_vms.get(rg, "web", iid)
+    vm.properties["protectionPolicy"] = flags
+    client.virtual_machine_scale_set_vms.begin_update(rg, "web", iid, vm, polling=False)  # frozen clock
+
+
+@pytest.mark.parametrize("strategy", ["in-place", "surge"])
+def test_protected_instances_are_left_alone_and_reported(frozen, up, strategy):
+    rg = make_set(frozen, 6)
+    _protect(frozen, rg, "1", protectFromScaleSetActions=True)
+    _protect(frozen, rg, "2", protectFromScaleIn=True)
+    code, events, err = up(rg, "--version", NEW, "--strategy", strategy, "--batch-size" if strategy == "in-place"
+                           else "--max-surge", "2")
+    assert code == 0, err
+    left = {"in-place": ["1"], "surge": ["1", "2"]}[strategy]
+    assert events[0]["type"] == "plan" and events[0]["protected"] == left
+    by_id = {i.instance_id: i for i in instances(frozen, rg)}
+    assert all(by_id[i].image.exact_version == OLD for i in left)  # still there, never touched
+    assert all(i.image.exact_version == NEW for iid, i in by_id.items() if iid not in left)
+    assert len(by_id) == 6

@@ -107,6 +107,8 @@ class Instance:
     image: ImageRef
     error: str | None = None  # provisioning failure code and message
     health_since: float | None = None  # when the health state last changed (epoch seconds), from ARM
+    protected_from_scale_in: bool = False  # protectionPolicy: kept at scale-in (vmssctl never deletes it)
+    protected_from_actions: bool = False  # protectionPolicy: scale set actions pass it over (never upgraded)
 
     @property
     def healthy(self) -> bool:
@@ -136,6 +138,7 @@ class Instance:
         view = vm.instance_view
         power, prov, health, error = "unknown", (vm.provisioning_state or "unknown").lower(), None, None
         health_since = None
+        protection = getattr(vm, "protection_policy", None)
         ud = fd = None
         if view is not None:
             ud, fd = view.platform_update_domain, view.platform_fault_domain
@@ -157,6 +160,8 @@ class Instance:
             zone=(vm.zones or [None])[0], power=power, provisioning=prov, health=health,
             latest_model=bool(vm.latest_model_applied),
             image=ImageRef.from_storage_profile(vm.storage_profile), error=error, health_since=health_since,
+            protected_from_scale_in=bool(getattr(protection, "protect_from_scale_in", False)),
+            protected_from_actions=bool(getattr(protection, "protect_from_scale_set_actions", False)),
         )
 
     def to_json(self) -> dict:

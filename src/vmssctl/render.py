@@ -160,6 +160,9 @@ def plan_lines(prepared) -> list[str]:
         out.append(f"    {n:>3}{label}: " + ", ".join(batch[:30]) + more)
     if len(p.batches) > 50:
         out.append(f"    ... {len(p.batches) - 50} more batches")
+    if prepared.protected:
+        out.append(f"  protected (their protection policy; left alone, still on the old image): "
+                   f"{', '.join(prepared.protected[:30])}" + (" ..." if len(prepared.protected) > 30 else ""))
     if p.skipped:
         out.append(f"  skipped (already on the latest model): {', '.join(p.skipped[:30])}"
                    + (" ..." if len(p.skipped) > 30 else ""))

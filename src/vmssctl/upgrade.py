@@ -15,6 +15,7 @@ from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan, make_plan, takes_everything_down
 from vmssctl.policy import Amount, RolloutPolicy
 from vmssctl.rollout.clock import Clock, clock_for
+from vmssctl.rollout.decide import protected
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
 from vmssctl.rollout.journal import Journal, Rollout, scale_set_key
@@ -34,6 +35,11 @@ class Prepared:
     simulated: bool = False  # against the emulator: times are its simulated seconds
 
     @property
+    def protected(self) -> list[str]:
+        """Instances the rollout leaves alone because of their protection policy."""
+        return [i.instance_id for i in self.instances if protected(i, self.policy)]
+
+    @property
     def diff(self) -> list[tuple[str, str | None, str | None]]:
         return diff(self.scale_set.image, self.target)
 
@@ -49,6 +55,7 @@ class Prepared:
             "policy": self.policy.to_json(), "plan": self.plan.to_json(),
             "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
             "healthSignal": health_signal(self.scale_set, self.policy), "simulated": self.simulated,
+            "protected": self.protected,
         }
 
 
@@ -91,8 +98,8 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
         raise UsageError(f"unknown instance id(s) {', '.join(unknown)} in {api.resource_group}/{api.name} "
                          f"(it has {', '.join(sorted(known, key=int)[:20])}{' ...' if len(known) > 20 else ''})")
     newest = api.newest_version(ss.location, target) if wants_latest(target) and not model_changes else None
-    plan = make_plan(instances, policy, (lambda i: True) if model_changes else
-                     (lambda i: behind(i.latest_model, i.image, newest)),
+    plan = make_plan(instances, policy, (lambda i: not protected(i, policy)) if model_changes else
+                     (lambda i: not protected(i, policy) and behind(i.latest_model, i.image, newest)),
                      canary=0 if (active and active.canary_done) else None)
     if plan.pending and not health_signal(ss, policy) and not policy.no_health_signal:
         raise UsageError(f"{api.resource_group}/{api.name} has no health signal (no Application Health extension, no "

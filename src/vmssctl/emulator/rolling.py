@@ -68,7 +68,7 @@ class RollingUpgrades:
 
     def _start_rolling(self, ss: ScaleSet, now: float, op: Operation | None) -> None:
         policy = {**ROLLING_DEFAULTS, **(ss.model["properties"]["upgradePolicy"].get("rollingUpgradePolicy") or {})}
-        todo = [i for i in ss.live() if i.profile != ss.profile_digest]
+        todo = [i for i in ss.live() if i.profile != ss.profile_digest and not i.protected("actions")]
         order = (lambda i: (self.is_healthy(ss, i), i.instance_id)) if policy["prioritizeUnhealthyInstances"] \
             else (lambda i: i.instance_id)
         ru = RollingUpgrade(id=str(uuid.UUID(int=self.rng.getrandbits(128))), policy=policy, start=now,

@@ -125,6 +125,10 @@ def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> 
         "provisioningState": inst.provisioning,
         "timeCreated": iso(inst.created),
     }
+    if inst.protection:
+        props["protectionPolicy"] = {"protectFromScaleIn": bool(inst.protection.get("protectFromScaleIn")),
+                                     "protectFromScaleSetActions":
+                                         bool(inst.protection.get("protectFromScaleSetActions"))}
     if expand:
         props["instanceView"] = instance_view(ss, inst)
     body = {

@@ -99,6 +99,13 @@ class Instance:
     pending: dict | None = None  # what the in-flight operation will leave behind
     etag: int = 1
     upgrades: int = 0  # OS disk replacements (upgrade/reimage), to prove nothing was upgraded twice
+    protection: dict = field(default_factory=dict)  # protectionPolicy: protectFromScaleIn, protectFromScaleSetActions
+
+    def protected(self, from_what: str) -> bool:
+        """``scale-in``: kept at scale-in (either flag); ``actions``: left out of set-wide operations."""
+        if from_what == "scale-in":
+            return bool(self.protection.get("protectFromScaleIn") or self.protection.get("protectFromScaleSetActions"))
+        return bool(self.protection.get("protectFromScaleSetActions"))
 
 
 @dataclass
@@ -410,7 +417,8 @@ class World(RollingUpgrades):
         if ss.profile_digest != old_digest:
             self._recount(ss, now)
             mode = str(ss.model["properties"]["upgradePolicy"].get("mode", "Manual")).lower()
-            behind = [i for i in ss.live() if i.profile != ss.profile_digest and i.op is None]
+            behind = [i for i in ss.live()
+                      if i.profile != ss.profile_digest and i.op is None and not i.protected("actions")]
             if mode == "automatic" and behind:
                 for inst in behind:
                     self._begin(ss, inst, "upgrade", now, None)
@@ -477,8 +485,8 @@ class World(RollingUpgrades):
                             image={}, profile="", created=now, changed=now)
             ss.instances[iid] = inst
             self._begin(ss, inst, "create", now, op)
-        pool = sorted(live, key=lambda i: i.instance_id)
-        for _ in range(len(live) - capacity):
+        pool = sorted((i for i in live if not i.protected("scale-in")), key=lambda i: i.instance_id)
+        for _ in range(min(len(pool), len(live) - capacity)):
             idle = [i for i in pool if i.op is None] or pool
             victim = max(idle, key=lambda i: (n_zone[i.zone], n_fd[i.zone, i.fd], i.instance_id))
             pool.remove(victim)
@@ -580,6 +588,17 @@ class World(RollingUpgrades):
         self._check_etag(inst.etag, if_match, if_none_match)
         if not isinstance(body, dict):
             raise invalid("The request body must be a JSON object.")
+        props = body.get("properties") or {}
+        policy = props.get("protectionPolicy") if isinstance(props, dict) else None
+        if policy is not None:
+            keys = ("protectFromScaleIn", "protectFromScaleSetActions")
+            if not isinstance(policy, dict) or set(policy) - set(keys) or \
+                    not all(isinstance(v, bool) for v in policy.values()):
+                raise invalid("protectionPolicy takes protectFromScaleIn and protectFromScaleSetActions, true or "
+                              "false.", "properties.protectionPolicy")
+            inst.protection = {k: v for k, v in policy.items() if v}
+            inst.etag += 1
+            self.changes += 1
         now = self.now()
         op = self._new_op("UpdateScaleSetVM", ss.location, now)
         self._seal_op(op, now)
@@ -599,6 +618,8 @@ class World(RollingUpgrades):
         if ss.provisioning == "Deleting":
             raise conflict(f"The scale set '{name}' is being deleted.")
         targets = self._instances(ss, ids)
+        if kind != "delete":  # set-wide operations pass over VMs protected from scale set actions
+            targets = [i for i in targets if not i.protected("actions")]
         if kind != "delete" and ss.rolling and ss.rolling.code == "RollingForward":
             raise conflict(f"Operation '{action}' is not allowed on scale set '{name}' while a rolling upgrade "
                            "is in progress. Cancel it first or wait until it completes.")

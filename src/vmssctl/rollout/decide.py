@@ -170,6 +170,12 @@ def failure_reason(policy: RolloutPolicy, failed: frozenset[str] | set[str], rea
             f"{policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
 
 
+def protected(inst: Instance, policy: RolloutPolicy) -> bool:
+    """Does the instance's protection policy keep this rollout's hands off it? Scale set actions (upgrades)
+    never touch a VM protected from them; a surge, which deletes VMs, also spares one protected from scale-in."""
+    return inst.protected_from_actions or (policy.strategy == "surge" and inst.protected_from_scale_in)
+
+
 def surging(policy: RolloutPolicy, phase: Phase) -> bool:
     """Does this phase add VMs before retiring old ones? (Rolling back is always in place.)"""
     return policy.strategy == "surge" and phase.kind == "forward"

@@ -40,6 +40,7 @@ from vmssctl.rollout.decide import (
     decide,
     failure_reason,
     poll_delay,
+    protected,
     remaining,
     surge_judged,
     surging,
@@ -287,8 +288,8 @@ class Engine:
         if wants_latest(self.target) and self.scale_set is not None:
             self.newest = self.api.newest_version(self.scale_set.location, self.target)
         # behind the model, or on the latest model but not on the target image (the model moved under us)
-        outcome = self._drive("forward", lambda i: behind(i.latest_model, i.image, self.newest)
-                              or not runs_image(i.image, self.target))
+        outcome = self._drive("forward", lambda i: not self._protected(i) and (
+            behind(i.latest_model, i.image, self.newest) or not runs_image(i.image, self.target)))
         if outcome == "done":
             self._release_tag()
             upgraded = sum(len(b.instance_ids) for b in self.journal.batches(self.r.id) if b.kind == "forward")
@@ -306,6 +307,11 @@ class Engine:
         self.emit("rollout_failed", error=outcome)
         return EXIT_FAILED
 
+    def _protected(self, inst: Instance) -> bool:
+        """Left alone, as its protection policy asks: never upgraded (scale set actions), never deleted by a surge
+        (scale-in either)."""
+        return protected(inst, self.policy)
+
     def _aborted(self) -> int:
         self._release_tag()
         self.journal.update(self.r.id, state="aborted", requested=None)
@@ -318,9 +324,14 @@ class Engine:
         self.emit("rollback_started", to=str(self.previous), reason=reason)
         self._ensure_model(self.previous, self.target)
         touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
-        outcome = self._drive("rollback", lambda i: (not i.latest_model and (
-            i.instance_id in touched or not runs_image(i.image, self.previous))) or (
-            i.latest_model and i.instance_id in touched and not runs_image(i.image, self.previous)))
+        def back(i: Instance) -> bool:
+            if self._protected(i):
+                return False
+            if not i.latest_model:
+                return i.instance_id in touched or not runs_image(i.image, self.previous)
+            return i.instance_id in touched and not runs_image(i.image, self.previous)
+
+        outcome = self._drive("rollback", back)
         self._release_tag()
         if outcome == "abort":
             return self._aborted()
