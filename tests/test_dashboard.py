@@ -144,7 +144,8 @@ def test_rollout_from_the_page_progresses_live_pauses_and_resumes(live_emu, dash
     page.wait_for_selector('#rollout .rollout[data-state="paused"]', timeout=60000)
     done_when_paused = page.locator("#rollout .done").inner_text()
     upgrades = live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSets_UpdateInstances"]
-    page.wait_for_timeout(1500)  # paused: a simulated minute and a half passes, and nothing starts
+    paused_at = live_emu.now()  # paused: a simulated minute and a half passes, and nothing starts
+    wait_for(lambda: live_emu.now() >= paused_at + 90, what="90 simulated seconds while paused")
     assert live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSets_UpdateInstances"] == upgrades
     assert page.locator("#rollout .done").inner_text() == done_when_paused
     assert page.locator('#rollout .rollout[data-state="paused"]').count() == 1

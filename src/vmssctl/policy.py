@@ -19,11 +19,6 @@ STRATEGIES = ("in-place", "surge")
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
 
-def parse_duration(text: str | float | int, flag: str) -> float:
-    """``90``, ``90s``, ``2m``, ``1h30m``, ``PT2M`` → seconds (bounded; see ``inputs.duration``)."""
-    return inputs.duration(text, flag)
-
-
 @dataclass(frozen=True)
 class Amount:
     """A count or a percentage of the scale set (``3`` or ``20%``)."""

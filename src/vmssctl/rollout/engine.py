@@ -85,7 +85,7 @@ class Engine:
         self.instances: list[Instance] = []
         self.scale_set: ScaleSet | None = None
         self.newest: str | None = None  # with a 'latest' target: the version that means today
-        self._soured: frozenset[str] = frozenset()  # instances that went bad while soaking (this run)
+        self._state = rollout.state  # the rollout's state as the latest turn read it
         self.arm_seconds = 0.0  # clock time spent inside ARM calls (the SDK's retries included)
         self._arm_mark: dict[int, float] = {}  # batch seq -> arm_seconds when it was first seen
 
@@ -107,7 +107,7 @@ class Engine:
         in_flight = len(open_batch.instance_ids) if open_batch else 0
         p = Progress(
             rollout_id=self.r.id, scale_set=f"{self.api.resource_group}/{self.api.name}", phase=kind,
-            state=self.journal.get(self.r.id).state, target=str(self.previous if kind == "rollback" else self.target),
+            state=self._state, target=str(self.previous if kind == "rollback" else self.target),
             batch_no=started, batches_total=started + len(plan.batches), done=done,
             total=done + in_flight + plan.pending, healthy=healthy, capacity=len(self.instances), floor=plan.floor,
             elapsed=self._elapsed(), now=now, simulated=self.simulated,
@@ -288,7 +288,7 @@ class Engine:
         if wants_latest(self.target) and self.scale_set is not None:
             self.newest = self.api.newest_version(self.scale_set.location, self.target)
         # behind the model, or on the latest model but not on the target image (the model moved under us)
-        outcome = self._drive("forward", lambda i: not self._protected(i) and (
+        outcome = self._drive("forward", lambda i: not protected(i, self.policy) and (
             behind(i.latest_model, i.image, self.newest) or not runs_image(i.image, self.target)))
         if outcome == "done":
             self._release_tag()
@@ -307,11 +307,6 @@ class Engine:
         self.emit("rollout_failed", error=outcome)
         return EXIT_FAILED
 
-    def _protected(self, inst: Instance) -> bool:
-        """Left alone, as its protection policy asks: never upgraded (scale set actions), never deleted by a surge
-        (scale-in either)."""
-        return protected(inst, self.policy)
-
     def _aborted(self) -> int:
         self._release_tag()
         self.journal.update(self.r.id, state="aborted", requested=None)
@@ -325,7 +320,7 @@ class Engine:
         self._ensure_model(self.previous, self.target)
         touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
         def back(i: Instance) -> bool:
-            if self._protected(i):
+            if protected(i, self.policy):
                 return False
             if not i.latest_model:
                 return i.instance_id in touched or not runs_image(i.image, self.previous)
@@ -353,9 +348,9 @@ class Engine:
             phase = Phase(kind, tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind),
                           self.r.canary_done, floor_since, soured)
             obs = self._observe_turn(phase, needs)
+            plan = remaining(obs, phase, self.policy, needs)
             if obs.instances:
-                self._report(kind, remaining(obs, phase, self.policy, needs), len(phase.batches),
-                             len(phase.upgraded), phase.open_batch, phase.durations)
+                self._report(kind, plan, len(phase.batches), len(phase.upgraded), phase.open_batch, phase.durations)
             action = decide(obs, phase, self.policy, needs, wanted)
             batch = phase.open_batch
             if isinstance(action, Stop):
@@ -370,8 +365,7 @@ class Engine:
                     return after
             elif isinstance(action, Wait):
                 if action.floor_wait_since is not None and floor_since is None:
-                    self.emit("waiting_for_floor", healthy=obs.healthy, floor=remaining(
-                        obs, phase, self.policy, needs).floor)
+                    self.emit("waiting_for_floor", healthy=obs.healthy, floor=plan.floor)
                 floor_since = action.floor_wait_since
                 if batch is not None and batch.state == "issuing":
                     self.journal.set_batch(batch, state="issued")  # nothing left that never started
@@ -387,10 +381,9 @@ class Engine:
                 self._issue(batch, list(action.ids))
             elif isinstance(action, Judge):
                 assert batch is not None
-                outcome = self._judged(phase, batch, action, needs)
+                outcome, soured = self._judged(phase, batch, action, needs)
                 if outcome is not None:
                     return outcome
-                soured = self._soured
             elif isinstance(action, Start):
                 floor_since = None
                 self._start(phase, action, obs)
@@ -420,7 +413,8 @@ class Engine:
     def _observe_turn(self, phase: Phase, needs: Needs) -> Observation:
         """The one place a turn reads: what was requested, the instances, the open batch's verdicts (ARM's view
         and the gates), and the model when a batch may start or upgraded VMs look off the model."""
-        requested = self._requested()
+        row = self.journal.get(self.r.id)  # one read a turn: what was requested, and the state for the report
+        self._state, requested = row.state, row.requested
         if requested == "abort" or (requested == "rollback" and phase.kind == "forward"):
             return Observation(self.clock.now(), (), requested)
         by_id = self._observe()
@@ -464,11 +458,11 @@ class Engine:
                                                      elapsed >= timeout, timeout)
         return verdicts, off_model
 
-    def _judged(self, phase: Phase, batch: Batch, action: Judge, needs: Needs) -> str | None:
-        """Record a settled batch; soak after it. Returns a failure reason when the phase must end."""
+    def _judged(self, phase: Phase, batch: Batch, action: Judge, needs: Needs) -> tuple[str | None, frozenset[str]]:
+        """Record a settled batch; soak after it. Returns a failure reason when the phase must end (else None), and
+        the upgraded instances that went bad while soaking so far."""
         no, kind = phase.batches.index(batch) + 1, phase.kind
         now = self.clock.now()
-        self._soured = phase.soured
         if action.bad:
             reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=int)]
             self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad))
@@ -477,7 +471,7 @@ class Engine:
             self.journal.set_batch(batch, state="succeeded", finished=now)
             self.emit("batch_succeeded", batch=no, phase=kind, seconds=now - (batch.started or now))
         if action.failure:
-            return action.failure
+            return action.failure, phase.soured
         pause = self.policy.pause
         if pause and any(needs(i) for i in self.instances):
             self.emit("soak", seconds=pause)
@@ -488,12 +482,13 @@ class Engine:
             soured = {i.instance_id for i in self._arm(self.api.instances)
                       if i.instance_id in upgraded - failed and not i.healthy}
             if soured:
-                self._soured = phase.soured | soured
                 self.emit("soak_failed", instances=sorted(soured, key=int))
                 if too_many_failed(self.policy, failed | soured, upgraded):
                     return failure_reason(self.policy, failed | soured, [
-                        f"instance {i}: unhealthy after the {pause:.0f}s soak" for i in sorted(soured, key=int)])
-        return None
+                        f"instance {i}: unhealthy after the {pause:.0f}s soak"
+                        for i in sorted(soured, key=int)]), phase.soured | soured
+                return None, phase.soured | soured
+        return None, phase.soured
 
     def _scale_out(self, phase: Phase, action: ScaleOut, obs: Observation) -> str | None:
         """Surge: record the batch (intent, with the highest id so far), then raise the capacity. When ARM refuses

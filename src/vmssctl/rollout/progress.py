@@ -85,10 +85,6 @@ def sample(history: tuple[tuple[float, int], ...], now: float, healthy: int) -> 
     return points
 
 
-def phase_label(p: Progress) -> str:
-    return "rolling back" if p.phase == "rollback" else "upgrading"
-
-
 def clock_text(seconds: float | None) -> str:
     if seconds is None:
         return "?"
