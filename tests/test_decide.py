@@ -216,3 +216,22 @@ def test_surge(name, obs, phase, expect):
         assert len(got.ids) == 2 and all(int(i) < 10 for i in got.ids)
     if isinstance(got, DropSurge):
         assert got.ids == ("10", "11") and "10" in got.bad
+
+
+@pytest.mark.parametrize("name, settings, phase, expect", [
+    ("a canary surges one VM first", {"canary": 1}, FORWARD, ScaleOut(11, {"watermark": 9, "surge": 1, "base": 10})),
+    ("after the canary, the full surge", {"canary": 1}, Phase("forward", canary_done=True),
+     ScaleOut(12, {"watermark": 9, "surge": 2, "base": 10})),
+    ("named instances: only as many as are left of them", {"instances": ("3",)}, FORWARD,
+     ScaleOut(11, {"watermark": 9, "surge": 1, "base": 10})),
+])
+def test_surge_canary_and_named_instances(name, settings, phase, expect):
+    policy = load(None, {"strategy": "surge", "max_surge": "2", **settings})
+    assert decide(Observation(T0, TEN_OLD, model=model()), phase, policy, needs, NEW) == expect, name
+
+
+def test_surge_retires_only_named_instances():
+    policy = load(None, {"strategy": "surge", "max_surge": "2", "instances": ("3", "7")})
+    obs = Observation(T0, (*TEN_OLD, vm(10, NEW), vm(11, NEW)), verdicts={"10": Verdict(GOOD), "11": Verdict(GOOD)})
+    got = decide(obs, Phase("forward", (sbatch("issued"),)), policy, needs, NEW)
+    assert isinstance(got, Retire) and sorted(got.ids) == ["3", "7"]

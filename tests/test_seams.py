@@ -1,4 +1,5 @@
-"""The seams hold: the Azure SDK is reached only through ``vmssctl/azure.py``, pure modules load no SDK."""
+"""The seams hold: the Azure SDK is reached only through ``vmssctl/azure.py``; the planner, ``decide`` and the
+engine (written against ``gateway.Gateway``) load no SDK."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_only_azure_py_imports_the_sdk():
 
 
 def test_pure_modules_load_no_sdk():
-    code = ("import sys, vmssctl.plan, vmssctl.policy, vmssctl.target, vmssctl.inputs, vmssctl.rollout.progress; "
+    code = ("import sys, vmssctl.plan, vmssctl.policy, vmssctl.target, vmssctl.inputs, vmssctl.rollout.progress, "
+            "vmssctl.gateway, vmssctl.rollout.decide, vmssctl.rollout.engine; "
             "print(sorted(m for m in sys.modules if m == 'azure' or m.startswith('azure.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -201,8 +201,26 @@ def compute_client(conn: Connection, **kwargs: object) -> ComputeManagementClien
     return ComputeManagementClient(credential, conn.subscription, **kwargs)
 
 
+def scale_set_from_arm(body: dict, resource_group: str):
+    """A scale set's ARM JSON as vmssctl's ScaleSet, read by the SDK's own models (as over HTTPS)."""
+    from azure.mgmt.compute import models as m
+
+    from vmssctl.model import ScaleSet
+
+    return ScaleSet.from_sdk(m.VirtualMachineScaleSet(body), resource_group)
+
+
+def instance_from_arm(body: dict):
+    """A scale-set VM's ARM JSON (with its instance view) as vmssctl's Instance, read by the SDK's models."""
+    from azure.mgmt.compute import models as m
+
+    from vmssctl.model import Instance
+
+    return Instance.from_sdk(m.VirtualMachineScaleSetVM(body))
+
+
 class ScaleSetApi:
-    """The handful of ARM calls vmssctl makes on one scale set, in vmssctl's own types."""
+    """The handful of ARM calls vmssctl makes on one scale set, in vmssctl's own types (a ``gateway.Gateway``)."""
 
     def __init__(self, client: ComputeManagementClient, resource_group: str, name: str) -> None:
         self.client = client

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 
-from vmssctl.azure import Connection, ScaleSetApi, UsageError
+from vmssctl.azure import Connection
+from vmssctl.errors import UsageError
+from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan, make_plan, takes_everything_down
 from vmssctl.policy import Amount, RolloutPolicy
@@ -59,7 +61,7 @@ class Prepared:
         }
 
 
-def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageChange,
+def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChange,
             policy: RolloutPolicy) -> Prepared:
     """Read-only: two GETs (the model and one instance listing) and the journal."""
     change.validate()
@@ -106,17 +108,12 @@ def prepare(api: ScaleSetApi, journal: Journal, conn: Connection, change: ImageC
                          "load balancer probe) and no --probe-url or --hook: only power and provisioning state could "
                          "be checked, so an image that boots but serves nothing would pass. Add a gate, or pass "
                          "--no-health-signal to go on anyway")
-    if policy.strategy == "surge":
-        if policy.instances:
-            raise UsageError("--instances does not go with --strategy surge, which replaces VMs rather than "
-                             "upgrading chosen ones")
-        if policy.canary:
-            raise UsageError("--canary is not supported with --strategy surge yet: a first surge batch of "
-                             "--max-surge 1 tries the image on one new VM")
-        size = policy.surge_count(plan.capacity)
-        pending = [i for b in plan.batches for i in b]
-        plan = Plan([pending[k:k + size] for k in range(0, len(pending), size)], plan.capacity, 0, plan.capacity,
-                    plan.skipped)
+    if policy.strategy == "surge":  # the canary, then batches of --max-surge, each replaced by as many new VMs
+        size, pending = policy.surge_count(plan.capacity), [i for b in plan.batches for i in b]
+        canary = 0 if (active and active.canary_done) else min(policy.canary, len(pending))
+        plan = Plan(([pending[:canary]] if canary else []) +
+                    [pending[k:k + size] for k in range(canary, len(pending), size)], plan.capacity, 0,
+                    plan.capacity, plan.skipped)
     elif plan.pending and takes_everything_down(policy, plan):
         raise UsageError(f"{api.resource_group}/{api.name} has {plan.capacity} instance(s): this plan would take "
                          "every one down at once. Pass --max-unavailable 100% to accept that")
@@ -134,7 +131,7 @@ def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:
     return " + ".join(signals) or None
 
 
-def begin(journal: Journal, conn: Connection, api: ScaleSetApi, prepared: Prepared) -> Rollout:
+def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared) -> Rollout:
     """Record the rollout in the journal (or take up the one being resumed); the first write of all."""
     r = prepared.resume
     if r is None:
@@ -151,18 +148,18 @@ def begin(journal: Journal, conn: Connection, api: ScaleSetApi, prepared: Prepar
     return journal.get(r.id)
 
 
-def run(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
+def run(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
         clock: Clock | None = None) -> int:
     """Run the engine on a recorded rollout until it ends; returns the exit code."""
     return Engine(api, journal, rollout, clock or clock_for(conn), sinks).run()
 
 
-def start(api: ScaleSetApi, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],
+def start(api: Gateway, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],
           clock: Clock | None = None) -> int:
     return run(api, journal, conn, begin(journal, conn, api, prepared), sinks, clock)
 
 
-def resume(api: ScaleSetApi, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
+def resume(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
            rollback: bool = False) -> int:
     if rollback:
         journal.update(rollout.id, state="rolling_back", phase="rollback",

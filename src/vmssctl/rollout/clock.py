@@ -7,10 +7,12 @@ clock instead of waiting, which makes whole rollouts deterministic and fast in t
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from vmssctl.azure import Connection
 from vmssctl.errors import VmssctlError
+
+if TYPE_CHECKING:
+    from vmssctl.azure import Connection
 
 
 class Clock(Protocol):

@@ -188,8 +188,10 @@ def remaining(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Need
     if surging(policy, phase):  # batches of the surge size over the old VMs; the floor is all of them
         base = int(open_batch.meta.get("base", 0)) if open_batch else len(obs.instances)
         size = policy.surge_count(base)
-        old = [i for i in obs.instances if needs(i) and i.instance_id not in in_flight and not _is_new(i, open_batch)]
-        batches = [[i.instance_id for i in old[k:k + size]] for k in range(0, len(old), size)]
+        old = [i.instance_id for i in obs.instances if _surge_scope(i, policy, needs)
+               and i.instance_id not in in_flight and not _is_new(i, open_batch)]
+        canary = _surge_canary(policy, phase) if open_batch is None else 0
+        batches = ([old[:canary]] if canary else []) + [old[k:k + size] for k in range(canary, len(old), size)]
         if open_batch is not None and open_batch.state != "retiring":
             batches = batches[1:]  # the batch in flight will retire the first of them
         return Plan(batches, base, 0, base, [])
@@ -197,9 +199,24 @@ def remaining(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Need
                      canary=0 if (phase.canary_done or phase.kind != "forward") else None)
 
 
+def _surge_scope(inst: Instance, policy: RolloutPolicy, needs: Needs) -> bool:
+    """An old VM this surge is to replace: behind, and among ``--instances`` when they are named."""
+    return needs(inst) and (not policy.instances or inst.instance_id in policy.instances)
+
+
+def _surge_canary(policy: RolloutPolicy, phase: Phase) -> int:
+    """The first surge batch adds ``--canary`` VMs (and retires as many) before the batches of ``--max-surge``."""
+    return policy.canary if policy.canary and not phase.canary_done and phase.kind == "forward" else 0
+
+
 def _is_new(inst: Instance, batch: Batch | None) -> bool:
     """Was ``inst`` added by this surge batch? (Uniform instance ids only grow.)"""
     return batch is not None and "watermark" in batch.meta and int(inst.instance_id) > int(batch.meta["watermark"])
+
+
+def ready_times(phase: Phase) -> list[float]:
+    """How long each earlier surge batch's new VMs took to be good (its delete left out): paces the next."""
+    return [float(b.meta["ready_after"]) for b in phase.batches if "ready_after" in b.meta]
 
 
 def surge_judged(batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
@@ -296,7 +313,7 @@ def _surge(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) 
     if batch is None:
         if obs.requested == "pause":
             return Pause()
-        old = [i for i in obs.instances if needs(i)]
+        old = [i for i in obs.instances if _surge_scope(i, policy, needs)]
         if not old:
             return Finish("done")
         if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
@@ -304,7 +321,7 @@ def _surge(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) 
         if any(i.provisioning in busy for i in obs.instances):
             return Wait(policy.poll, "instances are busy with another operation")
         base = len(obs.instances)
-        size = min(policy.surge_count(base), len(old))
+        size = min(_surge_canary(policy, phase) or policy.surge_count(base), len(old))
         watermark = max((int(i.instance_id) for i in obs.instances), default=-1)
         return ScaleOut(base + size, {"watermark": watermark, "surge": size, "base": base})
     meta = {k: int(v) for k, v in batch.meta.items()}
@@ -324,8 +341,8 @@ def _surge(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) 
                          f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(reasons)}")
     if len(new) < meta["surge"] or any(v.state != GOOD for v in obs.verdicts.values()) or \
             len(obs.verdicts) < len(new):
-        ready = [float(b.meta["ready_after"]) for b in phase.batches if "ready_after" in b.meta]
-        return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new], ready),
+        return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new], ready_times(phase)),
                     "new instances coming up")
-    old = [i.instance_id for i in obs.instances if needs(i) and not _is_new(i, batch) and i.provisioning not in busy]
+    old = [i.instance_id for i in obs.instances
+           if _surge_scope(i, policy, needs) and not _is_new(i, batch) and i.provisioning not in busy]
     return Retire(tuple(retire(list(obs.instances), old, meta["surge"])))

@@ -14,8 +14,8 @@ import json
 import time
 from dataclasses import replace
 
-from vmssctl.azure import ScaleSetApi
 from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
+from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan
 from vmssctl.policy import RolloutPolicy
@@ -41,6 +41,7 @@ from vmssctl.rollout.decide import (
     failure_reason,
     poll_delay,
     protected,
+    ready_times,
     remaining,
     surge_judged,
     surging,
@@ -64,7 +65,7 @@ class Halt(Exception):
 
 
 class Engine:
-    def __init__(self, api: ScaleSetApi, journal: Journal, rollout: Rollout, clock: Clock,
+    def __init__(self, api: Gateway, journal: Journal, rollout: Rollout, clock: Clock,
                  sinks: list[Sink]) -> None:
         self.api = api
         self.journal = journal
@@ -513,17 +514,16 @@ class Engine:
             self.emit("surge_refused", reason=str(e), fallback="in-place")
             return None
         self.journal.set_batch(batch, state="issued")
+        self._canary_started(phase.kind)
         after = Phase(phase.kind, (*[b for b in phase.batches if b.seq != batch.seq], batch), self.r.canary_done)
         self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
-                               obs.health_grace, []))
+                               obs.health_grace, [], ready_times(after)))
 
     def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
         """Open the next batch in the journal (intent first), then issue it."""
         kind, ids = phase.kind, list(action.ids)
         batch = self.journal.add_batch(self.r.id, kind, ids, self.clock.now())
-        if kind == "forward" and self.policy.canary and not self.r.canary_done:
-            self.journal.update(self.r.id, canary_done=1)
-            self.r.canary_done = True
+        self._canary_started(kind)
         self.emit("batch_started", batch=len(phase.batches) + 1, phase=kind, instances=ids, floor=action.floor,
                   healthy=obs.healthy)
         self._issue(batch, ids)
@@ -533,6 +533,12 @@ class Engine:
         after = Phase(kind, (*phase.batches, batch), self.r.canary_done)
         self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
                                obs.health_grace))  # nothing to see the moment it starts
+
+    def _canary_started(self, kind: str) -> None:
+        """The first forward batch is the canary (when there is one): later batches take the full size."""
+        if kind == "forward" and self.policy.canary and not self.r.canary_done:
+            self.journal.update(self.r.id, canary_done=1)
+            self.r.canary_done = True
 
     def _wait_provisioned(self, batch: Batch, by_id: dict[str, Instance], ids: list[str]) -> None:
         """While the batch's VMs (``ids``) are still being rebuilt, created or deleted, poll the set's instance-view

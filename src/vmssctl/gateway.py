@@ -1,0 +1,55 @@
+"""What the rollout engine needs from Azure, in vmssctl's own types: the narrow seam it is written against.
+
+Two implementations: ``azure.ScaleSetApi`` (the official SDK, for Azure and the emulator over
+HTTPS) and ``emulator.inprocess.WorldGateway`` (the emulator's simulation called directly, no
+HTTP, for fast in-process engine tests). Every method raises ``vmssctl.errors`` types only.
+Writes return once ARM accepted them; the engine learns the outcome by observing, never by
+blocking on a long-running operation.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from vmssctl.model import ImageRef, Instance, ScaleSet
+
+
+class Gateway(Protocol):
+    resource_group: str
+    name: str
+
+    def get(self) -> ScaleSet:
+        """The scale set's model (with its etag)."""
+        ...
+
+    def instances(self) -> list[Instance]:
+        """Every instance with its instance view, sorted by id: one listing."""
+        ...
+
+    def busy_count(self) -> int:
+        """How many instances have an operation in flight (the set's instance-view summary: one request)."""
+        ...
+
+    def update(self, etag: str | None, image: ImageRef | None = None, tags: dict | None = None) -> None:
+        """Change the model's image and/or tags, If-Match on ``etag`` (PreconditionFailed when it moved)."""
+        ...
+
+    def newest_version(self, location: str, image: ImageRef) -> str | None:
+        """The newest published version of a platform image (what 'latest' means today)."""
+        ...
+
+    def upgrade(self, ids: list[str]) -> None:
+        """manualupgrade: bring these instances to the latest model."""
+        ...
+
+    def reimage(self, ids: list[str]) -> None:
+        """Reimage: how an instance on a 'latest' model picks up a newer published version."""
+        ...
+
+    def set_capacity(self, capacity: int) -> None:
+        """Change ``sku.capacity`` alone (new instances come up on the latest model)."""
+        ...
+
+    def delete(self, ids: list[str]) -> None:
+        """Delete these instances (the capacity drops by as many)."""
+        ...

@@ -1,0 +1,347 @@
+"""The rollout engine in-process, against the emulator's simulation through ``WorldGateway`` (no HTTP).
+
+Each rollout here takes milliseconds to a few hundred: the engine's behaviour (floor, canary,
+surge, protection, failures, crash and resume at every point) is covered here, and the HTTPS tests
+(``test_upgrade``, ``test_surge``, ``test_crash_resume``) keep covering the wire, the CLI and kill -9.
+The availability record is the emulator's own: every change of an instance's state is counted, so
+its minimum healthy is an independent observer that never misses a dip between two polls.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from vmssctl import upgrade
+from vmssctl.azure import Connection
+from vmssctl.emulator.inprocess import WorldClock, WorldGateway, create_set, frozen_world
+from vmssctl.emulator.world import World
+from vmssctl.errors import UsageError
+from vmssctl.policy import Amount, RolloutPolicy
+from vmssctl.rollout.events import Snapshot
+from vmssctl.rollout.journal import Journal
+from vmssctl.target import ImageChange
+
+NEW = "24.04.202611200"
+OLD = "24.04.202610010"
+DEAD_PID = 4_194_305  # one more than the largest pid_max Linux allows
+CONN = Connection("00000000-0000-0000-0000-000000000000", "https://in-process.invalid")
+
+
+class Crash(BaseException):
+    """Stands for kill -9: not an Exception, so nothing in the engine catches it."""
+
+
+@dataclass
+class Events:
+    events: list[dict] = field(default_factory=list)
+    progress: list = field(default_factory=list)
+
+    def event(self, event: dict) -> None:
+        self.events.append(event)
+
+    def snapshot(self, snap: Snapshot) -> None:
+        self.progress.append(snap.progress)
+
+    def close(self) -> None:
+        pass
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+class Tripwire:
+    """A gateway (or journal) that dies for good at the ``nth`` call of ``method``, as the process would."""
+
+    def __init__(self, inner: object, method: str, nth: int, dead: list[bool]) -> None:
+        self._inner, self._method, self._left, self._dead = inner, method, nth, dead
+
+    def __getattr__(self, attr: str):
+        value = getattr(self._inner, attr)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            if self._dead[0]:
+                raise Crash(attr)
+            if attr == self._method:
+                self._left -= 1
+                if self._left == 0:
+                    self._dead[0] = True
+                    if attr in ("delete", "set_capacity", "upgrade"):  # the request reached ARM, the reply did not
+                        value(*args, **kwargs)
+                    raise Crash(attr)
+            return value(*args, **kwargs)
+        return call
+
+
+@dataclass
+class Rig:
+    world: World
+    rg: str
+    journal: Journal
+    name: str = "web"
+
+    @property
+    def gateway(self) -> WorldGateway:
+        return WorldGateway(self.world, self.rg, self.name)
+
+    def since(self) -> float:
+        return self.world.now()
+
+    def record(self, since: float) -> dict:
+        return self.world.availability_since(self.world.get_set(self.rg, self.name), since)
+
+    def instances(self):
+        return self.gateway.instances()
+
+    def upgrade(self, version: str | None = NEW, gateway=None, journal=None, **policy) -> tuple[int, Events]:
+        """``vmssctl upgrade``'s path without the CLI: prepare, begin, run the engine; (exit code, events)."""
+        api, journal = gateway or self.gateway, journal or self.journal
+        sink = Events()
+        prepared = upgrade.prepare(api, journal, CONN, ImageChange(version=version), make_policy(**policy))
+        code = upgrade.start(api, journal, CONN, prepared, [sink], WorldClock(self.world))
+        return code, sink
+
+    def crash_at(self, method: str, nth: int, on_journal: bool = False, **policy) -> Events:
+        """Run an upgrade that dies at the nth call of ``method`` (gateway's or journal's); the events until then."""
+        dead = [False]
+        gateway = self.gateway if on_journal else Tripwire(self.gateway, method, nth, dead)
+        journal = Tripwire(self.journal, method, nth, dead) if on_journal else Tripwire(self.journal, "-", 0, dead)
+        sink = Events()
+        with pytest.raises(Crash):
+            prepared = upgrade.prepare(gateway, journal, CONN, ImageChange(version=NEW), make_policy(**policy))
+            upgrade.start(gateway, journal, CONN, prepared, [sink], WorldClock(self.world))
+        # the process is gone: its lease names a pid no process can have (above Linux's pid_max)
+        self.journal.db.execute("UPDATE leases SET pid = ?", (DEAD_PID,))
+        return sink
+
+
+def make_policy(**policy) -> RolloutPolicy:
+    """A policy from keyword arguments, amounts written as on the command line ("2", "25%")."""
+    for key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
+        if isinstance(policy.get(key), str):
+            text = policy[key]
+            policy[key] = Amount(float(text.rstrip("%")), text.endswith("%"))
+    return RolloutPolicy(**{"no_health_signal": True, **policy})
+
+
+@pytest.fixture
+def rig(tmp_path) -> Rig:
+    world = frozen_world()
+    create_set(world, "rg", capacity=10)
+    return Rig(world, "rg", Journal(tmp_path / "journal.db"))
+
+
+def make(tmp_path, capacity: int, seed: int = 0, **kwargs) -> Rig:
+    world = frozen_world(seed)
+    create_set(world, "rg", capacity=capacity, **kwargs)
+    return Rig(world, "rg", Journal(tmp_path / "journal.db"))
+
+
+def fault(world: World, effect: str, **match: str) -> None:
+    world.faults.update({"rules": [{"match": match, "effect": effect}]})
+
+
+# ---------------------------------------------------------------------------------------------- in place
+@pytest.mark.parametrize(("policy", "floor", "sizes"), [
+    ({}, 8, [2] * 5),
+    ({"batch_size": 3}, 7, [3, 3, 3, 1]),
+    ({"batch_percent": 50.0}, 5, [5, 5]),
+    ({"by": "fault-domain"}, 8, [2] * 5),
+    ({"by": "update-domain", "canary": 1}, 8, [1, 1, 2, 2, 2, 2]),
+    ({"batch_size": 4, "max_unavailable": "2"}, 8, [2, 2, 2, 2, 2]),
+])
+def test_in_place_keeps_the_floor_and_upgrades_each_instance_once(rig, policy, floor, sizes):
+    t0 = rig.since()
+    code, out = rig.upgrade(**policy)
+    assert code == 0, out.events[-1]
+    assert [len(e["instances"]) for e in out.of("batch_started")] == sizes
+    assert all(i.image.exact_version == NEW and i.healthy for i in rig.instances())
+    rec = rig.record(t0)
+    assert rec["minHealthy"] >= floor and rec["upgrades"] == {str(i): 1 for i in range(10)}
+    assert {p.floor for p in out.progress} == {floor}
+    assert out.progress[-1].done == 10 and out.progress[-1].batches_total == len(sizes)
+
+
+def test_a_bad_canary_rolls_back_and_touches_nothing_else(rig):
+    fault(rig.world, "unhealthy", version="6.6.6")
+    t0 = rig.since()
+    code, out = rig.upgrade("6.6.6", canary=1, rollback="auto", health_timeout=300.0)
+    assert code == 1
+    assert [e["type"] for e in out.events][-1] == "rollout_rolled_back"
+    assert out.of("batch_failed")[0]["instances"] == ["0"]
+    assert all(i.healthy and i.image.exact_version == OLD for i in rig.instances())
+    assert rig.record(t0)["upgrades"] == {"0": 2}
+
+
+def test_a_provisioning_failure_stops_at_its_batch(rig):
+    fault(rig.world, "fail", instanceId="2", version=NEW)
+    code, out = rig.upgrade(batch_size=2)
+    assert code == 1 and "instance 2" in out.events[-1]["error"] and "OSProvisioningTimedOut" in out.events[-1]["error"]
+    assert len(out.of("batch_started")) == 2
+
+
+def test_max_unhealthy_upgraded_lets_one_failure_through(rig):
+    fault(rig.world, "fail", instanceId="2", version=NEW)
+    code, out = rig.upgrade(batch_size=2, max_unhealthy_upgraded="1")
+    assert code == 0 and len(out.of("batch_failed")) == 1
+    assert sum(i.image.exact_version == NEW and i.healthy for i in rig.instances()) == 9
+
+
+def test_someone_elses_model_change_halts_without_overwriting(rig):
+    api = rig.gateway
+    real_upgrade = api.upgrade
+
+    def meddle(ids):  # after the first batch is issued, someone else puts another image in the model
+        real_upgrade(ids)
+        ss = api.get()
+        api.update(ss.etag, image=type(ss.image)(**{**ss.image.to_json(), "version": "9.9.9"}))
+
+    api.upgrade = meddle  # type: ignore[method-assign]
+    code, out = rig.upgrade(gateway=api)
+    assert code == 1 and "9.9.9" in out.events[-1]["error"]
+    assert len(out.of("batch_started")) == 1
+
+
+def test_protected_instances_are_left_alone_and_reported(rig):
+    inst = rig.world.get_set("rg", "web").instances[3]
+    inst.protection = {"protectFromScaleSetActions": True}
+    prepared = upgrade.prepare(rig.gateway, rig.journal, CONN, ImageChange(version=NEW),
+                               RolloutPolicy(no_health_signal=True))
+    assert prepared.protected == ["3"]
+    code, _ = rig.upgrade()
+    assert code == 0
+    assert [i.instance_id for i in rig.instances() if i.image.exact_version == OLD] == ["3"]
+
+
+def test_a_second_rollout_of_the_same_set_is_refused(rig, tmp_path):
+    rig.crash_at("upgrade", 2)  # one rollout left unfinished in this journal; another journal tries
+    other = Journal(tmp_path / "other.db")
+    with pytest.raises(UsageError, match="another vmssctl rollout holds it"):
+        upgrade.prepare(rig.gateway, other, CONN, ImageChange(version=NEW), RolloutPolicy(no_health_signal=True))
+
+
+# ------------------------------------------------------------------------------------------ crash, resume
+CRASH_POINTS = [("upgrade", 1), ("upgrade", 3), ("update", 1), ("update", 2), ("instances", 4),
+                ("add_batch", 2), ("set_batch", 3), ("add_event", 5), ("observed", 6)]
+
+
+@pytest.mark.parametrize(("method", "nth"), CRASH_POINTS)
+def test_a_crash_anywhere_resumes_without_upgrading_twice(rig, method, nth):
+    t0 = rig.since()
+    rig.crash_at(method, nth, on_journal=method in ("add_batch", "set_batch", "add_event", "observed"),
+                 batch_size=2)
+    code, out = rig.upgrade(batch_size=2)  # running again is resuming
+    assert code == 0, out.events[-1]
+    rec = rig.record(t0)
+    assert rec["upgrades"] == {str(i): 1 for i in range(10)} and rec["minHealthy"] >= 8
+    assert all(i.image.exact_version == NEW and i.healthy for i in rig.instances())
+
+
+# ------------------------------------------------------------------------------------------------- surge
+@pytest.mark.parametrize(("capacity", "surge"), [(20, "25%"), (7, "3"), (900, "100")])
+def test_surge_never_drops_below_the_capacity(tmp_path, capacity, surge):
+    rig = make(tmp_path, capacity)
+    t0 = rig.since()
+    code, out = rig.upgrade(strategy="surge", max_surge=surge)
+    assert code == 0, out.events[-1]
+    vms = rig.instances()
+    assert len(vms) == capacity and all(i.image.exact_version == NEW and i.healthy for i in vms)
+    fds = Counter(i.fault_domain for i in vms).values()
+    assert max(fds) - min(fds) <= 1
+    assert rig.record(t0)["minHealthy"] >= capacity
+    retired = [i for e in out.of("retiring") for i in e["instances"]]
+    assert sorted(retired, key=int) == [str(i) for i in range(capacity)]
+
+
+def test_surge_with_a_bad_image_removes_the_new_vms(tmp_path):
+    rig = make(tmp_path, 8)
+    fault(rig.world, "unhealthy", version="6.6.6")
+    t0 = rig.since()
+    code, out = rig.upgrade("6.6.6", strategy="surge", max_surge="2", health_timeout=300.0)
+    assert code == 1 and out.of("batch_failed")
+    rig.world.clock.advance(600)
+    rig.world.advance()
+    vms = rig.instances()
+    assert sorted(i.instance_id for i in vms) == [str(i) for i in range(8)] and all(i.healthy for i in vms)
+    assert rig.record(t0)["minHealthy"] >= 8
+
+
+@pytest.mark.parametrize(("method", "nth"), [("set_capacity", 1), ("set_capacity", 2), ("delete", 1),
+                                             ("delete", 3), ("set_batch", 4)])
+def test_a_surge_crash_anywhere_neither_leaks_nor_double_deletes(tmp_path, method, nth):
+    rig = make(tmp_path, 10)
+    t0 = rig.since()
+    rig.crash_at(method, nth, on_journal=method == "set_batch", strategy="surge", max_surge="3")
+    code, out = rig.upgrade(strategy="surge", max_surge="3")
+    assert code == 0, out.events[-1]
+    rig.world.clock.advance(600)
+    rig.world.advance()
+    vms = rig.instances()
+    assert len(vms) == 10 and all(i.image.exact_version == NEW and i.healthy for i in vms)
+    assert rig.record(t0)["minHealthy"] >= 10
+
+
+def test_a_refused_surge_stops_or_falls_back_in_place(tmp_path):
+    rig = make(tmp_path, 1000)  # Compute's limit: a 1,000-VM set cannot grow
+    code, out = rig.upgrade(strategy="surge", max_surge="5")
+    assert code == 1 and "refused the surge's scale-out to 1005" in out.events[-1]["error"]
+    assert not any(i.image.exact_version == NEW for i in rig.instances())
+    code, out = rig.upgrade(strategy="surge", max_surge="5", surge_fallback="in-place", batch_size=100)
+    assert code == 0 and out.of("surge_refused")[0]["fallback"] == "in-place"
+    assert all(i.image.exact_version == NEW for i in rig.instances())
+
+
+def test_the_in_process_reading_agrees_with_the_sdks(tmp_path):
+    """WorldGateway reads instances without the SDK's models (for speed); the SDK reads the same VMs the same."""
+    from vmssctl.azure import instance_from_arm
+    from vmssctl.emulator import shapes
+
+    rig = make(tmp_path, 6)
+    rig.world.get_set("rg", "web").instances[1].protection = {"protectFromScaleIn": True}
+    fault(rig.world, "fail", instanceId="2", version=NEW)
+    api = rig.gateway
+    api.upgrade(["2", "4"])
+    for advance in (0, 20, 900):
+        rig.world.clock.advance(advance)
+        ss = rig.world.get_set("rg", "web")
+        by_sdk = sorted((instance_from_arm(shapes.instance(rig.world, ss, i, True)) for i in ss.instances.values()),
+                        key=lambda i: int(i.instance_id))
+        assert [_ms(i) for i in api.instances()] == [_ms(i) for i in by_sdk]
+
+
+def _ms(inst):
+    """Times to the millisecond: ARM's ISO timestamps round the last digits of a float."""
+    return replace(inst, health_since=round(inst.health_since, 3) if inst.health_since else None)
+
+
+def test_a_surge_canary_tries_the_image_on_one_new_vm_first(tmp_path):
+    rig = make(tmp_path, 10)
+    t0 = rig.since()
+    code, out = rig.upgrade(strategy="surge", max_surge="4", canary=1)
+    assert code == 0, out.events[-1]
+    assert [e["adding"] for e in out.of("batch_started")] == [1, 4, 4, 1]
+    assert [len(e["instances"]) for e in out.of("retiring")] == [1, 4, 4, 1]
+    assert rig.record(t0)["minHealthy"] >= 10 and all(i.image.exact_version == NEW for i in rig.instances())
+
+
+def test_a_bad_surge_canary_stops_before_the_second_batch(tmp_path):
+    rig = make(tmp_path, 10)
+    fault(rig.world, "unhealthy", version="6.6.6")
+    code, out = rig.upgrade("6.6.6", strategy="surge", max_surge="4", canary=1, health_timeout=300.0)
+    assert code == 1 and len(out.of("batch_started")) == 1 and out.of("batch_failed")[0]["removing"] != []
+
+
+def test_a_surge_of_named_instances_replaces_only_those(tmp_path):
+    rig = make(tmp_path, 10)
+    t0 = rig.since()
+    code, out = rig.upgrade(strategy="surge", max_surge="2", instances=("1", "4", "7"))
+    assert code == 0, out.events[-1]
+    retired = sorted(i for e in out.of("retiring") for i in e["instances"])
+    assert retired == ["1", "4", "7"]
+    vms = rig.instances()
+    assert len(vms) == 10 and sum(i.image.exact_version == NEW for i in vms) == 3
+    assert rig.record(t0)["minHealthy"] >= 10
