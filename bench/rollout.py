@@ -7,7 +7,8 @@ as an operator would experience it against Azure, independent of this machine's 
 ideal = the sum of each batch's own simulated time (from its manualupgrade until its slowest
 instance is healthy again, read off the emulator's availability record) plus pauses: what a
 controller that reacted instantly and polled for free would take.
-Targets: ratio <= 1.05; requests per instance <= 0.5 at 100 and <= 0.3 at 1,000; a bad image stopped
+Targets: ratio <= 1.05 (in place and surge); requests per instance <= 0.5 at 100 and <= 0.3 at 1,000; surge
+beside the emulated Azure rolling upgrade with maxSurge; a bad image stopped
 within the upgrade, the health grace period and two polls of its first batch (next to Azure's own).
 Run: .venv/bin/python bench/rollout.py
 """
@@ -82,7 +83,7 @@ def run(n: int) -> None:
 
 
 
-def surge(n: int, size: int) -> None:
+def surge(n: int, size: int) -> float:
     """Surge against two references: nominal (create + grace + delete, no jitter) and ideal (per batch, from the
     scale-out until the availability record shows all new VMs healthy, plus the slowest possible delete, 20 %
     over nominal: the deletes themselves leave no mark in the record)."""
@@ -104,8 +105,43 @@ def surge(n: int, size: int) -> None:
         print(f"{n:>5} instances, surge of {size} ({len(starts)} batches): simulated {took:7.0f}s, ideal {ideal:7.0f}s "
               f"-> ratio {took / ideal:.3f} (vs nominal {nominal:.0f}s: {took / nominal:.3f}); {requests} ARM requests "
               f"= {requests / n:.3f} per instance; min healthy {rec['minHealthy']}/{n}; real {real:.1f}s")
+        return took
     finally:
         e.stop()
+
+
+def azure_surge(n: int, percent: int, ours: float) -> None:
+    """The emulated Azure rolling upgrade with ``maxSurge: true`` on the same kind of set, batches of ``percent``:
+    its simulated time beside vmssctl's surge (``ours``), and its lowest healthy count."""
+    e = start_emulator(Path(tempfile.mkdtemp(prefix="bench-azsurge-")), "--time-scale", "0", "--throttle", "off")
+    try:
+        client = e.client()
+        rg = e.group("azsurge")
+        body = demo_scale_set(n, mode="Rolling")
+        body["properties"]["upgradePolicy"]["rollingUpgradePolicy"] = {
+            "maxBatchInstancePercent": percent, "maxSurge": True, "pauseTimeBetweenBatches": "PT0S"}
+        client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", body, polling=False)
+        e.admin("POST", "clock", {"advance": 900})
+        t0 = e.now()
+        client.virtual_machine_scale_sets.begin_update(rg, "web", {"properties": {"virtualMachineProfile": {
+            "storageProfile": {"imageReference": {"version": "24.04.202611200"}}}}}, polling=False)
+        status = _rolling_outcome(e, client, rg, "web", t0, 36000)
+        took = e.now() - t0
+        rec = e.stats(since=t0)["scaleSets"][f"{rg}/web"]
+        print(f"{n:>5} instances, Azure's rolling upgrade with maxSurge, batches of {percent} % ({status}): simulated "
+              f"{took:7.0f}s; vmssctl surge / Azure = {ours / took:.3f}; min healthy {rec['minHealthy']}/{n}")
+    finally:
+        e.stop()
+
+
+def _rolling_outcome(e, client, rg: str, name: str, t0: float, limit: float) -> str:
+    """Move the frozen clock a second at a time until Azure's rolling upgrade ends; its final status."""
+    status = "RollingForward"
+    while status == "RollingForward" and e.now() - t0 < limit:
+        e.admin("POST", "clock", {"advance": 1})
+        code_ = client.virtual_machine_scale_set_rolling_upgrades.get_latest(rg, name).running_status.code
+        status = getattr(code_, "value", code_)
+    return status
 
 
 class _Events:
@@ -157,11 +193,7 @@ def time_to_stop(n: int = 20) -> None:
         t0 = e.now()
         client.virtual_machine_scale_sets.begin_update(rg, "azure", {"properties": {"virtualMachineProfile": {
             "storageProfile": {"imageReference": {"version": bad}}}}}, polling=False)
-        status = "RollingForward"
-        while status == "RollingForward" and e.now() - t0 < 3600:
-            e.admin("POST", "clock", {"advance": 1})
-            code_ = client.virtual_machine_scale_set_rolling_upgrades.get_latest(rg, "azure").running_status.code
-            status = getattr(code_, "value", code_)
+        status = _rolling_outcome(e, client, rg, "azure", t0, 3600)
         theirs = e.now() - t0
         print(f"bad image, {n} instances, batches of {n // 5}: vmssctl stopped {ours:.0f}s after its first batch "
               f"started (exit {code}, {requests} ARM requests); Azure's rolling upgrade ({status}) after "
@@ -176,6 +208,6 @@ if __name__ == "__main__":
     print("rollout benchmark (batch 20 %, no pause, pages of 100, frozen emulator clock driven by the engine)")
     for n in (100, 1000):
         run(n)
-    surge(100, 20)
-    surge(900, 100)
+    azure_surge(100, 20, surge(100, 20))
+    azure_surge(900, 11, surge(900, 100))
     time_to_stop()

@@ -119,6 +119,34 @@ def test_rolling_upgrade_respects_batch_and_pause():
     assert ss.rolling.end - t0 >= 3 * 300 + 4 * timing.upgrade_seconds() * (1 - timing.JITTER)
 
 
+def test_a_max_surge_rolling_upgrade_replaces_vms_and_never_dips():
+    world = make_world(10, mode="Rolling")
+    ss = world.sets["rg", "web"]
+    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+        "maxBatchInstancePercent": 20, "maxSurge": True}}}})
+    t0 = world.now()
+    new_image(world)  # a Rolling set starts its rolling upgrade on the model change
+    assert ss.rolling.code == "RollingForward" and len(ss.rolling.batch) == 2
+    assert ss.rolling.batch == [10, 11] and ss.rolling.replacing == [0, 1]
+    step(world, 3600)
+    assert ss.rolling.code == "Completed" and ss.capacity == 10
+    assert sorted(ss.instances) == list(range(10, 20))  # every VM replaced by a new one
+    assert all(i.profile == ss.profile_digest and i.upgrades == 0 for i in ss.instances.values())
+    assert World.availability_since(ss, t0)["minHealthy"] >= 10
+
+
+def test_a_max_surge_rolling_upgrade_with_a_bad_image_removes_its_new_vms():
+    world = make_world(10, Faults([FaultRule({"version": "6.6.6"}, "unhealthy")]), mode="Rolling")
+    ss = world.sets["rg", "web"]
+    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+        "maxSurge": True, "maxUnhealthyUpgradedInstancePercent": 0}}}})
+    new_image(world, "6.6.6")
+    step(world, 3600)
+    assert ss.rolling.code == "Faulted" and sorted(ss.instances) == list(range(10))
+    with pytest.raises(ArmError, match="true or false"):
+        world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {"maxSurge": 1}}}})
+
+
 def test_automatic_mode_upgrades_everything_at_once():
     world = make_world(4, mode="Automatic")
     ss = world.sets["rg", "web"]

@@ -4,6 +4,12 @@ Batches of maxBatchInstancePercent, checked against maxUnhealthyInstancePercent 
 maxUnhealthyUpgradedInstancePercent after each, with pauseTimeBetweenBatches between them:
 the baseline a vmssctl rollout is compared with. A mixin of ``World``: it drives the same
 instances and operations.
+
+With ``maxSurge: true`` a batch does not upgrade VMs in place: it creates as many new VMs (new
+instance ids, latest model), waits until they are healthy, then deletes the old ones it replaces,
+as Compute's MaxSurge rolling upgrade does; ``sku.capacity`` stays as it was. When the new VMs of a
+batch break maxUnhealthyUpgradedInstancePercent the upgrade faults and this emulator deletes that
+batch's new VMs (the old ones stay), so the set is back at its capacity.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ ROLLING_DEFAULTS = {
     "maxUnhealthyUpgradedInstancePercent": 20,
     "pauseTimeBetweenBatches": "PT0S",
     "prioritizeUnhealthyInstances": False,
+    "maxSurge": False,
 }
 
 
@@ -37,6 +44,7 @@ class RollingUpgrade:
     last_action_time: float = 0.0
     todo: list = field(default_factory=list)
     batch: list = field(default_factory=list)
+    replacing: list = field(default_factory=list)  # maxSurge: the old VMs this batch's new ones replace
     upgraded: list = field(default_factory=list)
     failed: list = field(default_factory=list)
     phase: str = "next"
@@ -104,12 +112,32 @@ class RollingUpgrades:
             ru.batch = []
             limit = pol["maxUnhealthyUpgradedInstancePercent"]
             if ru.failed and len(ru.failed) * 100 > limit * len(ru.upgraded):
+                if ru.replacing:  # the surge's new VMs go; the old ones they were to replace stay
+                    for inst in batch:
+                        self._begin(ss, inst, "delete", t, None, force=True)
+                    ru.replacing = []
                 self._rolling_end(ss, t, "Faulted", {
                     "code": "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade",
                     "message": f"{len(ru.failed)} of {len(ru.upgraded)} upgraded instances are unhealthy "
                                f"(instances {ru.failed[:10]}), more than the {limit}% allowed by "
                                "maxUnhealthyUpgradedInstancePercent."})
                 return
+            if ru.replacing:  # maxSurge: the new VMs are good; now the old ones go
+                for iid in ru.replacing:
+                    if iid in ss.instances and ss.instances[iid].op != "delete":
+                        self._begin(ss, ss.instances[iid], "delete", t, None, force=True)
+                ru.phase = "retire"
+                ru.next_at = t + timing.ROLLING_POLL
+                self._wake(ru.next_at, "ru", ss.key)
+                return
+        if ru.phase == "retire":
+            if any(i in ss.instances for i in ru.replacing):
+                ru.next_at = t + timing.ROLLING_POLL
+                self._wake(ru.next_at, "ru", ss.key)
+                return
+            ru.replacing = []
+            ru.phase = "batch"  # falls through to the pause below
+        if ru.phase == "batch":
             ru.phase = "pause"
             ru.next_at = t + timing.parse_iso_duration(pol["pauseTimeBetweenBatches"])
             if ru.next_at > t:
@@ -131,10 +159,16 @@ class RollingUpgrades:
             return
         size = max(1, cap * pol["maxBatchInstancePercent"] // 100)
         ready = [i for i in ru.todo if ss.instances[i].op is None]
-        ru.batch = ready[:size]
-        for iid in ru.batch:
-            ru.todo.remove(iid)
-            self._begin(ss, ss.instances[iid], "upgrade", t, None)
+        if pol.get("maxSurge"):
+            ru.replacing = ready[:size]
+            for iid in ru.replacing:
+                ru.todo.remove(iid)
+            ru.batch = [i.instance_id for i in self.add_instances(ss, len(ru.replacing), t, None)]
+        else:
+            ru.batch = ready[:size]
+            for iid in ru.batch:
+                ru.todo.remove(iid)
+                self._begin(ss, ss.instances[iid], "upgrade", t, None)
         ru.phase = "batch"
         ru.next_at = t + timing.ROLLING_POLL
         self._wake(ru.next_at, "ru", ss.key)

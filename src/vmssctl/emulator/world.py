@@ -312,6 +312,10 @@ class World(RollingUpgrades):
             if v is not None and (not isinstance(v, int) or not low <= v <= 100):
                 raise invalid(f"The value of parameter 'rollingUpgradePolicy.{k}' must be from {low} to 100.",
                               f"properties.upgradePolicy.rollingUpgradePolicy.{k}")
+        for k in ("maxSurge", "rollbackFailedInstancesOnPolicyBreach", "prioritizeUnhealthyInstances"):
+            if k in rolling and not isinstance(rolling[k], bool):
+                raise invalid(f"The value of parameter 'rollingUpgradePolicy.{k}' must be true or false.",
+                              f"properties.upgradePolicy.rollingUpgradePolicy.{k}")
         if "pauseTimeBetweenBatches" in rolling:
             try:
                 timing.parse_iso_duration(rolling["pauseTimeBetweenBatches"])
@@ -463,12 +467,28 @@ class World(RollingUpgrades):
         follows Compute's default policy: most-loaded zone and FD first, highest id first.
         """
         live = ss.live()
+        self.add_instances(ss, capacity - len(live), now, op)
+        n_zone = Counter(i.zone for i in live)
+        n_fd = Counter((i.zone, i.fd) for i in live)
+        pool = sorted((i for i in live if not i.protected("scale-in")), key=lambda i: i.instance_id)
+        for _ in range(min(len(pool), len(live) - capacity)):
+            idle = [i for i in pool if i.op is None] or pool
+            victim = max(idle, key=lambda i: (n_zone[i.zone], n_fd[i.zone, i.fd], i.instance_id))
+            pool.remove(victim)
+            n_zone[victim.zone] -= 1
+            n_fd[victim.zone, victim.fd] -= 1
+            self._begin(ss, victim, "delete", now, op, force=True)
+
+    def add_instances(self, ss: ScaleSet, count: int, now: float, op: Operation | None) -> list[Instance]:
+        """Create ``count`` VMs on the latest model, each in the least-loaded zone, then FD/UD cell."""
+        live = ss.live()
         zones = ss.zones or [None]
         n_zone = Counter(i.zone for i in live)
         n_fd = Counter((i.zone, i.fd) for i in live)
         n_ud = Counter((i.zone, i.ud) for i in live)
         n_cell = Counter((i.zone, i.fd, i.ud) for i in live)
-        for _ in range(capacity - len(live)):
+        added = []
+        for _ in range(count):
             zone = min(zones, key=lambda z: (n_zone[z], zones.index(z)))
             # emptiest (FD, UD) cell, then the least-loaded FD and UD: diagonals, as Compute spreads them
             fd, ud = min(itertools.product(range(ss.fault_domains), range(UPDATE_DOMAINS)),
@@ -485,14 +505,8 @@ class World(RollingUpgrades):
                             image={}, profile="", created=now, changed=now)
             ss.instances[iid] = inst
             self._begin(ss, inst, "create", now, op)
-        pool = sorted((i for i in live if not i.protected("scale-in")), key=lambda i: i.instance_id)
-        for _ in range(min(len(pool), len(live) - capacity)):
-            idle = [i for i in pool if i.op is None] or pool
-            victim = max(idle, key=lambda i: (n_zone[i.zone], n_fd[i.zone, i.fd], i.instance_id))
-            pool.remove(victim)
-            n_zone[victim.zone] -= 1
-            n_fd[victim.zone, victim.fd] -= 1
-            self._begin(ss, victim, "delete", now, op, force=True)
+            added.append(inst)
+        return added
 
     # ------------------------------------------------------------ operations
     def _new_op(self, name: str, location: str, now: float, ss: ScaleSet | None = None,
