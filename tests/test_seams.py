@@ -25,7 +25,7 @@ def test_only_azure_py_imports_the_sdk():
 
 def test_pure_modules_load_no_sdk():
     code = ("import sys, vmssctl.plan, vmssctl.policy, vmssctl.target, vmssctl.inputs, vmssctl.rollout.progress, "
-            "vmssctl.gateway, vmssctl.rollout.decide, vmssctl.rollout.engine; "
+            "vmssctl.gateway, vmssctl.rollout.decide, vmssctl.rollout.strategies, vmssctl.rollout.engine; "
             "print(sorted(m for m in sys.modules if m == 'azure' or m.startswith('azure.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

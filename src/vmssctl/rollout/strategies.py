@@ -1,0 +1,201 @@
+"""Strategies: how a phase's instances move to the wanted image. ``decide`` picks one per phase.
+
+A strategy is two pure functions of one turn: ``remaining`` (the plan for what is left, which Progress
+shows) and ``next`` (the one next action once the common checks have passed: abort, rollback, a
+foreign model change). ``in-place`` upgrades batches where they stand, spending the unavailability
+budget; ``surge`` adds new VMs first and retires old ones, never dipping below the capacity.
+Rolling back is always in place.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from vmssctl.model import Instance
+from vmssctl.plan import Plan, fit_to_floor, make_plan, retire
+from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout.gates import BAD, GOOD
+from vmssctl.rollout.journal import Batch
+from vmssctl.rollout.turn import (
+    MODEL_WAIT,
+    Action,
+    DropSurge,
+    Finish,
+    Judge,
+    Needs,
+    Observation,
+    Pause,
+    Phase,
+    Reissue,
+    Retire,
+    ScaleOut,
+    Start,
+    Wait,
+    failure_reason,
+    poll_delay,
+    surging,
+    too_many_failed,
+)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
+        """The plan for what is left after the batch in flight."""
+        ...
+
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+        """The one next action of this phase."""
+        ...
+
+
+class InPlace:
+    """Batches upgraded where they stand (manualupgrade, or reimage for a 'latest' refresh), within the floor."""
+
+    name = "in-place"
+
+    def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
+        open_batch = phase.open_batch
+        in_flight = set(open_batch.instance_ids) if open_batch else set()
+        return make_plan(list(obs.instances), policy, lambda i: needs(i) and i.instance_id not in in_flight,
+                         canary=0 if (phase.canary_done or phase.kind != "forward") else None)
+
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+        by_id = obs.by_id
+        batch = phase.open_batch
+        if batch is not None:
+            if batch.state == "issuing":  # did the call land? re-issue only what has visibly not started
+                idle = tuple(i for i in batch.instance_ids if i in by_id and needs(by_id[i])
+                             and by_id[i].provisioning == "succeeded" and by_id[i].power == "running")
+                if idle:
+                    return Reissue(idle)
+            bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+            waiting = any(v.state not in (GOOD, BAD) for v in obs.verdicts.values())
+            judged = phase.upgraded | set(batch.instance_ids)
+            fatal = bool(bad) and too_many_failed(policy, phase.failed | set(bad), judged)
+            if waiting and not fatal:  # judged early only when its failures already end the phase
+                return Wait(poll_delay(obs, phase, policy, obs.health_grace), "batch in flight")
+            if fatal:
+                earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=int)]
+                now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+                return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + now_bad))
+            return Judge(bad)
+        if obs.requested == "pause":
+            return Pause()
+        plan = self.remaining(obs, phase, policy, needs)
+        if not plan.batches:
+            return Finish("done")
+        if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
+            return Wait(MODEL_WAIT, "the model is being updated")
+        idle = {iid for iid, i in by_id.items() if i.provisioning in ("succeeded", "failed")}
+        ready = [i for i in plan.batches[0] if i in idle]
+        if not ready:
+            return Wait(policy.poll, "the next instances are busy with another operation")
+        ids = fit_to_floor(ready, by_id, plan.floor)
+        if not ids:
+            since = phase.floor_wait_since if phase.floor_wait_since is not None else obs.now
+            if obs.now - since > policy.health_timeout:
+                return Finish(f"only {obs.healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting "
+                              f"the next batch would go below the floor of {plan.floor}")
+            return Wait(policy.poll, "the floor", floor_wait_since=since)
+        return Start(tuple(ids), plan.floor)
+
+
+class Surge:
+    """Add VMs on the new model, wait until they are good, retire as many old ones; capacity never dips.
+
+    Crash-safe by observation: the batch records the highest instance id before it (the new VMs are above it),
+    the surge size and the base capacity; a resumed run sees whether the scale-out landed, which new VMs are
+    good, and which retiring VMs are already gone, and never deletes twice.
+    """
+
+    name = "surge"
+
+    def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
+        """Batches of the surge size over the old VMs (the canary first); the floor is all of them."""
+        open_batch = phase.open_batch
+        in_flight = set(open_batch.instance_ids) if open_batch else set()
+        base = int(open_batch.meta.get("base", 0)) if open_batch else len(obs.instances)
+        size = policy.surge_count(base)
+        old = [i.instance_id for i in obs.instances if _surge_scope(i, policy, needs)
+               and i.instance_id not in in_flight and not _is_new(i, open_batch)]
+        canary = _surge_canary(policy, phase) if open_batch is None else 0
+        batches = ([old[:canary]] if canary else []) + [old[k:k + size] for k in range(canary, len(old), size)]
+        if open_batch is not None and open_batch.state != "retiring":
+            batches = batches[1:]  # the batch in flight will retire the first of them
+        return Plan(batches, base, 0, base, [])
+
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+        by_id, batch = obs.by_id, phase.open_batch
+        busy = ("updating", "creating", "deleting")
+        if batch is None:
+            if obs.requested == "pause":
+                return Pause()
+            old = [i for i in obs.instances if _surge_scope(i, policy, needs)]
+            if not old:
+                return Finish("done")
+            if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
+                return Wait(MODEL_WAIT, "the model is being updated")
+            if any(i.provisioning in busy for i in obs.instances):
+                return Wait(policy.poll, "instances are busy with another operation")
+            base = len(obs.instances)
+            size = min(_surge_canary(policy, phase) or policy.surge_count(base), len(old))
+            watermark = max((int(i.instance_id) for i in obs.instances), default=-1)
+            return ScaleOut(base + size, {"watermark": watermark, "surge": size, "base": base})
+        meta = {k: int(v) for k, v in batch.meta.items()}
+        if batch.state == "retiring":
+            present = [i for i in batch.instance_ids if i in by_id]
+            again = tuple(i for i in present if by_id[i].provisioning != "deleting")
+            if again:
+                return Retire(again)  # the delete never landed for these (a crash between intent and call)
+            return Wait(policy.poll, "retiring old instances") if present else Judge({})
+        new = [by_id[i] for i in surge_judged(batch, obs.instances)]
+        if batch.state == "issuing" and len(new) < meta["surge"]:
+            return ScaleOut(meta["base"] + meta["surge"], meta)  # the scale-out may not have landed: ask again
+        bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+        if bad:
+            reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+            return DropSurge(tuple(i.instance_id for i in new), bad,
+                             f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(reasons)}")
+        if len(new) < meta["surge"] or any(v.state != GOOD for v in obs.verdicts.values()) or \
+                len(obs.verdicts) < len(new):
+            return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new],
+                                   ready_times(phase)), "new instances coming up")
+        old = [i.instance_id for i in obs.instances
+               if _surge_scope(i, policy, needs) and not _is_new(i, batch) and i.provisioning not in busy]
+        return Retire(tuple(retire(list(obs.instances), old, meta["surge"])))
+
+
+IN_PLACE, SURGE = InPlace(), Surge()
+
+
+def for_phase(policy: RolloutPolicy, phase: Phase) -> Strategy:
+    """The policy's strategy for a forward phase; rolling back is always in place."""
+    return SURGE if surging(policy, phase) else IN_PLACE
+
+
+def _surge_scope(inst: Instance, policy: RolloutPolicy, needs: Needs) -> bool:
+    """An old VM this surge is to replace: behind, and among ``--instances`` when they are named."""
+    return needs(inst) and (not policy.instances or inst.instance_id in policy.instances)
+
+
+def _surge_canary(policy: RolloutPolicy, phase: Phase) -> int:
+    """The first surge batch adds ``--canary`` VMs (and retires as many) before the batches of ``--max-surge``."""
+    return policy.canary if policy.canary and not phase.canary_done and phase.kind == "forward" else 0
+
+
+def _is_new(inst: Instance, batch: Batch | None) -> bool:
+    """Was ``inst`` added by this surge batch? (Uniform instance ids only grow.)"""
+    return batch is not None and "watermark" in batch.meta and int(inst.instance_id) > int(batch.meta["watermark"])
+
+
+def ready_times(phase: Phase) -> list[float]:
+    """How long each earlier surge batch's new VMs took to be good (its delete left out): paces the next."""
+    return [float(b.meta["ready_after"]) for b in phase.batches if "ready_after" in b.meta]
+
+
+def surge_judged(batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
+    """The instances a surge batch is judged on: the ones it added."""
+    return [i.instance_id for i in instances if _is_new(i, batch)]
+

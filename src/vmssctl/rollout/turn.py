@@ -1,0 +1,202 @@
+"""One turn of a rollout: what it observed, what the journal says of the phase, and the actions it may take.
+
+The vocabulary shared by ``decide``, the strategies and the engine; pure data and arithmetic, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from vmssctl.model import Instance, ScaleSet
+from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout.gates import Verdict
+from vmssctl.rollout.journal import Batch
+
+MODEL_WAIT = 2.0  # re-check a model that is still being updated this often
+
+Needs = Callable[[Instance], bool]  # does this instance still need this phase's work?
+
+
+@dataclass(frozen=True)
+class Phase:
+    """This phase (forward or rollback) as the journal and the engine's memory record it."""
+
+    kind: str  # forward | rollback
+    batches: tuple[Batch, ...] = ()  # this phase's batches, oldest first
+    canary_done: bool = False
+    floor_wait_since: float | None = None  # when the floor first held the next batch back
+    soured: frozenset[str] = frozenset()  # upgraded instances that went bad while soaking
+
+    @property
+    def open_batch(self) -> Batch | None:
+        return next((b for b in self.batches if b.state in ("issuing", "issued", "retiring")), None)
+
+    @property
+    def failed(self) -> frozenset[str]:
+        return frozenset(i for b in self.batches for i in b.failed) | self.soured
+
+    @property
+    def upgraded(self) -> frozenset[str]:
+        """Instances whose batch has been judged (succeeded or failed)."""
+        return frozenset(i for b in self.batches if b.state in ("succeeded", "failed") for i in b.instance_ids)
+
+    @property
+    def durations(self) -> list[float]:
+        return [b.finished - b.started for b in self.batches
+                if b.state == "succeeded" and b.finished is not None and b.started is not None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one turn saw (observe is the only place that reads ARM)."""
+
+    now: float
+    instances: tuple[Instance, ...]
+    requested: str | None = None  # pause | resume | abort | rollback, from the journal
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)  # the open batch: ARM's view, then the gates
+    elapsed: float = 0.0  # how long the open batch's VMs have had (time waiting on ARM left out)
+    model: ScaleSet | None = None  # read when a batch may start, or when upgraded VMs look off the model
+    health_grace: float | None = None  # the health extension's grace period, from the last model read
+
+    @property
+    def by_id(self) -> dict[str, Instance]:
+        return {i.instance_id: i for i in self.instances}
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for i in self.instances if i.healthy)
+
+
+# ------------------------------------------------------------------------------------ actions
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+    why: str
+    floor_wait_since: float | None = None  # set: the floor holds the next batch back since then
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start the next batch: one manualupgrade (and reimage for 'latest' refreshes)."""
+
+    ids: tuple[str, ...]
+    floor: int
+
+
+@dataclass(frozen=True)
+class Reissue:
+    """The batch was being issued when the process stopped: issue again what visibly never started."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The open batch has settled: ``bad`` instances (empty: all good); ``failure`` when that ends the phase."""
+
+    bad: Mapping[str, str]
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    """Surge: raise the capacity (new VMs come up on the latest model); ``meta`` is recorded with the batch."""
+
+    capacity: int
+    meta: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Surge: the new VMs are good: delete as many old ones, chosen to keep the domains balanced."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DropSurge:
+    """Surge: a new VM failed: delete the VMs this batch added, and end the phase with ``failure``."""
+
+    ids: tuple[str, ...]
+    bad: Mapping[str, str]
+    failure: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop driving this phase because the user asked: ``abort`` or ``rollback``."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """Stop without touching anything more: someone else changed the model's image."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The phase is over: ``done``, or a failure reason."""
+
+    outcome: str
+
+
+Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropSurge
+
+
+# ------------------------------------------------------------------------------------ arithmetic
+def too_many_failed(policy: RolloutPolicy, failed: frozenset[str] | set[str], upgraded: frozenset[str] | set[str]
+                    ) -> bool:
+    """More unhealthy upgraded instances than ``--max-unhealthy-upgraded`` (a count, or % of those upgraded)."""
+    limit = policy.max_unhealthy_upgraded
+    return len(failed) > (limit.of(len(upgraded)) if limit.percent else int(limit.value))
+
+
+def failure_reason(policy: RolloutPolicy, failed: frozenset[str] | set[str], reasons: list[str]) -> str:
+    return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
+            f"{policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
+
+
+def protected(inst: Instance, policy: RolloutPolicy) -> bool:
+    """Does the instance's protection policy keep this rollout's hands off it? Scale set actions (upgrades)
+    never touch a VM protected from them; a surge, which deletes VMs, also spares one protected from scale-in."""
+    return inst.protected_from_actions or (policy.strategy == "surge" and inst.protected_from_scale_in)
+
+
+def surging(policy: RolloutPolicy, phase: Phase) -> bool:
+    """Does this phase add VMs before retiring old ones? (Rolling back is always in place.)"""
+    return policy.strategy == "surge" and phase.kind == "forward"
+
+
+def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: float | None,
+               ids: list[str] | None = None, durations: list[float] | None = None) -> float:
+    """When to look again at a batch in flight: as late as the answer can come, and no later.
+
+    - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
+      ``initializing`` until then), so sleep until the last one's grace period is over.
+    - Once a batch has been measured, nothing happens before ~90 % of the fastest one.
+    - Before that, back off gently (every ``--poll``, at most a quarter of the time elapsed).
+    Never past the health timeout.
+    """
+    batch = phase.open_batch
+    by_id = obs.by_id
+    now, elapsed, poll = obs.now, obs.elapsed, policy.poll
+    left = max(1.0, policy.health_timeout - elapsed)
+    judged = ids if ids is not None else (batch.instance_ids if batch else [])
+    waiting = [by_id[i] for i in judged if i in by_id and not by_id[i].healthy]
+    if grace is not None and waiting and all(w.health == "initializing" and w.health_since for w in waiting):
+        end = max(w.health_since or now for w in waiting) + grace
+        return min(left, max(1.0, end - now + 1.0))
+    durations = phase.durations if durations is None else durations
+    if durations and elapsed < 0.9 * min(durations):
+        return min(left, max(poll, 0.9 * min(durations) - elapsed))
+    return min(left, max(poll, elapsed / 4))
+
