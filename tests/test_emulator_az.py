@@ -23,7 +23,10 @@ def az(tmp_path_factory):
         if os.environ.get("VMSSCTL_AZ"):
             pytest.fail(f"VMSSCTL_AZ={AZ} is not executable")
         pytest.skip("az CLI not installed (make az-venv)")
-    e = start_emulator(tmp_path_factory.mktemp("az-emu"), "--time-scale", "1200", "--throttle", "off", "--demo")
+    # --retry-after: az polls long-running operations every 30 s when the service sends no Retry-After (as
+    # real Compute does not); with it, az waits a second of real time, as its LRO poller honours the header
+    e = start_emulator(tmp_path_factory.mktemp("az-emu"), "--time-scale", "1200", "--throttle", "off", "--demo",
+                       "--retry-after")
     config = tmp_path_factory.mktemp("azure-config")
     env = {**os.environ, "AZURE_CONFIG_DIR": str(config), "REQUESTS_CA_BUNDLE": e.info["ca"],
            "IDENTITY_ENDPOINT": f"{e.endpoint}/metadata/identity/oauth2/token", "IDENTITY_HEADER": e.info["token"],

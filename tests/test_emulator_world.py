@@ -220,3 +220,50 @@ def test_throttle_buckets_refill_on_the_faster_clock():
     assert bucket.take() and bucket.take() and not bucket.take()
     fast = SimClock(600, start=0.0)
     assert TokenBucket(1, 0.5, fast).wait_seconds() == 1
+
+
+# ------------------------------------------------------------- fidelity found in real Azure traffic
+def test_a_rolling_policy_gets_computes_defaults_kept_on_every_read():
+    world = make_world(2)
+    ss = world.sets["rg", "web"]
+    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"mode": "Rolling"}}})
+    assert ss.model["properties"]["upgradePolicy"]["rollingUpgradePolicy"] == {
+        "maxBatchInstancePercent": 20, "maxUnhealthyInstancePercent": 20,
+        "maxUnhealthyUpgradedInstancePercent": 20, "pauseTimeBetweenBatches": "PT0S"}
+    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+        "maxBatchInstancePercent": 50}}}})
+    assert ss.model["properties"]["upgradePolicy"]["rollingUpgradePolicy"]["maxBatchInstancePercent"] == 50
+    assert ss.model["properties"]["upgradePolicy"]["rollingUpgradePolicy"]["pauseTimeBetweenBatches"] == "PT0S"
+
+
+def test_an_os_rolling_upgrade_moves_a_latest_model_to_the_newest_version():
+    world = make_world(4, image={"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
+                                 "version": "latest"}, mode="Rolling")
+    ss = world.sets["rg", "web"]
+    before = {i.image["imageReference"]["exactVersion"] for i in ss.instances.values()}
+    world.catalog.publish("Canonical", "ubuntu-24_04-lts", "server", "99.0.0")
+    op = world.start_rolling("rg", "web")
+    assert op.status == "InProgress" and ss.rolling.todo + ss.rolling.batch
+    step(world, 3600)
+    assert ss.rolling.code == "Completed" and before != {"99.0.0"}
+    assert {i.image["imageReference"]["exactVersion"] for i in ss.instances.values()} == {"99.0.0"}
+
+
+def test_a_numeric_string_capacity_is_taken_as_arm_takes_it_and_still_bounded():
+    world = make_world(2)
+    world.patch_set("rg", "web", {"sku": {"capacity": "3"}})
+    assert world.sets["rg", "web"].capacity == 3
+    for bad in ("1001", "3.5", "three", " "):
+        with pytest.raises(ArmError):
+            world.patch_set("rg", "web", {"sku": {"capacity": bad}})
+    assert world.sets["rg", "web"].capacity == 3
+
+
+def test_a_set_being_deleted_refuses_a_put_of_the_same_name_with_409():
+    world = make_world(2)
+    world.delete_set("rg", "web")
+    with pytest.raises(ArmError) as e:
+        world.put_set("rg", "web", demo_scale_set(2))
+    assert e.value.status == 409
+    step(world, 600)
+    world.put_set("rg", "web", demo_scale_set(2))  # gone: the name is free again

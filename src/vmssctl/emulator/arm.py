@@ -60,6 +60,7 @@ class Emulator:
     stats: RequestStats = field(default_factory=RequestStats)
     page_size: int = 100
     seed: int = 0
+    retry_after: bool = False  # Retry-After on LROs, scaled to the clock; off by default, as real Compute sends none
     dice: RequestDice = field(init=False)
     persistence: dict = field(default_factory=lambda: {"ok": True, "failures": 0})
     on_write: Callable[[], object] | None = None  # persist an acknowledged change before answering
@@ -222,11 +223,17 @@ def _route(method: str, segs: list[str]) -> tuple[str, Handler | None, dict]:
 
 
 # ------------------------------------------------------------------------ LRO envelopes
-def _retry_after(ctx: Ctx, remaining_sim: float) -> str:
+def _retry_after(ctx: Ctx, remaining_sim: float) -> dict[str, str]:
+    """``Retry-After`` for an operation in flight, when the emulator is asked to send one (``--retry-after``).
+
+    Real Compute sends none on these operations (see tests/replay/): clients then poll at their own interval
+    (the Python SDK's ``polling_interval``, 30 s unless configured)."""
+    if not ctx.emu.retry_after:
+        return {}
     scale = ctx.world.clock.scale
     if not scale:
-        return "1"
-    return str(max(1, math.ceil(min(remaining_sim, timing.LRO_POLL) / scale)))
+        return {"Retry-After": "1"}
+    return {"Retry-After": str(max(1, math.ceil(min(remaining_sim, timing.LRO_POLL) / scale)))}
 
 
 def _op_url(ctx: Ctx, op, monitor: bool = False) -> str:
@@ -236,8 +243,7 @@ def _op_url(ctx: Ctx, op, monitor: bool = False) -> str:
 
 
 def _lro_headers(ctx: Ctx, op, location: bool) -> dict:
-    headers = {"Azure-AsyncOperation": _op_url(ctx, op),
-               "Retry-After": _retry_after(ctx, ctx.world.op_remaining(op))}
+    headers = {"Azure-AsyncOperation": _op_url(ctx, op), **_retry_after(ctx, ctx.world.op_remaining(op))}
     if location:
         headers["Location"] = _op_url(ctx, op, monitor=True)
     return headers
@@ -250,7 +256,7 @@ def _accepted(ctx: Ctx, op) -> Response:
 def _get_operation(ctx: Ctx) -> Response:
     op = ctx.world.op_status(ctx.params["op_id"])
     running = op.status == "InProgress"
-    headers = {"Retry-After": _retry_after(ctx, ctx.world.op_remaining(op))} if running else {}
+    headers = _retry_after(ctx, ctx.world.op_remaining(op)) if running else {}
     if ctx.request.query_params.get("monitor", "").lower() == "true":
         if running:
             return Response(status_code=202, headers={**headers, "Location": str(ctx.request.url)})

@@ -22,16 +22,16 @@ from vmssctl.emulator import images, timing
 from vmssctl.emulator.errors import ArmError, conflict
 
 if TYPE_CHECKING:
-    from vmssctl.emulator.world import Operation, ScaleSet
+    from vmssctl.emulator.world import Instance, Operation, ScaleSet
 
-ROLLING_DEFAULTS = {
+# What Compute fills in and returns when a set is Rolling without these settings (real PUT/GET responses)
+ROLLING_POLICY_DEFAULTS = {
     "maxBatchInstancePercent": 20,
     "maxUnhealthyInstancePercent": 20,
     "maxUnhealthyUpgradedInstancePercent": 20,
     "pauseTimeBetweenBatches": "PT0S",
-    "prioritizeUnhealthyInstances": False,
-    "maxSurge": False,
 }
+ROLLING_DEFAULTS = {**ROLLING_POLICY_DEFAULTS, "prioritizeUnhealthyInstances": False, "maxSurge": False}
 
 
 @dataclass
@@ -45,6 +45,7 @@ class RollingUpgrade:
     todo: list = field(default_factory=list)
     batch: list = field(default_factory=list)
     replacing: list = field(default_factory=list)  # maxSurge: the old VMs this batch's new ones replace
+    os_image: bool = False  # started by osRollingUpgrade: 'latest' models move to the newest published version
     upgraded: list = field(default_factory=list)
     failed: list = field(default_factory=list)
     phase: str = "next"
@@ -71,17 +72,28 @@ class RollingUpgrades:
                            "operation in progress.")
         op = self._new_op("OSRollingUpgrade", ss.location, now)
         op.set_key = list(ss.key)
-        self._start_rolling(ss, now, op)
+        self._start_rolling(ss, now, op, os_image=True)
         return op
 
-    def _start_rolling(self, ss: ScaleSet, now: float, op: Operation | None) -> None:
+    def _behind(self, ss: ScaleSet, inst: Instance, os_image: bool) -> bool:
+        """Does the rolling upgrade still have work on ``inst``? Not on the latest model; or, for an OS image
+        upgrade (osRollingUpgrade) of a model that says 'latest', not on the newest published version."""
+        if inst.profile != ss.profile_digest:
+            return True
+        storage = ss.vm_profile["storageProfile"]
+        ref = storage.get("imageReference") or {}
+        if not os_image or images.kind_of(storage) != images.PLATFORM or str(ref.get("version")).lower() != "latest":
+            return False
+        return (inst.image.get("imageReference") or {}).get("exactVersion") != self.catalog.resolve(ref)
+
+    def _start_rolling(self, ss: ScaleSet, now: float, op: Operation | None, os_image: bool = False) -> None:
         policy = {**ROLLING_DEFAULTS, **(ss.model["properties"]["upgradePolicy"].get("rollingUpgradePolicy") or {})}
-        todo = [i for i in ss.live() if i.profile != ss.profile_digest and not i.protected("actions")]
+        todo = [i for i in ss.live() if self._behind(ss, i, os_image) and not i.protected("actions")]
         order = (lambda i: (self.is_healthy(ss, i), i.instance_id)) if policy["prioritizeUnhealthyInstances"] \
             else (lambda i: i.instance_id)
         ru = RollingUpgrade(id=str(uuid.UUID(int=self.rng.getrandbits(128))), policy=policy, start=now,
                             last_action_time=now, todo=[i.instance_id for i in sorted(todo, key=order)],
-                            next_at=now, op_id=op.id if op else None)
+                            next_at=now, op_id=op.id if op else None, os_image=os_image)
         ss.rolling = ru
         self.changes += 1
         self._rolling_step(ss, now)
@@ -145,7 +157,7 @@ class RollingUpgrades:
                 return
         # phase "next" or "pause" over: start the next batch
         ru.todo = [i for i in ru.todo if i in ss.instances and ss.instances[i].op != "delete"
-                   and ss.instances[i].profile != ss.profile_digest]
+                   and self._behind(ss, ss.instances[i], ru.os_image)]
         if not ru.todo:
             self._rolling_end(ss, t, "Completed")
             return

@@ -147,6 +147,7 @@ class EmulatorConfig:
     error_rate: float = 0.0
     throttle_rate: float = 0.0
     latency_ms: float = 0.0
+    retry_after: bool = False  # send Retry-After on long-running operations (real Compute sends none)
 
 
 class StateError(Exception):
@@ -205,7 +206,7 @@ class EmulatorServer:
         token = self._previous.get("token")
         kwargs = {"token": token} if token else {}
         self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits(), world.clock),
-                            page_size=config.page_size, seed=config.seed, **kwargs)
+                            page_size=config.page_size, seed=config.seed, retry_after=config.retry_after, **kwargs)
         self.ca, self.cert, self.key = ensure_certificate(self.state_dir)
         self.emu.on_write = self.save
         self.app = build_app(self.emu)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from vmssctl import inputs
 from vmssctl.emulator.errors import ArmError, invalid
@@ -155,10 +156,31 @@ _SHAPE: dict[str, type] = {
 _NAMES = {dict: "an object", list: "an array", str: "a string"}
 
 
+# Where Compute's scale-set body has an integer. ARM's JSON binding also takes a string of decimal digits there
+# (the azurerm library scales with {"sku": {"capacity": "12"}}); the value is then bounded as any other.
+_INTEGERS = ("sku.capacity", "properties.platformFaultDomainCount",
+             "properties.upgradePolicy.rollingUpgradePolicy.maxBatchInstancePercent",
+             "properties.upgradePolicy.rollingUpgradePolicy.maxUnhealthyInstancePercent",
+             "properties.upgradePolicy.rollingUpgradePolicy.maxUnhealthyUpgradedInstancePercent")
+_DIGITS = re.compile(r"-?[0-9]{1,9}")
+
+
+def coerce_integers(body: dict) -> None:
+    """Turn numeric strings where Compute wants an integer into integers, as ARM's deserializer does."""
+    for path in _INTEGERS:
+        *parents, leaf = path.split(".")
+        node: object = body
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str) and _DIGITS.fullmatch(node[leaf].strip()):
+            node[leaf] = int(node[leaf].strip())
+
+
 def check_shape(body: object) -> None:
     """Refuse a scale-set body whose parts have the wrong JSON type (a list where an object goes...)."""
     if not isinstance(body, dict):
         raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+    coerce_integers(body)
     for path, kind in _SHAPE.items():
         node: object = body
         for part in path.split("."):

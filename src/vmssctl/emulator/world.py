@@ -26,7 +26,7 @@ from vmssctl.emulator import defaults, images, timing, validate
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError, conflict, invalid, not_found
 from vmssctl.emulator.faults import Faults
-from vmssctl.emulator.rolling import RollingUpgrade, RollingUpgrades
+from vmssctl.emulator.rolling import ROLLING_POLICY_DEFAULTS, RollingUpgrade, RollingUpgrades
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-00000000feed"
 DEFAULT_TENANT = "00000000-0000-0000-0000-0000000a11ce"
@@ -350,6 +350,9 @@ class World(RollingUpgrades):
         self.group(rg)
         now = self.advance()
         old = self.sets.get(_key(rg, name))
+        if old is not None and old.provisioning == "Deleting":
+            raise conflict(f"The operation 'PutVMScaleSet' is not allowed on scale set '{name}' since it is being "
+                           "deleted. Wait until the deletion completes.")
         self._check_etag(old.etag if old else None, if_match, if_none_match)
         validate.check_shape(body)
         if old is None:
@@ -367,6 +370,7 @@ class World(RollingUpgrades):
         defaults.apply(model)
         props = model["properties"]
         props.setdefault("upgradePolicy", {"mode": "Manual"})
+        self._fill_rolling_defaults(model)
         props.setdefault("orchestrationMode", "Uniform")
         props.setdefault("platformFaultDomainCount", 5)
         props.setdefault("singlePlacementGroup", True)
@@ -381,6 +385,15 @@ class World(RollingUpgrades):
             self._seal_op(op, now)
             return ss, op, True
         return old, self._apply_model(old, model, now), False
+
+    @staticmethod
+    def _fill_rolling_defaults(model: dict) -> None:
+        """A Rolling policy without all of its settings gets Compute's defaults, kept and returned on every GET
+        (seen in real responses: switching a set to Rolling with only ``mode`` returns all four)."""
+        policy = model["properties"].get("upgradePolicy") or {}
+        if str(policy.get("mode", "")).lower() == "rolling":
+            rolling = policy.get("rollingUpgradePolicy") or {}
+            policy["rollingUpgradePolicy"] = {**ROLLING_POLICY_DEFAULTS, **rolling}
 
     @staticmethod
     def _keep_image_identity(old: ScaleSet, model: dict) -> None:
@@ -400,6 +413,9 @@ class World(RollingUpgrades):
     def patch_set(self, rg: str, name: str, body: dict, if_match: str | None = None) -> tuple[ScaleSet, Operation]:
         ss = self.get_set(rg, name)
         now = self.advance()
+        if ss.provisioning == "Deleting":
+            raise conflict(f"The operation 'PatchVMScaleSet' is not allowed on scale set '{name}' since it is being "
+                           "deleted.")
         self._check_etag(ss.etag, if_match, None)
         validate.check_shape(body)
         patch = _strip_read_only({k: body[k] for k in ("sku", "tags", "properties", "identity", "plan", "zones")
@@ -408,6 +424,7 @@ class World(RollingUpgrades):
         if "tags" in patch:
             model["tags"] = patch["tags"] or {}
         self._validate_model(model, ss)
+        self._fill_rolling_defaults(model)
         return ss, self._apply_model(ss, model, now)
 
     def _apply_model(self, ss: ScaleSet, model: dict, now: float) -> Operation:
