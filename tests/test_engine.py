@@ -345,3 +345,86 @@ def test_a_surge_of_named_instances_replaces_only_those(tmp_path):
     vms = rig.instances()
     assert len(vms) == 10 and sum(i.image.exact_version == NEW for i in vms) == 3
     assert rig.record(t0)["minHealthy"] >= 10
+
+
+# ------------------------------------------------------------------- Rolling and Automatic sets: Azure's upgrade
+def rolling_rig(tmp_path, capacity: int = 10, mode: str = "Rolling", **rolling) -> Rig:
+    rig = make(tmp_path, capacity, mode=mode)
+    if rolling:
+        rig.world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": rolling}}})
+    return rig
+
+
+def test_a_rolling_set_is_upgraded_by_azures_rolling_upgrade_watched_batch_by_batch(tmp_path):
+    rig = rolling_rig(tmp_path, maxBatchInstancePercent=30)
+    t0 = rig.since()
+    prepared = upgrade.prepare(rig.gateway, rig.journal, CONN, ImageChange(version=NEW), make_policy())
+    assert prepared.policy.strategy == "azure-rolling" and [len(b) for b in prepared.plan.batches] == [3, 3, 3, 1]
+    code, out = rig.upgrade()
+    assert code == 0, out.events[-1]
+    started = out.of("batch_started")
+    assert [len(e["instances"]) for e in started] == [3, 3, 3, 1] and {e["by"] for e in started} == {"azure"}
+    assert len(out.of("batch_succeeded")) == 4
+    assert all(i.image.exact_version == NEW and i.healthy for i in rig.instances())
+    rec = rig.record(t0)
+    assert rec["minHealthy"] >= 7 and rec["upgrades"] == {str(i): 1 for i in range(10)}
+    assert rig.world.get_set("rg", "web").rolling.code == "Completed"
+    assert {p.floor for p in out.progress} == {7}
+
+
+def test_a_failing_gate_cancels_azures_rolling_upgrade_and_rolls_back(tmp_path):
+    rig = rolling_rig(tmp_path, maxBatchInstancePercent=20, maxUnhealthyUpgradedInstancePercent=100)
+    code, out = rig.upgrade(rollback="auto", gates=({"kind": "hook", "command": "exit 1"},), health_timeout=300.0)
+    assert code == 1
+    kinds = [e["type"] for e in out.events]
+    assert "azure_upgrade_cancelled" in kinds and kinds[-1] == "rollout_rolled_back"
+    assert out.of("batch_failed")[0]["phase"] == "forward"
+    rig.world.clock.advance(3600)
+    rig.world.advance()
+    assert all(i.image.exact_version == OLD and i.healthy for i in rig.instances())
+    forward = [e for e in out.of("batch_started") if e["phase"] == "forward"]
+    assert len(forward) == 1  # Azure's next batch never started
+
+
+def test_an_automatic_set_needs_allow_automatic_and_then_says_so(tmp_path):
+    from vmssctl import render
+
+    rig = rolling_rig(tmp_path, mode="Automatic")
+    with pytest.raises(UsageError, match="--allow-automatic"):
+        rig.upgrade()
+    prepared = upgrade.prepare(rig.gateway, rig.journal, CONN, ImageChange(version=NEW),
+                               make_policy(allow_automatic=True))
+    assert prepared.plan.floor == 0 and any("EVERY INSTANCE" in line for line in render.plan_lines(prepared))
+    code, out = rig.upgrade(allow_automatic=True)
+    assert code == 0 and len(out.of("batch_started")) == 1
+    assert all(i.image.exact_version == NEW for i in rig.instances())
+
+
+@pytest.mark.parametrize("flags", [{"canary": 1}, {"batch_size": 2}, {"strategy": "surge"}, {"by": "zone"}])
+def test_flags_azure_would_decide_are_refused_on_a_rolling_set(tmp_path, flags):
+    rig = rolling_rig(tmp_path)
+    with pytest.raises(UsageError, match="Azure's own upgrade decides the batches"):
+        rig.upgrade(**flags)
+    assert rig.world.get_set("rg", "web").rolling is None  # nothing changed
+
+
+def test_a_max_surge_rolling_set_keeps_every_vm_serving(tmp_path):
+    rig = rolling_rig(tmp_path, maxBatchInstancePercent=20, maxSurge=True)
+    t0 = rig.since()
+    code, out = rig.upgrade()
+    assert code == 0, out.events[-1]
+    vms = rig.instances()
+    assert len(vms) == 10 and all(int(i.instance_id) >= 10 and i.image.exact_version == NEW for i in vms)
+    assert rig.record(t0)["minHealthy"] >= 10 and {p.floor for p in out.progress} == {10}
+
+
+@pytest.mark.parametrize(("method", "nth"), [("rolling_status", 2), ("instances", 5), ("add_batch", 2)])
+def test_a_crash_while_azure_rolls_reattaches_to_its_upgrade(tmp_path, method, nth):
+    rig = rolling_rig(tmp_path, maxBatchInstancePercent=30)
+    t0 = rig.since()
+    rig.crash_at(method, nth, on_journal=method == "add_batch")
+    code, out = rig.upgrade()
+    assert code == 0, out.events[-1]
+    assert out.events[0]["type"] == "rollout_resumed"
+    assert all(i.image.exact_version == NEW and i.healthy for i in rig.instances())
+    assert rig.record(t0)["upgrades"] == {str(i): 1 for i in range(10)}

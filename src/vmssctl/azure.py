@@ -219,6 +219,15 @@ def instance_from_arm(body: dict):
     return Instance.from_sdk(m.VirtualMachineScaleSetVM(body))
 
 
+def rolling_status_from_arm(body: dict):
+    """A ``rollingUpgrades/latest`` body as vmssctl's RollingStatus, read by the SDK's model."""
+    from azure.mgmt.compute import models as m
+
+    from vmssctl.model import RollingStatus
+
+    return RollingStatus.from_sdk(m.RollingUpgradeStatusInfo(body))
+
+
 class ScaleSetApi:
     """The handful of ARM calls vmssctl makes on one scale set, in vmssctl's own types (a ``gateway.Gateway``)."""
 
@@ -317,6 +326,24 @@ class ScaleSetApi:
         self.client.virtual_machine_scale_sets.begin_delete_instances(
             self.resource_group, self.name, m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=ids),
             polling=False)
+
+    @_arm
+    def rolling_status(self):
+        """Azure's latest rolling upgrade of the set, or None when it never had one (ARM answers 404)."""
+        from vmssctl.model import RollingStatus
+
+        try:
+            return RollingStatus.from_sdk(self.client.virtual_machine_scale_set_rolling_upgrades.get_latest(
+                self.resource_group, self.name))
+        except Exception as e:  # the SDK's 404 is ResourceNotFoundError: no rolling upgrade yet
+            if getattr(e, "status_code", None) == 404:
+                return None
+            raise
+
+    @_arm
+    def cancel_rolling(self) -> None:
+        self.client.virtual_machine_scale_set_rolling_upgrades.begin_cancel(self.resource_group, self.name,
+                                                                            polling=False)
 
     ACTIONS = ("upgrade", "reimage", "restart", "start", "poweroff", "deallocate", "delete")
 

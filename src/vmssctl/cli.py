@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of requests answered 429 (0-1)")
     emu.add_argument("--latency-ms", type=_bounded(inputs.number, "--latency-ms", 0, 60_000), default=0.0,
                      help="added latency per request (at most 60000)")
+    emu.add_argument("--retry-after", action="store_true",
+                     help="send Retry-After on long-running operations, scaled to the clock (real Compute sends "
+                          "none: clients poll at their own interval)")
     emu.set_defaults(func=cmd_emulator)
 
     show = sub.add_parser("show", help="show a scale set's model summary")
@@ -122,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--rollback", choices=("auto", "manual"), help="auto: restore the previous image on failure")
     pol.add_argument("--prioritize-unhealthy", action="store_true", default=None,
                      help="upgrade instances that are already unhealthy first")
+    pol.add_argument("--allow-automatic", action="store_true", default=None,
+                     help="on a set whose upgrade policy is Automatic: let Azure upgrade every instance at once "
+                          "(an outage), watched and gated by vmssctl")
     pol.add_argument("--no-health-signal", action="store_true", default=None,
                      help="go on although the set has no health signal (no Application Health extension, "
                           "probe, hook or gate): only power and provisioning state will be checked")
@@ -215,7 +221,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         server = EmulatorServer(EmulatorConfig(
         host=args.host, port=args.port, state_dir=args.state_dir, time_scale=args.time_scale, demo=args.demo,
         seed=args.seed, page_size=args.page_size, throttle=throttle, faults=rules, error_rate=args.error_rate,
-        throttle_rate=args.throttle_rate, latency_ms=args.latency_ms))
+        throttle_rate=args.throttle_rate, latency_ms=args.latency_ms, retry_after=args.retry_after))
     except StateError as e:
         raise UsageError(str(e)) from None
     try:
@@ -283,7 +289,7 @@ def _policy(args: argparse.Namespace):
     overrides = {k: getattr(args, k) for k in (
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
-        "no_health_signal", "strategy", "max_surge", "surge_fallback")}
+        "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet
 
 
 class Gateway(Protocol):
@@ -52,4 +52,12 @@ class Gateway(Protocol):
 
     def delete(self, ids: list[str]) -> None:
         """Delete these instances (the capacity drops by as many)."""
+        ...
+
+    def rolling_status(self) -> RollingStatus | None:
+        """Azure's latest rolling upgrade of the set (None: it never had one)."""
+        ...
+
+    def cancel_rolling(self) -> None:
+        """Cancel Azure's rolling upgrade in progress (instances in flight finish their upgrade)."""
         ...

@@ -69,6 +69,8 @@ class ScaleSet:
     tags: dict = field(default_factory=dict, hash=False, compare=False)
     health_signal: str | None = None  # what tells Azure a VM serves: the health extension or an LB probe
     health_grace: float | None = None  # the health extension's gracePeriod in seconds, when its settings say
+    rolling_batch_percent: int | None = None  # rollingUpgradePolicy.maxBatchInstancePercent (Rolling sets)
+    rolling_max_surge: bool = False  # rollingUpgradePolicy.maxSurge: Azure replaces VMs instead of upgrading them
 
     @property
     def has_health_signal(self) -> bool:
@@ -86,12 +88,42 @@ class ScaleSet:
             provisioning_state=vmss.provisioning_state or "", fault_domains=vmss.platform_fault_domain_count or 5,
             zones=tuple(vmss.zones or ()), etag=vmss.etag, tags=dict(vmss.tags or {}),
             health_signal=_health_signal(vmp), health_grace=_health_grace(vmp),
+            rolling_batch_percent=getattr(_rolling_policy(vmss), "max_batch_instance_percent", None),
+            rolling_max_surge=bool(getattr(_rolling_policy(vmss), "max_surge", False)),
         )
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["image"] = {k: v for k, v in asdict(self.image).items() if v is not None} | {"kind": self.image.kind}
         return d
+
+
+@dataclass(frozen=True)
+class RollingStatus:
+    """Azure's own rolling upgrade of a set (``rollingUpgrades/latest``): what vmssctl watches on Rolling sets."""
+
+    code: str  # RollingForward, Cancelled, Completed, Faulted
+    error: str | None = None  # why it faulted, as ARM says
+    succeeded: int = 0
+    failed: int = 0
+    in_progress: int = 0
+    pending: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.code == "RollingForward"
+
+    @classmethod
+    def from_sdk(cls, status: object) -> RollingStatus:
+        running = getattr(status, "running_status", None)
+        progress = getattr(status, "progress", None)
+        err = getattr(status, "error", None)
+        return cls(code=_text(getattr(running, "code", None)) or "Unknown",
+                   error=f"({err.code}) {err.message}" if err is not None and getattr(err, "code", None) else None,
+                   succeeded=getattr(progress, "successful_instance_count", 0) or 0,
+                   failed=getattr(progress, "failed_instance_count", 0) or 0,
+                   in_progress=getattr(progress, "in_progress_instance_count", 0) or 0,
+                   pending=getattr(progress, "pending_instance_count", 0) or 0)
 
 
 @dataclass(frozen=True)
@@ -206,6 +238,10 @@ def _health_grace(vmp: object) -> float | None:
             if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= 14400:
                 return float(grace)
     return None
+
+
+def _rolling_policy(vmss: object) -> object:
+    return getattr(getattr(vmss, "upgrade_policy", None), "rolling_upgrade_policy", None)
 
 
 def _text(value: object) -> str | None:

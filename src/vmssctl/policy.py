@@ -16,6 +16,7 @@ from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
 STRATEGIES = ("in-place", "surge")
+AZURE_ROLLING = "azure-rolling"  # not chosen by the user: how a Rolling or Automatic set is upgraded (Azure's own)
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
 
@@ -69,6 +70,7 @@ class RolloutPolicy:
     strategy: str = "in-place"  # in-place: upgrade batches where they stand; surge: add new VMs, then retire old
     max_surge: Amount | None = None  # surge: VMs added at a time (None: the batch size)
     surge_fallback: str = "none"  # surge refused by ARM (quota, SKU, allocation): stop, or go on in-place
+    allow_automatic: bool = False  # an Automatic-policy set: let Azure upgrade every VM at once (an outage)
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -83,9 +85,9 @@ class RolloutPolicy:
             raise UsageError("--batch-percent must be more than 0 and at most 100")
         if self.canary < 0:
             raise UsageError("--canary must not be negative")
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in (*STRATEGIES, AZURE_ROLLING):
             raise UsageError(f"--strategy '{self.strategy}' is not one of {', '.join(STRATEGIES)}")
-        if self.max_surge is not None and self.strategy != "surge":
+        if self.max_surge is not None and self.strategy not in ("surge", AZURE_ROLLING):
             raise UsageError("--max-surge applies to --strategy surge")
         if self.max_surge is not None and self.max_surge.of(1000) == 0 and not self.max_surge.percent:
             raise UsageError("--max-surge must be at least 1")
@@ -184,7 +186,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             kwargs[key] = inputs.percent(value, flag, low_open=True)
         elif key in ("probe_url", "hook"):
             kwargs[key] = inputs.text(value, flag)
-        elif key in ("prioritize_unhealthy", "no_health_signal"):
+        elif key in ("prioritize_unhealthy", "no_health_signal", "allow_automatic"):
             if not isinstance(value, bool):
                 raise UsageError(f"{key} must be true or false")
             kwargs[key] = value

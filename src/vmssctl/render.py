@@ -135,6 +135,9 @@ def plan_lines(prepared) -> list[str]:
     if pol.strategy == "surge":
         out.append(f"  strategy: surge - add {pol.surge_count(p.capacity)} VM(s) on the new image, wait until they "
                    f"pass, then delete as many old ones; healthy never below {p.capacity}")
+    if pol.strategy == "azure-rolling":
+        out += azure_plan_lines(prepared)
+        return out
     out.append(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
                + (f", max unavailable {p.max_unavailable}: EVERY INSTANCE MAY BE DOWN AT ONCE (floor 0)"
                   if p.floor == 0 else f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of "
@@ -169,6 +172,33 @@ def plan_lines(prepared) -> list[str]:
     out.append(f"  estimate: ~{_duration(prepared.estimate_seconds())} (typical 4 min a batch"
                + (" plus pauses" if pol.pause else "")
                + ("; simulated time on the emulator)" if prepared.simulated else ")"))
+    return out
+
+
+def azure_plan_lines(prepared) -> list[str]:
+    """A Rolling or Automatic set: vmssctl changes the model, Azure upgrades, vmssctl watches and gates."""
+    ss, pol, p = prepared.scale_set, prepared.policy, prepared.plan
+    from vmssctl.upgrade import health_signal
+
+    signal = health_signal(ss, pol)
+    automatic = ss.upgrade_mode.lower() == "automatic"
+    out = [f"  strategy: Azure's own {'automatic' if automatic else 'rolling'} upgrade - vmssctl changes the model "
+           "(If-Match), Azure upgrades the instances, vmssctl watches each batch and applies its gates; a failed "
+           "gate " + ("stops it" if automatic else "cancels Azure's rolling upgrade")
+           + (" and puts the previous image back" if pol.rollback == "auto" else "")]
+    if automatic:
+        out.append("  [bold red]EVERY INSTANCE IS UPGRADED AT ONCE[/] (upgrade policy Automatic, --allow-automatic): "
+                   "the set serves nothing until they are back (floor 0)")
+    else:
+        out.append(f"  Azure's batches: {ss.rolling_batch_percent or 20} % = {p.max_unavailable} instance(s) at a time"
+                   + (", new VMs created first (maxSurge): healthy never below the capacity" if ss.rolling_max_surge
+                      else f" (healthy floor {p.floor} of {p.capacity})"))
+    out.append(f"  health signal: {signal}" if signal else "  health signal: [bold red]NONE[/]")
+    out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s); gates: "
+               + (", ".join(g.get("kind", "gate") for g in pol.all_gates()) or "none beyond Azure's own health checks")
+               + f"; health timeout {_duration(pol.health_timeout)}, rollback {pol.rollback}")
+    if prepared.protected:
+        out.append(f"  protected (Azure passes over them): {', '.join(prepared.protected[:30])}")
     return out
 
 

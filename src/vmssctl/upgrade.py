@@ -15,7 +15,7 @@ from vmssctl.errors import UsageError
 from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan, make_plan, takes_everything_down
-from vmssctl.policy import Amount, RolloutPolicy
+from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
 from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.decide import protected
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
@@ -87,12 +87,8 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
                              "machine?). If that rollout is gone, remove the tag and run again.")
     mode = ss.upgrade_mode.lower()
     model_changes = not same_image(ss.image, target)
-    if mode != "manual" and model_changes:
-        what = ("upgrade every instance at once (an outage)" if mode == "automatic"
-                else "start its own rolling upgrade, which would fight vmssctl's")
-        raise UsageError(f"{api.resource_group}/{api.name} has upgrade policy {ss.upgrade_mode}: changing its image "
-                         f"makes Azure {what}. Set it to Manual first (az vmss update -g {api.resource_group} "
-                         f"-n {api.name} --set upgradePolicy.mode=Manual)")
+    if mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
+        policy = azure_driven(ss, policy)
     instances = api.instances()
     known = {i.instance_id for i in instances}
     unknown = [i for i in policy.instances if i not in known]
@@ -108,7 +104,12 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
                          "load balancer probe) and no --probe-url or --hook: only power and provisioning state could "
                          "be checked, so an image that boots but serves nothing would pass. Add a gate, or pass "
                          "--no-health-signal to go on anyway")
-    if policy.strategy == "surge":  # the canary, then batches of --max-surge, each replaced by as many new VMs
+    if policy.strategy == AZURE_ROLLING:  # Azure's batches, as its rollingUpgradePolicy will make them
+        pending = [i for b in plan.batches for i in b]
+        size = azure_batch(ss, plan.capacity)
+        plan = Plan([pending[k:k + size] for k in range(0, len(pending), size)], plan.capacity, size,
+                    plan.capacity if ss.rolling_max_surge else max(0, plan.capacity - size), plan.skipped)
+    elif policy.strategy == "surge":  # the canary, then batches of --max-surge, each replaced by as many new VMs
         size, pending = policy.surge_count(plan.capacity), [i for b in plan.batches for i in b]
         canary = 0 if (active and active.canary_done) else min(policy.canary, len(pending))
         plan = Plan(([pending[:canary]] if canary else []) +
@@ -121,6 +122,42 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
     return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator)
+
+
+def azure_driven(ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
+    """A Rolling or Automatic set is upgraded by Azure itself once its model changes: vmssctl changes the model,
+    watches and gates. Refuses what Azure would decide instead (batches, canary, surge) and an Automatic set
+    without --allow-automatic. Returns the policy with the strategy that watches Azure's upgrade."""
+    where = f"{ss.resource_group}/{ss.name}"
+    if policy.strategy == AZURE_ROLLING:  # resuming: checked when it began
+        return policy
+    if ss.upgrade_mode.lower() == "automatic" and not policy.allow_automatic:
+        raise UsageError(f"{where} has upgrade policy Automatic: changing its image makes Azure upgrade every instance "
+                         "at once (an outage). Pass --allow-automatic to let it (vmssctl watches, gates and rolls "
+                         f"back), or set the policy to Rolling or Manual first (az vmss update -g {ss.resource_group} "
+                         f"-n {ss.name} --set upgradePolicy.mode=Rolling)")
+    chosen = [flag for flag, on in (
+        ("--strategy surge", policy.strategy == "surge"), ("--canary", policy.canary),
+        ("--instances", policy.instances),
+        ("--batch-size", policy.batch_size is not None), ("--batch-percent", policy.batch_percent is not None),
+        (f"--by {policy.by}", policy.by != "batch"), ("--max-unavailable", policy.max_unavailable is not None),
+        ("--max-surge", policy.max_surge is not None), ("--pause", policy.pause)) if on]
+    if chosen:
+        how = (f"batches of {ss.rolling_batch_percent or 20} % per its rollingUpgradePolicy"
+               + (", new VMs first (maxSurge)" if ss.rolling_max_surge else "")
+               if ss.upgrade_mode.lower() == "rolling" else "every instance at once")
+        raise UsageError(f"{where} has upgrade policy {ss.upgrade_mode}: Azure's own upgrade decides the batches "
+                         f"({how}), so {', '.join(chosen)} cannot apply. Change the scale set's rollingUpgradePolicy, "
+                         "or set its policy to Manual to let vmssctl batch")
+    return replace(policy, strategy=AZURE_ROLLING)
+
+
+def azure_batch(ss: ScaleSet, capacity: int) -> int:
+    """How many instances Azure's own upgrade takes at once: maxBatchInstancePercent of a Rolling set, all of an
+    Automatic one."""
+    if ss.upgrade_mode.lower() != "rolling":
+        return max(1, capacity)
+    return max(1, capacity * (ss.rolling_batch_percent or 20) // 100)
 
 
 def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:
@@ -138,8 +175,12 @@ def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared) 
         # the budget is fixed by the plan the user approved, so the floor stays the same to the last batch
         # (re-planning what is left would otherwise shrink the batches and raise the floor as it goes)
         policy = prepared.policy if prepared.policy.max_unavailable is not None or \
-            prepared.policy.strategy == "surge" else \
+            prepared.policy.strategy in ("surge", AZURE_ROLLING) else \
             replace(prepared.policy, max_unavailable=Amount(prepared.plan.max_unavailable, False))
+        if policy.strategy == AZURE_ROLLING:  # Azure's batch size, kept for the progress of what is left
+            size = Amount(prepared.plan.max_unavailable, False)
+            policy = replace(policy, **{"max_surge" if prepared.scale_set.rolling_max_surge else "max_unavailable":
+                                        size})
         return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
                               prepared.target.to_json(), prepared.scale_set.image.to_json(), policy.to_json(),
                               conn.to_json())
@@ -180,6 +221,9 @@ def steer(journal: Journal, rollout: Rollout, op: str) -> tuple[str, str] | None
     """
     if op not in STEERS:
         raise UsageError(f"unknown rollout operation '{op}' (use {', '.join(STEERS)})")
+    if op == "pause" and RolloutPolicy.from_json(rollout.policy).strategy == AZURE_ROLLING:
+        raise UsageError(f"rollout {rollout.id} is Azure's own rolling upgrade, which cannot be paused: abort "
+                         "cancels it (instances in flight finish), rollback puts the previous image back")
     if op in ("pause", "abort", "resume") and not rollout.active:
         raise UsageError(f"rollout {rollout.id} is {rollout.state}: there is nothing to {op}")
     if op == "rollback" and rollout.state == "rolled_back":

@@ -379,7 +379,7 @@ FORM_FIELDS = {"--by": "by", "--batch-size": "batch size", "--batch-percent": "b
                "--health-timeout": "health timeout", "--max-unhealthy-upgraded": "max unhealthy upgraded",
                "--no-health-signal": "no health signal", "--version": "version", "--sku": "SKU",
                "--image-id": "image id", "--custom-uri": "custom URI", "--strategy": "strategy",
-               "--max-surge": "max surge"}
+               "--max-surge": "max surge", "--allow-automatic": "allow automatic"}
 
 
 def form_words(message: str) -> str:
@@ -395,8 +395,9 @@ def _prepare_rollout(d: Dashboard, rg: str, name: str, body: dict):
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
             "max_unhealthy_upgraded", "strategy", "max_surge")
     overrides: dict = {k: body[k] for k in keys if body.get(k) not in (None, "")}
-    if body.get("no_health_signal") in (True, "on", "true"):
-        overrides["no_health_signal"] = True
+    for flag in ("no_health_signal", "allow_automatic"):
+        if body.get(flag) in (True, "on", "true"):
+            overrides[flag] = True
     policy = load_policy(None, overrides)
     api = d.api(rg, name)
     return api, prepare(api, d.journal(), d.conn, _change(body), policy)

@@ -251,15 +251,7 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
   <div id="details" class="muted">Hover or click an instance for its details.</div>
   <div class="cols">
     <form id="rollout-form" class="stack"><h3>Start a rollout</h3>{image_fields}
-      <label>by <select name="by"><option>batch</option><option>update-domain</option><option>fault-domain</option>
-        <option>zone</option></select></label>
-      <label>strategy <select name="strategy"><option>in-place</option><option>surge</option></select></label>
-      <label>max surge <input name="max_surge" placeholder="batch size"></label>
-      <label>batch size <input name="batch_size" type="number" min="1"></label>
-      <label>batch % <input name="batch_percent" type="number" min="1" max="100"></label>
-      <label>canary <input name="canary" type="number" min="0" value="1"></label>
-      <label>pause <input name="pause" placeholder="30s"></label>
-      <label>max unavailable <input name="max_unavailable" placeholder="20%"></label>
+      {batching_fields(ss)}
       <label>max unhealthy upgraded <input name="max_unhealthy_upgraded" placeholder="0"></label>
       <label>health timeout <input name="health_timeout" placeholder="10m"></label>
       <label>rollback <select name="rollback"><option>auto</option><option>manual</option></select></label>
@@ -270,3 +262,27 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
   </div>
   <h3>History</h3><div id="history">{hist}</div>
 </section></main>"""
+
+
+def batching_fields(ss) -> str:
+    """The rollout form's batching fields; on a Rolling or Automatic set Azure's own upgrade decides the batches,
+    so the form says so instead (and asks for consent to an Automatic set's all-at-once upgrade)."""
+    mode = (ss.upgrade_mode if ss is not None else "Manual").lower()
+    if mode == "rolling":
+        surge = ", new VMs first (maxSurge)" if ss.rolling_max_surge else ""
+        return ('<p class="muted">Upgrade policy Rolling: Azure&#39;s rolling upgrade takes '
+                f"{ss.rolling_batch_percent or 20} % at a time{surge}; vmssctl changes the model, watches each "
+                "batch and applies its gates.</p>")
+    if mode == "automatic":
+        return ('<p class="muted">Upgrade policy Automatic: Azure upgrades every instance at once.</p>'
+                '<label><input name="allow_automatic" type="checkbox"> allow Azure to upgrade every instance at '
+                "once (an outage)</label>")
+    return """<label>by <select name="by"><option>batch</option><option>update-domain</option>
+        <option>fault-domain</option><option>zone</option></select></label>
+      <label>strategy <select name="strategy"><option>in-place</option><option>surge</option></select></label>
+      <label>max surge <input name="max_surge" placeholder="batch size"></label>
+      <label>batch size <input name="batch_size" type="number" min="1"></label>
+      <label>batch % <input name="batch_percent" type="number" min="1" max="100"></label>
+      <label>canary <input name="canary" type="number" min="0" value="1"></label>
+      <label>pause <input name="pause" placeholder="30s"></label>
+      <label>max unavailable <input name="max_unavailable" placeholder="20%"></label>"""

@@ -21,7 +21,7 @@ from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError as EmulatorArmError
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
-from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -186,3 +186,19 @@ class WorldGateway:
     @_call("delete")
     def delete(self, ids: list[str]) -> None:
         self.world.act(self.resource_group, self.name, "delete", ids)
+
+    @_call("rolling")
+    def rolling_status(self) -> RollingStatus | None:
+        from vmssctl.azure import rolling_status_from_arm
+
+        try:
+            ss, ru = self.world.latest_rolling(self.resource_group, self.name)
+        except EmulatorArmError as e:
+            if e.status == 404 and e.code == "NotFound":
+                return None
+            raise
+        return rolling_status_from_arm(shapes.rolling_status(self.world, ss, ru))
+
+    @_call("cancel")
+    def cancel_rolling(self) -> None:
+        self.world.cancel_rolling(self.resource_group, self.name)

@@ -16,6 +16,7 @@ from vmssctl.rollout.strategies import for_phase, ready_times, surge_judged
 from vmssctl.rollout.turn import (
     MODEL_WAIT,
     Action,
+    Adopt,
     DropSurge,
     Finish,
     Judge,
@@ -39,9 +40,9 @@ from vmssctl.rollout.turn import (
 from vmssctl.target import same_image
 
 __all__ = [  # decide, and the vocabulary of a turn that the engine and the tests use with it
-    "MODEL_WAIT", "Action", "DropSurge", "Finish", "Judge", "ModelChanged", "Needs", "Observation", "Pause", "Phase",
-    "Reissue", "Retire", "ScaleOut", "Start", "Stop", "Wait", "decide", "failure_reason", "poll_delay", "protected",
-    "ready_times", "remaining", "surge_judged", "surging", "too_many_failed",
+    "MODEL_WAIT", "Action", "Adopt", "DropSurge", "Finish", "Judge", "ModelChanged", "Needs", "Observation", "Pause",
+    "Phase", "Reissue", "Retire", "ScaleOut", "Start", "Stop", "Wait", "decide", "failure_reason", "poll_delay",
+    "protected", "ready_times", "remaining", "surge_judged", "surging", "too_many_failed",
 ]
 
 

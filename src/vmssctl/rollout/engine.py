@@ -18,11 +18,12 @@ from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
 from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.plan import Plan
-from vmssctl.policy import RolloutPolicy
+from vmssctl.policy import AZURE_ROLLING, RolloutPolicy
 from vmssctl.rollout import progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.decide import (
     MODEL_WAIT,
+    Adopt,
     DropSurge,
     Finish,
     Judge,
@@ -297,6 +298,8 @@ class Engine:
             self.journal.update(self.r.id, state="succeeded")
             self.emit("rollout_succeeded", upgraded=upgraded, seconds=self._elapsed())
             return EXIT_OK
+        if outcome != "done":
+            self._stop_azure(outcome)
         if outcome == "abort":
             return self._aborted()
         if outcome == "rollback":
@@ -308,6 +311,19 @@ class Engine:
         self.emit("rollout_failed", error=outcome)
         return EXIT_FAILED
 
+    def _stop_azure(self, why: str) -> None:
+        """On a Rolling set, a failure, abort or rollback first cancels Azure's rolling upgrade in progress (the
+        instances it is upgrading finish; no new batch starts)."""
+        if self.policy.strategy != AZURE_ROLLING:
+            return
+        status = self._arm(self.api.rolling_status)
+        if status is not None and status.running:
+            try:
+                self._arm(self.api.cancel_rolling)
+            except Conflict:
+                return  # it ended meanwhile
+            self.emit("azure_upgrade_cancelled", reason=why)
+
     def _aborted(self) -> int:
         self._release_tag()
         self.journal.update(self.r.id, state="aborted", requested=None)
@@ -318,6 +334,7 @@ class Engine:
         self.journal.update(self.r.id, state="rolling_back", phase="rollback", error=reason, requested=None)
         self.r.phase = "rollback"
         self.emit("rollback_started", to=str(self.previous), reason=reason)
+        self._stop_azure(reason)  # (resumed straight into a rollback: Azure may still be rolling forward)
         self._ensure_model(self.previous, self.target)
         touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
         def back(i: Instance) -> bool:
@@ -388,6 +405,13 @@ class Engine:
             elif isinstance(action, Start):
                 floor_since = None
                 self._start(phase, action, obs)
+            elif isinstance(action, Adopt):  # Azure's own upgrade started these: judged as a batch of ours
+                floor_since = None
+                adopted = self.journal.add_batch(self.r.id, kind, list(action.ids), self.clock.now(),
+                                                 {"base": action.base})
+                self.journal.set_batch(adopted, state="issued")
+                self.emit("batch_started", batch=len(phase.batches) + 1, phase=kind, instances=list(action.ids),
+                          floor=plan.floor, healthy=obs.healthy, by="azure")
             elif isinstance(action, ScaleOut):
                 refused = self._scale_out(phase, action, obs)
                 if refused is not None:
@@ -432,8 +456,9 @@ class Engine:
             model = self._observe_set()
         if model is not None:
             self._check_claim(model)
+        rolling = self._arm(self.api.rolling_status) if self.policy.strategy == AZURE_ROLLING else None
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
-                           self.scale_set.health_grace if self.scale_set else None)
+                           self.scale_set.health_grace if self.scale_set else None, rolling)
 
     def _verdicts(self, batch: Batch, judged: list[str], by_id: dict[str, Instance], needs: Needs,
                   elapsed: float) -> tuple[dict[str, Verdict], bool]:

@@ -13,12 +13,13 @@ from typing import Protocol
 
 from vmssctl.model import Instance
 from vmssctl.plan import Plan, fit_to_floor, make_plan, retire
-from vmssctl.policy import RolloutPolicy
+from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
 from vmssctl.rollout.gates import BAD, GOOD
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.turn import (
     MODEL_WAIT,
     Action,
+    Adopt,
     DropSurge,
     Finish,
     Judge,
@@ -33,6 +34,7 @@ from vmssctl.rollout.turn import (
     Wait,
     failure_reason,
     poll_delay,
+    protected,
     surging,
     too_many_failed,
 )
@@ -70,17 +72,7 @@ class InPlace:
                              and by_id[i].provisioning == "succeeded" and by_id[i].power == "running")
                 if idle:
                     return Reissue(idle)
-            bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
-            waiting = any(v.state not in (GOOD, BAD) for v in obs.verdicts.values())
-            judged = phase.upgraded | set(batch.instance_ids)
-            fatal = bool(bad) and too_many_failed(policy, phase.failed | set(bad), judged)
-            if waiting and not fatal:  # judged early only when its failures already end the phase
-                return Wait(poll_delay(obs, phase, policy, obs.health_grace), "batch in flight")
-            if fatal:
-                earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=int)]
-                now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
-                return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + now_bad))
-            return Judge(bad)
+            return judge_batch(obs, phase, policy, batch)
         if obs.requested == "pause":
             return Pause()
         plan = self.remaining(obs, phase, policy, needs)
@@ -167,12 +159,84 @@ class Surge:
         return Retire(tuple(retire(list(obs.instances), old, meta["surge"])))
 
 
-IN_PLACE, SURGE = InPlace(), Surge()
+class AzureRolling:
+    """A Rolling or Automatic set: Azure's own upgrade moves the instances once the model changed; vmssctl adopts
+    each batch Azure starts (the instances it is upgrading or creating), judges it like its own (ARM's view, then
+    the gates) and ends the phase on a failure (the engine then cancels Azure's upgrade). Both phases: a rollback
+    puts the previous image in the model, which Azure rolls out the same way."""
+
+    name = AZURE_ROLLING
+    BUSY = ("updating", "creating")
+
+    def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
+        """Azure's batch size over the instances still behind; the floor is the capacity less one batch (all of
+        it with maxSurge, recorded as the policy's max_surge when the rollout began)."""
+        open_batch = phase.open_batch
+        in_flight = set(open_batch.instance_ids) if open_batch else set()
+        # the set's own size: recorded with the phase's first batch (with maxSurge the count moves as Azure adds
+        # and deletes VMs), else what is not being deleted
+        first = phase.batches[0].meta.get("base") if phase.batches else None
+        cap = int(first) if first is not None else self._own_size(obs)
+        size = (policy.max_surge or policy.max_unavailable or Amount(20, True)).of(max(1, cap)) or 1
+        left = [i.instance_id for i in obs.instances if needs(i) and i.instance_id not in in_flight
+                and i.provisioning not in ("deleting", *self.BUSY)]
+        floor = cap if policy.max_surge else max(0, cap - size)
+        return Plan([left[k:k + size] for k in range(0, len(left), size)], cap, size, floor, [])
+
+    @staticmethod
+    def _own_size(obs: Observation) -> int:
+        """The set's size without the VMs Azure is deleting, or creating to replace others (maxSurge)."""
+        return len([i for i in obs.instances if i.provisioning not in ("deleting", "creating")])
+
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+        batch, rolling = phase.open_batch, obs.rolling
+        if batch is not None:
+            return judge_batch(obs, phase, policy, batch)
+        taken = {i for b in phase.batches for i in b.instance_ids}
+        started = tuple(i.instance_id for i in obs.instances if i.instance_id not in taken and (
+            i.provisioning in self.BUSY or (not needs(i) and not protected(i, policy) and phase.batches)))
+        if started:
+            return Adopt(started, self._own_size(obs))
+        behind = [i for i in obs.instances if needs(i) and i.provisioning != "deleting"]
+        if not behind and not any(i.provisioning == "deleting" for i in obs.instances):
+            if rolling is not None and rolling.running:  # its last batch is settling: done when Azure says so
+                return Wait(policy.poll, "Azure's rolling upgrade is finishing")
+            return Finish("done")
+        if rolling is not None and rolling.code in ("Faulted", "Cancelled") and behind and phase.batches:
+            return Finish(f"Azure's rolling upgrade {rolling.code.lower()}" + (f": {rolling.error}" if rolling.error
+                                                                                else "")
+                          + f"; {len(behind)} instance(s) still on the old image")
+        since = phase.floor_wait_since if phase.floor_wait_since is not None else obs.now
+        if not phase.batches and obs.now - since > policy.health_timeout:
+            return Finish(f"Azure started no upgrade of the {len(behind)} instance(s) behind the model within "
+                          f"{policy.health_timeout:.0f}s (rolling upgrade: {rolling.code if rolling else 'none'})")
+        return Wait(policy.poll, "Azure's upgrade, between batches", floor_wait_since=since)
+
+
+IN_PLACE, SURGE, AZURE = InPlace(), Surge(), AzureRolling()
 
 
 def for_phase(policy: RolloutPolicy, phase: Phase) -> Strategy:
-    """The policy's strategy for a forward phase; rolling back is always in place."""
+    """The policy's strategy for this phase: rolling back is in place, except where Azure's upgrade moves the
+    instances (a Rolling or Automatic set), which it does both ways."""
+    if policy.strategy == AZURE_ROLLING:
+        return AZURE
     return SURGE if surging(policy, phase) else IN_PLACE
+
+
+def judge_batch(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Batch) -> Action:
+    """A batch in flight: wait for every verdict (or judge early when its failures already end the phase)."""
+    bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+    waiting = any(v.state not in (GOOD, BAD) for v in obs.verdicts.values())
+    judged = phase.upgraded | set(batch.instance_ids)
+    fatal = bool(bad) and too_many_failed(policy, phase.failed | set(bad), judged)
+    if waiting and not fatal:
+        return Wait(poll_delay(obs, phase, policy, obs.health_grace), "batch in flight")
+    if fatal:
+        earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=int)]
+        now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+        return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + now_bad))
+    return Judge(bad)
 
 
 def _surge_scope(inst: Instance, policy: RolloutPolicy, needs: Needs) -> bool:

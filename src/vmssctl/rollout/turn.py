@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from vmssctl.model import Instance, ScaleSet
+from vmssctl.model import Instance, RollingStatus, ScaleSet
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.gates import Verdict
 from vmssctl.rollout.journal import Batch
@@ -58,6 +58,7 @@ class Observation:
     elapsed: float = 0.0  # how long the open batch's VMs have had (time waiting on ARM left out)
     model: ScaleSet | None = None  # read when a batch may start, or when upgraded VMs look off the model
     health_grace: float | None = None  # the health extension's grace period, from the last model read
+    rolling: RollingStatus | None = None  # Azure's own rolling upgrade, when it is what moves the instances
 
     @property
     def by_id(self) -> dict[str, Instance]:
@@ -124,6 +125,14 @@ class DropSurge:
 
 
 @dataclass(frozen=True)
+class Adopt:
+    """Azure's own upgrade has started on these instances: record them as a batch, to be judged like any other."""
+
+    ids: tuple[str, ...]
+    base: int  # the set's own size as Azure began the batch (its maxSurge VMs left out): recorded with it
+
+
+@dataclass(frozen=True)
 class Pause:
     pass
 
@@ -149,7 +158,7 @@ class Finish:
     outcome: str
 
 
-Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropSurge
+Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropSurge | Adopt
 
 
 # ------------------------------------------------------------------------------------ arithmetic
