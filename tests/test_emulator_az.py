@@ -64,3 +64,25 @@ def test_az_show_list_update_and_rolling_upgrade(az):
     listed = az("vmss", "list-instances", "-g", "demo-rg", "-n", "demo-vmss")
     assert all(vm["latestModelApplied"] for vm in listed)
     assert {vm["storageProfile"]["imageReference"]["exactVersion"] for vm in listed} == {"24.04.202611200"}
+
+
+def test_az_on_a_flexible_set_lists_upgrades_by_name_and_shows_its_vms(az, tmp_path):
+    from vmssctl.emulator.server import demo_scale_set
+
+    sub = az("account", "show")["id"]
+    az("group", "create", "-n", "flex-rg", "-l", "eastus")
+    body = tmp_path / "flex.json"
+    body.write_text(json.dumps(demo_scale_set(3, flexible=True)))
+    url = f"/subscriptions/{sub}/resourceGroups/flex-rg/providers/Microsoft.Compute/virtualMachineScaleSets/flex"
+    az("rest", "--method", "put", "--url", f"{url}?api-version=2024-11-01", "--body", f"@{body}")
+    assert az("vmss", "show", "-g", "flex-rg", "-n", "flex")["orchestrationMode"] == "Flexible"
+    names = sorted(vm["instanceId"] for vm in az("vmss", "list-instances", "-g", "flex-rg", "-n", "flex"))
+    assert len(names) == 3 and all(n.startswith("flex_") for n in names)
+    az("vmss", "update", "-g", "flex-rg", "-n", "flex",
+       "--set", "virtualMachineProfile.storageProfile.imageReference.version=24.04.202611200")
+    az("vmss", "update-instances", "-g", "flex-rg", "-n", "flex", "--instance-ids", names[0])
+    shown = az("vm", "show", "-g", "flex-rg", "-n", names[0])
+    assert shown["storageProfile"]["imageReference"]["version"] == "24.04.202611200"
+    assert shown["virtualMachineScaleSet"]["id"].lower().endswith("/virtualmachinescalesets/flex")
+    assert az("vm", "show", "-g", "flex-rg", "-n", names[1])["storageProfile"]["imageReference"]["version"] == \
+        "24.04.202610010"

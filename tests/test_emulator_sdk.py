@@ -259,3 +259,50 @@ def test_zonal_scale_set_spreads_instances(emu, rg):
     vms = list(client.virtual_machine_scale_set_vms.list(rg, "zonal"))
     assert sorted(v.zones[0] for v in vms) == ["1", "1", "2", "2", "3", "3"]
     assert client.virtual_machine_scale_sets.get(rg, "zonal").zones == ["1", "2", "3"]
+
+
+def test_a_flexible_set_through_the_sdk_vms_by_name_filter_and_actions(frozen):
+    """Flexible orchestration as Compute serves it: the set's VMs are virtualMachines in its resource group,
+    listed with the virtualMachineScaleSet/id filter (instance view only with it), upgraded by name."""
+    emu = frozen
+    rg = emu.group()
+    client = emu.client()
+    client.virtual_machine_scale_sets.begin_create_or_update(
+        rg, "flex", demo_scale_set(4, flexible=True, fault_domains=2), polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    ss = client.virtual_machine_scale_sets.get(rg, "flex")
+    assert getattr(ss.orchestration_mode, "value", ss.orchestration_mode) == "Flexible"
+    vms = list(client.virtual_machines.list(rg, filter=f"'virtualMachineScaleSet/id' eq '{ss.id}'",
+                                            expand="instanceView"))
+    names = sorted(v.name for v in vms)
+    assert len(vms) == 4 and all(n.startswith("flex_") for n in names)
+    assert all(v.virtual_machine_scale_set.id.lower() == ss.id.lower() for v in vms)
+    assert {v.instance_view.platform_fault_domain for v in vms} == {0, 1}
+    assert all(v.instance_view.platform_update_domain is None for v in vms)  # no update domains
+    assert {v.instance_view.vm_health.status.code for v in vms} == {"HealthState/healthy"}
+    with pytest.raises(HttpResponseError) as e:  # $expand=instanceView needs the filter
+        list(client.virtual_machines.list(rg, expand="instanceView"))
+    assert e.value.status_code == 400
+    # the scale-set VM API answers too, naming the VMs by name
+    assert sorted(v.instance_id for v in client.virtual_machine_scale_set_vms.list(rg, "flex")) == names
+
+    client.virtual_machine_scale_sets.begin_update(rg, "flex", image_patch(version=NEW_VERSION), polling=False)
+    client.virtual_machine_scale_sets.begin_update_instances(
+        rg, "flex", VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=[names[0]]), polling=False)
+    with pytest.raises(HttpResponseError):  # numbers name nothing in a Flexible set
+        client.virtual_machine_scale_sets.begin_update_instances(
+            rg, "flex", VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=["0"]), polling=False)
+    client.virtual_machines.begin_power_off(rg, names[1], polling=False)
+    emu.admin("POST", "clock", {"advance": 300})
+    upgraded = client.virtual_machines.get(rg, names[0])
+    assert upgraded.storage_profile.image_reference.version == NEW_VERSION
+    view = client.virtual_machines.instance_view(rg, names[1])
+    assert "PowerState/stopped" in [s.code for s in view.statuses]
+    client.virtual_machines.begin_start(rg, names[1], polling=False)
+    client.virtual_machines.begin_delete(rg, names[3], polling=False)
+    emu.admin("POST", "clock", {"advance": 300})
+    left = sorted(v.name for v in client.virtual_machines.list(rg, filter=f"'virtualMachineScaleSet/id' eq '{ss.id}'"))
+    assert left == names[:3]
+    assert client.virtual_machine_scale_sets.get(rg, "flex").sku.capacity == 3
+    with pytest.raises(ResourceNotFoundError):
+        client.virtual_machines.get(rg, names[3])

@@ -267,3 +267,32 @@ def test_a_set_being_deleted_refuses_a_put_of_the_same_name_with_409():
     assert e.value.status == 409
     step(world, 600)
     world.put_set("rg", "web", demo_scale_set(2))  # gone: the name is free again
+
+
+# ------------------------------------------------------------------------------ Flexible orchestration
+def test_a_flexible_set_owns_named_vms_without_update_domains():
+    world = make_world(6, flexible=True, fault_domains=3)
+    ss = world.sets["rg", "web"]
+    names = [i.name for i in ss.instances.values()]
+    assert all(n and n.startswith("web_") and len(n) == 12 for n in names) and len(set(names)) == 6
+    assert {i.ud for i in ss.instances.values()} == {0}
+    assert sorted(Counter(i.fd for i in ss.instances.values()).values()) == [2, 2, 2]
+    assert [i.name for _, i in world.flexible_vms("rg")] == names
+    new_image(world)
+    op = world.act("rg", "web", "manualupgrade", [names[0].upper(), names[1]])  # VM names, any case
+    assert sorted(op.pending) == [0, 1]
+    with pytest.raises(ArmError, match="not an active"):
+        world.act("rg", "web", "manualupgrade", ["0"])  # numbers name nothing in a Flexible set
+    step(world, 600)
+    assert World.availability_since(ss, None)["upgrades"] == {names[0]: 1, names[1]: 1}
+
+
+def test_max_spreading_reports_one_fault_domain_and_flexible_needs_a_count():
+    world = make_world(4, flexible=True)
+    assert {i.fd for i in world.sets["rg", "web"].instances.values()} == {0}
+    body = demo_scale_set(2, flexible=True)
+    del body["properties"]["platformFaultDomainCount"]
+    with pytest.raises(ArmError, match="platformFaultDomainCount"):
+        world.put_set("rg", "other", body)
+    with pytest.raises(ArmError, match="orchestrationMode"):
+        world.patch_set("rg", "web", {"properties": {"orchestrationMode": "Uniform"}})

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from vmssctl import inputs
 from vmssctl.emulator import shapes, timing, validate
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.faults import Faults, RequestDice, Throttle, ThrottleLimits
@@ -47,6 +48,9 @@ RESOURCES_API_VERSIONS = frozenset({"2016-06-01", "2019-11-01", "2020-01-01", "2
                                     "2022-01-01", "2022-09-01", "2022-12-01", "2023-07-01", "2024-03-01",
                                     "2024-11-01", "2025-04-01"})
 FILTER_RE = re.compile(r"^\s*properties/latestModelApplied\s+eq\s+(true|false)\s*$", re.I)
+VM_SET_FILTER_RE = re.compile(r"^\s*'?virtualMachineScaleSet/id'?\s+eq\s+'([^']+)'\s*$", re.I)
+FLEX_VM_ACTIONS = {"restart": "restart", "start": "start", "poweroff": "poweroff", "deallocate": "deallocate",
+                   "reimage": "reimage", "redeploy": "redeploy"}
 JSON = "application/json; charset=utf-8"
 
 
@@ -181,6 +185,8 @@ def _route(method: str, segs: list[str]) -> tuple[str, Handler | None, dict]:
     if n == 4:
         handlers = {"GET": _get_group, "HEAD": _head_group, "PUT": _put_group, "DELETE": _delete_group}
         return f"ResourceGroups_{method.title()}", handlers.get(method), p
+    if low[4:7] == ["providers", "microsoft.compute", "virtualmachines"]:
+        return _route_vm(method, segs, low, p)
     if low[4:7] != ["providers", "microsoft.compute", "virtualmachinescalesets"]:
         return "Unknown", None, p
     if n == 7:
@@ -219,6 +225,23 @@ def _route(method: str, segs: list[str]) -> tuple[str, Handler | None, dict]:
     if len(rest) == 3 and rest[2] in World.ACTIONS and rest[2] not in ("manualupgrade", "delete"):
         p["action"] = rest[2]
         return f"VirtualMachineScaleSetVMs_{rest[2].title()}", _vm_action if method == "POST" else None, p
+    return "Unknown", None, p
+
+
+def _route_vm(method: str, segs: list[str], low: list[str], p: dict) -> tuple[str, Handler | None, dict]:
+    """``…/providers/Microsoft.Compute/virtualMachines[/{name}[/instanceView|/{action}]]``: a Flexible set's VMs."""
+    n = len(low)
+    if n == 7:
+        return "VirtualMachines_List", _list_flex_vms if method == "GET" else None, p
+    p["vm"] = segs[7]
+    if n == 8:
+        handlers = {"GET": _get_flex_vm, "DELETE": _delete_flex_vm}
+        return f"VirtualMachines_{method.title()}", handlers.get(method), p
+    if n == 9 and low[8] == "instanceview":
+        return "VirtualMachines_InstanceView", _flex_vm_instance_view if method == "GET" else None, p
+    if n == 9 and low[8] in FLEX_VM_ACTIONS:
+        p["action"] = FLEX_VM_ACTIONS[low[8]]
+        return f"VirtualMachines_{segs[8][:1].upper()}{segs[8][1:]}", _flex_vm_action if method == "POST" else None, p
     return "Unknown", None, p
 
 
@@ -469,6 +492,52 @@ def _vm_action(ctx: Ctx) -> Response:
     ctx.world.get_instance(ctx.params["rg"], ctx.params["name"], ctx.params["iid"])
     return _accepted(ctx, ctx.world.act(ctx.params["rg"], ctx.params["name"], ctx.params["action"],
                                         [ctx.params["iid"]]))
+
+
+# ----------------------------------------------------------------- a Flexible set's virtual machines
+def _list_flex_vms(ctx: Ctx) -> Response:
+    """``virtualMachines`` of a resource group; ``$filter='virtualMachineScaleSet/id' eq '{id}'`` keeps one set's,
+    and ``$expand=instanceView`` is allowed only with that filter, as Compute says."""
+    q = ctx.request.query_params
+    set_id = None
+    if "$filter" in q:
+        m = VM_SET_FILTER_RE.match(q["$filter"])
+        if not m:
+            raise invalid(f"The $filter '{inputs.shown(q['$filter'])}' is not supported: use "
+                          "\"'virtualMachineScaleSet/id' eq '{id}'\".", "$filter")
+        set_id = m.group(1)
+    expand = q.get("$expand", "")
+    if expand and (expand.lower() != "instanceview" or set_id is None):
+        raise invalid("The $expand 'instanceView' is supported only together with the filter "
+                      "'virtualMachineScaleSet/id' eq '{id}'.", "$expand")
+    vms = ctx.world.flexible_vms(ctx.params["rg"], set_id)
+    return _page(ctx, vms, lambda x: shapes.vm(ctx.world, x[0], x[1], bool(expand)))
+
+
+def _get_flex_vm(ctx: Ctx) -> Response:
+    ss, inst = ctx.world.find_vm(ctx.params["rg"], ctx.params["vm"])
+    expand = ctx.request.query_params.get("$expand", "").lower() == "instanceview"
+    return _json(shapes.vm(ctx.world, ss, inst, expand), headers={"ETag": f'"{inst.etag}"'})
+
+
+def _flex_vm_instance_view(ctx: Ctx) -> Response:
+    ss, inst = ctx.world.find_vm(ctx.params["rg"], ctx.params["vm"])
+    return _json(shapes.instance_view(ss, inst))
+
+
+def _flex_vm_action(ctx: Ctx) -> Response:
+    ss, inst = ctx.world.find_vm(ctx.params["rg"], ctx.params["vm"])
+    return _accepted(ctx, ctx.world.act(ss.rg, ss.name, ctx.params["action"], [inst.name]))
+
+
+def _delete_flex_vm(ctx: Ctx) -> Response:
+    try:
+        ss, inst = ctx.world.find_vm(ctx.params["rg"], ctx.params["vm"])
+    except ArmError:
+        return Response(status_code=204)
+    if inst.op == "delete":
+        return Response(status_code=204)
+    return _accepted(ctx, ctx.world.act(ss.rg, ss.name, "delete", [inst.name]))
 
 
 # ------------------------------------------------------------------------ the ARM entry

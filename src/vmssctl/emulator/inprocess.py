@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import ParamSpec, TypeVar
 
 from vmssctl import errors
@@ -21,7 +22,8 @@ from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError as EmulatorArmError
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
-from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet
+from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet, id_key
+from vmssctl.target import same_image
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,7 +106,7 @@ def _instance(inst: w.Instance, model_digest: str, reports_health: bool) -> Inst
         else None
     health = inst.health.lower() if inst.health and reports_health else None
     return Instance(
-        instance_id=str(inst.instance_id), update_domain=inst.ud, fault_domain=inst.fd, zone=inst.zone,
+        instance_id=inst.external_id, update_domain=inst.ud, fault_domain=inst.fd, zone=inst.zone,
         power=inst.power, provisioning=inst.provisioning.lower(), health=health,
         latest_model=inst.profile == model_digest, image=_image(inst.image or {}), error=error,
         health_since=inst.changed if health else None,
@@ -147,8 +149,11 @@ class WorldGateway:
         self.world.advance()
         ss = self._set()
         reports_health, digest = ss.health_grace() is not None, ss.profile_digest
-        return sorted((_instance(i, digest, reports_health) for i in ss.instances.values()),
-                      key=lambda i: int(i.instance_id))  # deleting ones too, as the listing shows them
+        out = [_instance(i, digest, reports_health) for i in ss.instances.values()]  # deleting ones too, as listed
+        if ss.flexible:  # as the HTTPS path reads a Flexible set: VMs by name, latest model = the model's image
+            model = self.get()
+            out = [replace(i, latest_model=same_image(i.image, model.image), update_domain=None) for i in out]
+        return sorted(out, key=lambda i: id_key(i.instance_id))
 
     @_call("summary")
     def busy_count(self) -> int:

@@ -38,16 +38,18 @@ DEMO_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "ser
 
 
 def demo_scale_set(capacity: int = 20, image: dict | None = None, zones: list[str] | None = None,
-                   mode: str = "Manual", health: bool = True) -> dict:
-    """The ARM body of a typical web tier: Uniform, 5 FDs, Application Health extension."""
+                   mode: str = "Manual", health: bool = True, flexible: bool = False,
+                   fault_domains: int | None = None) -> dict:
+    """The ARM body of a typical web tier: Uniform, 5 FDs, Application Health extension (``flexible``: Flexible
+    orchestration, max spreading unless ``fault_domains`` says 2 or 3)."""
     body: dict = {
         "location": DEMO_LOCATION,
         "sku": {"name": "Standard_D2s_v5", "tier": "Standard", "capacity": capacity},
         "tags": {"app": "web", "env": "demo"},
         "properties": {
-            "orchestrationMode": "Uniform",
-            "platformFaultDomainCount": 1 if zones else 5,
-            "singlePlacementGroup": True,
+            "orchestrationMode": "Flexible" if flexible else "Uniform",
+            "platformFaultDomainCount": fault_domains or (1 if zones or flexible else 5),
+            "singlePlacementGroup": not flexible,
             "overprovision": False,
             "upgradePolicy": {"mode": mode},
             "virtualMachineProfile": {

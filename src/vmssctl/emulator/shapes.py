@@ -79,7 +79,7 @@ def instance_view(ss: w.ScaleSet, inst: w.Instance) -> dict:
         prov = _status(f"ProvisioningState/{inst.provisioning.lower()}",
                        f"Provisioning {inst.provisioning.lower()}", inst.changed)
     view = {
-        "platformUpdateDomain": inst.ud,
+        **({} if ss.flexible else {"platformUpdateDomain": inst.ud}),  # a Flexible set has no update domains
         "platformFaultDomain": inst.fd,
         "computerName": computer_name(ss, inst),
         "osName": "ubuntu", "osVersion": "24.04",
@@ -108,12 +108,55 @@ def computer_name(ss: w.ScaleSet, inst: w.Instance) -> str:
     return f"{prefix}{out.rjust(6, '0')}"
 
 
-def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
-    base = set_id(world.subscription, ss)
+def _storage(ss: w.ScaleSet, inst: w.Instance) -> dict:
     storage = copy.deepcopy(inst.image) if inst.image else {}
     os_disk = storage.setdefault("osDisk", {})
-    os_disk.update(osType="Linux", name=f"{ss.name}_{inst.instance_id}_OsDisk", createOption="FromImage",
-                   caching="ReadWrite", diskSizeGB=30)
+    os_disk.update(osType="Linux", name=f"{inst.name or f'{ss.name}_{inst.instance_id}'}_OsDisk",
+                   createOption="FromImage", caching="ReadWrite", diskSizeGB=30)
+    return storage
+
+
+def vm_id(world: w.World, ss: w.ScaleSet, inst: w.Instance) -> str:
+    """A Flexible set's VM: an ordinary virtual machine in the set's resource group."""
+    return f"/subscriptions/{world.subscription}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/" \
+           f"virtualMachines/{inst.name}"
+
+
+def vm(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
+    """A Flexible set's VM as ``Microsoft.Compute/virtualMachines`` shows it, pointing at its scale set."""
+    props = {
+        "vmId": inst.vm_id,
+        "virtualMachineScaleSet": {"id": set_id(world.subscription, ss)},
+        "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
+        "storageProfile": _storage(ss, inst),
+        "osProfile": {"computerName": computer_name(ss, inst),
+                      "adminUsername": (ss.vm_profile.get("osProfile") or {}).get("adminUsername", "azureuser")},
+        "provisioningState": inst.provisioning,
+        "timeCreated": iso(inst.created),
+    }
+    if ss.fault_domains > 1:
+        props["platformFaultDomain"] = inst.fd
+    if expand:
+        props["instanceView"] = instance_view(ss, inst)
+    body = {"name": inst.name, "id": vm_id(world, ss, inst), "type": "Microsoft.Compute/virtualMachines",
+            "location": ss.location, "etag": f'"{inst.etag}"', "properties": props}
+    if inst.zone:
+        body["zones"] = [inst.zone]
+    return body
+
+
+def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
+    base = set_id(world.subscription, ss)
+    if ss.flexible:  # the scale-set VM API on a Flexible set: the VMs by name, without the Uniform-only details
+        body = {"name": inst.name, "id": vm_id(world, ss, inst), "type": "Microsoft.Compute/virtualMachines",
+                "location": ss.location, "instanceId": inst.name,
+                "properties": {"vmId": inst.vm_id, "provisioningState": inst.provisioning,
+                               "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
+                               "storageProfile": _storage(ss, inst), "timeCreated": iso(inst.created)}}
+        if inst.zone:
+            body["zones"] = [inst.zone]
+        return body
+    storage = _storage(ss, inst)
     props = {
         "latestModelApplied": inst.profile == ss.profile_digest,
         "modelDefinitionApplied": "VirtualMachineScaleSet",

@@ -100,6 +100,12 @@ class Instance:
     etag: int = 1
     upgrades: int = 0  # OS disk replacements (upgrade/reimage), to prove nothing was upgraded twice
     protection: dict = field(default_factory=dict)  # protectionPolicy: protectFromScaleIn, protectFromScaleSetActions
+    name: str | None = None  # a Flexible set's VM: its name (Microsoft.Compute/virtualMachines/{name}) is its id
+
+    @property
+    def external_id(self) -> str:
+        """How ARM names the VM in instanceIds: the number in a Uniform set, the VM name in a Flexible one."""
+        return self.name or str(self.instance_id)
 
     def protected(self, from_what: str) -> bool:
         """``scale-in``: kept at scale-in (either flag); ``actions``: left out of set-wide operations."""
@@ -163,6 +169,18 @@ class ScaleSet:
     @property
     def fault_domains(self) -> int:
         return int(self.model["properties"].get("platformFaultDomainCount") or 5)
+
+    @property
+    def flexible(self) -> bool:
+        """Flexible orchestration: the set's VMs are ordinary virtual machines, named, without update domains."""
+        return str(self.model["properties"].get("orchestrationMode", "Uniform")).lower() == "flexible"
+
+    def lookup(self, raw: object) -> Instance | None:
+        """The VM an instanceId names: a number in a Uniform set, a VM name (any case) in a Flexible one."""
+        if self.flexible:
+            wanted = str(raw).lower()
+            return next((i for i in self.instances.values() if (i.name or "").lower() == wanted), None)
+        return self.instances.get(_instance_number(raw))
 
     @property
     def zones(self) -> list[str]:
@@ -292,10 +310,22 @@ class World(RollingUpgrades):
         props = model.get("properties")
         if not isinstance(props, dict):
             raise invalid("Required parameter 'properties' is missing (null).", "properties")
-        mode = props.get("orchestrationMode", "Uniform")
-        if str(mode).lower() != "uniform":
-            raise invalid("The emulator models orchestrationMode 'Uniform' scale sets only.",
-                          "properties.orchestrationMode")
+        mode = str(props.get("orchestrationMode", "Uniform"))
+        if mode.lower() not in ("uniform", "flexible"):
+            raise invalid(f"The value '{inputs.shown(mode)}' of parameter 'orchestrationMode' is invalid: use "
+                          "'Uniform' or 'Flexible'.", "properties.orchestrationMode")
+        if old is not None and mode.lower() != ("flexible" if old.flexible else "uniform"):
+            raise ArmError(400, "PropertyChangeNotAllowed", "Changing property 'orchestrationMode' is not allowed.",
+                           "properties.orchestrationMode")
+        if mode.lower() == "flexible":
+            fdc_flex = props.get("platformFaultDomainCount")
+            if fdc_flex is None:
+                raise invalid("Required parameter 'platformFaultDomainCount' is missing (null): a Flexible scale "
+                              "set needs 1 (max spreading) or a fixed count of 2 or 3.",
+                              "properties.platformFaultDomainCount")
+            if not isinstance(fdc_flex, int) or isinstance(fdc_flex, bool) or not 1 <= fdc_flex <= 3:
+                raise invalid("platformFaultDomainCount of a Flexible scale set must be 1, 2 or 3.",
+                              "properties.platformFaultDomainCount")
         vmp = props.get("virtualMachineProfile")
         if not isinstance(vmp, dict) or not isinstance(vmp.get("storageProfile"), dict):
             raise invalid("Required parameter 'virtualMachineProfile.storageProfile' is missing (null).",
@@ -372,8 +402,9 @@ class World(RollingUpgrades):
         props.setdefault("upgradePolicy", {"mode": "Manual"})
         self._fill_rolling_defaults(model)
         props.setdefault("orchestrationMode", "Uniform")
+        props["orchestrationMode"] = "Flexible" if str(props["orchestrationMode"]).lower() == "flexible" else "Uniform"
         props.setdefault("platformFaultDomainCount", 5)
-        props.setdefault("singlePlacementGroup", True)
+        props.setdefault("singlePlacementGroup", props["orchestrationMode"] == "Uniform")
         props.setdefault("overprovision", False)
         if old is None:
             ss = ScaleSet(rg=self.group(rg)["name"], name=name, location=location, model=model,
@@ -505,12 +536,14 @@ class World(RollingUpgrades):
         n_ud = Counter((i.zone, i.ud) for i in live)
         n_cell = Counter((i.zone, i.fd, i.ud) for i in live)
         added = []
+        uds = 1 if ss.flexible else UPDATE_DOMAINS  # a Flexible set has no update domains
         for _ in range(count):
             zone = min(zones, key=lambda z: (n_zone[z], zones.index(z)))
-            # emptiest (FD, UD) cell, then the least-loaded FD and UD: diagonals, as Compute spreads them
-            fd, ud = min(itertools.product(range(ss.fault_domains), range(UPDATE_DOMAINS)),
+            # emptiest (FD, UD) cell, then the least-loaded FD and UD: diagonals, as Compute spreads them. With
+            # max spreading (a Flexible set's platformFaultDomainCount 1) every VM reports fault domain 0.
+            fd, ud = min(itertools.product(range(ss.fault_domains), range(uds)),
                          key=lambda c: (n_cell[zone, c[0], c[1]], n_fd[zone, c[0]] + n_ud[zone, c[1]],
-                                        max(n_fd[zone, c[0]], n_ud[zone, c[1]]), c[0], (c[1] - c[0]) % UPDATE_DOMAINS))
+                                        max(n_fd[zone, c[0]], n_ud[zone, c[1]]), c[0], (c[1] - c[0]) % uds))
             n_zone[zone] += 1
             n_fd[zone, fd] += 1
             n_ud[zone, ud] += 1
@@ -519,7 +552,8 @@ class World(RollingUpgrades):
             ss.next_instance_id += 1
             inst = Instance(instance_id=iid, ud=ud, fd=fd, zone=zone,
                             vm_id=str(uuid.UUID(int=self.rng.getrandbits(128))),
-                            image={}, profile="", created=now, changed=now)
+                            image={}, profile="", created=now, changed=now,
+                            name=f"{ss.name}_{self.rng.getrandbits(32):08x}" if ss.flexible else None)
             ss.instances[iid] = inst
             self._begin(ss, inst, "create", now, op)
             added.append(inst)
@@ -596,7 +630,7 @@ class World(RollingUpgrades):
             return sorted(ss.live(), key=lambda i: i.instance_id)
         out = []
         for raw in ids:
-            inst = ss.instances.get(_instance_number(raw))
+            inst = ss.lookup(raw)
             if inst is None or inst.op == "delete":
                 raise invalid(f"The provided instanceId {raw} is not an active Virtual Machine Scale Set VM "
                               "instanceId.", "instanceIds")
@@ -607,10 +641,28 @@ class World(RollingUpgrades):
     def get_instance(self, rg: str, name: str, iid: str) -> tuple[ScaleSet, Instance]:
         ss = self.get_set(rg, name)
         self.advance()
-        inst = ss.instances.get(_instance_number(iid))
+        inst = ss.lookup(iid)
         if inst is None:
             raise not_found("Microsoft.Compute/virtualMachineScaleSets/virtualMachines", f"{name}/{iid}", rg)
         return ss, inst
+
+    def flexible_vms(self, rg: str, set_id: str | None = None) -> list[tuple[ScaleSet, Instance]]:
+        """The virtual machines of the Flexible sets in ``rg`` (of one set, by its resource id), oldest first."""
+        self.group(rg)
+        self.advance()
+        out = []
+        for ss in self.list_sets(rg):
+            if ss.flexible and (set_id is None or set_id.lower().endswith(
+                    f"/resourcegroups/{ss.rg}/providers/microsoft.compute/virtualmachinescalesets/{ss.name}".lower())):
+                out += [(ss, i) for i in sorted(ss.instances.values(), key=lambda i: i.instance_id)]
+        return out
+
+    def find_vm(self, rg: str, vm_name: str) -> tuple[ScaleSet, Instance]:
+        """A Flexible set's VM by its name (404 as for any virtual machine that does not exist)."""
+        for ss, inst in self.flexible_vms(rg):
+            if (inst.name or "").lower() == vm_name.lower():
+                return ss, inst
+        raise not_found("Microsoft.Compute/virtualMachines", vm_name, rg)
 
     def update_instance(self, rg: str, name: str, iid: str, body: object, if_match: str | None,
                         if_none_match: str | None) -> tuple[ScaleSet, Instance, Operation]:
@@ -658,7 +710,7 @@ class World(RollingUpgrades):
             blocked = [i for i in targets if i.op is not None]
             if blocked:
                 raise conflict(f"Operation '{action}' is not allowed on instance(s) "
-                               f"{', '.join(str(i.instance_id) for i in blocked)}: operation '{blocked[0].op}' "
+                               f"{', '.join(i.external_id for i in blocked)}: operation '{blocked[0].op}' "
                                "is in progress on them.")
         op = self._new_op(action, ss.location, now, ss if kind == "delete" else None,
                           then="ready" if kind == "delete" else None)
@@ -686,14 +738,14 @@ class World(RollingUpgrades):
             "version": ref.get("exactVersion") or ref.get("version", ""),
             "id": ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId") or "",
             "uri": ((image.get("osDisk") or {}).get("image") or {}).get("uri", ""),
-            "scaleSet": ss.name, "instanceId": str(inst.instance_id),
+            "scaleSet": ss.name, "instanceId": inst.external_id,
         }
 
     def _begin(self, ss: ScaleSet, inst: Instance, kind: str, now: float, op: Operation | None,
                force: bool = False) -> None:
         """Start ``kind`` on an instance: set its immediate state and schedule the rest."""
         if inst.op is not None and not force:
-            raise conflict(f"Operation '{inst.op}' is in progress on instance {inst.instance_id}.")
+            raise conflict(f"Operation '{inst.op}' is in progress on instance {inst.external_id}.")
         if inst.op_id and inst.op_id in self.ops:  # superseded (a delete wins): release the old op
             self._instance_done(ss, inst, now, None)
         image, profile = inst.image, inst.profile
@@ -747,7 +799,8 @@ class World(RollingUpgrades):
                 if pending.get("effect") == "fail":
                     inst.provisioning = "Failed"
                     inst.error = {"code": pending["code"], "message": (
-                        f"OS Provisioning for VM '{ss.name}_{inst.instance_id}' did not finish in the allotted "
+                        f"OS Provisioning for VM '{inst.name or f'{ss.name}_{inst.instance_id}'}' did not finish in "
+                        "the allotted "
                         "time. The VM may still finish provisioning successfully. Please check provisioning "
                         "state later.")}
                     inst.health = "unhealthy" if grace is not None else None
@@ -784,7 +837,7 @@ class World(RollingUpgrades):
         if inst.instance_id in op.pending:
             op.pending.remove(inst.instance_id)
         if error:
-            op.failures.append({"instanceId": inst.instance_id, **error})
+            op.failures.append({"instanceId": inst.external_id, **error})
         if not op.pending and op.status == "InProgress" and op.end_at is None:
             self._finish_op(op, t)
 
@@ -832,7 +885,7 @@ class World(RollingUpgrades):
             rows = rows[start:]
         return {
             "running": ss.running, "healthy": ss.healthy, "capacity": ss.capacity,
-            "upgrades": {str(i.instance_id): i.upgrades for i in ss.instances.values() if i.upgrades},
+            "upgrades": {i.external_id: i.upgrades for i in ss.instances.values() if i.upgrades},
             "minRunning": min((r[1] for r in rows), default=ss.running),
             "minHealthy": min((r[2] for r in rows), default=ss.healthy),
             **({"records": [{"time": r[0], "running": r[1], "healthy": r[2], "capacity": r[3]} for r in rows]}
