@@ -428,3 +428,30 @@ def test_a_crash_while_azure_rolls_reattaches_to_its_upgrade(tmp_path, method, n
     assert out.events[0]["type"] == "rollout_resumed"
     assert all(i.image.exact_version == NEW and i.healthy for i in rig.instances())
     assert rig.record(t0)["upgrades"] == {str(i): 1 for i in range(10)}
+
+
+# ------------------------------------------------------------------------------ Flexible orchestration
+@pytest.mark.parametrize(("policy", "floor"), [
+    ({"by": "fault-domain"}, 8), ({"by": "batch", "batch_size": 3}, 9), ({"strategy": "surge", "max_surge": "3"}, 12)])
+def test_a_flexible_set_is_upgraded_by_vm_name_and_keeps_its_floor(tmp_path, policy, floor):
+    rig = make(tmp_path, 12, flexible=True, fault_domains=3)
+    names = sorted(i.instance_id for i in rig.instances())
+    assert all(n.startswith("web_") for n in names)
+    t0 = rig.since()
+    code, out = rig.upgrade(**policy)
+    assert code == 0, out.events[-1]
+    vms = rig.instances()
+    assert len(vms) == 12 and all(i.image.exact_version == NEW and i.healthy and i.latest_model for i in vms)
+    assert rig.record(t0)["minHealthy"] >= floor and {p.floor for p in out.progress} == {floor}
+    if "strategy" in policy:  # every old VM replaced by a new one, retired by name
+        assert sorted(i for e in out.of("retiring") for i in e["instances"]) == names
+    else:
+        assert rig.record(t0)["upgrades"] == {n: 1 for n in names}
+
+
+def test_a_flexible_set_has_no_update_domains_to_go_by(tmp_path):
+    rig = make(tmp_path, 4, flexible=True)
+    with pytest.raises(UsageError, match="no update domains"):
+        rig.upgrade(by="update-domain")
+    code, out = rig.upgrade(by="zone", instances=(rig.instances()[0].instance_id,))
+    assert code == 0 and len(out.of("batch_started")) == 1

@@ -74,7 +74,8 @@ def test_durations(value, seconds):
 
 
 @pytest.mark.parametrize("value, ok", [
-    ("3,7,9", True), ("3", True), ("", False), (",", False), (" , ", False), ("3,x", False),
+    ("3,7,9", True), ("3", True), ("", False), (",", False), (" , ", False), ("3,-x", False), ("3,x y", False),
+    ("web_1a2b3c4d,web_00ff00ff", True), ("web_1a2b3c4d.", False), ("w" * 65, False),
     (_digits("3", 0x0660), False),
     (",".join(str(i) for i in range(1001)), False), ("007", True),
 ])

@@ -326,6 +326,33 @@ def test_show_instances_and_heatmap_commands(frozen, capsys):
     assert "ResourceNotFound" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_flexible_set_over_https_show_heatmap_in_place_and_surge(frozen, up, capsys):
+    """A Flexible set through the CLI and the SDK: listed by VM name, a zone x fault domain heatmap, upgraded in
+    place by fault domain, then by surge, never below its floor (the emulator's availability record)."""
+    rg = make_set(frozen, 6, flexible=True, fault_domains=2)
+    base = ["-g", rg, "-n", "web", "--emulator", str(frozen.state_dir)]
+    assert main(["instances", *base, "-o", "json"]) == 0
+    names = [i["instance_id"] for i in json.loads(capsys.readouterr().out)]
+    assert len(names) == 6 and all(n.startswith("web_") for n in names)
+    assert main(["heatmap", *base]) == 0
+    out = capsys.readouterr().out
+    assert "zone x fault domain" in out and "FD1" in out and "UD0" not in out
+    code, _events, err = up(rg, "--version", NEW, "--by", "update-domain")
+    assert code == 2 and "no update domains" in err
+    t0 = frozen.now()
+    code, events, err = up(rg, "--version", NEW, "--by", "fault-domain")
+    assert code == 0, err
+    assert sorted(i for b in batches(events) for i in b) == sorted(names)
+    rec = record(frozen, rg, t0)
+    assert rec["minHealthy"] >= 3 and rec["upgrades"] == {n: 1 for n in names}
+    t0 = frozen.now()
+    code, events, err = up(rg, "--version", OLD, "--strategy", "surge", "--max-surge", "2")
+    assert code == 0, err
+    vms = instances(frozen, rg)
+    assert len(vms) == 6 and not set(names) & {i.instance_id for i in vms}  # every VM replaced by a new one
+    assert all(i.image.exact_version == OLD and i.healthy for i in vms) and record(frozen, rg, t0)["minHealthy"] >= 6
+
+
 def test_http_probe_gate(frozen, up):
     import http.server
     import threading

@@ -235,20 +235,39 @@ class ScaleSetApi:
         self.client = client
         self.resource_group = resource_group
         self.name = name
+        self._flexible: bool | None = None
 
     @_arm
     def get(self):
         from vmssctl.model import ScaleSet
 
-        return ScaleSet.from_sdk(self.client.virtual_machine_scale_sets.get(self.resource_group, self.name),
-                                 self.resource_group)
+        ss = ScaleSet.from_sdk(self.client.virtual_machine_scale_sets.get(self.resource_group, self.name),
+                               self.resource_group)
+        self._flexible = ss.orchestration_mode.lower() == "flexible"
+        return ss
 
     @_arm
     def instances(self) -> list:
-        from vmssctl.model import Instance
+        """Every instance with its instance view, in id order: one listing (paged) for a Uniform set; for a Flexible
+        set the model (which image is the latest) and its virtual machines, filtered to the set."""
+        from vmssctl.model import Instance, id_key
 
+        if self.flexible:
+            model = self.get()
+            set_id = (f"/subscriptions/{self.client._config.subscription_id}/resourceGroups/{self.resource_group}"
+                      f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}")
+            vms = self.client.virtual_machines.list(
+                self.resource_group, filter=f"'virtualMachineScaleSet/id' eq '{set_id}'", expand="instanceView")
+            return sorted((Instance.from_vm(v, model.image) for v in vms), key=lambda i: id_key(i.instance_id))
         vms = self.client.virtual_machine_scale_set_vms.list(self.resource_group, self.name, expand="instanceView")
-        return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: int(i.instance_id))
+        return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: id_key(i.instance_id))
+
+    @property
+    def flexible(self) -> bool:
+        """Is the set Flexible? (read once: orchestration mode never changes)"""
+        if self._flexible is None:
+            self._flexible = self.get().orchestration_mode.lower() == "flexible"
+        return self._flexible
 
     @_arm
     def busy_count(self) -> int:

@@ -109,16 +109,25 @@ def duration(value: object, flag: str, high: float = MAX_DURATION) -> float:
     return seconds
 
 
+_VM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a Flexible set's VM, named by its name
+
+
 def instance_ids(value: object, flag: str = "--instances") -> tuple[str, ...]:
-    """``3,7,9`` (or a list): distinct ASCII instance ids, at least one, at most 1,000."""
+    """``3,7,9`` (or a list): distinct ASCII instance ids (a Uniform set's numbers, or a Flexible set's VM names
+    such as web_1a2b3c4d), at least one, at most 1,000."""
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else None
     if items is None:
         raise UsageError(f"{flag} must be instance ids such as 3,7,9")
     out: list[str] = []
     for item in items:
         text = str(item).strip(" ") if isinstance(item, str | int) and not isinstance(item, bool) else None
+        if text is not None and _VM_NAME.fullmatch(text) and not text.endswith("."):
+            if text not in out:
+                out.append(text)
+            continue
         if text is None or not _DIGITS.fullmatch(text) or int(text) > INT32_MAX:
-            raise UsageError(f"{flag}: '{shown(item)}' is not an instance id (use e.g. 3,7,9)")
+            raise UsageError(f"{flag}: '{shown(item)}' is not an instance id (use e.g. 3,7,9, or a Flexible set's "
+                             "VM names)")
         text = str(int(text))
         if text not in out:
             out.append(text)

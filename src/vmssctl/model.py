@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
+def id_key(instance_id: str) -> tuple[int, int, str]:
+    """Sort key for instance ids: a Uniform set's numbers in numeric order, a Flexible set's VM names by name."""
+    return (0, int(instance_id), "") if instance_id.isdigit() else (1, 0, instance_id.lower())
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """One of Compute's three image kinds: platform (publisher/offer/sku/version), id, or VHD uri."""
@@ -167,34 +172,28 @@ class Instance:
 
     @classmethod
     def from_sdk(cls, vm: object) -> Instance:
-        view = vm.instance_view
-        power, prov, health, error = "unknown", (vm.provisioning_state or "unknown").lower(), None, None
-        health_since = None
+        """A Uniform set's VM (``VirtualMachineScaleSetVM``, with its instance view)."""
         protection = getattr(vm, "protection_policy", None)
-        ud = fd = None
-        if view is not None:
-            ud, fd = view.platform_update_domain, view.platform_fault_domain
-            for st in view.statuses or []:
-                code = st.code or ""
-                if code.startswith("PowerState/"):
-                    power = code.split("/", 1)[1]
-                elif code.startswith("ProvisioningState/"):
-                    parts = code.split("/")
-                    prov = parts[1]
-                    if prov == "failed":
-                        error = f"{parts[2] if len(parts) > 2 else 'ProvisioningFailed'}: {st.message or ''}".strip()
-            if view.vm_health is not None and view.vm_health.status is not None:
-                health = (view.vm_health.status.code or "").split("/", 1)[-1].lower() or "unknown"
-                since = view.vm_health.status.time
-                health_since = since.timestamp() if since is not None else None
         return cls(
-            instance_id=vm.instance_id, update_domain=ud, fault_domain=fd,
-            zone=(vm.zones or [None])[0], power=power, provisioning=prov, health=health,
-            latest_model=bool(vm.latest_model_applied),
-            image=ImageRef.from_storage_profile(vm.storage_profile), error=error, health_since=health_since,
+            instance_id=vm.instance_id, zone=(vm.zones or [None])[0], latest_model=bool(vm.latest_model_applied),
+            image=ImageRef.from_storage_profile(vm.storage_profile),
             protected_from_scale_in=bool(getattr(protection, "protect_from_scale_in", False)),
             protected_from_actions=bool(getattr(protection, "protect_from_scale_set_actions", False)),
+            **_view(vm.instance_view, vm.provisioning_state),
         )
+
+    @classmethod
+    def from_vm(cls, vm: object, model_image: ImageRef) -> Instance:
+        """A Flexible set's VM (``VirtualMachine``, with its instance view): named by its name, no update domain.
+        Compute reports no latestModelApplied for it, so the VM is on the latest model when it runs the model's
+        image (the only part of the model vmssctl changes)."""
+        from vmssctl.target import same_image
+
+        image = ImageRef.from_storage_profile(vm.storage_profile)
+        fields = _view(vm.instance_view, vm.provisioning_state)
+        fields["update_domain"] = None
+        return cls(instance_id=vm.name, zone=(vm.zones or [None])[0], image=image,
+                   latest_model=same_image(image, model_image), **fields)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -202,6 +201,29 @@ class Instance:
         d["healthy"] = self.healthy
         d["state"] = self.state
         return d
+
+
+def _view(view: object, provisioning_state: str | None) -> dict:
+    """Power, provisioning, health (with when it changed), failure and UD/FD from an instance view."""
+    out: dict = {"power": "unknown", "provisioning": (provisioning_state or "unknown").lower(), "health": None,
+                 "error": None, "health_since": None, "update_domain": None, "fault_domain": None}
+    if view is None:
+        return out
+    out["update_domain"], out["fault_domain"] = view.platform_update_domain, view.platform_fault_domain
+    for st in view.statuses or []:
+        code = st.code or ""
+        if code.startswith("PowerState/"):
+            out["power"] = code.split("/", 1)[1]
+        elif code.startswith("ProvisioningState/"):
+            parts = code.split("/")
+            out["provisioning"] = parts[1]
+            if parts[1] == "failed":
+                out["error"] = f"{parts[2] if len(parts) > 2 else 'ProvisioningFailed'}: {st.message or ''}".strip()
+    if view.vm_health is not None and view.vm_health.status is not None:
+        out["health"] = (view.vm_health.status.code or "").split("/", 1)[-1].lower() or "unknown"
+        since = view.vm_health.status.time
+        out["health_since"] = since.timestamp() if since is not None else None
+    return out
 
 
 def grid_shape(fault_domains: int, instances: list[Instance]) -> tuple[int, int]:

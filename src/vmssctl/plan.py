@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vmssctl.model import Instance
+from vmssctl.model import Instance, id_key
 from vmssctl.policy import RolloutPolicy
 
 
@@ -76,7 +76,7 @@ def make_plan(instances: list[Instance], policy: RolloutPolicy, needs_upgrade: C
 
     def order(i: Instance) -> tuple:
         return (i.healthy if policy.prioritize_unhealthy else False,
-                group_key(i) if group_key else 0, int(i.instance_id))
+                group_key(i) if group_key else 0, id_key(i.instance_id))
 
     pending.sort(key=order)
     canary = policy.canary if canary is None else canary
@@ -141,7 +141,7 @@ def retire(instances: list[Instance], candidates: list[str], count: int) -> list
     out: list[str] = []
     for _ in range(min(count, len(pool))):
         victim = max(pool, key=lambda i: (n_zone[i.zone], n_fd[i.zone, i.fault_domain],
-                                          n_ud[i.zone, i.update_domain], int(i.instance_id)))
+                                          n_ud[i.zone, i.update_domain], id_key(i.instance_id)))
         pool.remove(victim)
         out.append(victim.instance_id)
         n_zone[victim.zone] -= 1

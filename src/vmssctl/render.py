@@ -60,33 +60,43 @@ def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
 
 
 def heatmap_table(fault_domains: int, items: list[Instance], highlight: frozenset[str] = frozenset(),
-                  title: str = "update domain x fault domain", boxed: bool = True) -> Table:
-    """Update domain rows x fault domain columns, a coloured id per instance (vmsseditor's view).
+                  title: str | None = None, boxed: bool = True) -> Table:
+    """Update domain rows x fault domain columns, a coloured id per instance (vmsseditor's view); a Flexible set,
+    which has no update domains, gets zone rows instead.
 
     Beyond 100 instances a dot stands for each, at most 24 a cell; ``highlight`` ids are underlined.
     """
-    cells: dict[tuple[int, int], list[Instance]] = defaultdict(list)
-    for i in items:
-        cells[(i.update_domain or 0, i.fault_domain or 0)].append(i)
+    flexible = bool(items) and all(i.update_domain is None for i in items)
     uds, fds = grid_shape(fault_domains, items)
+    if flexible:
+        zones = sorted({i.zone or "" for i in items})
+        rows = [(z, f"zone {z}" if z else "no zone") for z in zones]
+        row_of = {i.instance_id: i.zone or "" for i in items}
+    else:
+        rows = [(ud, f"UD{ud}") for ud in range(uds)]
+        row_of = {i.instance_id: i.update_domain or 0 for i in items}
+    cells: dict[tuple[object, int], list[Instance]] = defaultdict(list)
+    for i in items:
+        cells[(row_of[i.instance_id], i.fault_domain or 0)].append(i)
+    title = title or ("zone x fault domain" if flexible else "update domain x fault domain")
     t = Table(title=title, title_justify="left") if boxed else \
         Table(box=None, pad_edge=False, show_edge=False, title=title, title_justify="left")
     t.add_column("")
     for fd in range(fds):
         t.add_column(f"FD{fd}", overflow="fold")
     small = len(items) <= 100
-    for ud in range(uds):
+    for key, label in rows:
         row = []
         for fd in range(fds):
             text = Text()
-            here = cells.get((ud, fd), [])
+            here = cells.get((key, fd), [])
             for inst in here[:24]:
                 style = state_of(inst)[1] + (" underline" if inst.instance_id in highlight else "")
                 text.append(f"{inst.instance_id} " if small else "●", style=style)
             if len(here) > 24:
                 text.append(f"+{len(here) - 24}")
             row.append(text)
-        t.add_row(f"UD{ud}", *row)
+        t.add_row(label, *row)
     if boxed:
         t.caption = "  ".join(f"[{colour}]{label}[/]" for label, colour in COLOURS.items())
     return t

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from vmssctl.azure import Connection
 from vmssctl.errors import UsageError
 from vmssctl.gateway import Gateway
-from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
 from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
 from vmssctl.rollout.clock import Clock, clock_for
@@ -85,6 +85,9 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         if other is None or other.active:
             raise UsageError(f"the scale set is tagged '{TAG}={tag}': another vmssctl rollout holds it (from another "
                              "machine?). If that rollout is gone, remove the tag and run again.")
+    if ss.orchestration_mode.lower() == "flexible" and policy.by == "update-domain":
+        raise UsageError(f"{api.resource_group}/{api.name} is a Flexible scale set, which has no update domains: use "
+                         "--by fault-domain, --by zone or --by batch")
     mode = ss.upgrade_mode.lower()
     model_changes = not same_image(ss.image, target)
     if mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
@@ -94,7 +97,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     unknown = [i for i in policy.instances if i not in known]
     if unknown:
         raise UsageError(f"unknown instance id(s) {', '.join(unknown)} in {api.resource_group}/{api.name} "
-                         f"(it has {', '.join(sorted(known, key=int)[:20])}{' ...' if len(known) > 20 else ''})")
+                         f"(it has {', '.join(sorted(known, key=id_key)[:20])}{' ...' if len(known) > 20 else ''})")
     newest = api.newest_version(ss.location, target) if wants_latest(target) and not model_changes else None
     plan = make_plan(instances, policy, (lambda i: not protected(i, policy)) if model_changes else
                      (lambda i: not protected(i, policy) and behind(i.latest_model, i.image, newest)),

@@ -44,6 +44,9 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
     if ss is None:
         return "".join(out)
     uds, fds = grid_shape(ss.fault_domains, instances)
+    flexible = ss.orchestration_mode.lower() == "flexible"  # no update domains: one row of fault domains a zone
+    if flexible:
+        uds = 1
     compact = len(instances) > 200
     zones = sorted({i.zone for i in instances if i.zone}) or [None]
     counts = defaultdict(int)
@@ -65,11 +68,13 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
         out.append(f'<table class="{cls}"{zone_attr}>')
         if zone:
             out.append(f"<caption>zone {e(zone)}</caption>")
-        out.append('<tr><th class="corner">UD \\ FD</th>' + "".join(
+        corner = "" if flexible else "UD \\ FD"
+        out.append(f'<tr><th class="corner">{corner}</th>' + "".join(
             f'<th class="fd" data-fd="{fd}" title="select fault domain {fd}">FD {fd}</th>' for fd in range(fds))
             + "</tr>")
         for ud in range(uds):
-            row = [f'<th class="ud" data-ud="{ud}" title="select update domain {ud}">UD {ud}</th>']
+            row = ['<th>VMs</th>' if flexible else
+                   f'<th class="ud" data-ud="{ud}" title="select update domain {ud}">UD {ud}</th>']
             for fd in range(fds):
                 row.append(f'<td data-ud="{ud}" data-fd="{fd}">{"".join(cells.get((ud, fd), []))}</td>')
             out.append("<tr>" + "".join(row) + "</tr>")

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
 from vmssctl.gateway import Gateway
-from vmssctl.model import ImageRef, Instance, ScaleSet
+from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan
 from vmssctl.policy import AZURE_ROLLING, RolloutPolicy
 from vmssctl.rollout import progress
@@ -427,10 +427,10 @@ class Engine:
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
             elif isinstance(action, DropSurge):
                 assert batch is not None
-                reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=int)]
+                reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=id_key)]
                 self.journal.set_batch(batch, state="failed", finished=self.clock.now(), failed=sorted(action.bad))
                 self.emit("batch_failed", batch=phase.batches.index(batch) + 1, phase=kind, reasons=reasons,
-                          instances=sorted(action.bad, key=int), removing=list(action.ids))
+                          instances=sorted(action.bad, key=id_key), removing=list(action.ids))
                 if action.ids:
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
                 return action.failure
@@ -490,9 +490,9 @@ class Engine:
         no, kind = phase.batches.index(batch) + 1, phase.kind
         now = self.clock.now()
         if action.bad:
-            reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=int)]
+            reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=id_key)]
             self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad))
-            self.emit("batch_failed", batch=no, phase=kind, reasons=reasons, instances=sorted(action.bad, key=int))
+            self.emit("batch_failed", batch=no, phase=kind, reasons=reasons, instances=sorted(action.bad, key=id_key))
         else:
             self.journal.set_batch(batch, state="succeeded", finished=now)
             self.emit("batch_succeeded", batch=no, phase=kind, seconds=now - (batch.started or now))
@@ -508,11 +508,11 @@ class Engine:
             soured = {i.instance_id for i in self._arm(self.api.instances)
                       if i.instance_id in upgraded - failed and not i.healthy}
             if soured:
-                self.emit("soak_failed", instances=sorted(soured, key=int))
+                self.emit("soak_failed", instances=sorted(soured, key=id_key))
                 if too_many_failed(self.policy, failed | soured, upgraded):
                     return failure_reason(self.policy, failed | soured, [
                         f"instance {i}: unhealthy after the {pause:.0f}s soak"
-                        for i in sorted(soured, key=int)]), phase.soured | soured
+                        for i in sorted(soured, key=id_key)]), phase.soured | soured
                 return None, phase.soured | soured
         return None, phase.soured
 

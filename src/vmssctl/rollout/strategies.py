@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vmssctl.model import Instance
+from vmssctl.model import Instance, id_key
 from vmssctl.plan import Plan, fit_to_floor, make_plan, retire
 from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
 from vmssctl.rollout.gates import BAD, GOOD
@@ -133,9 +133,13 @@ class Surge:
                 return Wait(policy.poll, "instances are busy with another operation")
             base = len(obs.instances)
             size = min(_surge_canary(policy, phase) or policy.surge_count(base), len(old))
-            watermark = max((int(i.instance_id) for i in obs.instances), default=-1)
-            return ScaleOut(base + size, {"watermark": watermark, "surge": size, "base": base})
-        meta = {k: int(v) for k, v in batch.meta.items()}
+            ids = [i.instance_id for i in obs.instances]
+            # which VMs the scale-out adds: a Uniform set numbers new ones above every id so far; a Flexible set
+            # names them at random, so the batch records the names there were before
+            seen: dict = {"watermark": max((int(i) for i in ids), default=-1)} if all(i.isdigit() for i in ids) \
+                else {"before": sorted(ids, key=id_key)}
+            return ScaleOut(base + size, {**seen, "surge": size, "base": base})
+        meta = {k: (int(v) if k in ("surge", "base", "watermark") else v) for k, v in batch.meta.items()}
         if batch.state == "retiring":
             present = [i for i in batch.instance_ids if i in by_id]
             again = tuple(i for i in present if by_id[i].provisioning != "deleting")
@@ -147,7 +151,7 @@ class Surge:
             return ScaleOut(meta["base"] + meta["surge"], meta)  # the scale-out may not have landed: ask again
         bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
         if bad:
-            reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+            reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=id_key)]
             return DropSurge(tuple(i.instance_id for i in new), bad,
                              f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(reasons)}")
         if len(new) < meta["surge"] or any(v.state != GOOD for v in obs.verdicts.values()) or \
@@ -233,8 +237,8 @@ def judge_batch(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Ba
     if waiting and not fatal:
         return Wait(poll_delay(obs, phase, policy, obs.health_grace), "batch in flight")
     if fatal:
-        earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=int)]
-        now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=int)]
+        earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=id_key)]
+        now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=id_key)]
         return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + now_bad))
     return Judge(bad)
 
@@ -250,8 +254,13 @@ def _surge_canary(policy: RolloutPolicy, phase: Phase) -> int:
 
 
 def _is_new(inst: Instance, batch: Batch | None) -> bool:
-    """Was ``inst`` added by this surge batch? (Uniform instance ids only grow.)"""
-    return batch is not None and "watermark" in batch.meta and int(inst.instance_id) > int(batch.meta["watermark"])
+    """Was ``inst`` added by this surge batch? (Uniform instance ids only grow; Flexible names are new ones.)"""
+    if batch is None:
+        return False
+    if "before" in batch.meta:
+        return inst.instance_id not in batch.meta["before"]
+    return "watermark" in batch.meta and inst.instance_id.isdigit() and \
+        int(inst.instance_id) > int(batch.meta["watermark"])
 
 
 def ready_times(phase: Phase) -> list[float]:

@@ -105,7 +105,7 @@ class ScaleOut:
     """Surge: raise the capacity (new VMs come up on the latest model); ``meta`` is recorded with the batch."""
 
     capacity: int
-    meta: Mapping[str, int]
+    meta: Mapping[str, object]  # surge, base, and watermark (Uniform) or before (Flexible: the names there were)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def render(snap: Snapshot) -> Panel:
     if p.below_floor:
         stats.stylize("bold red")
     legend = Text.assemble(*[(f"● {label}  ", colour) for label, colour in COLOURS.items()])
-    grid = heatmap_table(snap.fault_domains, snap.instances, frozenset(p.current), "UD x FD", boxed=False)
+    grid = heatmap_table(snap.fault_domains, snap.instances, frozenset(p.current), None, boxed=False)
     parts = [head, bar, stats, grid, legend]
     if p.current:
         parts.append(Text("current batch: " + ", ".join(p.current[:40]) + (" ..." if len(p.current) > 40 else "")))
