@@ -170,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", choices=("table", "json"), default="table")
         p.set_defaults(func=cmd_rollout)
 
+    fl = sub.add_parser("fleet", help="one image to many scale sets, in stages (a fleet file)")
+    fl_sub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
+    for name, helptext in (("plan", "which sets, in which stage, estimated time; changes nothing"),
+                           ("run", "run the fleet (running the same file again resumes it)"),
+                           ("status", "a fleet's events"),
+                           ("rollback", "every set the fleet touched back to its previous image, newest stage "
+                                        "first")):
+        p = fl_sub.add_parser(name, help=helptext)
+        if name in ("plan", "run"):
+            p.add_argument("file", metavar="FILE", type=_bounded(inputs.path, "FILE"), help="fleet file (TOML)")
+        else:
+            p.add_argument("id", type=_bounded(inputs.text, "fleet id", 64), help="fleet id (f-…)")
+        p.add_argument("--journal", type=_bounded(inputs.path, "--journal"), help="rollout journal")
+        p.add_argument("--database", type=_bounded(inputs.text, "--database", 1000),
+                       help="DBOS system database: sqlite:///PATH (default: fleets.sqlite beside the journal) or "
+                            "postgresql://… shared by several workers")
+        _connection_flags(p)
+        p.set_defaults(func=cmd_fleet)
+
     dash = sub.add_parser("dashboard", help="serve the live web console on 127.0.0.1")
     dash.add_argument("--port", type=_bounded(inputs.count, "--port", 0, 65535), default=0,
                       help="0 = any free port")
@@ -353,6 +372,14 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     finally:
         for s in sinks:
             s.close()
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from vmssctl.fleet.commands import cmd_fleet as run_fleet
+
+    if args.database is not None and not args.database.startswith(("sqlite:///", "postgresql://")):
+        raise UsageError("--database must be sqlite:///PATH or postgresql://…")
+    return run_fleet(args)
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:

@@ -1,0 +1,142 @@
+"""`vmssctl fleet plan|run|status|rollback`: the fleet file, the subscription's scale sets, and DBOS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from vmssctl import inputs
+from vmssctl.errors import UsageError, VmssctlError
+from vmssctl.fleet.spec import FleetSpec, StagePlan, assign, parse
+
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from vmssctl.azure import compute_client, list_set_refs, resolve_connection
+    from vmssctl.rollout.journal import Journal
+
+    conn = resolve_connection(args.emulator, args.endpoint, args.ca, args.subscription)
+    journal = Journal(args.journal)
+    database = args.database or _default_database(journal.path)
+    if args.fleet_command in ("status", "rollback"):
+        return _existing(args, conn, journal, database)
+    text = inputs.read_small_file(args.file, "FILE")
+    spec = parse(text, args.file)
+    client = compute_client(conn)
+    plans = assign(spec, list_set_refs(client))
+    if args.fleet_command == "plan":
+        _print_plan(args.output, spec, plans, _estimates(client, journal, conn, spec, plans))
+        return EXIT_OK
+    from vmssctl.fleet import run
+
+    run.launch(database)
+    try:
+        fid = run.start(text, plans, conn.to_json(), str(journal.path))
+        _say(args.output, {"type": "fleet", "fleet": fid, "database": database.split("://")[0]},
+             f"fleet {fid}: {sum(len(p.sets) for p in plans)} scale set(s) in {len(plans)} stage(s)")
+        for event in run.events(fid):
+            _say(args.output, event, _line(event))
+        outcome = run.result(fid)
+    finally:
+        run.shutdown()
+    return {"succeeded": EXIT_OK, "aborted": EXIT_ABORTED}.get(outcome["state"], EXIT_FAILED)
+
+
+def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
+    from vmssctl.fleet import run
+
+    fid = inputs.text(args.id, "fleet id", 64)
+    run.launch(database)
+    try:
+        from dbos import DBOS
+
+        if DBOS.get_workflow_status(fid) is None:
+            raise UsageError(f"no fleet '{fid}' in {database.split('://')[0]} database {database.split('://')[-1]}")
+        if args.fleet_command == "status":
+            for event in run.events(fid):
+                _say(args.output, event, _line(event))
+            return EXIT_OK
+        outcome = run.rollback(fid, conn.to_json(), str(journal.path))
+        for event in run.events(f"{fid}-rollback"):
+            _say(args.output, event, _line(event))
+        return EXIT_OK if all(s["code"] == 0 for s in outcome["sets"]) else EXIT_FAILED
+    finally:
+        run.shutdown()
+
+
+def _default_database(journal_path) -> str:
+    from vmssctl.fleet.run import default_database
+
+    return default_database(journal_path)
+
+
+def _estimates(client, journal, conn, spec: FleetSpec, plans: list[StagePlan]) -> dict[str, dict]:
+    """Each set's own plan (read-only: the model and one listing), or why it would be refused."""
+    from vmssctl import upgrade
+    from vmssctl.azure import ScaleSetApi
+
+    out = {}
+    for p in plans:
+        for ref in p.sets:
+            api = ScaleSetApi(client, ref.resource_group, ref.name)
+            try:
+                prepared = upgrade.prepare(api, journal, conn, spec.target, spec.policy)
+                out[ref.key] = {"batches": len(prepared.plan.batches), "instances": prepared.plan.pending,
+                                "seconds": prepared.estimate_seconds(), "simulated": prepared.simulated}
+            except VmssctlError as e:
+                out[ref.key] = {"refused": str(e)}
+    return out
+
+
+def _print_plan(output: str, spec: FleetSpec, plans: list[StagePlan], est: dict[str, dict]) -> None:
+    total = 0.0
+    stages = []
+    for p in plans:
+        longest = max((est[r.key].get("seconds", 0.0) for r in p.sets), default=0.0)
+        waves = math.ceil(len(p.sets) / p.stage.concurrency) if p.sets else 0
+        seconds = waves * longest + (p.stage.bake if p is not plans[-1] else 0.0)
+        total += seconds
+        stages.append({"stage": p.stage.name, "concurrency": p.stage.concurrency, "bake": p.stage.bake,
+                       "seconds": seconds, "sets": [{"set": r.key, **est[r.key]} for r in p.sets]})
+    if output == "json":
+        print(json.dumps({"type": "fleet_plan", "name": spec.name, "stages": stages, "seconds": total}))
+        return
+    print(f"Fleet plan '{spec.name}': {sum(len(p.sets) for p in plans)} scale set(s), {len(plans)} stage(s), "
+          f"estimate ~{total / 60:.0f} min")
+    for n, s in enumerate(stages, 1):
+        print(f"  {n}. {s['stage']}: {len(s['sets'])} set(s), {s['concurrency']} at a time"
+              + (f", then bake {s['bake']:.0f}s" if s["bake"] else "") + f" (~{s['seconds'] / 60:.0f} min)")
+        for item in s["sets"]:
+            what = (f"refused: {item['refused']}" if "refused" in item else
+                    f"{item['instances']} instance(s) in {item['batches']} batch(es)")
+            print(f"       {item['set']}: {what}")
+    if spec.max_failed_percent is not None:
+        print(f"  halt: when more than {spec.max_failed_percent:g} % of the sets started so far failed")
+    else:
+        print(f"  halt: when more than {spec.max_failed} set(s) failed")
+
+
+def _line(event: dict) -> str:
+    kind = event.get("type")
+    if kind == "stage_started":
+        return f"stage {event['number']} '{event['stage']}': {', '.join(event['sets'])}"
+    if kind == "set_finished":
+        extra = f" ({event['error']})" if event.get("error") else ""
+        return f"  {event['set']}: {event['state']}" + (f" [rollout {event['rollout']}]" if event.get("rollout")
+                                                         else "") + extra
+    if kind == "bake_started":
+        return f"baking {event['seconds']:.0f}s after stage '{event['stage']}'"
+    if kind == "fleet_halted":
+        return f"fleet halted in stage '{event['stage']}': {event['reason']}"
+    return kind.replace("_", " ") if isinstance(kind, str) else str(event)
+
+
+def _say(output: str, obj: dict, text: str) -> None:
+    if output == "json":
+        sys.stdout.write(json.dumps(obj, default=str) + "\n")
+        sys.stdout.flush()
+    else:
+        print(text, flush=True)

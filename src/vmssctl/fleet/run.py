@@ -1,0 +1,247 @@
+"""Running a fleet on DBOS: the fleet is a durable workflow, each scale set a child workflow on a queue.
+
+The fleet workflow walks the stages in order: it enqueues the stage's sets on a queue whose concurrency
+is the stage's, waits for all of them, records the outcome, halts when the halt rule says so, and bakes
+before the next stage. Each set's workflow has one step that runs vmssctl's own level-triggered rollout
+engine (prepare, then start, or resume what its journal has): a step runs at least once, and running the
+engine again is resuming it, so a process killed anywhere picks up where ARM says it is. DBOS records
+the workflows, their steps and the fleet's events in its system database (SQLite by default; PostgreSQL
+for several workers) and recovers unfinished fleets when vmssctl starts again with the same database.
+
+Workflow inputs are stored by DBOS: they carry how to connect (an emulator's directory, or endpoint and
+subscription), never a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+from vmssctl import __version__
+from vmssctl.errors import UsageError, VmssctlError
+from vmssctl.fleet.spec import StagePlan, parse
+from vmssctl.policy import RolloutPolicy
+
+EVENTS = "events"  # the stream a fleet writes its events to
+_state: dict = {}
+
+
+def default_database(journal: str | Path) -> str:
+    """DBOS's system database beside the rollout journal: SQLite, nothing to install."""
+    return f"sqlite:///{Path(journal).expanduser().resolve().with_name('fleets.sqlite')}"
+
+
+def launch(database: str) -> None:
+    """Start DBOS once per process (it recovers the unfinished workflows recorded in ``database``)."""
+    if _state.get("database") == database:
+        return
+    if _state:
+        raise UsageError("one fleet database per process")
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    # the application version is vmssctl's: a fleet interrupted by a crash is recovered by the same release
+    # (by default DBOS derives it from the code, and would not recover across any change of it)
+    config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,
+                          "log_level": "WARNING", "console_log_level": "WARNING",
+                          "application_version": f"vmssctl-{__version__}"}
+    DBOS(config=config)
+    DBOS.launch()
+    _state["database"] = database
+    _state["queues"] = set()
+
+
+def shutdown() -> None:
+    if _state:
+        DBOS.destroy()
+        _state.clear()
+
+
+def _queue(concurrency: int) -> str:
+    """The queue a stage's sets wait on: as many at once as the stage's concurrency."""
+    name = f"vmssctl-sets-{concurrency}"
+    if name not in _state["queues"]:
+        DBOS.register_queue(name, concurrency=concurrency)
+        _state["queues"].add(name)
+    return name
+
+
+def fleet_id(spec_text: str, connection: dict) -> str:
+    """One id per fleet file and place: running the same file again resumes the same fleet."""
+    digest = hashlib.sha256((spec_text + repr(sorted(connection.items()))).encode()).hexdigest()
+    return f"f-{digest[:12]}"
+
+
+# ------------------------------------------------------------------------------------------- steps
+@DBOS.step()
+def _now(connection: dict) -> float:
+    return _clock(connection).now()
+
+
+@DBOS.step()
+def _bake(connection: dict, seconds: float) -> None:
+    """Wait on the rollout's clock: the emulator's when it is one (its simulated seconds), else real time."""
+    _clock(connection).sleep(seconds)
+
+
+def _clock(connection: dict):
+    from vmssctl.rollout.clock import clock_for
+
+    return clock_for(_connect(connection))
+
+
+def _connect(connection: dict):
+    from vmssctl.azure import resolve_connection
+
+    return resolve_connection(connection.get("emulator"), connection.get("endpoint"), connection.get("ca"),
+                              connection.get("subscription"))
+
+
+@DBOS.step(retries_allowed=False)
+def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dict) -> dict:
+    """Run (or resume) one scale set's rollout with vmssctl's engine; its outcome as the fleet records it."""
+    from vmssctl import upgrade
+    from vmssctl.azure import ScaleSetApi, compute_client
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.target import ImageChange
+
+    rg, name = key.split("/", 1)
+    conn = _connect(connection)
+    api = ScaleSetApi(compute_client(conn), rg, name)
+    jour = Journal(journal)
+    try:
+        prepared = upgrade.prepare(api, jour, conn, ImageChange(**change), RolloutPolicy.from_json(policy))
+        if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+            return {"set": key, "state": "unchanged", "code": 0}
+        rollout = upgrade.begin(jour, conn, api, prepared)
+        code = upgrade.run(api, jour, conn, rollout, [])
+        r = jour.get(rollout.id)
+        return {"set": key, "state": r.state, "code": code, "rollout": r.id, "error": r.error}
+    except VmssctlError as e:
+        return {"set": key, "state": "failed", "code": e.exit_code, "error": str(e)}
+    finally:
+        api.close()
+
+
+# --------------------------------------------------------------------------------------- workflows
+@DBOS.workflow()
+def set_workflow(connection: dict, journal: str, key: str, change: dict, policy: dict) -> dict:
+    return _run_set(connection, journal, key, change, policy)
+
+
+@DBOS.workflow()
+def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: str) -> dict:
+    """The stages in order, each stage's sets in parallel up to its concurrency; halt, bake, report."""
+    spec = parse(spec_text)
+    change = {k: v for k, v in vars(spec.target).items() if v is not None}
+    policy = spec.policy.to_json()
+
+    def emit(kind: str, **data: object) -> None:
+        DBOS.write_stream(EVENTS, {"type": kind, "fleet": DBOS.workflow_id, "time": _now(connection), **data})
+
+    emit("fleet_started", name=spec.name, stages=[s["stage"] for s in plan])
+    started = failed = 0
+    outcomes: list[dict] = []
+    for n, stage in enumerate(plan, 1):
+        if DBOS.recv("control", timeout_seconds=0) == "abort":
+            emit("fleet_aborted", before_stage=stage["stage"])
+            return {"state": "aborted", "sets": outcomes}
+        emit("stage_started", stage=stage["stage"], number=n, sets=stage["sets"])
+        queue = _queue(stage["concurrency"])
+        handles = [DBOS.enqueue_workflow(queue, set_workflow, connection, journal, key, change, policy)
+                   for key in stage["sets"]]
+        results = [h.get_result() for h in handles]
+        for r in results:
+            emit("set_finished", stage=stage["stage"], **r)
+        outcomes += [{**r, "stage": stage["stage"]} for r in results]
+        started += len(results)
+        failed += sum(1 for r in results if r["code"] != 0)
+        emit("stage_finished", stage=stage["stage"], failed=sum(1 for r in results if r["code"] != 0))
+        if spec.halts(failed, started):
+            reason = f"{failed} of {started} scale set(s) failed, more than the fleet's halt rule allows"
+            emit("fleet_halted", stage=stage["stage"], reason=reason)
+            return {"state": "halted", "reason": reason, "sets": outcomes}
+        if stage["bake"] and n < len(plan):
+            emit("bake_started", stage=stage["stage"], seconds=stage["bake"])
+            _bake(connection, stage["bake"])
+            emit("bake_finished", stage=stage["stage"])
+    emit("fleet_succeeded", sets=started)
+    return {"state": "succeeded", "sets": outcomes}
+
+
+@DBOS.workflow()
+def rollback_workflow(fid: str, outcomes: list[dict], connection: dict, journal: str) -> dict:
+    """Every set the fleet touched back to its previous image, newest stage first, one stage at a time."""
+    def emit(kind: str, **data: object) -> None:
+        DBOS.write_stream(EVENTS, {"type": kind, "fleet": fid, "time": _now(connection), **data})
+
+    stages: list[str] = []
+    for o in outcomes:
+        if o["stage"] not in stages:
+            stages.append(o["stage"])
+    results = []
+    for stage in reversed(stages):
+        touched = [o for o in outcomes if o["stage"] == stage and o.get("rollout")]
+        emit("rollback_stage_started", stage=stage, sets=[o["set"] for o in touched])
+        results += [_rollback_set(connection, journal, o["rollout"]) for o in touched]
+    emit("fleet_rolled_back", sets=len(results))
+    return {"state": "rolled_back", "sets": results}
+
+
+@DBOS.step(retries_allowed=False)
+def _rollback_set(connection: dict, journal: str, rollout_id: str) -> dict:
+    from vmssctl import upgrade
+    from vmssctl.azure import ScaleSetApi, compute_client
+    from vmssctl.rollout.journal import Journal
+
+    jour = Journal(journal)
+    r = jour.get(rollout_id)
+    if r.state == "rolled_back":
+        return {"set": f"{r.resource_group}/{r.name}", "state": r.state, "code": 0, "rollout": r.id}
+    conn = _connect(connection)
+    api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
+    try:
+        code = upgrade.resume(api, jour, conn, r, [], rollback=True)
+    except VmssctlError as e:
+        return {"set": f"{r.resource_group}/{r.name}", "state": "failed", "code": e.exit_code, "error": str(e)}
+    finally:
+        api.close()
+    r = jour.get(rollout_id)
+    return {"set": f"{r.resource_group}/{r.name}", "state": r.state, "code": code, "rollout": r.id}
+
+
+# ------------------------------------------------------------------------------------------ drivers
+def plan_json(plans: list[StagePlan]) -> list[dict]:
+    return [{"stage": p.stage.name, "sets": [r.key for r in p.sets], "concurrency": p.stage.concurrency,
+             "bake": p.stage.bake} for p in plans]
+
+
+def start(spec_text: str, plans: list[StagePlan], connection: dict, journal: str) -> str:
+    """Start the fleet, or find it running (a second `fleet run` of the same file resumes it)."""
+    fid = fleet_id(spec_text, connection)
+    status = DBOS.get_workflow_status(fid)
+    if status is not None and status.status in ("PENDING", "ENQUEUED"):
+        return fid
+    if status is not None:  # it ended before: a new run of the same file is a new fleet
+        fid = f"{fid}-{len(DBOS.list_workflows(name=fleet_workflow.__qualname__)) + 1}"
+    for p in plans:
+        _queue(p.stage.concurrency)
+    with SetWorkflowID(fid):
+        DBOS.start_workflow(fleet_workflow, spec_text, plan_json(plans), connection, journal)
+    return fid
+
+
+def events(fid: str) -> list[dict]:
+    return [e for e in DBOS.read_stream(fid, EVENTS)] if DBOS.get_workflow_status(fid) else []
+
+
+def result(fid: str) -> dict:
+    return DBOS.retrieve_workflow(fid).get_result()
+
+
+def rollback(fid: str, connection: dict, journal: str) -> dict:
+    outcome = result(fid)
+    with SetWorkflowID(f"{fid}-rollback"):
+        handle = DBOS.start_workflow(rollback_workflow, fid, outcome["sets"], connection, journal)
+    return handle.get_result()

@@ -1,0 +1,193 @@
+"""Fleets: the fleet file (tables of cases), and fleets run on DBOS (SQLite) against a running emulator.
+
+The emulator's clock runs (600 simulated seconds a real one) because a stage's sets roll out in parallel:
+each set's engine waits on the clock in its own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import cli, start_emulator
+from vmssctl.emulator.server import demo_scale_set
+from vmssctl.errors import UsageError
+from vmssctl.fleet.spec import SetRef, assign, parse
+
+NEW, OLD, BAD = "24.04.202611200", "24.04.202610010", "24.04.202612666"
+SETS = {"fleet-a": ["web"], "fleet-b": ["api", "web"], "fleet-c": ["api", "jobs", "web"]}
+
+
+def fleet_file(version: str = NEW, bake: str = "10m") -> str:
+    return f'''
+name = "november"
+[target]
+version = "{version}"
+[select]
+resource_groups = ["fleet-*"]
+[policy]
+batch_percent = 40
+health_timeout = "5m"
+[[stages]]
+name = "canary"
+sets = ["fleet-a/web"]
+bake = "{bake}"
+[[stages]]
+name = "pilot"
+match = "fleet-b/*"
+concurrency = 2
+bake = "5m"
+[[stages]]
+name = "rest"
+concurrency = 3
+'''
+
+
+REFS = [SetRef(rg, n, "eastus", {"env": "prod" if rg != "fleet-c" else "test"}) for rg, ns in SETS.items() for n in ns]
+
+
+# --------------------------------------------------------------------------------------------- the file
+def test_stages_take_their_sets_in_order_and_the_last_takes_the_rest():
+    plans = assign(parse(fleet_file()), REFS)
+    assert [(p.stage.name, [r.key for r in p.sets]) for p in plans] == [
+        ("canary", ["fleet-a/web"]), ("pilot", ["fleet-b/api", "fleet-b/web"]),
+        ("rest", ["fleet-c/api", "fleet-c/jobs", "fleet-c/web"])]
+    tagged = parse(fleet_file().replace('resource_groups = ["fleet-*"]',
+                                        'resource_groups = ["fleet-*"]\ntags = { env = "prod" }'))
+    assert [len(p.sets) for p in assign(tagged, REFS)] == [1, 2, 0]
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[target]\n", "[target] is required"),
+    ('[target]\nversion = "1.2"\n', "Major.Minor.Build"),
+    ('[target]\nversion = "1.2.3"\n[[stages]]\nconcurrency = 0\n', "concurrency"),
+    ('[target]\nversion = "1.2.3"\n[[stages]]\nbake = "forever"\n', "bake"),
+    ('[target]\nversion = "1.2.3"\n[[stages]]\nsets = ["nope"]\n', "resource-group/scale-set"),
+    ('[target]\nversion = "1.2.3"\n[policy]\nbatch_size = -1\n', "batch"),
+    ('[target]\nversion = "1.2.3"\n[halt]\nmax_failed = 1\nmax_failed_percent = 5\n', "not both"),
+    ('what = 1\n[target]\nversion = "1.2.3"\n', "unknown setting"),
+    ('[target]\nversion = "1.2.3"\nwhat = 1\n', "takes only"),
+    ('target = [', "not valid TOML"),
+])
+def test_a_bad_fleet_file_is_one_clear_line(text, needle):
+    with pytest.raises(UsageError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        parse(text)
+
+
+def test_a_stage_naming_an_unknown_set_or_a_set_in_no_stage_is_refused():
+    spec = parse('[target]\nversion = "1.2.3"\n[[stages]]\nsets = ["fleet-z/web"]\n')
+    with pytest.raises(UsageError, match="not among the selected"):
+        assign(spec, REFS)
+    spec = parse('[target]\nversion = "1.2.3"\n[[stages]]\nsets = ["fleet-a/web"]\n')
+    with pytest.raises(UsageError, match="in no stage"):
+        assign(spec, REFS)
+
+
+@pytest.mark.parametrize(("halt", "failed", "started", "halts"), [
+    ("", 0, 3, False), ("", 1, 3, True), ("[halt]\nmax_failed = 1\n", 1, 3, False),
+    ("[halt]\nmax_failed_percent = 50\n", 1, 2, False), ("[halt]\nmax_failed_percent = 50\n", 2, 3, True)])
+def test_halt_rules(halt, failed, started, halts):
+    assert parse(f'[target]\nversion = "1.2.3"\n{halt}').halts(failed, started) is halts
+
+
+# ---------------------------------------------------------------------------------------- on the emulator
+@pytest.fixture(scope="module")
+def fleet_emu(tmp_path_factory):
+    e = start_emulator(tmp_path_factory.mktemp("fleet-emu"), "--time-scale", "600", "--throttle", "off")
+    yield e
+    e.stop()
+
+
+def make_fleet(emu) -> None:
+    client = emu.client()
+    for rg, names in SETS.items():
+        emu.group(rg)
+        for n in names:
+            client.virtual_machine_scale_sets.begin_create_or_update(rg, n, demo_scale_set(5), polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+
+
+def versions(emu) -> dict[str, set[str]]:
+    from vmssctl.azure import ScaleSetApi
+
+    client = emu.client()
+    return {f"{rg}/{n}": {i.image.exact_version for i in ScaleSetApi(client, rg, n).instances()}
+            for rg, ns in SETS.items() for n in ns}
+
+
+def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_rolls_back(fleet_emu, tmp_path,
+                                                                                         capsys):
+    emu = fleet_emu
+    make_fleet(emu)
+    common = ["--emulator", str(emu.state_dir), "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]
+    (tmp_path / "fleet.toml").write_text(fleet_file())
+    code, events, err = cli(capsys, "fleet", "plan", str(tmp_path / "fleet.toml"), *common)
+    assert code == 0, err
+    assert [len(s["sets"]) for s in events[0]["stages"]] == [1, 2, 3]
+    t0 = emu.now()
+    code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), *common)
+    assert code == 0, err
+    kinds = [(e["type"], e.get("stage")) for e in events if e["type"].startswith(("stage_", "bake_"))]
+    assert kinds == [("stage_started", "canary"), ("stage_finished", "canary"), ("bake_started", "canary"),
+                     ("bake_finished", "canary"), ("stage_started", "pilot"), ("stage_finished", "pilot"),
+                     ("bake_started", "pilot"), ("bake_finished", "pilot"), ("stage_started", "rest"),
+                     ("stage_finished", "rest")]
+    at = {(e["type"], e.get("stage")): e["time"] for e in events if "time" in e}
+    assert at[("bake_finished", "canary")] - at[("bake_started", "canary")] >= 600
+    assert at[("stage_started", "pilot")] >= at[("bake_finished", "canary")]
+    finished = [e for e in events if e["type"] == "set_finished"]
+    assert len(finished) == 6 and {e["state"] for e in finished} == {"succeeded"}
+    assert all(v == {NEW} for v in versions(emu).values())
+    stats = emu.stats(since=t0)["scaleSets"]
+    assert all(set(stats[k]["upgrades"].values()) == {1} and stats[k]["minHealthy"] >= 3 for k in versions(emu))
+
+    # a bad image: the canary stage fails, the fleet halts before the pilot, and rolls back
+    emu.admin("PUT", "faults", {"rules": [{"match": {"version": BAD}, "effect": "unhealthy"}]})
+    (tmp_path / "bad.toml").write_text(fleet_file(BAD, bake="1m"))
+    code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "bad.toml"), *common)
+    assert code == 1, err
+    halted = next(e for e in events if e["type"] == "fleet_halted")
+    assert halted["stage"] == "canary"
+    assert not any(e["type"] == "stage_started" and e["stage"] == "pilot" for e in events)
+    fid = events[0]["fleet"]
+    code, events, err = cli(capsys, "fleet", "rollback", fid, *common)
+    assert code == 0, err
+    assert events[-1]["type"] == "fleet_rolled_back"
+    emu.admin("POST", "clock", {"advance": 600})
+    assert all(v == {NEW} for v in versions(emu).values())  # the canary is back; nothing else was touched
+    code, events, err = cli(capsys, "fleet", "status", fid, *common)
+    assert code == 0 and any(e["type"] == "fleet_halted" for e in events)
+    emu.admin("PUT", "faults", {"rules": []})
+
+
+def test_a_fleet_killed_mid_stage_resumes_when_run_again(tmp_path):
+    """SIGKILL the `vmssctl fleet run` process while a stage runs; running it again recovers the fleet from
+    DBOS's database and every set's rollout from its journal: every set ends on the new image, none twice."""
+    emu = start_emulator(tmp_path / "emu", "--time-scale", "600", "--throttle", "off")
+    try:
+        make_fleet(emu)
+        (tmp_path / "fleet.toml").write_text(fleet_file(bake="2m"))
+        args = [sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), "--emulator",
+                str(emu.state_dir), "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]
+        t0 = emu.now()
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line).get("type") == "stage_started" and json.loads(line).get("stage") == "pilot":
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(60)
+        assert proc.returncode == -signal.SIGKILL
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        events = [json.loads(line) for line in r.stdout.splitlines()]
+        assert events[-1]["type"] == "fleet_succeeded"
+        assert all(v == {NEW} for v in versions(emu).values())
+        stats = emu.stats(since=t0)["scaleSets"]
+        assert all(set(stats[k]["upgrades"].values()) == {1} for k in versions(emu))
+    finally:
+        emu.stop()
