@@ -271,3 +271,35 @@ def test_bad_emulator_flags_are_one_line_errors(bad, tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_several_subscriptions_each_with_its_groups_sets_and_throttle(tmp_path):
+    e = start_emulator(tmp_path, "--time-scale", "0", "--throttle", "reads=30/1,writes=30/1", "--subscriptions", "2")
+    try:
+        subs = e.info["subscriptions"]
+        assert len(subs) == 2 and subs[0] == e.subscription
+        with e.http() as h:
+            listed = h.get("/subscriptions", params={"api-version": "2022-12-01"}).json()
+            assert sorted(s["subscriptionId"] for s in listed["value"]) == sorted(subs)
+            for sub, rg in zip(subs, ("rg-one", "rg-two"), strict=True):
+                h.put(f"/subscriptions/{sub}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
+                      json={"location": "eastus"}).raise_for_status()
+                h.put(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/"
+                      "web", params=API, json=demo_scale_set(2)).raise_for_status()
+            # a group of the other subscription is not found here, nor are its sets listed
+            other = h.get(f"/subscriptions/{subs[0]}/resourceGroups/rg-two/providers/Microsoft.Compute/"
+                          "virtualMachineScaleSets/web", params=API)
+            assert other.status_code == 404 and other.json()["error"]["code"] == "ResourceGroupNotFound"
+            for sub, rg in zip(subs, ("rg-one", "rg-two"), strict=True):
+                sets = h.get(f"/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachineScaleSets",
+                             params=API).json()["value"]
+                assert [s["id"].split("/")[4] for s in sets] == [rg]
+                assert sets[0]["id"].startswith(f"/subscriptions/{sub}")
+            # each subscription has its own buckets: exhausting one leaves the other serving
+            statuses = [h.get(f"/subscriptions/{subs[0]}/resourcegroups/rg-one", params={"api-version": "2022-09-01"})
+                        .status_code for _ in range(40)]
+            assert 429 in statuses
+            assert h.get(f"/subscriptions/{subs[1]}/resourcegroups/rg-two",
+                         params={"api-version": "2022-09-01"}).status_code == 200
+    finally:
+        e.stop()

@@ -1,4 +1,5 @@
-"""Fleets: the fleet file (tables of cases), and fleets run on DBOS (SQLite) against a running emulator.
+"""Fleets: the fleet file (tables of cases), and fleets of 12 sets in 2 subscriptions run on DBOS (SQLite)
+against a running emulator.
 
 The emulator's clock runs (600 simulated seconds a real one) because a stage's sets roll out in parallel:
 each set's engine waits on the clock in its own thread.
@@ -19,18 +20,23 @@ from vmssctl.errors import UsageError
 from vmssctl.fleet.spec import SetRef, assign, parse
 
 NEW, OLD, BAD = "24.04.202611200", "24.04.202610010", "24.04.202612666"
-SETS = {"fleet-a": ["web"], "fleet-b": ["api", "web"], "fleet-c": ["api", "jobs", "web"]}
+SUB2 = "00000000-0000-0000-0000-00000000feee"  # the emulator's second subscription (--subscriptions 2)
+# twelve sets in two subscriptions: (subscription index, resource group) -> set names
+SETS = {(0, "fleet-a"): ["web"], (0, "fleet-b"): ["api", "jobs", "web"], (0, "fleet-e"): ["api", "web"],
+        (1, "fleet-c"): ["api", "jobs", "web"], (1, "fleet-d"): ["api", "jobs", "web"]}
 
 
-def fleet_file(version: str = NEW, bake: str = "10m") -> str:
+def fleet_file(version: str = NEW, bake: str = "10m", subscriptions: tuple[str, ...] = ()) -> str:
+    subs = f"subscriptions = {list(subscriptions)!r}".replace("'", '"') if subscriptions else ""
     return f'''
 name = "november"
 [target]
 version = "{version}"
 [select]
 resource_groups = ["fleet-*"]
+{subs}
 [policy]
-batch_percent = 40
+batch_percent = 50
 health_timeout = "5m"
 [[stages]]
 name = "canary"
@@ -43,22 +49,24 @@ concurrency = 2
 bake = "5m"
 [[stages]]
 name = "rest"
-concurrency = 3
+concurrency = 4
 '''
 
 
-REFS = [SetRef(rg, n, "eastus", {"env": "prod" if rg != "fleet-c" else "test"}) for rg, ns in SETS.items() for n in ns]
+REFS = [SetRef(rg, n, "eastus", {"env": "prod" if sub == 0 else "test"}, f"sub{sub}")
+        for (sub, rg), ns in SETS.items() for n in ns]
 
 
 # --------------------------------------------------------------------------------------------- the file
 def test_stages_take_their_sets_in_order_and_the_last_takes_the_rest():
     plans = assign(parse(fleet_file()), REFS)
     assert [(p.stage.name, [r.key for r in p.sets]) for p in plans] == [
-        ("canary", ["fleet-a/web"]), ("pilot", ["fleet-b/api", "fleet-b/web"]),
-        ("rest", ["fleet-c/api", "fleet-c/jobs", "fleet-c/web"])]
+        ("canary", ["fleet-a/web"]), ("pilot", ["fleet-b/api", "fleet-b/jobs", "fleet-b/web"]),
+        ("rest", ["fleet-e/api", "fleet-e/web", "fleet-c/api", "fleet-c/jobs", "fleet-c/web", "fleet-d/api",
+                  "fleet-d/jobs", "fleet-d/web"])]
     tagged = parse(fleet_file().replace('resource_groups = ["fleet-*"]',
                                         'resource_groups = ["fleet-*"]\ntags = { env = "prod" }'))
-    assert [len(p.sets) for p in assign(tagged, REFS)] == [1, 2, 0]
+    assert [len(p.sets) for p in assign(tagged, REFS)] == [1, 3, 2]
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -95,28 +103,44 @@ def test_halt_rules(halt, failed, started, halts):
 
 
 # ---------------------------------------------------------------------------------------- on the emulator
+def start_fleet_emulator(path):
+    return start_emulator(path, "--time-scale", "600", "--throttle", "off", "--subscriptions", "2")
+
+
 @pytest.fixture(scope="module")
 def fleet_emu(tmp_path_factory):
-    e = start_emulator(tmp_path_factory.mktemp("fleet-emu"), "--time-scale", "600", "--throttle", "off")
+    e = start_fleet_emulator(tmp_path_factory.mktemp("fleet-emu"))
     yield e
     e.stop()
 
 
+def clients(emu) -> list:
+    from dataclasses import replace
+
+    from vmssctl.azure import compute_client
+
+    return [compute_client(replace(emu.connection, subscription=sub)) for sub in emu.info["subscriptions"]]
+
+
 def make_fleet(emu) -> None:
-    client = emu.client()
-    for rg, names in SETS.items():
-        emu.group(rg)
-        for n in names:
-            client.virtual_machine_scale_sets.begin_create_or_update(rg, n, demo_scale_set(5), polling=False)
+    subs, by_sub = emu.info["subscriptions"], clients(emu)
+    assert subs[1] == SUB2
+    with emu.http() as h:
+        for (sub, rg), names in SETS.items():
+            h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
+                  json={"location": "eastus"}).raise_for_status()
+            for n in names:
+                by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, n, demo_scale_set(4),
+                                                                             polling=False)
     emu.admin("POST", "clock", {"advance": 900})
 
 
 def versions(emu) -> dict[str, set[str]]:
     from vmssctl.azure import ScaleSetApi
 
-    client = emu.client()
-    return {f"{rg}/{n}": {i.image.exact_version for i in ScaleSetApi(client, rg, n).instances()}
-            for rg, ns in SETS.items() for n in ns}
+    by_sub = clients(emu)
+    return {f"{rg}/{n}": {i.image.exact_version for i in ScaleSetApi(by_sub[sub], rg, n).instances()}
+            for (sub, rg), ns in SETS.items() for n in ns}
 
 
 def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_rolls_back(fleet_emu, tmp_path,
@@ -124,10 +148,11 @@ def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_r
     emu = fleet_emu
     make_fleet(emu)
     common = ["--emulator", str(emu.state_dir), "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]
-    (tmp_path / "fleet.toml").write_text(fleet_file())
+    subs = tuple(emu.info["subscriptions"])
+    (tmp_path / "fleet.toml").write_text(fleet_file(subscriptions=subs))
     code, events, err = cli(capsys, "fleet", "plan", str(tmp_path / "fleet.toml"), *common)
     assert code == 0, err
-    assert [len(s["sets"]) for s in events[0]["stages"]] == [1, 2, 3]
+    assert [len(s["sets"]) for s in events[0]["stages"]] == [1, 3, 8]
     t0 = emu.now()
     code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), *common)
     assert code == 0, err
@@ -140,14 +165,14 @@ def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_r
     assert at[("bake_finished", "canary")] - at[("bake_started", "canary")] >= 600
     assert at[("stage_started", "pilot")] >= at[("bake_finished", "canary")]
     finished = [e for e in events if e["type"] == "set_finished"]
-    assert len(finished) == 6 and {e["state"] for e in finished} == {"succeeded"}
+    assert len(finished) == 12 and {e["state"] for e in finished} == {"succeeded"}
     assert all(v == {NEW} for v in versions(emu).values())
     stats = emu.stats(since=t0)["scaleSets"]
-    assert all(set(stats[k]["upgrades"].values()) == {1} and stats[k]["minHealthy"] >= 3 for k in versions(emu))
+    assert all(set(stats[k]["upgrades"].values()) == {1} and stats[k]["minHealthy"] >= 2 for k in versions(emu))
 
     # a bad image: the canary stage fails, the fleet halts before the pilot, and rolls back
     emu.admin("PUT", "faults", {"rules": [{"match": {"version": BAD}, "effect": "unhealthy"}]})
-    (tmp_path / "bad.toml").write_text(fleet_file(BAD, bake="1m"))
+    (tmp_path / "bad.toml").write_text(fleet_file(BAD, bake="1m", subscriptions=subs))
     code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "bad.toml"), *common)
     assert code == 1, err
     halted = next(e for e in events if e["type"] == "fleet_halted")
@@ -167,10 +192,10 @@ def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_r
 def test_a_fleet_killed_mid_stage_resumes_when_run_again(tmp_path):
     """SIGKILL the `vmssctl fleet run` process while a stage runs; running it again recovers the fleet from
     DBOS's database and every set's rollout from its journal: every set ends on the new image, none twice."""
-    emu = start_emulator(tmp_path / "emu", "--time-scale", "600", "--throttle", "off")
+    emu = start_fleet_emulator(tmp_path / "emu")
     try:
         make_fleet(emu)
-        (tmp_path / "fleet.toml").write_text(fleet_file(bake="2m"))
+        (tmp_path / "fleet.toml").write_text(fleet_file(bake="2m", subscriptions=tuple(emu.info["subscriptions"])))
         args = [sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), "--emulator",
                 str(emu.state_dir), "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]
         t0 = emu.now()

@@ -416,12 +416,12 @@ def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str
 
 
 @_arm
-def list_set_refs(client: ComputeManagementClient) -> list:
-    """Every scale set of the subscription with its location and tags (what a fleet selects on)."""
+def list_set_refs(client: ComputeManagementClient, subscription: str = "") -> list:
+    """Every scale set of the client's subscription with its location and tags (what a fleet selects on)."""
     from vmssctl.fleet.spec import SetRef
 
     out = []
     for vmss in client.virtual_machine_scale_sets.list_all():
         rg = vmss.id.split("/resourceGroups/")[1].split("/")[0] if vmss.id else ""
-        out.append(SetRef(rg, vmss.name, vmss.location or "", dict(vmss.tags or {})))
+        out.append(SetRef(rg, vmss.name, vmss.location or "", dict(vmss.tags or {}), subscription))
     return sorted(out, key=lambda r: (r.resource_group.lower(), r.name.lower()))

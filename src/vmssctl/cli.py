@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of requests answered 429 (0-1)")
     emu.add_argument("--latency-ms", type=_bounded(inputs.number, "--latency-ms", 0, 60_000), default=0.0,
                      help="added latency per request (at most 60000)")
+    emu.add_argument("--subscriptions", type=_bounded(inputs.count, "--subscriptions", 1, 10), default=1,
+                     help="how many subscriptions to serve (1-10, listed in emulator.json), each throttled apart")
     emu.add_argument("--retry-after", action="store_true",
                      help="send Retry-After on long-running operations, scaled to the clock (real Compute sends "
                           "none: clients poll at their own interval)")
@@ -240,7 +242,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         server = EmulatorServer(EmulatorConfig(
         host=args.host, port=args.port, state_dir=args.state_dir, time_scale=args.time_scale, demo=args.demo,
         seed=args.seed, page_size=args.page_size, throttle=throttle, faults=rules, error_rate=args.error_rate,
-        throttle_rate=args.throttle_rate, latency_ms=args.latency_ms, retry_after=args.retry_after))
+        throttle_rate=args.throttle_rate, latency_ms=args.latency_ms, retry_after=args.retry_after,
+        subscriptions=args.subscriptions))
     except StateError as e:
         raise UsageError(str(e)) from None
     try:

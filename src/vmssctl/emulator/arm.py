@@ -260,7 +260,8 @@ def _retry_after(ctx: Ctx, remaining_sim: float) -> dict[str, str]:
 
 
 def _op_url(ctx: Ctx, op, monitor: bool = False) -> str:
-    url = (f"{ctx.base}/subscriptions/{ctx.world.subscription}/providers/Microsoft.Compute/locations/"
+    url = (f"{ctx.base}/subscriptions/{ctx.params.get('sub') or ctx.world.subscription}/providers/"
+           "Microsoft.Compute/locations/"
            f"{op.location}/operations/{op.id}?api-version={ctx.api_version}")
     return url + ("&monitor=true" if monitor else "")
 
@@ -306,21 +307,24 @@ def _list_image_versions(ctx: Ctx) -> Response:
 
 # --------------------------------------------------------------- subscriptions, groups
 def _list_subscriptions(ctx: Ctx) -> Response:
-    return _json({"value": [shapes.subscription(ctx.world)], "count": {"type": "Total", "value": 1}})
+    subs = ctx.world.subscriptions
+    return _json({"value": [shapes.subscription(ctx.world, x) for x in subs],
+                  "count": {"type": "Total", "value": len(subs)}})
 
 
 def _get_subscription(ctx: Ctx) -> Response:
     ctx.world.check_subscription(ctx.params["sub"])
-    return _json(shapes.subscription(ctx.world))
+    return _json(shapes.subscription(ctx.world, ctx.params["sub"]))
 
 
 def _list_groups(ctx: Ctx) -> Response:
-    sub = ctx.world.subscription
-    return _json({"value": [shapes.group(sub, g) for g in ctx.world.groups.values()]})
+    sub = ctx.params["sub"]
+    return _json({"value": [shapes.group(sub, g) for g in ctx.world.groups.values()
+                            if g.get("subscription", ctx.world.subscription).lower() == sub.lower()]})
 
 
 def _get_group(ctx: Ctx) -> Response:
-    return _json(shapes.group(ctx.world.subscription, ctx.world.group(ctx.params["rg"])))
+    return _json(shapes.group(ctx.params["sub"], ctx.world.group(ctx.params["rg"])))
 
 
 def _head_group(ctx: Ctx) -> Response:
@@ -331,8 +335,8 @@ def _put_group(ctx: Ctx) -> Response:
     body = ctx.body if isinstance(ctx.body, dict) else {}
     if not body.get("location"):
         raise invalid("Required parameter 'location' is missing (null).", "location")
-    grp, created = ctx.world.put_group(ctx.params["rg"], body["location"], body.get("tags"))
-    return _json(shapes.group(ctx.world.subscription, grp), 201 if created else 200)
+    grp, created = ctx.world.put_group(ctx.params["rg"], body["location"], body.get("tags"), ctx.params["sub"])
+    return _json(shapes.group(ctx.params["sub"], grp), 201 if created else 200)
 
 
 def _delete_group(ctx: Ctx) -> Response:
@@ -354,7 +358,7 @@ def _page(ctx: Ctx, items: list, render: Callable[[object], dict]) -> Response:
 
 
 def _list_all_sets(ctx: Ctx) -> Response:
-    return _page(ctx, ctx.world.list_sets(), lambda s: shapes.scale_set(ctx.world, s))
+    return _page(ctx, ctx.world.list_sets(subscription=ctx.params["sub"]), lambda s: shapes.scale_set(ctx.world, s))
 
 
 def _list_sets(ctx: Ctx) -> Response:
@@ -641,6 +645,8 @@ async def _serve_arm(request: Request, emu: Emulator, method: str, operation: st
     try:
         if "sub" in params:
             emu.world.check_subscription(params["sub"])
+            if "rg" in params:
+                emu.world.check_group_subscription(params["rg"], params["sub"])
         response = handler(ctx)
     except ArmError as err:
         return _error(err, base_headers)

@@ -150,6 +150,7 @@ class EmulatorConfig:
     throttle_rate: float = 0.0
     latency_ms: float = 0.0
     retry_after: bool = False  # send Retry-After on long-running operations (real Compute sends none)
+    subscriptions: int = 1  # how many subscriptions it serves (each with its own throttling buckets)
 
 
 class StateError(Exception):
@@ -197,8 +198,11 @@ class EmulatorServer:
                 saved = state.get("faults") or {}
                 faults.update(saved)
             world = World.load(state, SimClock(config.time_scale, start=state["now"]), faults)
+        extra = [f"00000000-0000-0000-0000-{0xfeed + k:012x}" for k in range(1, config.subscriptions)]
         if world is None:
-            world = World(SimClock(config.time_scale), faults, seed=config.seed)
+            world = World(SimClock(config.time_scale), faults, seed=config.seed, subscriptions=extra)
+        else:  # a restart may serve more subscriptions than before, never fewer
+            world.subscriptions += [x for x in extra if x not in world.subscriptions]
         if config.demo:
             seed_demo(world)
         self._previous: dict = {}
@@ -226,7 +230,8 @@ class EmulatorServer:
     def info(self) -> dict:
         w = self.emu.world
         return {"endpoint": self.endpoint, "ca": str(self.ca), "token": self.emu.token,
-                "subscription": w.subscription, "tenant": w.tenant, "timeScale": w.clock.scale,
+                "subscription": w.subscription, "subscriptions": w.subscriptions, "tenant": w.tenant,
+                "timeScale": w.clock.scale,
                 "stateDir": str(self.state_dir), "pid": os.getpid()}
 
     def save(self, force: bool = False) -> bool:

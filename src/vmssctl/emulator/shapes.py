@@ -34,8 +34,8 @@ def group(sub: str, grp: dict) -> dict:
     }
 
 
-def subscription(world: w.World) -> dict:
-    sub = world.subscription
+def subscription(world: w.World, sub: str | None = None) -> dict:
+    sub = next((x for x in world.subscriptions if sub and x.lower() == sub.lower()), world.subscription)
     return {
         "id": f"/subscriptions/{sub}", "subscriptionId": sub, "tenantId": world.tenant,
         "displayName": "vmssctl emulator", "state": "Enabled",
@@ -57,7 +57,7 @@ def scale_set(world: w.World, ss: w.ScaleSet) -> dict:
             ref["exactVersion"] = ref["version"]
     props.update(provisioningState=ss.provisioning, uniqueId=ss.unique_id, timeCreated=iso(ss.created))
     body = {
-        "id": set_id(world.subscription, ss), "name": ss.name, "type": VMSS_TYPE, "location": ss.location,
+        "id": set_id(world.sub_of(ss), ss), "name": ss.name, "type": VMSS_TYPE, "location": ss.location,
         "etag": f'"{ss.etag}"', **model, "properties": props,
     }
     body.setdefault("tags", {})
@@ -118,7 +118,7 @@ def _storage(ss: w.ScaleSet, inst: w.Instance) -> dict:
 
 def vm_id(world: w.World, ss: w.ScaleSet, inst: w.Instance) -> str:
     """A Flexible set's VM: an ordinary virtual machine in the set's resource group."""
-    return f"/subscriptions/{world.subscription}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/" \
+    return f"/subscriptions/{world.sub_of(ss)}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/" \
            f"virtualMachines/{inst.name}"
 
 
@@ -126,7 +126,7 @@ def vm(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
     """A Flexible set's VM as ``Microsoft.Compute/virtualMachines`` shows it, pointing at its scale set."""
     props = {
         "vmId": inst.vm_id,
-        "virtualMachineScaleSet": {"id": set_id(world.subscription, ss)},
+        "virtualMachineScaleSet": {"id": set_id(world.sub_of(ss), ss)},
         "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
         "storageProfile": _storage(ss, inst),
         "osProfile": {"computerName": computer_name(ss, inst),
@@ -146,7 +146,7 @@ def vm(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
 
 
 def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
-    base = set_id(world.subscription, ss)
+    base = set_id(world.sub_of(ss), ss)
     if ss.flexible:  # the scale-set VM API on a Flexible set: the VMs by name, without the Uniform-only details
         body = {"name": inst.name, "id": vm_id(world, ss, inst), "type": "Microsoft.Compute/virtualMachines",
                 "location": ss.location, "instanceId": inst.name,
@@ -225,7 +225,7 @@ def rolling_status(world: w.World, ss: w.ScaleSet, ru: w.RollingUpgrade) -> dict
                                                    "message": "Instance is unhealthy after upgrade."}
                                                   for i in ru.failed]}
     return {
-        "id": f"{set_id(world.subscription, ss)}/rollingUpgrades/latest", "name": "latest",
+        "id": f"{set_id(world.sub_of(ss), ss)}/rollingUpgrades/latest", "name": "latest",
         "type": f"{VMSS_TYPE}/rollingUpgrades", "location": ss.location, "tags": {}, "properties": props,
     }
 

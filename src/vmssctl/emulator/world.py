@@ -149,6 +149,7 @@ class ScaleSet:
     availability: list = field(default_factory=list)  # [t, running, healthy, capacity]
     running: int = 0
     healthy: int = 0
+    subscription: str = ""  # the subscription of its resource group ("" in states saved before there were several)
 
     @property
     def key(self) -> SetKey:
@@ -201,8 +202,11 @@ class ScaleSet:
 
 class World(RollingUpgrades):
     def __init__(self, clock: SimClock, faults: Faults | None = None, seed: int = 0,
-                 subscription: str = DEFAULT_SUBSCRIPTION, tenant: str = DEFAULT_TENANT) -> None:
+                 subscription: str = DEFAULT_SUBSCRIPTION, tenant: str = DEFAULT_TENANT,
+                 subscriptions: list[str] | None = None) -> None:
         self.clock = clock
+        # every subscription it serves, the first the default; resource group names are unique across them
+        self.subscriptions = [subscription, *[x for x in (subscriptions or []) if x.lower() != subscription.lower()]]
         self.faults = faults or Faults()
         self.rng = random.Random(seed)
         self.subscription = subscription
@@ -249,15 +253,30 @@ class World(RollingUpgrades):
 
     # ------------------------------------------------------ resource groups
     def check_subscription(self, sub: str) -> None:
-        if sub.lower() != self.subscription.lower():
+        if sub.lower() not in (x.lower() for x in self.subscriptions):
             raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
 
-    def put_group(self, name: str, location: str, tags: dict | None = None) -> tuple[dict, bool]:
+    def sub_of(self, ss: ScaleSet) -> str:
+        return ss.subscription or self.subscription
+
+    def check_group_subscription(self, rg: str, sub: str) -> None:
+        """A resource group of another subscription is not found in this one."""
+        grp = self.groups.get(rg.lower())
+        if grp is not None and grp.get("subscription", self.subscription).lower() != sub.lower():
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+
+    def put_group(self, name: str, location: str, tags: dict | None = None,
+                  subscription: str | None = None) -> tuple[dict, bool]:
         validate.check_resource_group_name(name)
         _check_location(location)
         tags = validate.check_tags(tags)
-        created = name.lower() not in self.groups
-        grp = self.groups.setdefault(name.lower(), {"name": name, "location": location})
+        sub = subscription or self.subscription
+        existing = self.groups.get(name.lower())
+        if existing is not None and existing.get("subscription", self.subscription).lower() != sub.lower():
+            raise conflict(f"The emulator keeps resource group names unique across its subscriptions: '{name}' is "
+                           "taken in another one.", "ResourceGroupNameTaken")
+        created = existing is None
+        grp = self.groups.setdefault(name.lower(), {"name": name, "location": location, "subscription": sub})
         grp["tags"] = tags or {}
         self.changes += 1
         return grp, created
@@ -287,10 +306,11 @@ class World(RollingUpgrades):
             raise not_found("Microsoft.Compute/virtualMachineScaleSets", name, rg)
         return ss
 
-    def list_sets(self, rg: str | None = None) -> list[ScaleSet]:
+    def list_sets(self, rg: str | None = None, subscription: str | None = None) -> list[ScaleSet]:
         if rg is not None:
             self.group(rg)
-        return [s for s in self.sets.values() if rg is None or s.rg.lower() == rg.lower()]
+        return [s for s in self.sets.values() if (rg is None or s.rg.lower() == rg.lower())
+                and (subscription is None or self.sub_of(s).lower() == subscription.lower())]
 
     def _validate_model(self, model: dict, old: ScaleSet | None) -> None:
         model["tags"] = validate.check_tags(model.get("tags"))
@@ -407,8 +427,10 @@ class World(RollingUpgrades):
         props.setdefault("singlePlacementGroup", props["orchestrationMode"] == "Uniform")
         props.setdefault("overprovision", False)
         if old is None:
-            ss = ScaleSet(rg=self.group(rg)["name"], name=name, location=location, model=model,
-                          unique_id=str(uuid.UUID(int=self.rng.getrandbits(128))), created=now)
+            grp = self.group(rg)
+            ss = ScaleSet(rg=grp["name"], name=name, location=location, model=model,
+                          unique_id=str(uuid.UUID(int=self.rng.getrandbits(128))), created=now,
+                          subscription=grp.get("subscription", self.subscription))
             self.sets[ss.key] = ss
             self._record(ss, now)
             op = self._new_op("CreateScaleSet", location, now, ss, then="ready")
@@ -898,6 +920,7 @@ class World(RollingUpgrades):
     def dump(self) -> dict:
         return {
             "schema": self.SCHEMA, "now": self.now(), "subscription": self.subscription, "tenant": self.tenant,
+            "subscriptions": self.subscriptions,
             "rng": list(self.rng.getstate()[1]), "rngPos": self.rng.getstate()[2],
             "groups": self.groups, "catalog": self.catalog.dump(), "faults": self.faults.to_json(),
             # shallow copies: the caller serializes at once, and asdict's deep copies made a save of a
@@ -910,7 +933,8 @@ class World(RollingUpgrades):
 
     @classmethod
     def load(cls, state: dict, clock: SimClock, faults: Faults | None = None) -> World:
-        world = cls(clock, faults, subscription=state["subscription"], tenant=state["tenant"])
+        world = cls(clock, faults, subscription=state["subscription"], tenant=state["tenant"],
+                    subscriptions=state.get("subscriptions"))
         world.rng.setstate((3, tuple(state["rng"]), state["rngPos"]))
         world.groups = state["groups"]
         world.catalog = images.Catalog(state["catalog"])

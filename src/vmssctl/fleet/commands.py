@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 
 from vmssctl import inputs
 from vmssctl.errors import UsageError, VmssctlError
@@ -25,10 +26,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         return _existing(args, conn, journal, database)
     text = inputs.read_small_file(args.file, "FILE")
     spec = parse(text, args.file)
-    client = compute_client(conn)
-    plans = assign(spec, list_set_refs(client))
+    clients = {sub: compute_client(replace(conn, subscription=sub))
+               for sub in (spec.subscriptions or (conn.subscription,))}
+    plans = assign(spec, [r for sub, client in clients.items() for r in list_set_refs(client, sub)])
     if args.fleet_command == "plan":
-        _print_plan(args.output, spec, plans, _estimates(client, journal, conn, spec, plans))
+        _print_plan(args.output, spec, plans, _estimates(clients, journal, conn, spec, plans))
         return EXIT_OK
     from vmssctl.fleet import run
 
@@ -73,7 +75,7 @@ def _default_database(journal_path) -> str:
     return default_database(journal_path)
 
 
-def _estimates(client, journal, conn, spec: FleetSpec, plans: list[StagePlan]) -> dict[str, dict]:
+def _estimates(clients: dict, journal, conn, spec: FleetSpec, plans: list[StagePlan]) -> dict[str, dict]:
     """Each set's own plan (read-only: the model and one listing), or why it would be refused."""
     from vmssctl import upgrade
     from vmssctl.azure import ScaleSetApi
@@ -81,9 +83,10 @@ def _estimates(client, journal, conn, spec: FleetSpec, plans: list[StagePlan]) -
     out = {}
     for p in plans:
         for ref in p.sets:
-            api = ScaleSetApi(client, ref.resource_group, ref.name)
+            api = ScaleSetApi(clients[ref.subscription], ref.resource_group, ref.name)
             try:
-                prepared = upgrade.prepare(api, journal, conn, spec.target, spec.policy)
+                prepared = upgrade.prepare(api, journal, replace(conn, subscription=ref.subscription), spec.target,
+                                           spec.policy)
                 out[ref.key] = {"batches": len(prepared.plan.batches), "instances": prepared.plan.pending,
                                 "seconds": prepared.estimate_seconds(), "simulated": prepared.simulated}
             except VmssctlError as e:

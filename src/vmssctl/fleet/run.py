@@ -149,12 +149,12 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
             return {"state": "aborted", "sets": outcomes}
         emit("stage_started", stage=stage["stage"], number=n, sets=stage["sets"])
         queue = _queue(stage["concurrency"])
-        handles = [DBOS.enqueue_workflow(queue, set_workflow, connection, journal, key, change, policy)
-                   for key in stage["sets"]]
+        handles = [DBOS.enqueue_workflow(queue, set_workflow, {**connection, "subscription": stage["subs"][key]},
+                                         journal, key, change, policy) for key in stage["sets"]]
         results = [h.get_result() for h in handles]
         for r in results:
             emit("set_finished", stage=stage["stage"], **r)
-        outcomes += [{**r, "stage": stage["stage"]} for r in results]
+        outcomes += [{**r, "stage": stage["stage"], "subscription": stage["subs"][r["set"]]} for r in results]
         started += len(results)
         failed += sum(1 for r in results if r["code"] != 0)
         emit("stage_finished", stage=stage["stage"], failed=sum(1 for r in results if r["code"] != 0))
@@ -184,7 +184,8 @@ def rollback_workflow(fid: str, outcomes: list[dict], connection: dict, journal:
     for stage in reversed(stages):
         touched = [o for o in outcomes if o["stage"] == stage and o.get("rollout")]
         emit("rollback_stage_started", stage=stage, sets=[o["set"] for o in touched])
-        results += [_rollback_set(connection, journal, o["rollout"]) for o in touched]
+        results += [_rollback_set({**connection, "subscription": o["subscription"]}, journal, o["rollout"])
+                    for o in touched]
     emit("fleet_rolled_back", sets=len(results))
     return {"state": "rolled_back", "sets": results}
 
@@ -214,7 +215,7 @@ def _rollback_set(connection: dict, journal: str, rollout_id: str) -> dict:
 # ------------------------------------------------------------------------------------------ drivers
 def plan_json(plans: list[StagePlan]) -> list[dict]:
     return [{"stage": p.stage.name, "sets": [r.key for r in p.sets], "concurrency": p.stage.concurrency,
-             "bake": p.stage.bake} for p in plans]
+             "bake": p.stage.bake, "subs": {r.key: r.subscription for r in p.sets}} for p in plans]
 
 
 def start(spec_text: str, plans: list[StagePlan], connection: dict, journal: str) -> str:

@@ -4,7 +4,8 @@
 name = "golden-2026-11"
 [target]                          # the image, as `vmssctl upgrade`'s flags (version, sku, image_id, ...)
 version = "24.04.202611200"
-[select]                          # which scale sets of the subscription (all when absent)
+[select]                          # which scale sets (all of the connection's subscription when absent)
+subscriptions = ["<guid>", "<guid>"]
 resource_groups = ["prod-*"]      # shell patterns, case-insensitive
 names = ["web*"]
 tags = { env = "prod" }
@@ -48,6 +49,7 @@ class SetRef:
     name: str
     location: str = ""
     tags: dict = field(default_factory=dict, hash=False, compare=False)
+    subscription: str = ""  # "" = the connection's
 
     @property
     def key(self) -> str:
@@ -81,6 +83,7 @@ class FleetSpec:
     names: tuple[str, ...] = ()
     tags: dict = field(default_factory=dict, hash=False, compare=False)
     locations: tuple[str, ...] = ()
+    subscriptions: tuple[str, ...] = ()  # () = the connection's subscription
     max_failed: int = 0
     max_failed_percent: float | None = None
     raw: str = field(default="", compare=False, repr=False)  # the file's text: what the fleet records and resumes
@@ -123,8 +126,9 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
     target = ImageChange(**{TARGET_KEYS[k]: inputs.text(v, f"target.{k}", 1000) for k, v in target_raw.items()})
     target.validate()
     select = raw.get("select") or {}
-    if not isinstance(select, dict) or set(select) - {"resource_groups", "names", "tags", "locations"}:
-        raise UsageError(f"{where}: [select] takes resource_groups, names, tags and locations")
+    if not isinstance(select, dict) or set(select) - {"resource_groups", "names", "tags", "locations",
+                                                      "subscriptions"}:
+        raise UsageError(f"{where}: [select] takes subscriptions, resource_groups, names, tags and locations")
     tags = select.get("tags") or {}
     if not isinstance(tags, dict) or len(tags) > 50 or not all(isinstance(v, str | int | bool) for v in tags.values()):
         raise UsageError(f"{where}: select.tags must be a table of at most 50 name = value pairs")
@@ -147,6 +151,8 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
         resource_groups=_strings(select.get("resource_groups", []), "select.resource_groups"),
         names=_strings(select.get("names", []), "select.names"), tags={str(k): v for k, v in tags.items()},
         locations=_strings(select.get("locations", []), "select.locations"),
+        subscriptions=tuple(inputs.subscription(x, "select.subscriptions")
+                            for x in _strings(select.get("subscriptions", []), "select.subscriptions")),
         max_failed=inputs.count(halt.get("max_failed", 0), "halt.max_failed", 0, MAX_SETS),
         max_failed_percent=inputs.percent(halt["max_failed_percent"], "halt.max_failed_percent")
         if "max_failed_percent" in halt else None,
@@ -183,7 +189,12 @@ def assign(spec: FleetSpec, refs: list[SetRef]) -> list[StagePlan]:
     """Which selected sets go in which stage: each in the first stage that takes it; refuses a set named in a
     stage that the subscription does not have (or the selection leaves out), and an empty fleet."""
     chosen = [r for r in refs if spec.selects(r)]
-    known = {r.key.lower() for r in chosen}
+    keys = [r.key.lower() for r in chosen]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UsageError(f"{twice[0]} is in more than one of the fleet's subscriptions: narrow [select] so each "
+                         "'resource-group/scale-set' names one set")
+    known = set(keys)
     for stage in spec.stages:
         missing = [s for s in stage.sets if s.lower() not in known]
         if missing:
