@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 AZVENV := .venv-az
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench az-venv browser prometheus screenshots clean
+.PHONY: demo test lint bench az-venv browser prometheus postgresql screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,16 @@ prometheus:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	   prometheus >/dev/null) || echo "warning: could not install prometheus; its gate test will be skipped"
 
+# Several fleet workers share a real PostgreSQL from Debian (the tests start a throwaway cluster with initdb).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   postgresql >/dev/null) || echo "warning: could not install postgresql; the fleet workers test needs it"
+
 demo: $(STAMP)
 	$(BIN)/vmssctl demo
 
-test: $(STAMP) az-venv browser prometheus
+test: $(STAMP) az-venv browser prometheus postgresql
 	$(BIN)/ruff check .
 	VMSSCTL_AZ=$(CURDIR)/$(AZVENV)/bin/az $(BIN)/pytest
 

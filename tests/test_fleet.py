@@ -216,3 +216,134 @@ def test_a_fleet_killed_mid_stage_resumes_when_run_again(tmp_path):
         assert all(set(stats[k]["upgrades"].values()) == {1} for k in versions(emu))
     finally:
         emu.stop()
+
+
+# ---------------------------------------------------------------------- several workers on real PostgreSQL
+def _pg_bin(tool: str) -> str | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))
+    return found[-1] if found else shutil.which(tool)
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL cluster from Debian's package (initdb in a temp dir, pg_ctl), trust auth on
+    127.0.0.1 and a free port; removed afterwards."""
+    import os
+    import shutil
+    import socket
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (make postgresql)")
+        pytest.skip("PostgreSQL is not installed (make postgresql)")
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="vmssctl-pg-"))  # not under pytest's 0700 directory: postgres reads it
+    base.chmod(0o755)
+    data = base / "pgdata"
+    data.mkdir()
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the postgres user
+        shutil.chown(data, "postgres", "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                    f"-p {port} -k {data} -h 127.0.0.1", "start"], check=True, capture_output=True)
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        yield url
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_three_workers_share_a_fleet_and_one_killed_is_taken_over(postgres, tmp_path):
+    """Three `vmssctl worker` processes on one PostgreSQL database run a fleet of 30 sets; one is killed with
+    SIGKILL mid-stage; the others take over its work: every set ends on the new image, none is upgraded twice,
+    every set's floor held, and the default throttling never answered 429."""
+    import time
+
+    emu = start_emulator(tmp_path / "emu", "--time-scale", "600", "--subscriptions", "2")  # default throttle
+    workers: list[subprocess.Popen] = []
+    try:
+        subs = emu.info["subscriptions"]
+        sets = [(i % 2, f"big-{i:02d}") for i in range(30)]  # (subscription index, resource group) of web
+        by_sub = clients(emu)
+        with emu.http() as h:
+            for sub, rg in sets:
+                h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
+                      json={"location": "eastus"}).raise_for_status()
+                by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(2),
+                                                                             polling=False)
+        emu.admin("POST", "clock", {"advance": 900})
+        journal = tmp_path / "journal.sqlite"  # the workers run on one machine here: they share the journal
+        (tmp_path / "fleet.toml").write_text(f'''
+[target]
+version = "{NEW}"
+[select]
+subscriptions = {json.dumps(subs)}
+resource_groups = ["big-*"]
+[policy]
+health_timeout = "5m"
+[[stages]]
+name = "canary"
+sets = ["big-00/web"]
+[[stages]]
+name = "pilot"
+match = "big-0*"
+concurrency = 4
+[[stages]]
+name = "rest"
+concurrency = 6
+''')
+        base = [sys.executable, "-m", "vmssctl"]
+        for n in range(3):
+            workers.append(subprocess.Popen([*base, "worker", "--database", postgres, "--executor-id", f"w{n}",
+                                             "--takeover-after", "15s"], stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True))
+        for w in workers:  # each says so once its DBOS is up (the first one creates DBOS's tables)
+            assert w.stdout is not None and "taking fleets" in w.stdout.readline()
+        t0 = emu.now()
+        fleet = subprocess.Popen([*base, "fleet", "run", str(tmp_path / "fleet.toml"), "--database", postgres,
+                                  "--emulator", str(emu.state_dir), "--journal", str(journal), "-o", "json"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert fleet.stdout is not None
+        events = []
+        deadline = time.monotonic() + 240
+        for line in fleet.stdout:
+            events.append(json.loads(line))
+            if events[-1].get("type") == "stage_started" and events[-1].get("stage") == "rest":
+                time.sleep(1.0)  # sets of the last stage in flight on every worker
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait(10)  # reaped, as init would: a zombie's pid still looks alive to a lease check
+            assert time.monotonic() < deadline, events[-3:]
+        bad = [e for e in events if e["type"] == "set_finished" and e["state"] != "succeeded"]
+        assert fleet.wait(60) == 0, (fleet.stderr.read()[-2000:], [(e["set"], e["state"], e.get("error")) for e in bad])
+        assert events[-1]["type"] == "fleet_succeeded" and workers[0].returncode == -signal.SIGKILL
+        finished = [e for e in events if e["type"] == "set_finished"]
+        assert len(finished) == 30 and {e["state"] for e in finished} == {"succeeded"}
+        stats = emu.stats(since=t0)
+        for _, rg in sets:
+            rec = stats["scaleSets"][f"{rg}/web"]
+            assert set(rec["upgrades"].values()) == {1} and len(rec["upgrades"]) == 2 and rec["minHealthy"] >= 1
+        assert stats["requests"].get("throttled", 0) == 0
+        for w in workers[1:]:
+            w.terminate()
+        said = "".join(w.communicate(timeout=30)[0] for w in workers[1:])
+        assert "took over worker w0" in said, said  # exactly one of the others claimed it
+        assert said.count("took over worker w0") == 1
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(30)
+        emu.stop()

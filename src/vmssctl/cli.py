@@ -191,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
         _connection_flags(p)
         p.set_defaults(func=cmd_fleet)
 
+    wk = sub.add_parser("worker", help="run fleets from a shared PostgreSQL database, taking over dead workers")
+    wk.add_argument("--database", required=True, type=_bounded(inputs.text, "--database", 1000),
+                    help="postgresql://USER@HOST:PORT/DB shared by every worker and by 'fleet run --database'")
+    wk.add_argument("--executor-id", type=_bounded(inputs.name, "--executor-id"),
+                    help="this worker's id (default: HOST-PID); a restarted worker with the same id recovers its own "
+                         "fleets at once")
+    wk.add_argument("--takeover-after", default="30s", type=_bounded(inputs.duration, "--takeover-after", 3600),
+                    help="take over a worker silent this long (default 30s)")
+    wk.set_defaults(func=cmd_worker)
+
     dash = sub.add_parser("dashboard", help="serve the live web console on 127.0.0.1")
     dash.add_argument("--port", type=_bounded(inputs.count, "--port", 0, 65535), default=0,
                       help="0 = any free port")
@@ -383,6 +393,18 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if args.database is not None and not args.database.startswith(("sqlite:///", "postgresql://")):
         raise UsageError("--database must be sqlite:///PATH or postgresql://…")
     return run_fleet(args)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from vmssctl.fleet.worker import MIN_TAKEOVER, serve
+
+    if args.takeover_after < MIN_TAKEOVER:
+        raise UsageError(f"--takeover-after must be at least {MIN_TAKEOVER:.0f}s (workers beat every 5s; a worker is "
+                         "not dead for missing fewer than three beats)")
+    return serve(args.database, args.executor_id or f"{socket.gethostname()}-{os.getpid()}", args.takeover_after)
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:

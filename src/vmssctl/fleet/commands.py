@@ -34,16 +34,31 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         return EXIT_OK
     from vmssctl.fleet import run
 
-    run.launch(database)
-    try:
-        fid = run.start(text, plans, conn.to_json(), str(journal.path))
-        _say(args.output, {"type": "fleet", "fleet": fid, "database": database.split("://")[0]},
-             f"fleet {fid}: {sum(len(p.sets) for p in plans)} scale set(s) in {len(plans)} stage(s)")
-        for event in run.events(fid):
-            _say(args.output, event, _line(event))
-        outcome = run.result(fid)
-    finally:
-        run.shutdown()
+    sets = sum(len(p.sets) for p in plans)
+    if database.startswith("postgresql://"):  # hand it to the workers sharing the database, and watch
+        from dbos import DBOSClient
+
+        fid = run.hand_to_workers(database, text, plans, conn.to_json(), str(journal.path))
+        _say(args.output, {"type": "fleet", "fleet": fid, "database": "postgresql", "workers": True},
+             f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s), handed to the workers")
+        client = DBOSClient(system_database_url=database)
+        try:
+            for event in client.read_stream(fid, run.EVENTS):
+                _say(args.output, event, _line(event))
+            outcome = client.retrieve_workflow(fid).get_result()
+        finally:
+            client.destroy()
+    else:
+        run.launch(database)
+        try:
+            fid = run.start(text, plans, conn.to_json(), str(journal.path))
+            _say(args.output, {"type": "fleet", "fleet": fid, "database": database.split("://")[0]},
+                 f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s)")
+            for event in run.events(fid):
+                _say(args.output, event, _line(event))
+            outcome = run.result(fid)
+        finally:
+            run.shutdown()
     return {"succeeded": EXIT_OK, "aborted": EXIT_ABORTED}.get(outcome["state"], EXIT_FAILED)
 
 

@@ -26,6 +26,9 @@ from vmssctl.fleet.spec import StagePlan, parse
 from vmssctl.policy import RolloutPolicy
 
 EVENTS = "events"  # the stream a fleet writes its events to
+FLEETS_QUEUE = "vmssctl-fleets"  # fleets handed to workers (`vmssctl worker`)
+SETS_QUEUE = "vmssctl-sets"  # every set's rollout; a fleet keeps at most its stage's concurrency of them in flight
+SETS_AT_ONCE = 200  # sets one process runs at once, whatever the fleets ask
 _state: dict = {}
 
 
@@ -34,8 +37,12 @@ def default_database(journal: str | Path) -> str:
     return f"sqlite:///{Path(journal).expanduser().resolve().with_name('fleets.sqlite')}"
 
 
-def launch(database: str) -> None:
-    """Start DBOS once per process (it recovers the unfinished workflows recorded in ``database``)."""
+APP_VERSION = f"vmssctl-{__version__}"
+
+
+def launch(database: str, executor_id: str | None = None, fleets: bool = False) -> None:
+    """Start DBOS once per process (it recovers the unfinished workflows recorded in ``database`` for this
+    executor). ``fleets``: also take fleets from the fleets queue, as a worker does."""
     if _state.get("database") == database:
         return
     if _state:
@@ -44,27 +51,21 @@ def launch(database: str) -> None:
     # the application version is vmssctl's: a fleet interrupted by a crash is recovered by the same release
     # (by default DBOS derives it from the code, and would not recover across any change of it)
     config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,
-                          "log_level": "WARNING", "console_log_level": "WARNING",
-                          "application_version": f"vmssctl-{__version__}"}
+                          "log_level": "WARNING", "console_log_level": "WARNING", "application_version": APP_VERSION}
+    if executor_id:
+        config["executor_id"] = executor_id
     DBOS(config=config)
     DBOS.launch()
+    DBOS.register_queue(SETS_QUEUE, worker_concurrency=SETS_AT_ONCE)
+    if fleets:
+        DBOS.register_queue(FLEETS_QUEUE)
     _state["database"] = database
-    _state["queues"] = set()
 
 
 def shutdown() -> None:
     if _state:
         DBOS.destroy()
         _state.clear()
-
-
-def _queue(concurrency: int) -> str:
-    """The queue a stage's sets wait on: as many at once as the stage's concurrency."""
-    name = f"vmssctl-sets-{concurrency}"
-    if name not in _state["queues"]:
-        DBOS.register_queue(name, concurrency=concurrency)
-        _state["queues"].add(name)
-    return name
 
 
 def fleet_id(spec_text: str, connection: dict) -> str:
@@ -148,10 +149,7 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
             emit("fleet_aborted", before_stage=stage["stage"])
             return {"state": "aborted", "sets": outcomes}
         emit("stage_started", stage=stage["stage"], number=n, sets=stage["sets"])
-        queue = _queue(stage["concurrency"])
-        handles = [DBOS.enqueue_workflow(queue, set_workflow, {**connection, "subscription": stage["subs"][key]},
-                                         journal, key, change, policy) for key in stage["sets"]]
-        results = [h.get_result() for h in handles]
+        results = _run_stage(stage, connection, journal, change, policy)
         for r in results:
             emit("set_finished", stage=stage["stage"], **r)
         outcomes += [{**r, "stage": stage["stage"], "subscription": stage["subs"][r["set"]]} for r in results]
@@ -168,6 +166,25 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
             emit("bake_finished", stage=stage["stage"])
     emit("fleet_succeeded", sets=started)
     return {"state": "succeeded", "sets": outcomes}
+
+
+def _run_stage(stage: dict, connection: dict, journal: str, change: dict, policy: dict) -> list[dict]:
+    """The stage's sets on the sets queue, at most the stage's concurrency in flight: a sliding window, so a
+    slow set holds one place rather than a whole wave. Results in the stage's order."""
+    waiting = list(stage["sets"])
+    running: dict[str, object] = {}
+    done: dict[str, dict] = {}
+    while waiting or running:
+        while waiting and len(running) < stage["concurrency"]:
+            key = waiting.pop(0)
+            running[key] = DBOS.enqueue_workflow(SETS_QUEUE, set_workflow,
+                                                 {**connection, "subscription": stage["subs"][key]}, journal, key,
+                                                 change, policy)
+        finished = DBOS.wait_first(list(running.values()), polling_interval_sec=0.2)
+        key = next(k for k, h in running.items() if h.workflow_id == finished.workflow_id)
+        done[key] = finished.get_result()
+        del running[key]
+    return [done[k] for k in stage["sets"]]
 
 
 @DBOS.workflow()
@@ -225,12 +242,34 @@ def start(spec_text: str, plans: list[StagePlan], connection: dict, journal: str
     if status is not None and status.status in ("PENDING", "ENQUEUED"):
         return fid
     if status is not None:  # it ended before: a new run of the same file is a new fleet
-        fid = f"{fid}-{len(DBOS.list_workflows(name=fleet_workflow.__qualname__)) + 1}"
-    for p in plans:
-        _queue(p.stage.concurrency)
+        fid = f"{fid}-{len(DBOS.list_workflows(workflow_id_prefix=fid)) + 1}"
     with SetWorkflowID(fid):
         DBOS.start_workflow(fleet_workflow, spec_text, plan_json(plans), connection, journal)
     return fid
+
+
+def hand_to_workers(database: str, spec_text: str, plans: list[StagePlan], connection: dict, journal: str) -> str:
+    """Enqueue the fleet for `vmssctl worker` processes sharing ``database`` (no workflow runs here)."""
+    from dbos import DBOSClient, EnqueueOptions
+
+    client = DBOSClient(system_database_url=database)
+    try:
+        try:
+            client.list_workflows(limit=1)
+        except Exception:  # DBOS's tables are not there: no worker ever started on this database
+            raise UsageError(f"no vmssctl worker has prepared {database.split('@')[-1]} yet: start one with "
+                             "'vmssctl worker --database …'") from None
+        fid = fleet_id(spec_text, connection)
+        status = client.retrieve_workflow(fid).get_status() if client.list_workflows(workflow_ids=[fid]) else None
+        if status is not None and status.status not in ("PENDING", "ENQUEUED"):
+            fid = f"{fid}-{len(client.list_workflows(workflow_id_prefix=fid)) + 1}"
+        if status is None or status.status not in ("PENDING", "ENQUEUED"):
+            options: EnqueueOptions = {"queue_name": FLEETS_QUEUE, "workflow_name": fleet_workflow.__qualname__,
+                                       "workflow_id": fid, "app_version": APP_VERSION}
+            client.enqueue(options, spec_text, plan_json(plans), connection, journal)
+        return fid
+    finally:
+        client.destroy()
 
 
 def events(fid: str) -> list[dict]:
