@@ -1,7 +1,7 @@
 """Fleets: the fleet file (tables of cases), and fleets of 12 sets in 2 subscriptions run on DBOS (SQLite)
 against a running emulator.
 
-The emulator's clock runs (600 simulated seconds a real one) because a stage's sets roll out in parallel:
+The emulator's clock runs (1,200 simulated seconds a real one) because a stage's sets roll out in parallel:
 each set's engine waits on the clock in its own thread.
 """
 
@@ -104,7 +104,7 @@ def test_halt_rules(halt, failed, started, halts):
 
 # ---------------------------------------------------------------------------------------- on the emulator
 def start_fleet_emulator(path):
-    return start_emulator(path, "--time-scale", "600", "--throttle", "off", "--subscriptions", "2")
+    return start_emulator(path, "--time-scale", "1200", "--throttle", "off", "--subscriptions", "2")
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +272,7 @@ def test_three_workers_share_a_fleet_and_one_killed_is_taken_over(postgres, tmp_
     every set's floor held, and the default throttling never answered 429."""
     import time
 
-    emu = start_emulator(tmp_path / "emu", "--time-scale", "600", "--subscriptions", "2")  # default throttle
+    emu = start_emulator(tmp_path / "emu", "--time-scale", "1200", "--subscriptions", "2")  # default throttle
     workers: list[subprocess.Popen] = []
     try:
         subs = emu.info["subscriptions"]
@@ -321,8 +321,8 @@ concurrency = 6
         deadline = time.monotonic() + 240
         for line in fleet.stdout:
             events.append(json.loads(line))
-            if events[-1].get("type") == "stage_started" and events[-1].get("stage") == "rest":
-                time.sleep(1.0)  # sets of the last stage in flight on every worker
+            done_in_rest = sum(1 for e in events if e.get("type") == "set_finished" and e.get("stage") == "rest")
+            if events[-1].get("type") == "set_finished" and done_in_rest == 2:  # sets in flight on every worker
                 workers[0].send_signal(signal.SIGKILL)
                 workers[0].wait(10)  # reaped, as init would: a zombie's pid still looks alive to a lease check
             assert time.monotonic() < deadline, events[-3:]
@@ -336,14 +336,27 @@ concurrency = 6
             rec = stats["scaleSets"][f"{rg}/web"]
             assert set(rec["upgrades"].values()) == {1} and len(rec["upgrades"]) == 2 and rec["minHealthy"] >= 1
         assert stats["requests"].get("throttled", 0) == 0
+        said = _read_until(workers[1:], "took over worker w0", 45)  # exactly one of the others claims it
         for w in workers[1:]:
             w.terminate()
-        said = "".join(w.communicate(timeout=30)[0] for w in workers[1:])
-        assert "took over worker w0" in said, said  # exactly one of the others claimed it
-        assert said.count("took over worker w0") == 1
+        said += "".join(w.communicate(timeout=30)[0] for w in workers[1:])
+        assert said.count("took over worker w0") == 1, said
     finally:
         for w in workers:
             if w.poll() is None:
                 w.terminate()
                 w.wait(30)
         emu.stop()
+
+
+def _read_until(procs: list, needle: str, seconds: float) -> str:
+    """What the processes print until one of them prints ``needle`` (or ``seconds`` pass)."""
+    import select
+    import time
+
+    out, deadline = "", time.monotonic() + seconds
+    while needle not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([p.stdout for p in procs], [], [], 1.0)
+        for stream in ready:
+            out += stream.readline()
+    return out

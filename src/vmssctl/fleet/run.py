@@ -29,6 +29,7 @@ EVENTS = "events"  # the stream a fleet writes its events to
 FLEETS_QUEUE = "vmssctl-fleets"  # fleets handed to workers (`vmssctl worker`)
 SETS_QUEUE = "vmssctl-sets"  # every set's rollout; a fleet keeps at most its stage's concurrency of them in flight
 SETS_AT_ONCE = 200  # sets one process runs at once, whatever the fleets ask
+QUEUE_POLL = 0.25  # seconds between a process's looks at a queue (DBOS's default is 1 s; a set starts sooner)
 _state: dict = {}
 
 
@@ -56,9 +57,9 @@ def launch(database: str, executor_id: str | None = None, fleets: bool = False) 
         config["executor_id"] = executor_id
     DBOS(config=config)
     DBOS.launch()
-    DBOS.register_queue(SETS_QUEUE, worker_concurrency=SETS_AT_ONCE)
+    DBOS.register_queue(SETS_QUEUE, worker_concurrency=SETS_AT_ONCE, polling_interval_sec=QUEUE_POLL)
     if fleets:
-        DBOS.register_queue(FLEETS_QUEUE)
+        DBOS.register_queue(FLEETS_QUEUE, polling_interval_sec=QUEUE_POLL)
     _state["database"] = database
 
 
