@@ -49,10 +49,11 @@ test: $(STAMP) az-venv browser prometheus postgresql
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP) browser
+bench: $(STAMP) browser postgresql
 	$(BIN)/python bench/emulator.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/fleet.py
 
 screenshots: $(STAMP) browser
 	$(BIN)/python docs/screenshots.py

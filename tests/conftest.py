@@ -164,3 +164,46 @@ def up(frozen, tmp_path, capsys):
         return cli(capsys, "upgrade", "-g", rg, "-n", name, "--emulator", str(frozen.state_dir), "--journal",
                    str(tmp_path / "journal.sqlite"), "-o", "json", "--yes", *flags)
     return run
+
+
+class PostgresMissing(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster from Debian's package for one test or bench: initdb in a temp dir (as the postgres
+    user when run as root: initdb refuses root), pg_ctl on 127.0.0.1 and a free port, trust auth; stopped and
+    removed afterwards. Yields its URL."""
+    import glob
+    import shutil
+    import socket
+    import tempfile
+
+    def tool(name: str) -> str | None:
+        found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+        return found[-1] if found else shutil.which(name)
+
+    initdb, pg_ctl = tool("initdb"), tool("pg_ctl")
+    if not initdb or not pg_ctl:
+        raise PostgresMissing("PostgreSQL is not installed (make postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="vmssctl-pg-"))  # not under pytest's 0700 directory: postgres reads it
+    base.chmod(0o755)
+    data = base / "pgdata"
+    data.mkdir()
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                       capture_output=True)
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                        f"-p {port} -k {data} -h 127.0.0.1", "start"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

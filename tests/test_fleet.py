@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.conftest import cli, start_emulator
+from tests.conftest import PostgresMissing, cli, start_emulator, throwaway_postgres
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.errors import UsageError
 from vmssctl.fleet.spec import SetRef, assign, parse
@@ -109,7 +109,9 @@ def start_fleet_emulator(path):
 
 @pytest.fixture(scope="module")
 def fleet_emu(tmp_path_factory):
+    """The twelve sets in two subscriptions, on an emulator of their own."""
     e = start_fleet_emulator(tmp_path_factory.mktemp("fleet-emu"))
+    make_fleet(e)
     yield e
     e.stop()
 
@@ -146,7 +148,6 @@ def versions(emu) -> dict[str, set[str]]:
 def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_rolls_back(fleet_emu, tmp_path,
                                                                                          capsys):
     emu = fleet_emu
-    make_fleet(emu)
     common = ["--emulator", str(emu.state_dir), "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]
     subs = tuple(emu.info["subscriptions"])
     (tmp_path / "fleet.toml").write_text(fleet_file(subscriptions=subs))
@@ -189,6 +190,36 @@ def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_r
     emu.admin("PUT", "faults", {"rules": []})
 
 
+def test_status_of_a_running_fleet_a_second_runner_refused_and_abort(fleet_emu, tmp_path, capsys):
+    """While a fleet runs (SQLite, in its own process): `fleet status` shows it so far without running anything,
+    a second `fleet run` of the database is refused, and `fleet abort` stops it before its next stage."""
+    emu = fleet_emu
+    (tmp_path / "fleet.toml").write_text(fleet_file("24.04.202612300", bake="6h",
+                                                    subscriptions=tuple(emu.info["subscriptions"])))
+    common = ["--emulator", str(emu.state_dir), "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), *common],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    fid = None
+    for line in proc.stdout:
+        event = json.loads(line)
+        fid = fid or event.get("fleet")
+        if event["type"] == "bake_started":  # the canary is done; the fleet bakes 6 simulated hours
+            break
+    assert fid, proc.stderr.read()[-2000:] if proc.poll() is not None else "no fleet id"
+    code, events, err = cli(capsys, "fleet", "status", fid, *common)
+    assert code == 0, err
+    assert [e["type"] for e in events][-2:] == ["bake_started", "fleet_status"] and events[-1]["status"] == "PENDING"
+    code, _, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), *common)
+    assert code == 2 and "another vmssctl process runs the fleets" in err
+    code, events, err = cli(capsys, "fleet", "abort", fid, *common)
+    assert code == 0 and events[0]["type"] == "fleet_abort_requested", err
+    rest = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(120) == 3, proc.stderr.read()[-2000:]
+    assert rest[-1]["type"] == "fleet_aborted" and rest[-1]["baking"]
+    assert not any(e["type"] == "stage_started" for e in rest)
+
+
 def test_a_fleet_killed_mid_stage_resumes_when_run_again(tmp_path):
     """SIGKILL the `vmssctl fleet run` process while a stage runs; running it again recovers the fleet from
     DBOS's database and every set's rollout from its journal: every set ends on the new image, none twice."""
@@ -219,51 +250,18 @@ def test_a_fleet_killed_mid_stage_resumes_when_run_again(tmp_path):
 
 
 # ---------------------------------------------------------------------- several workers on real PostgreSQL
-def _pg_bin(tool: str) -> str | None:
-    import glob
-    import shutil
-
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))
-    return found[-1] if found else shutil.which(tool)
-
-
 @pytest.fixture
 def postgres():
-    """A throwaway PostgreSQL cluster from Debian's package (initdb in a temp dir, pg_ctl), trust auth on
-    127.0.0.1 and a free port; removed afterwards."""
+    """A throwaway PostgreSQL cluster from Debian's package (tests/conftest.throwaway_postgres)."""
     import os
-    import shutil
-    import socket
 
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (make postgresql)")
-        pytest.skip("PostgreSQL is not installed (make postgresql)")
-    import tempfile
-    from pathlib import Path
-
-    base = Path(tempfile.mkdtemp(prefix="vmssctl-pg-"))  # not under pytest's 0700 directory: postgres reads it
-    base.chmod(0o755)
-    data = base / "pgdata"
-    data.mkdir()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the postgres user
-        shutil.chown(data, "postgres", "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
-                   capture_output=True)
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
-                    f"-p {port} -k {data} -h 127.0.0.1", "start"], check=True, capture_output=True)
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:
-        yield url
-    finally:
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except PostgresMissing as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
 
 
 def test_three_workers_share_a_fleet_and_one_killed_is_taken_over(postgres, tmp_path):

@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     fl_sub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
     for name, helptext in (("plan", "which sets, in which stage, estimated time; changes nothing"),
                            ("run", "run the fleet (running the same file again resumes it)"),
-                           ("status", "a fleet's events"),
+                           ("status", "a fleet's events so far, and where it stands"),
+                           ("abort", "start no further stage, and stop the sets' rollouts in flight"),
                            ("rollback", "every set the fleet touched back to its previous image, newest stage "
                                         "first")):
         p = fl_sub.add_parser(name, help=helptext)

@@ -22,7 +22,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     conn = resolve_connection(args.emulator, args.endpoint, args.ca, args.subscription)
     journal = Journal(args.journal)
     database = args.database or _default_database(journal.path)
-    if args.fleet_command in ("status", "rollback"):
+    if args.fleet_command in ("status", "abort", "rollback"):
         return _existing(args, conn, journal, database)
     text = inputs.read_small_file(args.file, "FILE")
     spec = parse(text, args.file)
@@ -63,25 +63,60 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
+    """status and abort read and steer through a DBOS client (nothing runs here); rollback runs here."""
     from vmssctl.fleet import run
 
     fid = inputs.text(args.id, "fleet id", 64)
+    c = run.client(database)
+    try:
+        found = c.list_workflows(workflow_ids=[fid], load_input=True)
+        if not found:
+            raise UsageError(f"no fleet '{fid}' in {database.split('://')[0]} database {database.split('://')[-1]}")
+        status = found[0]
+        if args.fleet_command == "status":
+            for event in run.snapshot(c, fid):
+                _say(args.output, event, _line(event))
+            _say(args.output, {"type": "fleet_status", "fleet": fid, "status": status.status},
+                 f"fleet {fid}: {status.status.lower()}")
+            return EXIT_OK
+        if args.fleet_command == "abort":
+            if status.status not in ("PENDING", "ENQUEUED"):
+                raise UsageError(f"fleet {fid} is {status.status.lower()}: there is nothing to abort")
+            c.send(fid, "abort", topic="control")
+            stopped = _abort_sets(journal, conn, status.input)
+            _say(args.output, {"type": "fleet_abort_requested", "fleet": fid, "rollouts": stopped},
+                 f"fleet {fid}: no stage starts from now on; asked {len(stopped)} rollout(s) in flight to stop")
+            return EXIT_OK
+        if status.status in ("PENDING", "ENQUEUED"):
+            raise UsageError(f"fleet {fid} is still running: abort it first ('vmssctl fleet abort {fid}')")
+    finally:
+        c.destroy()
     run.launch(database)
     try:
-        from dbos import DBOS
-
-        if DBOS.get_workflow_status(fid) is None:
-            raise UsageError(f"no fleet '{fid}' in {database.split('://')[0]} database {database.split('://')[-1]}")
-        if args.fleet_command == "status":
-            for event in run.events(fid):
-                _say(args.output, event, _line(event))
-            return EXIT_OK
         outcome = run.rollback(fid, conn.to_json(), str(journal.path))
         for event in run.events(f"{fid}-rollback"):
             _say(args.output, event, _line(event))
         return EXIT_OK if all(s["code"] == 0 for s in outcome["sets"]) else EXIT_FAILED
     finally:
         run.shutdown()
+
+
+def _abort_sets(journal, conn, workflow_input: object) -> list[str]:
+    """Ask the rollouts of the fleet's sets that are running now to abort (through the journal, as
+    `vmssctl rollout abort` does): they stop starting batches, and their sets report aborted."""
+    from vmssctl.rollout.journal import scale_set_key
+
+    args = workflow_input.get("args", []) if isinstance(workflow_input, dict) else []
+    plan = args[1] if len(args) > 1 else []
+    out = []
+    for stage in plan:
+        for key in stage.get("sets", []):
+            rg, name = key.split("/", 1)
+            r = journal.active_for(scale_set_key(stage.get("subs", {}).get(key) or conn.subscription, rg, name))
+            if r is not None and journal.holder_alive(r.id):
+                journal.request(r.id, "abort")
+                out.append(r.id)
+    return out
 
 
 def _default_database(journal_path) -> str:

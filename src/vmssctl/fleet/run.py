@@ -29,6 +29,7 @@ EVENTS = "events"  # the stream a fleet writes its events to
 FLEETS_QUEUE = "vmssctl-fleets"  # fleets handed to workers (`vmssctl worker`)
 SETS_QUEUE = "vmssctl-sets"  # every set's rollout; a fleet keeps at most its stage's concurrency of them in flight
 SETS_AT_ONCE = 200  # sets one process runs at once, whatever the fleets ask
+BAKE_SLICE = 60.0  # a bake waits in steps this long (on the rollout's clock), looking for an abort between them
 QUEUE_POLL = 0.25  # seconds between a process's looks at a queue (DBOS's default is 1 s; a set starts sooner)
 _state: dict = {}
 
@@ -48,6 +49,8 @@ def launch(database: str, executor_id: str | None = None, fleets: bool = False) 
         return
     if _state:
         raise UsageError("one fleet database per process")
+    if database.startswith("sqlite:///"):
+        _state["lock"] = _exclusive(database.removeprefix("sqlite:///"))
     logging.getLogger("dbos").setLevel(logging.WARNING)
     # the application version is vmssctl's: a fleet interrupted by a crash is recovered by the same release
     # (by default DBOS derives it from the code, and would not recover across any change of it)
@@ -65,8 +68,27 @@ def launch(database: str, executor_id: str | None = None, fleets: bool = False) 
 
 def shutdown() -> None:
     if _state:
-        DBOS.destroy()
+        if "database" in _state:
+            DBOS.destroy()
+        lock = _state.get("lock")
+        if lock is not None:
+            lock.close()
         _state.clear()
+
+
+def _exclusive(path: str):
+    """One process runs the fleets of a SQLite database (a second one would recover, and run again, the first's
+    unfinished workflows): an exclusive lock on a file beside it, released when the process ends, kill -9 too."""
+    import fcntl
+
+    handle = open(f"{path}.lock", "a")  # noqa: SIM115 - held as long as the process runs fleets
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"another vmssctl process runs the fleets of {path}: watch with 'vmssctl fleet status ID' "
+                         "(or use PostgreSQL and workers to run several)") from None
+    return handle
 
 
 def fleet_id(spec_text: str, connection: dict) -> str:
@@ -146,7 +168,7 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
     started = failed = 0
     outcomes: list[dict] = []
     for n, stage in enumerate(plan, 1):
-        if DBOS.recv("control", timeout_seconds=0) == "abort":
+        if DBOS.recv("control", timeout_seconds=0) == "abort":  # `fleet abort`: no stage starts after it
             emit("fleet_aborted", before_stage=stage["stage"])
             return {"state": "aborted", "sets": outcomes}
         emit("stage_started", stage=stage["stage"], number=n, sets=stage["sets"])
@@ -157,13 +179,22 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
         started += len(results)
         failed += sum(1 for r in results if r["code"] != 0)
         emit("stage_finished", stage=stage["stage"], failed=sum(1 for r in results if r["code"] != 0))
+        if any(r.get("state") == "aborted" for r in results):  # `fleet abort` stopped sets in flight
+            emit("fleet_aborted", stage=stage["stage"])
+            return {"state": "aborted", "sets": outcomes}
         if spec.halts(failed, started):
             reason = f"{failed} of {started} scale set(s) failed, more than the fleet's halt rule allows"
             emit("fleet_halted", stage=stage["stage"], reason=reason)
             return {"state": "halted", "reason": reason, "sets": outcomes}
         if stage["bake"] and n < len(plan):
             emit("bake_started", stage=stage["stage"], seconds=stage["bake"])
-            _bake(connection, stage["bake"])
+            left = float(stage["bake"])
+            while left > 0:  # in slices: `fleet abort` ends a bake within one
+                if DBOS.recv("control", timeout_seconds=0) == "abort":
+                    emit("fleet_aborted", stage=stage["stage"], baking=True)
+                    return {"state": "aborted", "sets": outcomes}
+                _bake(connection, min(left, BAKE_SLICE))
+                left -= BAKE_SLICE
             emit("bake_finished", stage=stage["stage"])
     emit("fleet_succeeded", sets=started)
     return {"state": "succeeded", "sets": outcomes}
@@ -273,8 +304,33 @@ def hand_to_workers(database: str, spec_text: str, plans: list[StagePlan], conne
         client.destroy()
 
 
-def events(fid: str) -> list[dict]:
-    return [e for e in DBOS.read_stream(fid, EVENTS)] if DBOS.get_workflow_status(fid) else []
+def events(fid: str):
+    """The fleet's events as they come, until it ends."""
+    if DBOS.get_workflow_status(fid):
+        yield from DBOS.read_stream(fid, EVENTS)
+
+
+def client(database: str):
+    """A DBOS client: reads and steers fleets without running (or recovering) any workflow here."""
+    from dbos import DBOSClient
+
+    c = DBOSClient(system_database_url=database)
+    try:
+        c.list_workflows(limit=1)
+    except Exception:
+        c.destroy()
+        raise UsageError(f"no fleet has run on {database.split('@')[-1]} yet") from None
+    return c
+
+
+def snapshot(c, fid: str) -> list[dict]:
+    """The events a fleet has written so far (a running fleet's too: it does not wait for the end)."""
+    out: list[dict] = []
+    while True:
+        try:
+            out.append(c.read_stream_offset(fid, EVENTS, len(out), timeout_seconds=0.2))
+        except Exception:  # nothing at that offset (yet): what there is, is all
+            return out
 
 
 def result(fid: str) -> dict:
