@@ -270,3 +270,55 @@ def test_arm_unreachable_is_a_banner_not_a_scale_set(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_fleet_view_shows_stages_and_live_tiles_and_opens_a_set(live_emu, dashboard, browser, tmp_path):
+    """A fleet run by the CLI (beside the dashboard's journal) shows on /fleets/ID: its stages in order, a tile a
+    set coloured by its state as it changes (the page reloads itself while the fleet runs), and a tile opens
+    that set's page."""
+    import json
+
+    client = live_emu.client()
+    for rg in ("fleetdash-a", "fleetdash-b"):
+        live_emu.group(rg)
+        client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(4), polling=False)
+    client.virtual_machine_scale_sets.begin_create_or_update("fleetdash-b", "api", demo_scale_set(4), polling=False)
+    live_emu.admin("POST", "clock", {"advance": 900})
+    (tmp_path / "fleet.toml").write_text(f'''
+name = "dash"
+[target]
+version = "{NEW}"
+[select]
+resource_groups = ["fleetdash-*"]
+[policy]
+batch_percent = 50
+[[stages]]
+name = "canary"
+sets = ["fleetdash-a/web"]
+[[stages]]
+name = "rest"
+concurrency = 2
+''')
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"),
+                             "--emulator", str(live_emu.state_dir), "--journal", str(dashboard["journal"]),
+                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fid = json.loads(proc.stdout.readline())["fleet"]
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(login_link(dashboard))
+        page.goto(f"{dashboard['base']}/fleets/{fid}")
+        page.wait_for_selector('.tile[data-set="fleetdash-a/web"]', timeout=15000)
+        assert page.locator("section.stage h3").all_inner_texts()[0].startswith("1. canary")
+        page.wait_for_selector(".fleet-state.f-succeeded", timeout=120000)  # reloads while it runs
+        tiles = page.locator(".tile")
+        assert tiles.count() == 3 and set(tiles.evaluate_all("ts => ts.map(t => t.dataset.state)")) == {"succeeded"}
+        assert page.locator('section.stage[data-stage="rest"] .tile').count() == 2
+        page.click('.tile[data-set="fleetdash-b/api"]')
+        page.wait_for_url(re.compile(r"/sets/fleetdash-b/api$"))
+        page.goto(f"{dashboard['base']}/fleets")
+        assert fid in page.inner_text("nav.side")
+        page.close()
+        assert proc.wait(60) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -358,3 +358,22 @@ def _read_until(procs: list, needle: str, seconds: float) -> str:
         for stream in ready:
             out += stream.readline()
     return out
+
+
+def test_the_fleet_view_from_its_plan_and_events():
+    from vmssctl.fleet.view import view
+
+    plan = [{"stage": "canary", "sets": ["a/web"]}, {"stage": "rest", "sets": ["b/web", "c/web"]}]
+    events = [{"type": "fleet_started", "name": "nov"}, {"type": "stage_started", "stage": "canary", "sets": ["a/web"]},
+              {"type": "set_finished", "stage": "canary", "set": "a/web", "state": "succeeded", "rollout": "r-1"},
+              {"type": "stage_finished", "stage": "canary"}, {"type": "bake_started", "stage": "canary"}]
+    fv = view("f-1", plan, events, "PENDING")
+    assert (fv.name, fv.state, fv.stages) == ("nov", "running", [("canary", "baking"), ("rest", "pending")])
+    assert [(v.key, v.state) for v in fv.sets] == [("a/web", "succeeded"), ("b/web", "pending"), ("c/web", "pending")]
+    events += [{"type": "bake_finished", "stage": "canary"}, {"type": "stage_started", "stage": "rest",
+                                                               "sets": ["b/web", "c/web"]},
+               {"type": "set_finished", "stage": "rest", "set": "b/web", "state": "failed", "error": "x"},
+               {"type": "fleet_halted", "stage": "rest", "reason": "1 of 3 failed"}]
+    fv = view("f-1", plan, events, "SUCCESS")
+    assert (fv.state, fv.reason) == ("halted", "1 of 3 failed")
+    assert fv.counts["failed"] == 1 and fv.counts["running"] == 1 and fv.counts["succeeded"] == 1

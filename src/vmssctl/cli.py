@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write the API token (a bearer for scripts, and for GET /login) to FILE, mode 0600")
     dash.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
                       help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    dash.add_argument("--database", type=_bounded(inputs.text, "--database", 1000),
+                      help="the fleets' DBOS database (default: fleets.sqlite beside the journal)")
     _connection_flags(dash)
     dash.set_defaults(func=cmd_dashboard)
 
@@ -465,7 +467,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot listen on 127.0.0.1:{args.port}: {e.strerror}") from None
     sock.listen(128)
-    d = Dashboard(conn, client, args.journal, interval, sock.getsockname()[1])
+    d = Dashboard(conn, client, args.journal, interval, sock.getsockname()[1], fleet_database=args.database)
     if args.token_file:
         from vmssctl.emulator.server import write_private
 

@@ -63,6 +63,7 @@ class Dashboard:
     sessions: dict[str, str] = field(default_factory=dict)  # session id -> CSRF token
     login_codes: set[str] = field(default_factory=set)  # one-time codes of login links not used yet
     notices: list[dict] = field(default_factory=list)
+    fleet_database: str | None = None  # DBOS's database of the fleets (default: beside the journal)
 
     def __post_init__(self) -> None:
         self.watchers = Watchers(self._fetcher, self.interval)
@@ -207,6 +208,74 @@ async def set_page(request: Request, d: Dashboard) -> Response:
                          _history(d, rg, name))
     status = 404 if view.scale_set is None else 200
     return HTMLResponse(html.page(f"{rg}/{name} - vmssctl", _csrf(d, request), body, (rg, name)), status)
+
+
+def _fleet_client(d: Dashboard):
+    from vmssctl.fleet.run import client, default_database
+
+    return client(d.fleet_database or default_database(d.journal().path))
+
+
+def _fleets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
+    import datetime as dt
+
+    try:
+        c = _fleet_client(d)
+    except VmssctlError as e:
+        return [], str(e)
+    try:
+        found = c.list_workflows(name="fleet_workflow", sort_desc=True, limit=50, load_input=False)
+        return [(w.workflow_id, (w.output or {}).get("state", w.status) if isinstance(w.output, dict) else
+                 "running" if w.status in ("PENDING", "ENQUEUED") else w.status.lower(),
+                 dt.datetime.fromtimestamp((w.created_at or 0) / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+                for w in found], None
+    finally:
+        c.destroy()
+
+
+@_guard()
+async def fleets_page(request: Request, d: Dashboard) -> Response:
+    fleets, error = await run_in_threadpool(_fleets, d)
+    body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, error)}</nav>'
+            '<section class="content"><p>Pick a fleet (vmssctl fleet run FILE starts one).</p></section></main>')
+    return HTMLResponse(html.page("fleets - vmssctl", _csrf(d, request), body))
+
+
+def _fleet_view(d: Dashboard, fid: str):
+    from vmssctl.fleet.run import snapshot
+    from vmssctl.fleet.view import view
+
+    c = _fleet_client(d)
+    try:
+        found = c.list_workflows(workflow_ids=[fid], load_input=True, load_output=False)
+        if not found:
+            return None
+        args = found[0].input.get("args", []) if isinstance(found[0].input, dict) else []
+        plan = args[1] if len(args) > 1 else []
+        events = snapshot(c, fid)
+        rollback = snapshot(c, f"{fid}-rollback") if c.list_workflows(workflow_ids=[f"{fid}-rollback"]) else []
+        return view(fid, plan, events + rollback, found[0].status)
+    finally:
+        c.destroy()
+
+
+@_guard()
+async def fleet_page(request: Request, d: Dashboard) -> Response:
+    fid = request.path_params["fid"][:64]
+    try:
+        fv = await run_in_threadpool(_fleet_view, d, fid)
+    except VmssctlError as e:
+        fv, error = None, str(e)
+    else:
+        error = None if fv is not None else f"no fleet '{fid}'"
+    fleets, _ = await run_in_threadpool(_fleets, d)
+    content = html.fleet_page(fv) if fv is not None else f'<p class="error">{html.e(error or "")}</p>'
+    body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, None)}</nav>'
+            f'<section class="content">{content}</section></main>')
+    page = html.page(f"fleet {fid} - vmssctl", _csrf(d, request), body)
+    if fv is not None and fv.state == "running":  # live: the page reloads itself while the fleet runs
+        page = page.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
+    return HTMLResponse(page, 200 if fv is not None else 404)
 
 
 @_guard()
@@ -501,6 +570,8 @@ def build_app(d: Dashboard) -> Starlette:
         Route("/sets/{rg}/{name}/rollout", do_rollout, methods=["POST"]),
         Route("/sets/{rg}/{name}/plan", do_plan, methods=["POST"]),
         Route("/rollouts", rollouts_json),
+        Route("/fleets", fleets_page),
+        Route("/fleets/{fid}", fleet_page),
         Route("/login", login_link),
         Route("/rollouts/{rid}/{op}", rollout_control, methods=["POST"]),
         Route("/static/{file}", static_file),

@@ -219,7 +219,8 @@ def page(title: str, csrf: str, body: str, scale_set: tuple[str, str] | None = N
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <meta name="csrf-token" content="{e(csrf)}"><meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/static/app.css"></head>
-<body{data}><header><h1><a href="/">vmssctl</a> <small>dashboard</small></h1><span id="conn"></span></header>
+<body{data}><header><h1><a href="/">vmssctl</a> <small>dashboard</small></h1><a href="/fleets">fleets</a>
+<span id="conn"></span></header>
 {body}
 <div id="status" role="status" aria-live="polite"></div>
 <script src="/static/app.js"></script></body></html>"""
@@ -291,3 +292,35 @@ def batching_fields(ss) -> str:
       <label>canary <input name="canary" type="number" min="0" value="1"></label>
       <label>pause <input name="pause" placeholder="30s"></label>
       <label>max unavailable <input name="max_unavailable" placeholder="20%"></label>"""
+
+
+def fleet_list(fleets: list[tuple[str, str, str]], error: str | None) -> str:
+    """(fleet id, status, created) of the fleets in the fleet database."""
+    if error:
+        return f'<p class="muted">{e(error)}</p>'
+    rows = "".join(f'<li><a href="/fleets/{quote(fid)}">{e(fid)}</a> <small>{e(status.lower())} {e(when)}</small>'
+                   f"</li>" for fid, status, when in fleets)
+    return f'<ul class="sets">{rows or "<li class=muted>no fleets yet</li>"}</ul>'
+
+
+def fleet_page(fv) -> str:
+    """Stages in order, each set a tile coloured by its state, the halt reason; a tile opens the set's page."""
+    from vmssctl.fleet.view import SET_STATES
+
+    counts = " ".join(f'<span class="count f-{s}">{s.replace("_", " ")} {n}</span>'
+                      for s, n in fv.counts.items() if n)
+    out = [f'<h2>fleet {e(fv.name or fv.fleet)} <small>{e(fv.fleet)}</small> '
+           f'<span class="fleet-state f-{e(fv.state.replace(" ", "_"))}">{e(fv.state)}</span></h2>',
+           f'<div class="summary-counts">{counts}</div>']
+    if fv.reason:
+        out.append(f'<div class="banner" role="alert">{e(fv.reason)}</div>')
+    for n, (stage, state) in enumerate(fv.stages, 1):
+        tiles = "".join(
+            f'<a class="tile f-{v.state}" data-set="{e(v.key)}" data-state="{v.state}" href="/sets/{quote(v.key)}"'
+            f' title="{e(v.key)}: {e(v.state)}{(" - " + e(v.error)) if v.error else ""}">{e(v.key)}</a>'
+            for v in fv.sets if v.stage == stage)
+        out.append(f'<section class="stage" data-stage="{e(stage)}" data-state="{state}"><h3>{n}. {e(stage)} '
+                   f'<small>{e(state)}</small></h3><div class="tiles">{tiles}</div></section>')
+    out.append('<div class="legend">' + "".join(f'<span><span class="swatch f-{s}"></span>{s.replace("_", " ")}'
+                                                 "</span>" for s in SET_STATES) + "</div>")
+    return "".join(out)
