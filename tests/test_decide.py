@@ -235,3 +235,42 @@ def test_surge_retires_only_named_instances():
     obs = Observation(T0, (*TEN_OLD, vm(10, NEW), vm(11, NEW)), verdicts={"10": Verdict(GOOD), "11": Verdict(GOOD)})
     got = decide(obs, Phase("forward", (sbatch("issued"),)), policy, needs, NEW)
     assert isinstance(got, Retire) and sorted(got.ids) == ["3", "7"]
+
+
+# ------------------------------------------------------------------------------------ maintenance windows
+MONDAY = 1_795_996_800.0  # 2026-11-30 00:00 UTC, a Monday
+
+
+@pytest.mark.parametrize("windows, at, is_open, opens", [
+    ((), MONDAY, True, MONDAY),
+    (("Mon-Fri 22:00-06:00",), MONDAY + 3600, False, MONDAY + 22 * 3600),  # Monday 01:00: Sunday had no window
+    (("Mon-Fri 22:00-06:00",), MONDAY + 86400 + 3600, True, MONDAY + 86400 + 3600),  # Tuesday 01:00: Monday's
+    (("Mon-Fri 22:00-06:00",), MONDAY + 5 * 86400 + 7 * 3600, False, MONDAY + 7 * 86400 + 22 * 3600),  # Sat 07:00
+    (("Sat,Sun 00:00-24:00", "daily 12:00-12:30"), MONDAY + 12 * 3600 + 60, True, MONDAY + 12 * 3600 + 60),
+    (("daily 12:00-12:30",), MONDAY + 12 * 3600 + 1800, False, MONDAY + 86400 + 12 * 3600),  # end is open
+])
+def test_windows(windows, at, is_open, opens):
+    from vmssctl.rollout import windows as w
+
+    assert w.is_open(windows, at) is is_open and w.next_open(windows, at) == opens
+
+
+@pytest.mark.parametrize("text", ["Mon-Fri", "Funday 01:00-02:00", "Mon 25:00-26:00", "Mon 01:60-02:00",
+                                  "Mon 24:30-01:00", "x" * 200])
+def test_bad_windows_are_one_clear_line(text):
+    from vmssctl.errors import UsageError
+    from vmssctl.rollout import windows as w
+
+    with pytest.raises(UsageError, match="window"):
+        w.parse(text)
+
+
+def test_a_batch_waits_for_its_window_and_a_rollback_does_not():
+    policy = load(None, {"batch_size": 2, "windows": ["daily 12:00-13:00"]})
+    at = MONDAY + 3600
+    got = decide(Observation(at, TEN_OLD, model=model()), FORWARD, policy, needs, NEW)
+    assert isinstance(got, Wait) and got.seconds == 11 * 3600 and "window" in got.why
+    assert isinstance(decide(Observation(MONDAY + 12 * 3600, TEN_OLD, model=model()), FORWARD, policy, needs, NEW),
+                      Start)
+    back = decide(Observation(at, TEN_OLD, model=model()), Phase("rollback"), policy, needs, NEW)
+    assert isinstance(back, Start)

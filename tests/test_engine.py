@@ -455,3 +455,21 @@ def test_a_flexible_set_has_no_update_domains_to_go_by(tmp_path):
         rig.upgrade(by="update-domain")
     code, out = rig.upgrade(by="zone", instances=(rig.instances()[0].instance_id,))
     assert code == 0 and len(out.of("batch_started")) == 1
+
+
+def test_batches_start_only_inside_the_maintenance_window(tmp_path):
+    """A 4-minute daily window that opens 2 h from now: the first batches start in it, the next one waits for
+    the next day's window; every batch starts inside one."""
+    from vmssctl.rollout import windows
+
+    rig = make(tmp_path, 6)
+    now = rig.world.now()
+    opens = now - now % 60 + 7200
+    hhmm = lambda t: f"{int(t % 86400 // 3600):02d}:{int(t % 3600 // 60):02d}"  # noqa: E731
+    window = f"daily {hhmm(opens)}-{hhmm(opens + 240)}"
+    code, out = rig.upgrade(batch_size=2, windows=(window,))
+    assert code == 0, out.events[-1]
+    starts = [e["time"] for e in out.of("batch_started")]
+    assert len(starts) == 3 and starts[0] >= opens
+    assert all(windows.is_open((window,), t) for t in starts)
+    assert starts[-1] - opens >= 86400  # one batch waited for the next day's window

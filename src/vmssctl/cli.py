@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--rollback", choices=("auto", "manual"), help="auto: restore the previous image on failure")
     pol.add_argument("--prioritize-unhealthy", action="store_true", default=None,
                      help="upgrade instances that are already unhealthy first")
+    pol.add_argument("--window", dest="windows", action="append", metavar="'DAYS HH:MM-HH:MM'",
+                     help="maintenance window (UTC) in which batches may start, e.g. 'Mon-Fri 22:00-06:00' "
+                          "(repeatable; default: any time)")
     pol.add_argument("--allow-automatic", action="store_true", default=None,
                      help="on a set whose upgrade policy is Automatic: let Azure upgrade every instance at once "
                           "(an outage), watched and gated by vmssctl")
@@ -324,7 +327,7 @@ def _policy(args: argparse.Namespace):
     overrides = {k: getattr(args, k) for k in (
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
-        "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic")}
+        "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

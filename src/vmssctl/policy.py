@@ -71,6 +71,7 @@ class RolloutPolicy:
     max_surge: Amount | None = None  # surge: VMs added at a time (None: the batch size)
     surge_fallback: str = "none"  # surge refused by ARM (quota, SKU, allocation): stop, or go on in-place
     allow_automatic: bool = False  # an Automatic-policy set: let Azure upgrade every VM at once (an outage)
+    windows: tuple[str, ...] = ()  # maintenance windows (UTC) in which a batch may start; () = any time
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -134,6 +135,7 @@ class RolloutPolicy:
         d["max_surge"] = str(self.max_surge) if self.max_surge else None
         d["instances"] = list(self.instances)
         d["gates"] = [dict(g) for g in self.gates]
+        d["windows"] = list(self.windows)
         return d
 
     @classmethod
@@ -144,6 +146,7 @@ class RolloutPolicy:
         d["max_unhealthy_upgraded"] = Amount.parse(d.get("max_unhealthy_upgraded", "0"), "max_unhealthy_upgraded")
         d["instances"] = tuple(d.get("instances") or ())
         d["gates"] = tuple(d.get("gates") or ())
+        d["windows"] = tuple(d.get("windows") or ())
         d["max_surge"] = Amount.parse(d["max_surge"], "max_surge") if d.get("max_surge") else None
         return cls(**d)
 
@@ -190,6 +193,10 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             if not isinstance(value, bool):
                 raise UsageError(f"{key} must be true or false")
             kwargs[key] = value
+        elif key == "windows":
+            from vmssctl.rollout.windows import parse_all
+
+            kwargs[key] = parse_all(value, "windows")
         elif key == "gates":
             if not isinstance(value, list | tuple) or not all(isinstance(g, dict) for g in value):
                 raise UsageError("gates must be a list of tables ([[gates]] in the policy file)")

@@ -161,6 +161,8 @@ def plan_lines(prepared) -> list[str]:
     out.append(f"  health signal: {signal}" if signal else
                "  health signal: [bold red]NONE[/] (no health signal accepted): only power and provisioning state "
                "are checked")
+    if pol.windows:
+        out.append(f"  batches start only in the maintenance windows (UTC): {'; '.join(pol.windows)}")
     if pol.strategy == "surge":
         out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s) replaced; each: scale out, wait for the "
                    "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones")

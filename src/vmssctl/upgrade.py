@@ -144,7 +144,8 @@ def azure_driven(ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
         ("--instances", policy.instances),
         ("--batch-size", policy.batch_size is not None), ("--batch-percent", policy.batch_percent is not None),
         (f"--by {policy.by}", policy.by != "batch"), ("--max-unavailable", policy.max_unavailable is not None),
-        ("--max-surge", policy.max_surge is not None), ("--pause", policy.pause)) if on]
+        ("--max-surge", policy.max_surge is not None), ("--pause", policy.pause), ("--window", policy.windows))
+        if on]
     if chosen:
         how = (f"batches of {ss.rolling_batch_percent or 20} % per its rollingUpgradePolicy"
                + (", new VMs first (maxSurge)" if ss.rolling_max_surge else "")

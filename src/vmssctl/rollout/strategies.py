@@ -14,6 +14,7 @@ from typing import Protocol
 from vmssctl.model import Instance, id_key
 from vmssctl.plan import Plan, fit_to_floor, make_plan, retire
 from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
+from vmssctl.rollout import windows
 from vmssctl.rollout.gates import BAD, GOOD
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.turn import (
@@ -84,6 +85,8 @@ class InPlace:
         ready = [i for i in plan.batches[0] if i in idle]
         if not ready:
             return Wait(policy.poll, "the next instances are busy with another operation")
+        if phase.kind == "forward" and not windows.is_open(policy.windows, obs.now):
+            return _closed(policy, obs)
         ids = fit_to_floor(ready, by_id, plan.floor)
         if not ids:
             since = phase.floor_wait_since if phase.floor_wait_since is not None else obs.now
@@ -131,6 +134,8 @@ class Surge:
                 return Wait(MODEL_WAIT, "the model is being updated")
             if any(i.provisioning in busy for i in obs.instances):
                 return Wait(policy.poll, "instances are busy with another operation")
+            if not windows.is_open(policy.windows, obs.now):
+                return _closed(policy, obs)
             base = len(obs.instances)
             size = min(_surge_canary(policy, phase) or policy.surge_count(base), len(old))
             ids = [i.instance_id for i in obs.instances]
@@ -226,6 +231,12 @@ def for_phase(policy: RolloutPolicy, phase: Phase) -> Strategy:
     if policy.strategy == AZURE_ROLLING:
         return AZURE
     return SURGE if surging(policy, phase) else IN_PLACE
+
+
+def _closed(policy: RolloutPolicy, obs: Observation) -> Wait:
+    """Outside every maintenance window: wait until the next one opens (a started batch is never held back; a
+    rollback does not wait for a window)."""
+    return Wait(max(1.0, windows.next_open(policy.windows, obs.now) - obs.now), "outside the maintenance windows")
 
 
 def judge_batch(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Batch) -> Action:
