@@ -190,9 +190,10 @@ def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_r
     emu.admin("PUT", "faults", {"rules": []})
 
 
-def test_status_of_a_running_fleet_a_second_runner_refused_and_abort(fleet_emu, tmp_path, capsys):
+def test_status_of_a_running_fleet_a_second_runner_refused_pause_resume_and_abort(fleet_emu, tmp_path, capsys):
     """While a fleet runs (SQLite, in its own process): `fleet status` shows it so far without running anything,
-    a second `fleet run` of the database is refused, and `fleet abort` stops it before its next stage."""
+    a second `fleet run` of the database is refused, `fleet pause` holds it and `fleet resume` lets it go on,
+    and `fleet abort` stops it before its next stage."""
     emu = fleet_emu
     (tmp_path / "fleet.toml").write_text(fleet_file("24.04.202612300", bake="6h",
                                                     subscriptions=tuple(emu.info["subscriptions"])))
@@ -212,6 +213,12 @@ def test_status_of_a_running_fleet_a_second_runner_refused_and_abort(fleet_emu, 
     assert [e["type"] for e in events][-2:] == ["bake_started", "fleet_status"] and events[-1]["status"] == "PENDING"
     code, _, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), *common)
     assert code == 2 and "another vmssctl process runs the fleets" in err
+    code, events, err = cli(capsys, "fleet", "pause", fid, *common)
+    assert code == 0 and events[0]["type"] == "fleet_pause_requested", err
+    assert json.loads(proc.stdout.readline())["type"] == "fleet_paused"
+    code, events, err = cli(capsys, "fleet", "resume", fid, *common)
+    assert code == 0, err
+    assert json.loads(proc.stdout.readline())["type"] == "fleet_resumed"
     code, events, err = cli(capsys, "fleet", "abort", fid, *common)
     assert code == 0 and events[0]["type"] == "fleet_abort_requested", err
     rest = [json.loads(line) for line in proc.stdout]

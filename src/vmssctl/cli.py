@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                            ("run", "run the fleet (running the same file again resumes it)"),
                            ("status", "a fleet's events so far, and where it stands"),
                            ("abort", "start no further stage, and stop the sets' rollouts in flight"),
+                           ("pause", "start no further set, and pause the sets' rollouts in flight"),
+                           ("resume", "go on after a pause"),
                            ("rollback", "every set the fleet touched back to its previous image, newest stage "
                                         "first")):
         p = fl_sub.add_parser(name, help=helptext)

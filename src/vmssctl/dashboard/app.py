@@ -273,7 +273,7 @@ async def fleet_page(request: Request, d: Dashboard) -> Response:
     body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, None)}</nav>'
             f'<section class="content">{content}</section></main>')
     page = html.page(f"fleet {fid} - vmssctl", _csrf(d, request), body)
-    if fv is not None and fv.state == "running":  # live: the page reloads itself while the fleet runs
+    if fv is not None and fv.state in ("running", "paused"):  # live: the page reloads itself while it runs
         page = page.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
     return HTMLResponse(page, 200 if fv is not None else 404)
 

@@ -22,7 +22,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     conn = resolve_connection(args.emulator, args.endpoint, args.ca, args.subscription)
     journal = Journal(args.journal)
     database = args.database or _default_database(journal.path)
-    if args.fleet_command in ("status", "abort", "rollback"):
+    if args.fleet_command in ("status", "abort", "pause", "resume", "rollback"):
         return _existing(args, conn, journal, database)
     text = inputs.read_small_file(args.file, "FILE")
     spec = parse(text, args.file)
@@ -79,13 +79,16 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
             _say(args.output, {"type": "fleet_status", "fleet": fid, "status": status.status},
                  f"fleet {fid}: {status.status.lower()}")
             return EXIT_OK
-        if args.fleet_command == "abort":
+        if args.fleet_command in ("abort", "pause", "resume"):
+            op = args.fleet_command
             if status.status not in ("PENDING", "ENQUEUED"):
-                raise UsageError(f"fleet {fid} is {status.status.lower()}: there is nothing to abort")
-            c.send(fid, "abort", topic="control")
-            stopped = _abort_sets(journal, conn, status.input)
-            _say(args.output, {"type": "fleet_abort_requested", "fleet": fid, "rollouts": stopped},
-                 f"fleet {fid}: no stage starts from now on; asked {len(stopped)} rollout(s) in flight to stop")
+                raise UsageError(f"fleet {fid} is {status.status.lower()}: there is nothing to {op}")
+            c.send(fid, op, topic="control")
+            asked = _steer_sets(journal, conn, status.input, op)
+            what = {"abort": "no set starts from now on", "pause": "no set starts until 'fleet resume'",
+                    "resume": "sets start again"}[op]
+            _say(args.output, {"type": f"fleet_{op}_requested", "fleet": fid, "rollouts": asked},
+                 f"fleet {fid}: {what}; asked {len(asked)} rollout(s) in flight to {op}")
             return EXIT_OK
         if status.status in ("PENDING", "ENQUEUED"):
             raise UsageError(f"fleet {fid} is still running: abort it first ('vmssctl fleet abort {fid}')")
@@ -101,9 +104,9 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
         run.shutdown()
 
 
-def _abort_sets(journal, conn, workflow_input: object) -> list[str]:
-    """Ask the rollouts of the fleet's sets that are running now to abort (through the journal, as
-    `vmssctl rollout abort` does): they stop starting batches, and their sets report aborted."""
+def _steer_sets(journal, conn, workflow_input: object, op: str) -> list[str]:
+    """Ask the rollouts of the fleet's sets that are running now to abort, pause or resume (through the journal,
+    as `vmssctl rollout abort|pause|resume` does): they act at their next turn."""
     from vmssctl.rollout.journal import scale_set_key
 
     args = workflow_input.get("args", []) if isinstance(workflow_input, dict) else []
@@ -114,7 +117,7 @@ def _abort_sets(journal, conn, workflow_input: object) -> list[str]:
             rg, name = key.split("/", 1)
             r = journal.active_for(scale_set_key(stage.get("subs", {}).get(key) or conn.subscription, rg, name))
             if r is not None and journal.holder_alive(r.id):
-                journal.request(r.id, "abort")
+                journal.request(r.id, op)
                 out.append(r.id)
     return out
 

@@ -168,11 +168,11 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
     started = failed = 0
     outcomes: list[dict] = []
     for n, stage in enumerate(plan, 1):
-        if DBOS.recv("control", timeout_seconds=0) == "abort":  # `fleet abort`: no stage starts after it
+        if _control(emit) == "abort":  # `fleet abort`: no stage starts after it
             emit("fleet_aborted", before_stage=stage["stage"])
             return {"state": "aborted", "sets": outcomes}
         emit("stage_started", stage=stage["stage"], number=n, sets=stage["sets"])
-        results = _run_stage(stage, connection, journal, change, policy)
+        results = _run_stage(stage, connection, journal, change, policy, emit)
         for r in results:
             emit("set_finished", stage=stage["stage"], **r)
         outcomes += [{**r, "stage": stage["stage"], "subscription": stage["subs"][r["set"]]} for r in results]
@@ -190,7 +190,7 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
             emit("bake_started", stage=stage["stage"], seconds=stage["bake"])
             left = float(stage["bake"])
             while left > 0:  # in slices: `fleet abort` ends a bake within one
-                if DBOS.recv("control", timeout_seconds=0) == "abort":
+                if _control(emit) == "abort":
                     emit("fleet_aborted", stage=stage["stage"], baking=True)
                     return {"state": "aborted", "sets": outcomes}
                 _bake(connection, min(left, BAKE_SLICE))
@@ -200,18 +200,38 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
     return {"state": "succeeded", "sets": outcomes}
 
 
-def _run_stage(stage: dict, connection: dict, journal: str, change: dict, policy: dict) -> list[dict]:
+def _control(emit) -> str | None:
+    """`fleet pause`/`resume`/`abort` arrive as messages. A pause holds here (a durable wait) until resume or
+    abort; returns "abort" when the fleet is to stop starting sets."""
+    message = DBOS.recv("control", timeout_seconds=0)
+    if message == "pause":
+        emit("fleet_paused")
+        while message not in ("resume", "abort"):
+            message = DBOS.recv("control", timeout_seconds=3600)
+        if message == "resume":
+            emit("fleet_resumed")
+    return "abort" if message == "abort" else None
+
+
+def _run_stage(stage: dict, connection: dict, journal: str, change: dict, policy: dict, emit) -> list[dict]:
     """The stage's sets on the sets queue, at most the stage's concurrency in flight: a sliding window, so a
-    slow set holds one place rather than a whole wave. Results in the stage's order."""
+    slow set holds one place rather than a whole wave. Results in the stage's order. A pause holds the next
+    set back; an abort starts no more (the sets in flight stop their own batches, asked through the journal)."""
     waiting = list(stage["sets"])
     running: dict[str, object] = {}
     done: dict[str, dict] = {}
     while waiting or running:
+        if waiting and _control(emit) == "abort":
+            done.update({k: {"set": k, "state": "aborted", "code": 3, "error": "the fleet was aborted"}
+                         for k in waiting})
+            waiting = []
         while waiting and len(running) < stage["concurrency"]:
             key = waiting.pop(0)
             running[key] = DBOS.enqueue_workflow(SETS_QUEUE, set_workflow,
                                                  {**connection, "subscription": stage["subs"][key]}, journal, key,
                                                  change, policy)
+        if not running:
+            break
         finished = DBOS.wait_first(list(running.values()), polling_interval_sec=0.2)
         key = next(k for k, h in running.items() if h.workflow_id == finished.workflow_id)
         done[key] = finished.get_result()

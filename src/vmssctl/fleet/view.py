@@ -24,7 +24,7 @@ class SetView:
 class FleetView:
     fleet: str
     name: str = ""
-    state: str = "running"  # running, succeeded, halted, aborted, rolled back
+    state: str = "running"  # running, paused, succeeded, halted, aborted, rolled back
     reason: str | None = None
     stages: list[tuple[str, str]] = field(default_factory=list)  # (stage, pending/running/baking/done)
     sets: list[SetView] = field(default_factory=list)
@@ -67,6 +67,10 @@ def view(fid: str, plan: list[dict], events: list[dict], status: str) -> FleetVi
             fv.state, fv.reason = "halted", e.get("reason")
         elif kind == "fleet_aborted":
             fv.state = "aborted"
+        elif kind == "fleet_paused":
+            fv.state = "paused"
+        elif kind == "fleet_resumed":
+            fv.state = "running"
         elif kind == "fleet_succeeded":
             fv.state = "succeeded"
         elif kind == "fleet_rolled_back":
