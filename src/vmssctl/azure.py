@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from azure.core.credentials import AccessToken
+from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.compute import ComputeManagementClient
 
 from vmssctl import inputs
@@ -184,9 +185,25 @@ def resolve_connection(emulator: str | None = None, endpoint: str | None = None,
     return Connection(sub)
 
 
-def compute_client(conn: Connection, **kwargs: object) -> ComputeManagementClient:
-    """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies."""
+class _Paced(SansIOHTTPPolicy):
+    """An SDK pipeline policy (configured, not a re-implementation): each request first takes a token from its
+    subscription's request budget (``vmssctl.budget``), which waits when the budget is spent."""
+
+    def __init__(self, subscription: str, budget) -> None:
+        self.subscription, self.budget = subscription, budget
+
+    def on_request(self, request) -> None:
+        from vmssctl.budget import WRITE_METHODS, bucket
+
+        bucket(self.subscription, request.http_request.method.upper() in WRITE_METHODS, self.budget).take()
+
+
+def compute_client(conn: Connection, budget=None, **kwargs: object) -> ComputeManagementClient:
+    """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies. With a
+    ``budget.Budget``, every request is paced by the subscription's process-wide request budget."""
     kwargs.setdefault("polling_interval", 5)
+    if budget is not None:
+        kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []), _Paced(conn.subscription, budget)]
     if conn.token:
         credential = StaticToken(conn.token)
     else:

@@ -123,16 +123,17 @@ def _connect(connection: dict):
 
 
 @DBOS.step(retries_allowed=False)
-def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dict) -> dict:
+def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dict, budget: dict) -> dict:
     """Run (or resume) one scale set's rollout with vmssctl's engine; its outcome as the fleet records it."""
     from vmssctl import upgrade
     from vmssctl.azure import ScaleSetApi, compute_client
+    from vmssctl.budget import Budget
     from vmssctl.rollout.journal import Journal
     from vmssctl.target import ImageChange
 
     rg, name = key.split("/", 1)
     conn = _connect(connection)
-    api = ScaleSetApi(compute_client(conn), rg, name)
+    api = ScaleSetApi(compute_client(conn, budget=Budget(**budget)), rg, name)
     jour = Journal(journal)
     try:
         prepared = upgrade.prepare(api, jour, conn, ImageChange(**change), RolloutPolicy.from_json(policy))
@@ -150,8 +151,8 @@ def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dic
 
 # --------------------------------------------------------------------------------------- workflows
 @DBOS.workflow()
-def set_workflow(connection: dict, journal: str, key: str, change: dict, policy: dict) -> dict:
-    return _run_set(connection, journal, key, change, policy)
+def set_workflow(connection: dict, journal: str, key: str, change: dict, policy: dict, budget: dict) -> dict:
+    return _run_set(connection, journal, key, change, policy, budget)
 
 
 @DBOS.workflow()
@@ -160,6 +161,7 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
     spec = parse(spec_text)
     change = {k: v for k, v in vars(spec.target).items() if v is not None}
     policy = spec.policy.to_json()
+    budget = {"reads": spec.reads_per_second, "writes": spec.writes_per_second}
 
     def emit(kind: str, **data: object) -> None:
         DBOS.write_stream(EVENTS, {"type": kind, "fleet": DBOS.workflow_id, "time": _now(connection), **data})
@@ -172,7 +174,7 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
             emit("fleet_aborted", before_stage=stage["stage"])
             return {"state": "aborted", "sets": outcomes}
         emit("stage_started", stage=stage["stage"], number=n, sets=stage["sets"])
-        results = _run_stage(stage, connection, journal, change, policy, emit)
+        results = _run_stage(stage, connection, journal, change, policy, budget, emit)
         for r in results:
             emit("set_finished", stage=stage["stage"], **r)
         outcomes += [{**r, "stage": stage["stage"], "subscription": stage["subs"][r["set"]]} for r in results]
@@ -213,7 +215,8 @@ def _control(emit) -> str | None:
     return "abort" if message == "abort" else None
 
 
-def _run_stage(stage: dict, connection: dict, journal: str, change: dict, policy: dict, emit) -> list[dict]:
+def _run_stage(stage: dict, connection: dict, journal: str, change: dict, policy: dict, budget: dict,
+               emit) -> list[dict]:
     """The stage's sets on the sets queue, at most the stage's concurrency in flight: a sliding window, so a
     slow set holds one place rather than a whole wave. Results in the stage's order. A pause holds the next
     set back; an abort starts no more (the sets in flight stop their own batches, asked through the journal)."""
@@ -229,7 +232,7 @@ def _run_stage(stage: dict, connection: dict, journal: str, change: dict, policy
             key = waiting.pop(0)
             running[key] = DBOS.enqueue_workflow(SETS_QUEUE, set_workflow,
                                                  {**connection, "subscription": stage["subs"][key]}, journal, key,
-                                                 change, policy)
+                                                 change, policy, budget)
         if not running:
             break
         finished = DBOS.wait_first(list(running.values()), polling_interval_sec=0.2)

@@ -21,6 +21,9 @@ bake = "10m"                      # wait after the stage before the next one sta
 [halt]
 max_failed = 0                    # failed sets the fleet tolerates before it halts (count)
 max_failed_percent = 0            # ... or share of the sets started so far
+[budget]                          # ARM requests a second per subscription, shared by a process's rollouts
+reads_per_second = 20             # (Compute refills 25 reads and 10 writes a second per subscription)
+writes_per_second = 8
 ```
 """
 
@@ -86,6 +89,8 @@ class FleetSpec:
     subscriptions: tuple[str, ...] = ()  # () = the connection's subscription
     max_failed: int = 0
     max_failed_percent: float | None = None
+    reads_per_second: float = 20.0  # the ARM request budget of each subscription, in each process running sets
+    writes_per_second: float = 8.0
     raw: str = field(default="", compare=False, repr=False)  # the file's text: what the fleet records and resumes
 
     def selects(self, ref: SetRef) -> bool:
@@ -115,7 +120,7 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{where} is not valid TOML: {e}") from None
-    unknown = set(raw) - {"name", "target", "select", "policy", "stages", "halt"}
+    unknown = set(raw) - {"name", "target", "select", "policy", "stages", "halt", "budget"}
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     target_raw = raw.get("target")
@@ -145,6 +150,9 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
         raise UsageError(f"{where}: [halt] takes max_failed or max_failed_percent")
     if "max_failed" in halt and "max_failed_percent" in halt:
         raise UsageError(f"{where}: [halt] takes max_failed or max_failed_percent, not both")
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict) or set(budget) - {"reads_per_second", "writes_per_second"}:
+        raise UsageError(f"{where}: [budget] takes reads_per_second and writes_per_second")
     name = inputs.text(raw.get("name", "fleet"), "name", 100)
     return FleetSpec(
         name=name, target=target, stages=stages, policy=policy,
@@ -156,6 +164,8 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
         max_failed=inputs.count(halt.get("max_failed", 0), "halt.max_failed", 0, MAX_SETS),
         max_failed_percent=inputs.percent(halt["max_failed_percent"], "halt.max_failed_percent")
         if "max_failed_percent" in halt else None,
+        reads_per_second=inputs.number(budget.get("reads_per_second", 20), "budget.reads_per_second", 0.1, 1000),
+        writes_per_second=inputs.number(budget.get("writes_per_second", 8), "budget.writes_per_second", 0.1, 1000),
         raw=text)
 
 

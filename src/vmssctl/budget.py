@@ -1,0 +1,66 @@
+"""A per-subscription ARM request budget shared by every rollout in this process.
+
+Many parallel rollouts of a fleet would otherwise add up past Compute's per-subscription throttling and
+spend their time in 429s and the SDK's back-offs. Every request of a client made with a budget first takes
+a token from its subscription's bucket (reads and writes apart, as ARM counts them) and waits when there
+is none. The SDK's own retry policy still handles whatever 429 comes anyway; this only paces.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WRITE_METHODS = {"PUT", "PATCH", "POST", "DELETE"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Requests a second per subscription (burst: a second's worth, at least one)."""
+
+    reads: float = 20.0
+    writes: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.reads <= 1000 and 0 < self.writes <= 1000):
+            raise ValueError("a request budget is 0 < requests a second <= 1000")
+
+
+class Bucket:
+    """Tokens refilled at ``rate`` a second up to ``rate`` (one second's worth, at least one); ``take`` waits."""
+
+    def __init__(self, rate: float, now: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate, self.capacity = rate, max(1.0, rate)
+        self._now, self._sleep = now, sleep
+        self._tokens, self._at = self.capacity, now()
+        self._lock = threading.Lock()
+        self.waited = 0.0  # seconds spent waiting for tokens, for the record
+
+    def take(self) -> None:
+        while True:
+            with self._lock:
+                now = self._now()
+                self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+                self._at = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.rate
+                self.waited += wait
+            self._sleep(wait)
+
+
+_buckets: dict[tuple[str, str], Bucket] = {}
+_registry_lock = threading.Lock()
+
+
+def bucket(subscription: str, write: bool, budget: Budget) -> Bucket:
+    """The process-wide bucket of a subscription (shared by every client made with a budget)."""
+    key = (subscription.lower(), "writes" if write else "reads")
+    with _registry_lock:
+        if key not in _buckets:
+            _buckets[key] = Bucket(budget.writes if write else budget.reads)
+        return _buckets[key]

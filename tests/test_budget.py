@@ -1,0 +1,57 @@
+"""The per-subscription ARM request budget: a bucket on an injected clock (table), and the SDK pipeline using it."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmssctl.budget import Bucket, Budget, bucket
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+@pytest.mark.parametrize(("rate", "requests", "waited"), [
+    (5.0, 5, 0.0),  # a second's worth at once
+    (5.0, 6, 0.2),  # the sixth waits for one token
+    (5.0, 15, 2.0),  # then one every 0.2 s
+    (0.5, 3, 4.0),  # a slow budget: the burst is one request
+])
+def test_a_budget_paces_requests(rate, requests, waited):
+    clock = FakeTime()
+    b = Bucket(rate, clock.now, clock.sleep)
+    for _ in range(requests):
+        b.take()
+    assert clock.t == pytest.approx(waited) and b.waited == pytest.approx(waited)
+
+
+def test_budgets_are_bounded():
+    with pytest.raises(ValueError):
+        Budget(reads=0)
+    with pytest.raises(ValueError):
+        Budget(writes=1e6)
+
+
+def test_a_client_with_a_budget_takes_from_its_subscriptions_bucket(frozen):
+    from vmssctl.azure import ScaleSetApi, compute_client
+    from vmssctl.emulator.server import demo_scale_set
+
+    rg = frozen.group()
+    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(2), polling=False)
+    budget = Budget(reads=50, writes=5)
+    api = ScaleSetApi(compute_client(frozen.connection, budget=budget), rg, "web")
+    reads = bucket(frozen.subscription, False, budget)
+    before = reads._tokens
+    api.get()
+    api.get()
+    api.instances()
+    assert reads._tokens <= before - 3 + 0.5  # three reads taken (a little refill meanwhile)
