@@ -473,3 +473,14 @@ def test_batches_start_only_inside_the_maintenance_window(tmp_path):
     assert len(starts) == 3 and starts[0] >= opens
     assert all(windows.is_open((window,), t) for t in starts)
     assert starts[-1] - opens >= 86400  # one batch waited for the next day's window
+
+
+def test_a_flexible_rolling_set_goes_through_azures_rolling_upgrade(tmp_path):
+    rig = make(tmp_path, 6, flexible=True, fault_domains=2, mode="Rolling")
+    t0 = rig.since()
+    code, out = rig.upgrade()
+    assert code == 0, out.events[-1]
+    assert {e["by"] for e in out.of("batch_started")} == {"azure"} and len(out.of("batch_started")) == 6
+    vms = rig.instances()
+    assert all(i.image.exact_version == NEW and i.healthy and i.instance_id.startswith("web_") for i in vms)
+    assert rig.record(t0)["minHealthy"] >= 5
