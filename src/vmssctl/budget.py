@@ -29,7 +29,8 @@ class Budget:
 
 
 class Bucket:
-    """Tokens refilled at ``rate`` a second up to ``rate`` (one second's worth, at least one); ``take`` waits."""
+    """Tokens refilled at ``rate`` a second up to ``rate`` (one second's worth, at least one); ``take`` waits.
+    Thread-safe: a waiting taker has reserved its token, so others queue behind it."""
 
     def __init__(self, rate: float, now: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -40,16 +41,16 @@ class Bucket:
         self.waited = 0.0  # seconds spent waiting for tokens, for the record
 
     def take(self) -> None:
-        while True:
-            with self._lock:
-                now = self._now()
-                self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-                self._at = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.rate
-                self.waited += wait
+        """Reserve a token, then wait until it exists: the balance may go below zero, and the refill pays it back
+        (one computation, no polling loop, so float rounding can never make it spin)."""
+        with self._lock:
+            now = self._now()
+            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            self.waited += wait
+        if wait > 0:
             self._sleep(wait)
 
 
