@@ -156,7 +156,8 @@ def test_a_fleet_runs_its_stages_in_order_with_bake_then_a_bad_image_halts_and_r
     assert [len(s["sets"]) for s in events[0]["stages"]] == [1, 3, 8]
     t0 = emu.now()
     code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), *common)
-    assert code == 0, err
+    assert code == 0, (err, [e for e in events if e["type"] in ("set_finished", "fleet_halted")
+                             and e.get("state") != "succeeded"])
     kinds = [(e["type"], e.get("stage")) for e in events if e["type"].startswith(("stage_", "bake_"))]
     assert kinds == [("stage_started", "canary"), ("stage_finished", "canary"), ("bake_started", "canary"),
                      ("bake_finished", "canary"), ("stage_started", "pilot"), ("stage_finished", "pilot"),

@@ -583,11 +583,11 @@ class Engine:
         """manualupgrade for VMs behind the model; reimage for VMs on a 'latest' model but an older version."""
         current = {i.instance_id for i in self.instances if i.latest_model}
         stale, behind_model = [i for i in ids if i in current], [i for i in ids if i not in current]
-        try:
+        try:  # timed as ARM time (a throttled or budgeted call is not time the VMs had)
             if behind_model:
-                self.api.upgrade(behind_model)
+                self._arm(lambda: self.api.upgrade(behind_model))
             if stale:
-                self.api.reimage(stale)
+                self._arm(lambda: self.api.reimage(stale))
         except Conflict as e:
             self.emit("conflict", code=e.code or "Conflict", message=str(e).removeprefix(f"({e.code}) "))
             return  # stays 'issuing': the next turn re-issues what has not started
