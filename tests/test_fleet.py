@@ -1,7 +1,7 @@
 """Fleets: the fleet file (tables of cases), and fleets of 12 sets in 2 subscriptions run on DBOS (SQLite)
 against a running emulator.
 
-The emulator's clock runs (1,200 simulated seconds a real one) because a stage's sets roll out in parallel:
+The emulator's clock runs (2,400 simulated seconds a real one) because a stage's sets roll out in parallel:
 each set's engine waits on the clock in its own thread.
 """
 
@@ -104,7 +104,7 @@ def test_halt_rules(halt, failed, started, halts):
 
 # ---------------------------------------------------------------------------------------- on the emulator
 def start_fleet_emulator(path):
-    return start_emulator(path, "--time-scale", "1200", "--throttle", "off", "--subscriptions", "2")
+    return start_emulator(path, "--time-scale", "2400", "--throttle", "off", "--subscriptions", "2")
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +314,8 @@ concurrency = 6
         base = [sys.executable, "-m", "vmssctl"]
         for n in range(3):
             workers.append(subprocess.Popen([*base, "worker", "--database", postgres, "--executor-id", f"w{n}",
-                                             "--takeover-after", "15s"], stdout=subprocess.PIPE,
+                                             "--heartbeat", "1s", "--takeover-after", "3s"],
+                                            stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, text=True))
         for w in workers:  # each says so once its DBOS is up (the first one creates DBOS's tables)
             assert w.stdout is not None and "taking fleets" in w.stdout.readline()

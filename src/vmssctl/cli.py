@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="this worker's id (default: HOST-PID); a restarted worker with the same id recovers its own "
                          "fleets at once")
     wk.add_argument("--takeover-after", default="30s", type=_bounded(inputs.duration, "--takeover-after", 3600),
-                    help="take over a worker silent this long (default 30s)")
+                    help="take over a worker silent this long (default 30s; at least three heartbeats)")
+    wk.add_argument("--heartbeat", default="5s", type=_bounded(inputs.duration, "--heartbeat", 60),
+                    help="how often this worker says it is alive (default 5s, at least 1s)")
     wk.set_defaults(func=cmd_worker)
 
     dash = sub.add_parser("dashboard", help="serve the live web console on 127.0.0.1")
@@ -407,12 +409,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from vmssctl.fleet.worker import MIN_TAKEOVER, serve
+    from vmssctl.fleet.worker import BEATS_BEFORE_DEAD, serve
 
-    if args.takeover_after < MIN_TAKEOVER:
-        raise UsageError(f"--takeover-after must be at least {MIN_TAKEOVER:.0f}s (workers beat every 5s; a worker is "
-                         "not dead for missing fewer than three beats)")
-    return serve(args.database, args.executor_id or f"{socket.gethostname()}-{os.getpid()}", args.takeover_after)
+    if args.heartbeat < 1:
+        raise UsageError("--heartbeat must be at least 1s")
+    if args.takeover_after < BEATS_BEFORE_DEAD * args.heartbeat:
+        raise UsageError(f"--takeover-after must be at least {BEATS_BEFORE_DEAD} heartbeats "
+                         f"({BEATS_BEFORE_DEAD * args.heartbeat:.0f}s): a worker is not dead for missing fewer")
+    return serve(args.database, args.executor_id or f"{socket.gethostname()}-{os.getpid()}", args.takeover_after,
+                 args.heartbeat)
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ import time
 
 from vmssctl.errors import UsageError
 
-HEARTBEAT = 5.0  # seconds between a worker's heartbeats (real time: it is about processes, not rollouts)
-MIN_TAKEOVER = 3 * HEARTBEAT  # silent for less than three heartbeats is not dead (a slow query, a busy host)
+HEARTBEAT = 5.0  # default seconds between a worker's heartbeats (real time: it is about processes, not rollouts)
+BEATS_BEFORE_DEAD = 3  # silent for less than three heartbeats is not dead (a slow query, a busy host)
 log = logging.getLogger("vmssctl.worker")
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS vmssctl_workers (
@@ -72,7 +72,8 @@ def beat(engine, me: str, takeover_after: float) -> list[str]:
     return claimed
 
 
-def serve(database: str, executor_id: str, takeover_after: float, stop: threading.Event | None = None) -> int:
+def serve(database: str, executor_id: str, takeover_after: float, heartbeat: float = HEARTBEAT,
+          stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT: take fleets and sets, heartbeat, take over dead workers' workflows."""
     from dbos import DBOS
 
@@ -90,7 +91,7 @@ def serve(database: str, executor_id: str, takeover_after: float, stop: threadin
             for other in beat(engine, executor_id, takeover_after):
                 handles = DBOS._recover_pending_workflows([other])
                 print(f"took over worker {other}: {len(handles)} unfinished workflow(s)", flush=True)
-            stop.wait(HEARTBEAT)
+            stop.wait(heartbeat)
     except TakenOver as e:
         print(f"worker {e} took over this worker's fleets (its heartbeat was late): stopping so that nothing runs "
               "twice; start it again with another --executor-id", file=sys.stderr, flush=True)
