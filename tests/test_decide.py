@@ -8,7 +8,10 @@ import pytest
 
 from vmssctl.model import ImageRef, Instance, ScaleSet
 from vmssctl.policy import load
-from vmssctl.rollout.decide import (
+from vmssctl.rollout.decide import decide
+from vmssctl.rollout.gates import BAD, GOOD, WAIT, Verdict
+from vmssctl.rollout.journal import Batch
+from vmssctl.rollout.turn import (
     MODEL_WAIT,
     DropSurge,
     Finish,
@@ -23,12 +26,9 @@ from vmssctl.rollout.decide import (
     Start,
     Stop,
     Wait,
-    decide,
     poll_delay,
     too_many_failed,
 )
-from vmssctl.rollout.gates import BAD, GOOD, WAIT, Verdict
-from vmssctl.rollout.journal import Batch
 
 OLD, NEW = ImageRef("p", "o", "s", "1.0.0"), ImageRef("p", "o", "s", "2.0.0")
 T0 = 1_000_000.0
@@ -157,8 +157,8 @@ def test_rollback_counts_its_own_phase():
 def test_poll_delay(vms, durations, elapsed, expect):
     done = tuple(batch(n, [9], "succeeded", T0 - 1000, T0 - 1000 + d) for n, d in enumerate(durations, 2))
     phase = Phase("forward", (batch(1, [0]), *done))
-    obs = Observation(T0 + elapsed, tuple(vms), elapsed=elapsed)
-    assert poll_delay(obs, phase, load(None, {}), 60.0) == pytest.approx(expect)
+    obs = Observation(T0 + elapsed, tuple(vms), elapsed=elapsed, health_grace=60.0)
+    assert poll_delay(obs, phase, load(None, {})) == pytest.approx(expect)
 
 
 @pytest.mark.parametrize("limit, failed, upgraded, too_many", [

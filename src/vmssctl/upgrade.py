@@ -17,10 +17,10 @@ from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
 from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
 from vmssctl.rollout.clock import Clock, clock_for
-from vmssctl.rollout.decide import protected
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
 from vmssctl.rollout.journal import Journal, Rollout, scale_set_key
+from vmssctl.rollout.turn import protected
 from vmssctl.target import ImageChange, behind, diff, same_image, wants_latest
 
 TYPICAL_BATCH_SECONDS = 240.0

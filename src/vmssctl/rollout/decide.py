@@ -12,38 +12,9 @@ from __future__ import annotations
 from vmssctl.model import ImageRef
 from vmssctl.plan import Plan
 from vmssctl.policy import RolloutPolicy
-from vmssctl.rollout.strategies import for_phase, ready_times, surge_judged
-from vmssctl.rollout.turn import (
-    MODEL_WAIT,
-    Action,
-    Adopt,
-    DropSurge,
-    Finish,
-    Judge,
-    ModelChanged,
-    Needs,
-    Observation,
-    Pause,
-    Phase,
-    Reissue,
-    Retire,
-    ScaleOut,
-    Start,
-    Stop,
-    Wait,
-    failure_reason,
-    poll_delay,
-    protected,
-    surging,
-    too_many_failed,
-)
+from vmssctl.rollout.strategies import for_phase
+from vmssctl.rollout.turn import Action, ModelChanged, Needs, Observation, Phase, Stop
 from vmssctl.target import same_image
-
-__all__ = [  # decide, and the vocabulary of a turn that the engine and the tests use with it
-    "MODEL_WAIT", "Action", "Adopt", "DropSurge", "Finish", "Judge", "ModelChanged", "Needs", "Observation", "Pause",
-    "Phase", "Reissue", "Retire", "ScaleOut", "Start", "Stop", "Wait", "decide", "failure_reason", "poll_delay",
-    "protected", "ready_times", "remaining", "surge_judged", "surging", "too_many_failed",
-]
 
 
 def remaining(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
@@ -51,8 +22,10 @@ def remaining(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Need
     return for_phase(policy, phase).remaining(obs, phase, policy, needs)
 
 
-def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, wanted: ImageRef) -> Action:
-    """The one next action of this phase (``wanted``: the image this phase puts on the instances)."""
+def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, wanted: ImageRef,
+           plan: Plan | None = None) -> Action:
+    """The one next action of this phase (``wanted``: the image this phase puts on the instances; ``plan``: this
+    turn's ``remaining``, when the caller has worked it out already)."""
     if obs.requested == "abort":
         return Stop("abort")
     if obs.requested == "rollback" and phase.kind == "forward":
@@ -60,4 +33,6 @@ def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, 
     if obs.model is not None and not same_image(obs.model.image, wanted):
         return ModelChanged(f"the scale set's image was changed outside this rollout (now {obs.model.image}, this "
                             f"rollout wants {wanted}); stopping with nothing overwritten")
-    return for_phase(policy, phase).next(obs, phase, policy, needs)
+    strategy = for_phase(policy, phase)
+    return strategy.next(obs, phase, policy, needs,
+                         plan if plan is not None else strategy.remaining(obs, phase, policy, needs))

@@ -21,7 +21,13 @@ from vmssctl.plan import Plan
 from vmssctl.policy import AZURE_ROLLING, RolloutPolicy
 from vmssctl.rollout import progress
 from vmssctl.rollout.clock import Clock
-from vmssctl.rollout.decide import (
+from vmssctl.rollout.decide import decide, remaining
+from vmssctl.rollout.events import Sink, Snapshot
+from vmssctl.rollout.gates import GOOD, Context, Verdict, build, combine, judge
+from vmssctl.rollout.journal import Batch, Journal, Rollout
+from vmssctl.rollout.progress import Progress, sample
+from vmssctl.rollout.strategies import ready_times, surge_judged
+from vmssctl.rollout.turn import (
     MODEL_WAIT,
     Adopt,
     DropSurge,
@@ -38,20 +44,13 @@ from vmssctl.rollout.decide import (
     Start,
     Stop,
     Wait,
-    decide,
+    describe,
     failure_reason,
     poll_delay,
     protected,
-    ready_times,
-    remaining,
-    surge_judged,
     surging,
     too_many_failed,
 )
-from vmssctl.rollout.events import Sink, Snapshot
-from vmssctl.rollout.gates import GOOD, Context, Verdict, build, combine, judge
-from vmssctl.rollout.journal import Batch, Journal, Rollout
-from vmssctl.rollout.progress import Progress, sample
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
@@ -298,8 +297,7 @@ class Engine:
             self.journal.update(self.r.id, state="succeeded")
             self.emit("rollout_succeeded", upgraded=upgraded, seconds=self._elapsed())
             return EXIT_OK
-        if outcome != "done":
-            self._stop_azure(outcome)
+        self._stop_azure(outcome)
         if outcome == "abort":
             return self._aborted()
         if outcome == "rollback":
@@ -369,7 +367,7 @@ class Engine:
             plan = remaining(obs, phase, self.policy, needs)
             if obs.instances:
                 self._report(kind, plan, len(phase.batches), len(phase.upgraded), phase.open_batch, phase.durations)
-            action = decide(obs, phase, self.policy, needs, wanted)
+            action = decide(obs, phase, self.policy, needs, wanted, plan)
             batch = phase.open_batch
             if isinstance(action, Stop):
                 return action.what
@@ -427,10 +425,10 @@ class Engine:
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
             elif isinstance(action, DropSurge):
                 assert batch is not None
-                reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=id_key)]
                 self.journal.set_batch(batch, state="failed", finished=self.clock.now(), failed=sorted(action.bad))
-                self.emit("batch_failed", batch=phase.batches.index(batch) + 1, phase=kind, reasons=reasons,
-                          instances=sorted(action.bad, key=id_key), removing=list(action.ids))
+                self.emit("batch_failed", batch=phase.batches.index(batch) + 1, phase=kind,
+                          reasons=describe(action.bad), instances=sorted(action.bad, key=id_key),
+                          removing=list(action.ids))
                 if action.ids:
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
                 return action.failure
@@ -490,9 +488,9 @@ class Engine:
         no, kind = phase.batches.index(batch) + 1, phase.kind
         now = self.clock.now()
         if action.bad:
-            reasons = [f"instance {i}: {action.bad[i]}" for i in sorted(action.bad, key=id_key)]
             self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad))
-            self.emit("batch_failed", batch=no, phase=kind, reasons=reasons, instances=sorted(action.bad, key=id_key))
+            self.emit("batch_failed", batch=no, phase=kind, reasons=describe(action.bad),
+                      instances=sorted(action.bad, key=id_key))
         else:
             self.journal.set_batch(batch, state="succeeded", finished=now)
             self.emit("batch_succeeded", batch=no, phase=kind, seconds=now - (batch.started or now))
@@ -510,9 +508,8 @@ class Engine:
             if soured:
                 self.emit("soak_failed", instances=sorted(soured, key=id_key))
                 if too_many_failed(self.policy, failed | soured, upgraded):
-                    return failure_reason(self.policy, failed | soured, [
-                        f"instance {i}: unhealthy after the {pause:.0f}s soak"
-                        for i in sorted(soured, key=id_key)]), phase.soured | soured
+                    return failure_reason(self.policy, failed | soured, describe(dict.fromkeys(
+                        soured, f"unhealthy after the {pause:.0f}s soak"))), phase.soured | soured
                 return None, phase.soured | soured
         return None, phase.soured
 
@@ -541,8 +538,8 @@ class Engine:
         self.journal.set_batch(batch, state="issued")
         self._canary_started(phase.kind)
         after = Phase(phase.kind, (*[b for b in phase.batches if b.seq != batch.seq], batch), self.r.canary_done)
-        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
-                               obs.health_grace, [], ready_times(after)))
+        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy, [],
+                               ready_times(after)))
 
     def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
         """Open the next batch in the journal (intent first), then issue it."""
@@ -556,8 +553,8 @@ class Engine:
         by_id = obs.by_id
         self.history = sample(self.history, self.clock.now(), obs.healthy - sum(1 for i in ids if by_id[i].healthy))
         after = Phase(kind, (*phase.batches, batch), self.r.canary_done)
-        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy,
-                               obs.health_grace))  # nothing to see the moment it starts
+        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after,
+                               self.policy))  # nothing to see the moment it starts
 
     def _canary_started(self, kind: str) -> None:
         """The first forward batch is the canary (when there is one): later batches take the full size."""

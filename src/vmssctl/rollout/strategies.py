@@ -33,6 +33,7 @@ from vmssctl.rollout.turn import (
     ScaleOut,
     Start,
     Wait,
+    describe,
     failure_reason,
     poll_delay,
     protected,
@@ -48,8 +49,8 @@ class Strategy(Protocol):
         """The plan for what is left after the batch in flight."""
         ...
 
-    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
-        """The one next action of this phase."""
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, plan: Plan) -> Action:
+        """The one next action of this phase (``plan``: what ``remaining`` says of this turn)."""
         ...
 
 
@@ -64,7 +65,7 @@ class InPlace:
         return make_plan(list(obs.instances), policy, lambda i: needs(i) and i.instance_id not in in_flight,
                          canary=0 if (phase.canary_done or phase.kind != "forward") else None)
 
-    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, plan: Plan) -> Action:
         by_id = obs.by_id
         batch = phase.open_batch
         if batch is not None:
@@ -76,10 +77,9 @@ class InPlace:
             return judge_batch(obs, phase, policy, batch)
         if obs.requested == "pause":
             return Pause()
-        plan = self.remaining(obs, phase, policy, needs)
         if not plan.batches:
             return Finish("done")
-        if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
+        if obs.model_busy:
             return Wait(MODEL_WAIT, "the model is being updated")
         idle = {iid for iid, i in by_id.items() if i.provisioning in ("succeeded", "failed")}
         ready = [i for i in plan.batches[0] if i in idle]
@@ -121,7 +121,7 @@ class Surge:
             batches = batches[1:]  # the batch in flight will retire the first of them
         return Plan(batches, base, 0, base, [])
 
-    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, plan: Plan) -> Action:
         by_id, batch = obs.by_id, phase.open_batch
         busy = ("updating", "creating", "deleting")
         if batch is None:
@@ -130,7 +130,7 @@ class Surge:
             old = [i for i in obs.instances if _surge_scope(i, policy, needs)]
             if not old:
                 return Finish("done")
-            if obs.model is not None and obs.model.provisioning_state.lower() in ("updating", "creating"):
+            if obs.model_busy:
                 return Wait(MODEL_WAIT, "the model is being updated")
             if any(i.provisioning in busy for i in obs.instances):
                 return Wait(policy.poll, "instances are busy with another operation")
@@ -154,15 +154,14 @@ class Surge:
         new = [by_id[i] for i in surge_judged(batch, obs.instances)]
         if batch.state == "issuing" and len(new) < meta["surge"]:
             return ScaleOut(meta["base"] + meta["surge"], meta)  # the scale-out may not have landed: ask again
-        bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+        bad = obs.bad
         if bad:
-            reasons = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=id_key)]
             return DropSurge(tuple(i.instance_id for i in new), bad,
-                             f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(reasons)}")
+                             f"{len(bad)} new instance(s) of the surge unhealthy: {'; '.join(describe(bad))}")
         if len(new) < meta["surge"] or any(v.state != GOOD for v in obs.verdicts.values()) or \
                 len(obs.verdicts) < len(new):
-            return Wait(poll_delay(obs, phase, policy, obs.health_grace, [i.instance_id for i in new],
-                                   ready_times(phase)), "new instances coming up")
+            return Wait(poll_delay(obs, phase, policy, [i.instance_id for i in new], ready_times(phase)),
+                        "new instances coming up")
         old = [i.instance_id for i in obs.instances
                if _surge_scope(i, policy, needs) and not _is_new(i, batch) and i.provisioning not in busy]
         return Retire(tuple(retire(list(obs.instances), old, meta["surge"])))
@@ -197,7 +196,7 @@ class AzureRolling:
         """The set's size without the VMs Azure is deleting, or creating to replace others (maxSurge)."""
         return len([i for i in obs.instances if i.provisioning not in ("deleting", "creating")])
 
-    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Action:
+    def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, plan: Plan) -> Action:
         batch, rolling = phase.open_batch, obs.rolling
         if batch is not None:
             return judge_batch(obs, phase, policy, batch)
@@ -241,16 +240,15 @@ def _closed(policy: RolloutPolicy, obs: Observation) -> Wait:
 
 def judge_batch(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Batch) -> Action:
     """A batch in flight: wait for every verdict (or judge early when its failures already end the phase)."""
-    bad = {i: v.reason or "failed" for i, v in obs.verdicts.items() if v.state == BAD}
+    bad = obs.bad
     waiting = any(v.state not in (GOOD, BAD) for v in obs.verdicts.values())
     judged = phase.upgraded | set(batch.instance_ids)
     fatal = bool(bad) and too_many_failed(policy, phase.failed | set(bad), judged)
     if waiting and not fatal:
-        return Wait(poll_delay(obs, phase, policy, obs.health_grace), "batch in flight")
+        return Wait(poll_delay(obs, phase, policy), "batch in flight")
     if fatal:
-        earlier = [f"instance {i}: failed in an earlier batch" for i in sorted(phase.failed, key=id_key)]
-        now_bad = [f"instance {i}: {bad[i]}" for i in sorted(bad, key=id_key)]
-        return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + now_bad))
+        earlier = describe(dict.fromkeys(phase.failed, "failed in an earlier batch"))
+        return Judge(bad, failure_reason(policy, phase.failed | set(bad), earlier + describe(bad)))
     return Judge(bad)
 
 

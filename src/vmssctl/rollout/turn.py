@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from vmssctl.model import Instance, RollingStatus, ScaleSet
+from vmssctl.model import Instance, RollingStatus, ScaleSet, id_key
 from vmssctl.policy import RolloutPolicy
-from vmssctl.rollout.gates import Verdict
+from vmssctl.rollout.gates import BAD, Verdict
 from vmssctl.rollout.journal import Batch
 
 MODEL_WAIT = 2.0  # re-check a model that is still being updated this often
@@ -60,13 +61,23 @@ class Observation:
     health_grace: float | None = None  # the health extension's grace period, from the last model read
     rolling: RollingStatus | None = None  # Azure's own rolling upgrade, when it is what moves the instances
 
-    @property
-    def by_id(self) -> dict[str, Instance]:
+    @cached_property
+    def by_id(self) -> dict[str, Instance]:  # built once a turn: decide, the strategies and the engine all ask
         return {i.instance_id: i for i in self.instances}
 
     @property
     def healthy(self) -> int:
         return sum(1 for i in self.instances if i.healthy)
+
+    @property
+    def bad(self) -> dict[str, str]:
+        """The open batch's instances judged bad, with why."""
+        return {i: v.reason or "failed" for i, v in self.verdicts.items() if v.state == BAD}
+
+    @property
+    def model_busy(self) -> bool:
+        """Was the model read, and still being updated?"""
+        return self.model is not None and self.model.provisioning_state.lower() in ("updating", "creating")
 
 
 # ------------------------------------------------------------------------------------ actions
@@ -169,6 +180,11 @@ def too_many_failed(policy: RolloutPolicy, failed: frozenset[str] | set[str], up
     return len(failed) > (limit.of(len(upgraded)) if limit.percent else int(limit.value))
 
 
+def describe(bad: Mapping[str, str]) -> list[str]:
+    """``instance 3: why`` for each bad instance, in id order: what events and failure reasons say."""
+    return [f"instance {i}: {bad[i]}" for i in sorted(bad, key=id_key)]
+
+
 def failure_reason(policy: RolloutPolicy, failed: frozenset[str] | set[str], reasons: list[str]) -> str:
     return (f"{len(failed)} upgraded instance(s) unhealthy, more than --max-unhealthy-upgraded "
             f"{policy.max_unhealthy_upgraded}: {'; '.join(reasons)}")
@@ -185,8 +201,8 @@ def surging(policy: RolloutPolicy, phase: Phase) -> bool:
     return policy.strategy == "surge" and phase.kind == "forward"
 
 
-def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: float | None,
-               ids: list[str] | None = None, durations: list[float] | None = None) -> float:
+def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, ids: list[str] | None = None,
+               durations: list[float] | None = None) -> float:
     """When to look again at a batch in flight: as late as the answer can come, and no later.
 
     - Booted VMs in the health extension's grace period cannot be judged before it ends (they report
@@ -195,7 +211,7 @@ def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, grace: flo
     - Before that, back off gently (every ``--poll``, at most a quarter of the time elapsed).
     Never past the health timeout.
     """
-    batch = phase.open_batch
+    batch, grace = phase.open_batch, obs.health_grace
     by_id = obs.by_id
     now, elapsed, poll = obs.now, obs.elapsed, policy.poll
     left = max(1.0, policy.health_timeout - elapsed)
