@@ -219,6 +219,8 @@ def _fleet_client(d: Dashboard):
 def _fleets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
     import datetime as dt
 
+    from vmssctl.fleet.view import RUNNING
+
     try:
         c = _fleet_client(d)
     except VmssctlError as e:
@@ -226,7 +228,7 @@ def _fleets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
     try:
         found = c.list_workflows(name="fleet_workflow", sort_desc=True, limit=50, load_input=False)
         return [(w.workflow_id, (w.output or {}).get("state", w.status) if isinstance(w.output, dict) else
-                 "running" if w.status in ("PENDING", "ENQUEUED") else w.status.lower(),
+                 "running" if w.status in RUNNING else w.status.lower(),
                  dt.datetime.fromtimestamp((w.created_at or 0) / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
                 for w in found], None
     finally:
@@ -242,7 +244,7 @@ async def fleets_page(request: Request, d: Dashboard) -> Response:
 
 
 def _fleet_view(d: Dashboard, fid: str):
-    from vmssctl.fleet.run import snapshot
+    from vmssctl.fleet.run import plan_of, snapshot
     from vmssctl.fleet.view import view
 
     c = _fleet_client(d)
@@ -250,11 +252,9 @@ def _fleet_view(d: Dashboard, fid: str):
         found = c.list_workflows(workflow_ids=[fid], load_input=True, load_output=False)
         if not found:
             return None
-        args = found[0].input.get("args", []) if isinstance(found[0].input, dict) else []
-        plan = args[1] if len(args) > 1 else []
         events = snapshot(c, fid)
         rollback = snapshot(c, f"{fid}-rollback") if c.list_workflows(workflow_ids=[f"{fid}-rollback"]) else []
-        return view(fid, plan, events + rollback, found[0].status)
+        return view(fid, plan_of(found[0]), events + rollback, found[0].status)
     finally:
         c.destroy()
 

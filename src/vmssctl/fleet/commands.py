@@ -1,4 +1,4 @@
-"""`vmssctl fleet plan|run|status|rollback`: the fleet file, the subscription's scale sets, and DBOS."""
+"""`vmssctl fleet plan|run|status|pause|resume|abort|rollback`: the fleet file, the scale sets, and DBOS."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import replace
 from vmssctl import inputs
 from vmssctl.errors import UsageError, VmssctlError
 from vmssctl.fleet.spec import FleetSpec, StagePlan, assign, parse
+from vmssctl.fleet.view import RUNNING
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 
@@ -36,12 +37,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     sets = sum(len(p.sets) for p in plans)
     if database.startswith("postgresql://"):  # hand it to the workers sharing the database, and watch
-        from dbos import DBOSClient
-
         fid = run.hand_to_workers(database, text, plans, conn.to_json(), str(journal.path))
         _say(args.output, {"type": "fleet", "fleet": fid, "database": "postgresql", "workers": True},
              f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s), handed to the workers")
-        client = DBOSClient(system_database_url=database)
+        client = run.client(database)
         try:
             for event in client.read_stream(fid, run.EVENTS):
                 _say(args.output, event, _line(event))
@@ -81,16 +80,16 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
             return EXIT_OK
         if args.fleet_command in ("abort", "pause", "resume"):
             op = args.fleet_command
-            if status.status not in ("PENDING", "ENQUEUED"):
+            if status.status not in RUNNING:
                 raise UsageError(f"fleet {fid} is {status.status.lower()}: there is nothing to {op}")
             c.send(fid, op, topic="control")
-            asked = _steer_sets(journal, conn, status.input, op)
+            asked = _steer_sets(journal, conn, run.plan_of(status), op)
             what = {"abort": "no set starts from now on", "pause": "no set starts until 'fleet resume'",
                     "resume": "sets start again"}[op]
             _say(args.output, {"type": f"fleet_{op}_requested", "fleet": fid, "rollouts": asked},
                  f"fleet {fid}: {what}; asked {len(asked)} rollout(s) in flight to {op}")
             return EXIT_OK
-        if status.status in ("PENDING", "ENQUEUED"):
+        if status.status in RUNNING:
             raise UsageError(f"fleet {fid} is still running: abort it first ('vmssctl fleet abort {fid}')")
     finally:
         c.destroy()
@@ -104,13 +103,11 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
         run.shutdown()
 
 
-def _steer_sets(journal, conn, workflow_input: object, op: str) -> list[str]:
+def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
     """Ask the rollouts of the fleet's sets that are running now to abort, pause or resume (through the journal,
     as `vmssctl rollout abort|pause|resume` does): they act at their next turn."""
     from vmssctl.rollout.journal import scale_set_key
 
-    args = workflow_input.get("args", []) if isinstance(workflow_input, dict) else []
-    plan = args[1] if len(args) > 1 else []
     out = []
     for stage in plan:
         for key in stage.get("sets", []):

@@ -1,8 +1,8 @@
 """Running a fleet on DBOS: the fleet is a durable workflow, each scale set a child workflow on a queue.
 
-The fleet workflow walks the stages in order: it enqueues the stage's sets on a queue whose concurrency
-is the stage's, waits for all of them, records the outcome, halts when the halt rule says so, and bakes
-before the next stage. Each set's workflow has one step that runs vmssctl's own level-triggered rollout
+The fleet workflow walks the stages in order: it keeps at most the stage's concurrency of its sets in
+flight on the sets queue, records each outcome, halts when the halt rule says so, and bakes before the
+next stage. Each set's workflow has one step that runs vmssctl's own level-triggered rollout
 engine (prepare, then start, or resume what its journal has): a step runs at least once, and running the
 engine again is resuming it, so a process killed anywhere picks up where ARM says it is. DBOS records
 the workflows, their steps and the fleet's events in its system database (SQLite by default; PostgreSQL
@@ -23,6 +23,7 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 from vmssctl import __version__
 from vmssctl.errors import UsageError, VmssctlError
 from vmssctl.fleet.spec import StagePlan, parse
+from vmssctl.fleet.view import RUNNING
 from vmssctl.policy import RolloutPolicy
 
 EVENTS = "events"  # the stream a fleet writes its events to
@@ -178,9 +179,9 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
         for r in results:
             emit("set_finished", stage=stage["stage"], **r)
         outcomes += [{**r, "stage": stage["stage"], "subscription": stage["subs"][r["set"]]} for r in results]
-        started += len(results)
-        failed += sum(1 for r in results if r["code"] != 0)
-        emit("stage_finished", stage=stage["stage"], failed=sum(1 for r in results if r["code"] != 0))
+        stage_failed = sum(1 for r in results if r["code"] != 0)
+        started, failed = started + len(results), failed + stage_failed
+        emit("stage_finished", stage=stage["stage"], failed=stage_failed)
         if any(r.get("state") == "aborted" for r in results):  # `fleet abort` stopped sets in flight
             emit("fleet_aborted", stage=stage["stage"])
             return {"state": "aborted", "sets": outcomes}
@@ -290,41 +291,39 @@ def plan_json(plans: list[StagePlan]) -> list[dict]:
              "bake": p.stage.bake, "subs": {r.key: r.subscription for r in p.sets}} for p in plans]
 
 
+def _fleet_to_start(fid: str, lister) -> tuple[str, bool]:
+    """(the id, whether to start it): a fleet of this id still running is resumed, not started again; one that
+    ended makes a new run of the same file a new fleet. ``lister`` is DBOS's or a client's list_workflows."""
+    found = lister(workflow_ids=[fid])
+    if found and found[0].status in RUNNING:
+        return fid, False
+    return (f"{fid}-{len(lister(workflow_id_prefix=fid)) + 1}" if found else fid), True
+
+
 def start(spec_text: str, plans: list[StagePlan], connection: dict, journal: str) -> str:
-    """Start the fleet, or find it running (a second `fleet run` of the same file resumes it)."""
-    fid = fleet_id(spec_text, connection)
-    status = DBOS.get_workflow_status(fid)
-    if status is not None and status.status in ("PENDING", "ENQUEUED"):
-        return fid
-    if status is not None:  # it ended before: a new run of the same file is a new fleet
-        fid = f"{fid}-{len(DBOS.list_workflows(workflow_id_prefix=fid)) + 1}"
-    with SetWorkflowID(fid):
-        DBOS.start_workflow(fleet_workflow, spec_text, plan_json(plans), connection, journal)
+    """Start the fleet in this process, or find it running (a second `fleet run` of the same file resumes it)."""
+    fid, new = _fleet_to_start(fleet_id(spec_text, connection), DBOS.list_workflows)
+    if new:
+        with SetWorkflowID(fid):
+            DBOS.start_workflow(fleet_workflow, spec_text, plan_json(plans), connection, journal)
     return fid
 
 
 def hand_to_workers(database: str, spec_text: str, plans: list[StagePlan], connection: dict, journal: str) -> str:
     """Enqueue the fleet for `vmssctl worker` processes sharing ``database`` (no workflow runs here)."""
-    from dbos import DBOSClient, EnqueueOptions
+    from dbos import EnqueueOptions
 
-    client = DBOSClient(system_database_url=database)
+    c = client(database, f"no vmssctl worker has prepared {database.split('@')[-1]} yet: start one with "
+                         "'vmssctl worker --database …'")
     try:
-        try:
-            client.list_workflows(limit=1)
-        except Exception:  # DBOS's tables are not there: no worker ever started on this database
-            raise UsageError(f"no vmssctl worker has prepared {database.split('@')[-1]} yet: start one with "
-                             "'vmssctl worker --database …'") from None
-        fid = fleet_id(spec_text, connection)
-        status = client.retrieve_workflow(fid).get_status() if client.list_workflows(workflow_ids=[fid]) else None
-        if status is not None and status.status not in ("PENDING", "ENQUEUED"):
-            fid = f"{fid}-{len(client.list_workflows(workflow_id_prefix=fid)) + 1}"
-        if status is None or status.status not in ("PENDING", "ENQUEUED"):
+        fid, new = _fleet_to_start(fleet_id(spec_text, connection), c.list_workflows)
+        if new:
             options: EnqueueOptions = {"queue_name": FLEETS_QUEUE, "workflow_name": fleet_workflow.__qualname__,
                                        "workflow_id": fid, "app_version": APP_VERSION}
-            client.enqueue(options, spec_text, plan_json(plans), connection, journal)
+            c.enqueue(options, spec_text, plan_json(plans), connection, journal)
         return fid
     finally:
-        client.destroy()
+        c.destroy()
 
 
 def events(fid: str):
@@ -333,8 +332,9 @@ def events(fid: str):
         yield from DBOS.read_stream(fid, EVENTS)
 
 
-def client(database: str):
-    """A DBOS client: reads and steers fleets without running (or recovering) any workflow here."""
+def client(database: str, missing: str | None = None):
+    """A DBOS client: reads and steers fleets without running (or recovering) any workflow here. ``missing``:
+    what to say when DBOS's tables are not in the database yet."""
     from dbos import DBOSClient
 
     c = DBOSClient(system_database_url=database)
@@ -342,8 +342,14 @@ def client(database: str):
         c.list_workflows(limit=1)
     except Exception:
         c.destroy()
-        raise UsageError(f"no fleet has run on {database.split('@')[-1]} yet") from None
+        raise UsageError(missing or f"no fleet has run on {database.split('@')[-1]} yet") from None
     return c
+
+
+def plan_of(status) -> list[dict]:
+    """The stages a fleet was started with, from its workflow's recorded input."""
+    args = status.input.get("args", []) if isinstance(status.input, dict) else []
+    return args[1] if len(args) > 1 else []
 
 
 def snapshot(c, fid: str) -> list[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+RUNNING = ("PENDING", "ENQUEUED")  # DBOS's statuses of a fleet that has not ended
 # a set's state in a fleet, and how the dashboard colours it (the rollout states' colours where they exist)
 SET_STATES = ("pending", "running", "succeeded", "unchanged", "failed", "aborted", "rolled_back")
 
@@ -75,7 +76,7 @@ def view(fid: str, plan: list[dict], events: list[dict], status: str) -> FleetVi
             fv.state = "succeeded"
         elif kind == "fleet_rolled_back":
             fv.state = "rolled back"
-    if status not in ("PENDING", "ENQUEUED") and fv.state == "running":
+    if status not in RUNNING and fv.state == "running":
         fv.state = status.lower()
     fv.stages = [(name, stage_state[name]) for name, _ in fv.stages]
     return fv
