@@ -314,7 +314,7 @@ concurrency = 6
         base = [sys.executable, "-m", "vmssctl"]
         for n in range(3):
             workers.append(subprocess.Popen([*base, "worker", "--database", postgres, "--executor-id", f"w{n}",
-                                             "--heartbeat", "1s", "--takeover-after", "3s"],
+                                             "--heartbeat", "1s", "--takeover-after", "6s"],
                                             stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, text=True))
         for w in workers:  # each says so once its DBOS is up (the first one creates DBOS's tables)

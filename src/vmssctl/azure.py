@@ -422,14 +422,9 @@ class ScaleSetApi:
         self.client.close()
 
 
-@_arm
 def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str]]:
     """(resource group, name, location) of every scale set in the subscription."""
-    out = []
-    for vmss in client.virtual_machine_scale_sets.list_all():
-        rg = vmss.id.split("/resourceGroups/")[1].split("/")[0] if vmss.id else ""
-        out.append((rg, vmss.name, vmss.location))
-    return sorted(out, key=lambda t: (t[0].lower(), t[1].lower()))
+    return [(r.resource_group, r.name, r.location) for r in list_set_refs(client)]
 
 
 @_arm

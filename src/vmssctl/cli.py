@@ -191,14 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("id", type=_bounded(inputs.text, "fleet id", 64), help="fleet id (f-…)")
         p.add_argument("--journal", type=_bounded(inputs.path, "--journal"), help="rollout journal")
-        p.add_argument("--database", type=_bounded(inputs.text, "--database", 1000),
+        p.add_argument("--database", type=_bounded(inputs.database_url, "--database"),
                        help="DBOS system database: sqlite:///PATH (default: fleets.sqlite beside the journal) or "
                             "postgresql://… shared by several workers")
         _connection_flags(p)
         p.set_defaults(func=cmd_fleet)
 
     wk = sub.add_parser("worker", help="run fleets from a shared PostgreSQL database, taking over dead workers")
-    wk.add_argument("--database", required=True, type=_bounded(inputs.text, "--database", 1000),
+    wk.add_argument("--database", required=True, type=_bounded(inputs.database_url, "--database"),
                     help="postgresql://USER@HOST:PORT/DB shared by every worker and by 'fleet run --database'")
     wk.add_argument("--executor-id", type=_bounded(inputs.name, "--executor-id"),
                     help="this worker's id (default: HOST-PID); a restarted worker with the same id recovers its own "
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write the API token (a bearer for scripts, and for GET /login) to FILE, mode 0600")
     dash.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
                       help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
-    dash.add_argument("--database", type=_bounded(inputs.text, "--database", 1000),
+    dash.add_argument("--database", type=_bounded(inputs.database_url, "--database"),
                       help="the fleets' DBOS database (default: fleets.sqlite beside the journal)")
     _connection_flags(dash)
     dash.set_defaults(func=cmd_dashboard)
@@ -400,8 +400,6 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 def cmd_fleet(args: argparse.Namespace) -> int:
     from vmssctl.fleet.commands import cmd_fleet as run_fleet
 
-    if args.database is not None and not args.database.startswith(("sqlite:///", "postgresql://")):
-        raise UsageError("--database must be sqlite:///PATH or postgresql://…")
     return run_fleet(args)
 
 

@@ -147,6 +147,14 @@ def text(value: object, flag: str, high: int = MAX_TEXT) -> str:
     return value
 
 
+def database_url(value: object, flag: str = "--database") -> str:
+    """The fleets' DBOS database: ``sqlite:///PATH`` or ``postgresql://…``, one line of at most 1,000 characters."""
+    url = text(value, flag, 1000)
+    if not url.startswith(("sqlite:///", "postgresql://")):
+        raise UsageError(f"{flag} must be sqlite:///PATH or postgresql://…")
+    return url
+
+
 def path(value: object, flag: str) -> str:
     """A file path given on the command line: not empty (empty never silently means 'the default')."""
     if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 4096:

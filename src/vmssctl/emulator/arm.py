@@ -49,8 +49,7 @@ RESOURCES_API_VERSIONS = frozenset({"2016-06-01", "2019-11-01", "2020-01-01", "2
                                     "2024-11-01", "2025-04-01"})
 FILTER_RE = re.compile(r"^\s*properties/latestModelApplied\s+eq\s+(true|false)\s*$", re.I)
 VM_SET_FILTER_RE = re.compile(r"^\s*'?virtualMachineScaleSet/id'?\s+eq\s+'([^']+)'\s*$", re.I)
-FLEX_VM_ACTIONS = {"restart": "restart", "start": "start", "poweroff": "poweroff", "deallocate": "deallocate",
-                   "reimage": "reimage", "redeploy": "redeploy"}
+FLEX_VM_ACTIONS = ("restart", "start", "poweroff", "deallocate", "reimage", "redeploy")  # a VM's own actions
 JSON = "application/json; charset=utf-8"
 
 
@@ -240,7 +239,7 @@ def _route_vm(method: str, segs: list[str], low: list[str], p: dict) -> tuple[st
     if n == 9 and low[8] == "instanceview":
         return "VirtualMachines_InstanceView", _flex_vm_instance_view if method == "GET" else None, p
     if n == 9 and low[8] in FLEX_VM_ACTIONS:
-        p["action"] = FLEX_VM_ACTIONS[low[8]]
+        p["action"] = low[8]
         return f"VirtualMachines_{segs[8][:1].upper()}{segs[8][1:]}", _flex_vm_action if method == "POST" else None, p
     return "Unknown", None, p
 
@@ -320,7 +319,7 @@ def _get_subscription(ctx: Ctx) -> Response:
 def _list_groups(ctx: Ctx) -> Response:
     sub = ctx.params["sub"]
     return _json({"value": [shapes.group(sub, g) for g in ctx.world.groups.values()
-                            if g.get("subscription", ctx.world.subscription).lower() == sub.lower()]})
+                            if ctx.world.group_sub(g).lower() == sub.lower()]})
 
 
 def _get_group(ctx: Ctx) -> Response:

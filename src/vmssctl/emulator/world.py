@@ -259,10 +259,14 @@ class World(RollingUpgrades):
     def sub_of(self, ss: ScaleSet) -> str:
         return ss.subscription or self.subscription
 
+    def group_sub(self, grp: dict) -> str:
+        """A resource group's subscription (groups saved before there were several are the default one's)."""
+        return grp.get("subscription", self.subscription)
+
     def check_group_subscription(self, rg: str, sub: str) -> None:
         """A resource group of another subscription is not found in this one."""
         grp = self.groups.get(rg.lower())
-        if grp is not None and grp.get("subscription", self.subscription).lower() != sub.lower():
+        if grp is not None and self.group_sub(grp).lower() != sub.lower():
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
 
     def put_group(self, name: str, location: str, tags: dict | None = None,
@@ -272,7 +276,7 @@ class World(RollingUpgrades):
         tags = validate.check_tags(tags)
         sub = subscription or self.subscription
         existing = self.groups.get(name.lower())
-        if existing is not None and existing.get("subscription", self.subscription).lower() != sub.lower():
+        if existing is not None and self.group_sub(existing).lower() != sub.lower():
             raise conflict(f"The emulator keeps resource group names unique across its subscriptions: '{name}' is "
                            "taken in another one.", "ResourceGroupNameTaken")
         created = existing is None
@@ -430,7 +434,7 @@ class World(RollingUpgrades):
             grp = self.group(rg)
             ss = ScaleSet(rg=grp["name"], name=name, location=location, model=model,
                           unique_id=str(uuid.UUID(int=self.rng.getrandbits(128))), created=now,
-                          subscription=grp.get("subscription", self.subscription))
+                          subscription=self.group_sub(grp))
             self.sets[ss.key] = ss
             self._record(ss, now)
             op = self._new_op("CreateScaleSet", location, now, ss, then="ready")

@@ -337,7 +337,12 @@ def client(database: str, missing: str | None = None):
     what to say when DBOS's tables are not in the database yet."""
     from dbos import DBOSClient
 
-    c = DBOSClient(system_database_url=database)
+    logging.getLogger("dbos").setLevel(logging.CRITICAL)  # its connection errors become the one line below
+    try:
+        c = DBOSClient(system_database_url=database)
+    except Exception as e:  # the database cannot be reached or opened (a SQLite path whose directory is missing)
+        raise UsageError(f"cannot open the fleet database {database.split('@')[-1]}: "
+                         f"{str(e).splitlines()[0][:200]}") from None
     try:
         c.list_workflows(limit=1)
     except Exception:
