@@ -120,16 +120,18 @@ def test_abort_and_pause_of_an_interrupted_rollout(frozen, tmp_path):
 
 def test_a_rollout_running_elsewhere_is_not_taken_over(frozen, tmp_path, capsys):
     from vmssctl.cli import main
+    from vmssctl.rollout import claim
     from vmssctl.rollout.journal import Journal
 
     rg = make_set(frozen, 2)
     journal = Journal(tmp_path / "journal.sqlite")
     r = journal.create(frozen.subscription, rg, "web", frozen.endpoint, {"publisher": "Canonical", "offer":
                        "ubuntu-24_04-lts", "sku": "server", "version": NEW}, {}, {})
-    journal.acquire(r.scale_set, r.id)  # this (live) process holds it, as a running vmssctl would
+    held = claim.take(journal.path.parent, r.scale_set, r.id)  # this (live) process drives it, as vmssctl would
     before = frozen.stats()["requests"]["writes"]
     code = main(["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "--journal",
                  str(tmp_path / "journal.sqlite"), "--version", NEW, "--yes"])
     err = capsys.readouterr().err
+    held.release()
     assert code == 2 and "another vmssctl process" in err
     assert frozen.stats()["requests"]["writes"] == before

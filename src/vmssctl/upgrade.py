@@ -16,6 +16,7 @@ from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
 from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
+from vmssctl.rollout import claim
 from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
@@ -70,7 +71,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     active = journal.active_for(key)
     target = change.apply(ss.image) if not (active and change.empty) else ImageRef(**active.target)
     if active is not None:
-        if journal.holder_alive(active.id):
+        if claim.running(journal.path.parent, active):
             raise UsageError(f"rollout {active.id} is running in another vmssctl process right now: watch it with "
                              f"'vmssctl rollout status {active.id}', or pause/abort it")
         if not same_image(ImageRef(**active.target), target):
@@ -232,11 +233,10 @@ def steer(journal: Journal, rollout: Rollout, op: str) -> tuple[str, str] | None
         raise UsageError(f"rollout {rollout.id} is {rollout.state}: there is nothing to {op}")
     if op == "rollback" and rollout.state == "rolled_back":
         raise UsageError(f"rollout {rollout.id} is already rolled back")
-    if journal.holder_alive(rollout.id):
+    if claim.running(journal.path.parent, rollout):
         journal.request(rollout.id, op)
         return f"{op}_requested", f"asked the running process to {op} rollout {rollout.id}"
     if op in ("pause", "abort"):
         journal.update(rollout.id, state="paused" if op == "pause" else "aborted", requested=None)
-        journal.release(rollout.scale_set, rollout.id)
         return op, f"rollout {rollout.id} {'paused' if op == 'pause' else 'aborted'}"
     return None

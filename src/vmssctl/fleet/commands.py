@@ -106,6 +106,7 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
 def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
     """Ask the rollouts of the fleet's sets that are running now to abort, pause or resume (through the journal,
     as `vmssctl rollout abort|pause|resume` does): they act at their next turn."""
+    from vmssctl.rollout import claim
     from vmssctl.rollout.journal import scale_set_key
 
     out = []
@@ -113,7 +114,7 @@ def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
         for key in stage.get("sets", []):
             rg, name = key.split("/", 1)
             r = journal.active_for(scale_set_key(stage.get("subs", {}).get(key) or conn.subscription, rg, name))
-            if r is not None and journal.holder_alive(r.id):
+            if r is not None and claim.running(journal.path.parent, r):
                 journal.request(r.id, op)
                 out.append(r.id)
     return out

@@ -19,7 +19,7 @@ from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan
 from vmssctl.policy import AZURE_ROLLING, RolloutPolicy
-from vmssctl.rollout import progress
+from vmssctl.rollout import claim, progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.decide import decide, remaining
 from vmssctl.rollout.events import Sink, Snapshot
@@ -56,7 +56,7 @@ from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
 SUMMARY_WORTH_IT = 100  # a listing of up to this many instances is one page: no cheaper than the summary
-SLEEP_SLICE = 30.0  # longest uninterrupted wait: the lease is renewed and requests are seen at least this often
+SLEEP_SLICE = 30.0  # longest uninterrupted wait: requests (abort, rollback) are seen at least this often
 REQUESTED = "rollback requested"  # a rollback the user asked for ends with exit 0, not as a failure
 
 
@@ -148,7 +148,6 @@ class Engine:
 
     def _observe(self) -> dict[str, Instance]:
         self.instances = self._arm(self.api.instances)
-        self.journal.renew(self.r.scale_set, self.r.id)
         return {i.instance_id: i for i in self.instances}
 
     def _batch_elapsed(self, batch: Batch) -> float:
@@ -215,14 +214,13 @@ class Engine:
 
     # ------------------------------------------------------------------ control
     def _sleep(self, seconds: float) -> None:
-        """Wait in slices, renewing the lease and leaving early if asked to abort or roll back."""
+        """Wait in slices, leaving early if asked to abort or roll back."""
         end = self.clock.now() + seconds
         while True:
             left = end - self.clock.now()
             if left <= 0:
                 return
             self.clock.sleep(min(left, SLEEP_SLICE))
-            self.journal.renew(self.r.scale_set, self.r.id)
             if left > SLEEP_SLICE and self._requested() in ("abort", "rollback"):
                 return
 
@@ -247,12 +245,11 @@ class Engine:
                 self.journal.unpause(self.r)
                 self.emit("resumed")
                 return None
-            self.journal.renew(self.r.scale_set, self.r.id)
             time.sleep(0.5)
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
-        self.journal.acquire(self.r.scale_set, self.r.id)
+        held = claim.take(self.journal.path.parent, self.r.scale_set, self.r.id)
         try:
             self._begun()
             return self._run()
@@ -261,8 +258,10 @@ class Engine:
             self.emit("rollout_failed", error=str(e))
             return EXIT_FAILED
         finally:
-            self._final()
-            self.journal.release(self.r.scale_set, self.r.id)
+            try:
+                self._final()
+            finally:
+                held.release()
 
     def _begun(self) -> None:
         """Record the start, or a resume: the time nobody ran the rollout is an interruption, left out of its

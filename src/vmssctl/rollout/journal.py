@@ -1,15 +1,14 @@
-"""The rollout journal (SQLite): intent, history, what to roll back to, and the lease.
+"""The rollout journal (SQLite): intent, history, and what to roll back to.
 
 The engine never trusts it over what ARM shows; it is what lets a killed rollout be
-resumed by id, lets another process pause or abort it, and keeps two vmssctl processes
-off one scale set.
+resumed by id and lets another process pause or abort it. Which process drives a set
+right now is not recorded here: see ``claim``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 import uuid
@@ -26,7 +25,6 @@ ACTIVE = ("running", "paused", "rolling_back")
 # Columns added after the first release, added to older journals when opened.
 ADDED_COLUMNS = (("rollouts", "connection", "TEXT"), ("rollouts", "seen", "REAL"), ("rollouts", "progress", "TEXT"),
                  ("batches", "meta", "TEXT"))
-LEASE_SECONDS = 120.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -39,8 +37,6 @@ CREATE TABLE IF NOT EXISTS batches (
     failed TEXT, meta TEXT, PRIMARY KEY (rollout_id, seq));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT, time REAL, type TEXT, data TEXT);
-CREATE TABLE IF NOT EXISTS leases (
-    scale_set TEXT PRIMARY KEY, rollout_id TEXT, host TEXT, pid INTEGER, expires REAL);
 CREATE INDEX IF NOT EXISTS events_by_rollout ON events (rollout_id, id);
 """
 
@@ -95,16 +91,6 @@ class Batch:
 
 def scale_set_key(subscription: str, resource_group: str, name: str) -> str:
     return f"{subscription}/{resource_group}/{name}".lower()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Journal:
@@ -236,36 +222,3 @@ class Journal:
     def events(self, rid: str, after: int = 0) -> list[dict]:
         rows = self.db.execute("SELECT * FROM events WHERE rollout_id = ? AND id > ? ORDER BY id", (rid, after))
         return [{"id": r["id"], "time": r["time"], "type": r["type"], **json.loads(r["data"])} for r in rows]
-
-    # ------------------------------------------------------------------ lease
-    def acquire(self, key: str, rid: str) -> None:
-        """Hold the scale set for ``rid``; refuse if another live process or another rollout holds it."""
-        host, pid, now = socket.gethostname(), os.getpid(), time.time()
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM leases WHERE scale_set = ?", (key,)).fetchone()
-            if row is not None and (row["host"], row["pid"]) != (host, pid):
-                other = db.execute("SELECT state FROM rollouts WHERE id = ?", (row["rollout_id"],)).fetchone()
-                other_active = other is not None and other["state"] in ACTIVE
-                alive = row["expires"] > now and (row["host"] != host or _pid_alive(row["pid"]))
-                if row["rollout_id"] != rid and other_active:
-                    raise UsageError(f"rollout {row['rollout_id']} holds this scale set ({other['state']}): "
-                                     f"resume, abort or roll it back first (vmssctl rollout status "
-                                     f"{row['rollout_id']})")
-                if alive and other_active:
-                    raise UsageError(f"rollout {row['rollout_id']} is being run by process {row['pid']} on "
-                                     f"{row['host']}")
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?)", (key, rid, host, pid, now + LEASE_SECONDS))
-
-    def renew(self, key: str, rid: str) -> None:
-        self.db.execute("UPDATE leases SET expires = ? WHERE scale_set = ? AND rollout_id = ?",
-                        (time.time() + LEASE_SECONDS, key, rid))
-
-    def release(self, key: str, rid: str) -> None:
-        self.db.execute("DELETE FROM leases WHERE scale_set = ? AND rollout_id = ?", (key, rid))
-
-    def holder_alive(self, rid: str) -> bool:
-        """Is some live process running ``rid`` right now?"""
-        row = self.db.execute("SELECT * FROM leases WHERE rollout_id = ?", (rid,)).fetchone()
-        if row is None or row["expires"] < time.time():
-            return False
-        return row["host"] != socket.gethostname() or _pid_alive(row["pid"])
