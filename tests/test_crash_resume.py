@@ -56,6 +56,24 @@ def test_kill_and_rerun_finishes_without_upgrading_twice(frozen, tmp_path, kill_
     rec = record(frozen, rg, t0)
     assert rec["upgrades"] == {str(i): 1 for i in range(8)}
     assert rec["minHealthy"] >= 6
+    # the rollout is one DBOS workflow in the set's database: the run again was DBOS recovering it, not a second run
+    runs = workflows(journal, events[-1]["rollout"])
+    assert [(w.workflow_id, w.status) for w in runs] == [(events[-1]["rollout"], "SUCCESS")]
+    assert runs[0].recovery_attempts == (1 if kill_at == "plan" else 2)
+
+
+def workflows(journal, rid: str) -> list:
+    """The DBOS workflows in the database of the scale set ``rid`` upgrades."""
+    from vmssctl import durable
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.rollout.workflow import database
+
+    j = Journal(journal)
+    c = durable.client(database(j, j.get(rid)))
+    try:
+        return c.list_workflows()
+    finally:
+        c.destroy()
 
 
 def test_kill_during_rollback_then_rollout_resume(frozen, tmp_path):
@@ -135,3 +153,26 @@ def test_a_rollout_running_elsewhere_is_not_taken_over(frozen, tmp_path, capsys)
     held.release()
     assert code == 2 and "another vmssctl process" in err
     assert frozen.stats()["requests"]["writes"] == before
+
+
+def test_ctrl_c_of_a_recovered_rollout_stops_it_at_once_and_a_run_again_finishes_it(frozen, tmp_path):
+    """Run again after a kill -9, DBOS drives the recovered rollout in its own thread: Ctrl-C still ends the
+    process at once (it does not wait for that thread to finish the rollout), as a crash would, and says how to
+    carry on; running the command again finishes the job, every instance upgraded once."""
+    rg = make_set(frozen, 6)
+    t0 = frozen.now()
+    journal = tmp_path / "journal.sqlite"
+    args = upgrade_args(frozen, rg, journal, "--version", NEW, "--batch-size", "2")
+    run_and_kill(args, "batch_started", 1)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["type"] == "batch_started":
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert "interrupted: rollout" in err and "rollout resume" in err and "Traceback" not in err
+    code, events, err = run(args)
+    assert code == 0 and events[-1]["type"] == "rollout_succeeded", err
+    assert record(frozen, rg, t0)["upgrades"] == {str(i): 1 for i in range(6)}

@@ -167,22 +167,34 @@ def test_a_failed_save_is_loud_and_never_passes_for_current(tmp_path):
 
 # ------------------------------------------------------------------ 3. one rollout per scale set
 def test_simultaneous_rollouts_on_one_set_exactly_one_runs(frozen, tmp_path):
-    from vmssctl.cli import main
+    """Two machines (a journal each, in its own directory) start a rollout of one set at the same instant: the
+    scale set's tag, written with If-Match, lets exactly one run. (Threads, to make them race; each runs what
+    `vmssctl upgrade` runs, minus the DBOS workflow around the engine, which is one per process.)"""
+    from vmssctl import upgrade
+    from vmssctl.azure import ScaleSetApi, compute_client, resolve_connection
+    from vmssctl.errors import UsageError
+    from vmssctl.policy import load
     from vmssctl.rollout.journal import Journal
+    from vmssctl.target import ImageChange
 
     rg = make_set(frozen, 2)
     t0 = frozen.now()
+    conn = resolve_connection(str(frozen.state_dir))
     for pair in range(20):
         version = f"24.04.{202700000 + pair}"
-        journals = [tmp_path / f"p{pair}-{side}.sqlite" for side in "ab"]
+        journals = [tmp_path / f"p{pair}-{side}" / "journal.sqlite" for side in "ab"]
         codes: dict[int, int] = {}
         start = threading.Barrier(2)
 
         def go(side: int, journals=journals, version=version, codes=codes, start=start) -> None:
+            api, journal = ScaleSetApi(compute_client(conn), rg, "web"), Journal(journals[side])
             start.wait()
-            codes[side] = main(["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "--journal",
-                                str(journals[side]), "--version", version, "--yes", "-o", "json",
-                                "--max-unavailable", "1"])
+            try:
+                prepared = upgrade.prepare(api, journal, conn, ImageChange(version=version),
+                                           load(None, {"max_unavailable": "1"}))
+                codes[side] = upgrade.start(api, journal, conn, prepared, [])
+            except UsageError:
+                codes[side] = 2
 
         threads = [threading.Thread(target=go, args=(side,)) for side in (0, 1)]
         for t in threads:

@@ -374,12 +374,13 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             print("nothing changed", file=sys.stderr)
             return EXIT_ABORTED
-    from vmssctl.upgrade import begin, run
+    from vmssctl.rollout.workflow import drive
+    from vmssctl.upgrade import begin
 
     rollout = begin(journal, conn, api, prepared)
     sinks = _sinks(args)
     try:
-        return run(api, journal, conn, rollout, sinks)
+        return drive(journal, conn, api, rollout, sinks)
     except KeyboardInterrupt:
         print(f"interrupted: rollout {rollout.id} stopped where it was; finish it with 'vmssctl rollout resume "
               f"{rollout.id}' or undo it with 'vmssctl rollout rollback {rollout.id}'", file=sys.stderr)
@@ -422,7 +423,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from vmssctl import render
     from vmssctl.azure import ScaleSetApi
     from vmssctl.rollout.journal import Journal
-    from vmssctl.upgrade import resume, steer
+    from vmssctl.rollout.workflow import drive
+    from vmssctl.upgrade import reopen, steer
 
     journal = Journal(args.journal)
     what = args.rollout_command
@@ -452,8 +454,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                          "connect to the same place to resume it")
     sinks = _sinks(args)
     try:
-        return resume(ScaleSetApi(client, r.resource_group, r.name), journal, conn, r, sinks,
-                      rollback=what == "rollback")
+        return drive(journal, conn, ScaleSetApi(client, r.resource_group, r.name),
+                     reopen(journal, r, rollback=what == "rollback"), sinks)
     finally:
         for s in sinks:
             s.close()
@@ -522,8 +524,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vmssctl.emulator.server import DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
     from vmssctl.policy import load
     from vmssctl.rollout.journal import Journal
+    from vmssctl.rollout.workflow import drive
     from vmssctl.target import ImageChange
-    from vmssctl.upgrade import prepare, start
+    from vmssctl.upgrade import begin, prepare
 
     server = EmulatorServer(EmulatorConfig(demo=True, time_scale=args.time_scale)).start_in_thread()
     info = server.info()
@@ -544,7 +547,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t0 = admin.clock()["now"]
         sinks = _sinks(args)
         try:
-            code = start(api, journal, conn, prepared, sinks)
+            code = drive(journal, conn, api, begin(journal, conn, api, prepared), sinks)
         finally:
             for sink in sinks:
                 sink.close()
@@ -591,6 +594,18 @@ def describe_error(e: BaseException) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    durable = sys.modules.get("vmssctl.durable")
+    if durable is not None and durable.abandoned():
+        # Ctrl-C while DBOS's thread drives a rollout: leave it as a crash would (the engine is made for that;
+        # running the command again resumes it) instead of waiting at exit for that thread to finish the rollout
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The SDK logs each retried request at WARNING; our own messages say what matters.
     logging.getLogger("azure").setLevel(logging.ERROR)

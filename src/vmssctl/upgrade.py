@@ -205,14 +205,20 @@ def start(api: Gateway, journal: Journal, conn: Connection, prepared: Prepared, 
     return run(api, journal, conn, begin(journal, conn, api, prepared), sinks, clock)
 
 
-def resume(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
-           rollback: bool = False) -> int:
+def reopen(journal: Journal, rollout: Rollout, rollback: bool = False) -> Rollout:
+    """A stopped rollout made ready to run again: to roll back, or unpaused."""
     if rollback:
         journal.update(rollout.id, state="rolling_back", phase="rollback",
                        error=REQUESTED, requested=None)
     elif rollout.state == "paused":
         journal.unpause(rollout)
-    return run(api, journal, conn, journal.get(rollout.id), sinks)
+    return journal.get(rollout.id)
+
+
+def resume(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
+           rollback: bool = False) -> int:
+    """Resume or roll back in this thread (a fleet's step; a lone command runs it as its own workflow)."""
+    return run(api, journal, conn, reopen(journal, rollout, rollback), sinks)
 
 
 STEERS = ("pause", "resume", "abort", "rollback")

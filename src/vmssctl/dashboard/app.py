@@ -14,6 +14,8 @@ import asyncio
 import hmac
 import json
 import secrets
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,25 +33,11 @@ from vmssctl.dashboard import html
 from vmssctl.dashboard.watch import Watchers
 from vmssctl.errors import ArmError, UsageError, VmssctlError
 from vmssctl.policy import load as load_policy
-from vmssctl.rollout.events import Snapshot
 from vmssctl.rollout.journal import Journal, scale_set_key
 from vmssctl.rollout.progress import Progress
 from vmssctl.target import ImageChange
 
 COOKIE = "vmssctl_session"
-
-
-class NullSink:
-    """The dashboard renders the Progress the engine stores in the journal, so its engines need no sink."""
-
-    def event(self, event: dict) -> None:
-        pass
-
-    def snapshot(self, snap: Snapshot) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -211,7 +199,7 @@ async def set_page(request: Request, d: Dashboard) -> Response:
 
 
 def _fleet_client(d: Dashboard):
-    from vmssctl.fleet.run import client, default_database
+    from vmssctl.durable import client, default_database
 
     return client(d.fleet_database or default_database(d.journal().path))
 
@@ -487,32 +475,19 @@ def do_plan(d: Dashboard, rg: str, name: str, body: dict) -> str:
 
 @_op
 def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
-    from vmssctl.upgrade import begin, run
+    from vmssctl.upgrade import begin
 
     api, prepared = _prepare_rollout(d, rg, name, body)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
         return "nothing to do: every instance already runs the latest model"
     rollout = begin(d.journal(), d.conn, api, prepared)
-    sink = NullSink()
-
-    def engine() -> None:
-        try:
-            code = run(api, d.journal(), d.conn, rollout, [sink])
-            d.notice(rg, name, f"rollout {rollout.id} ended with exit code {code}", code == 0)
-        except Exception as e:  # reported on the page; the journal keeps the rollout for a resume
-            from vmssctl.cli import describe_error
-
-            d.notice(rg, name, f"rollout {rollout.id} stopped: {describe_error(e)[0]}", False)
-        finally:
-            d.watchers.get(rg, name).poke()
-
-    threading.Thread(target=engine, daemon=True, name=f"rollout-{rollout.id}").start()
+    _run_apart(d, rollout.id, "resume", rg, name)
     return f"rollout {rollout.id} started: {len(prepared.plan.batches)} batch(es)"
 
 
 @_guard(write=True)
 async def rollout_control(request: Request, d: Dashboard) -> Response:
-    from vmssctl.upgrade import resume, steer
+    from vmssctl.upgrade import steer
 
     rid, op = request.path_params["rid"], request.path_params["op"]
     j = d.journal()
@@ -526,11 +501,25 @@ async def rollout_control(request: Request, d: Dashboard) -> Response:
         return JSONResponse({"ok": False, "message": str(e)}, 400)
     if done is not None:
         return JSONResponse({"ok": True, "message": done[1]})
-    sink = NullSink()
-    api = d.api(r.resource_group, r.name)
-    threading.Thread(target=lambda: resume(api, d.journal(), d.conn, r, [sink], rollback=op == "rollback"),
-                     daemon=True).start()
-    return JSONResponse({"ok": True, "message": f"{op} of rollout {rid} started here"})
+    _run_apart(d, rid, op, r.resource_group, r.name)
+    return JSONResponse({"ok": True, "message": f"{op} of rollout {rid} started"})
+
+
+def _run_apart(d: Dashboard, rid: str, op: str, rg: str, name: str) -> None:
+    """Run the rollout as `vmssctl rollout resume|rollback RID` in a process of its own: a DBOS workflow like any
+    lone upgrade's (the dashboard's process can hold one workflow database, a set's rollout needs its own), which
+    a restart of the dashboard does not stop. It connects as the journal records; its end is a notice here."""
+    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "--journal", str(d.journal().path), "-o", "json"]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+    def wait() -> None:
+        _, err = proc.communicate()
+        why = err.strip().splitlines()[-1] if err.strip() else ""
+        d.notice(rg, name, f"rollout {rid} ended with exit code {proc.returncode}" + (f": {why}" if why else ""),
+                 proc.returncode == 0)
+        d.watchers.get(rg, name).poke()
+    threading.Thread(target=wait, daemon=True, name=f"rollout-{rid}").start()
 
 
 @_guard()

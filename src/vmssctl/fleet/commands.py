@@ -33,6 +33,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if args.fleet_command == "plan":
         _print_plan(args.output, spec, plans, _estimates(clients, journal, conn, spec, plans))
         return EXIT_OK
+    from vmssctl import durable
     from vmssctl.fleet import run
 
     sets = sum(len(p.sets) for p in plans)
@@ -40,7 +41,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         fid = run.hand_to_workers(database, text, plans, conn.to_json(), str(journal.path))
         _say(args.output, {"type": "fleet", "fleet": fid, "database": "postgresql", "workers": True},
              f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s), handed to the workers")
-        client = run.client(database)
+        client = durable.client(database)
         try:
             for event in client.read_stream(fid, run.EVENTS):
                 _say(args.output, event, _line(event))
@@ -57,16 +58,17 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                 _say(args.output, event, _line(event))
             outcome = run.result(fid)
         finally:
-            run.shutdown()
+            durable.shutdown()
     return {"succeeded": EXIT_OK, "aborted": EXIT_ABORTED}.get(outcome["state"], EXIT_FAILED)
 
 
 def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
     """status and abort read and steer through a DBOS client (nothing runs here); rollback runs here."""
+    from vmssctl import durable
     from vmssctl.fleet import run
 
     fid = inputs.text(args.id, "fleet id", 64)
-    c = run.client(database)
+    c = durable.client(database)
     try:
         found = c.list_workflows(workflow_ids=[fid], load_input=True)
         if not found:
@@ -100,7 +102,7 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
             _say(args.output, event, _line(event))
         return EXIT_OK if all(s["code"] == 0 for s in outcome["sets"]) else EXIT_FAILED
     finally:
-        run.shutdown()
+        durable.shutdown()
 
 
 def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
@@ -121,7 +123,7 @@ def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
 
 
 def _default_database(journal_path) -> str:
-    from vmssctl.fleet.run import default_database
+    from vmssctl.durable import default_database
 
     return default_database(journal_path)
 

@@ -15,13 +15,12 @@ subscription), never a token.
 from __future__ import annotations
 
 import hashlib
-import logging
-from pathlib import Path
 
-from dbos import DBOS, DBOSConfig, SetWorkflowID
+from dbos import DBOS, SetWorkflowID
 
-from vmssctl import __version__
-from vmssctl.errors import UsageError, VmssctlError
+from vmssctl import durable
+from vmssctl.durable import APP_VERSION, client
+from vmssctl.errors import VmssctlError
 from vmssctl.fleet.spec import StagePlan, parse
 from vmssctl.fleet.view import RUNNING
 from vmssctl.policy import RolloutPolicy
@@ -31,65 +30,15 @@ FLEETS_QUEUE = "vmssctl-fleets"  # fleets handed to workers (`vmssctl worker`)
 SETS_QUEUE = "vmssctl-sets"  # every set's rollout; a fleet keeps at most its stage's concurrency of them in flight
 SETS_AT_ONCE = 200  # sets one process runs at once, whatever the fleets ask
 BAKE_SLICE = 60.0  # a bake waits in steps this long (on the rollout's clock), looking for an abort between them
-QUEUE_POLL = 0.25  # seconds between a process's looks at a queue (DBOS's default is 1 s; a set starts sooner)
-_state: dict = {}
-
-
-def default_database(journal: str | Path) -> str:
-    """DBOS's system database beside the rollout journal: SQLite, nothing to install."""
-    return f"sqlite:///{Path(journal).expanduser().resolve().with_name('fleets.sqlite')}"
-
-
-APP_VERSION = f"vmssctl-{__version__}"
 
 
 def launch(database: str, executor_id: str | None = None, fleets: bool = False) -> None:
-    """Start DBOS once per process (it recovers the unfinished workflows recorded in ``database`` for this
-    executor). ``fleets``: also take fleets from the fleets queue, as a worker does."""
-    if _state.get("database") == database:
-        return
-    if _state:
-        raise UsageError("one fleet database per process")
-    if database.startswith("sqlite:///"):
-        _state["lock"] = _exclusive(database.removeprefix("sqlite:///"))
-    logging.getLogger("dbos").setLevel(logging.WARNING)
-    # the application version is vmssctl's: a fleet interrupted by a crash is recovered by the same release
-    # (by default DBOS derives it from the code, and would not recover across any change of it)
-    config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,
-                          "log_level": "WARNING", "console_log_level": "WARNING", "application_version": APP_VERSION}
-    if executor_id:
-        config["executor_id"] = executor_id
-    DBOS(config=config)
-    DBOS.launch()
-    DBOS.register_queue(SETS_QUEUE, worker_concurrency=SETS_AT_ONCE, polling_interval_sec=QUEUE_POLL)
+    """Start DBOS on ``database`` with the fleets' queues; ``fleets``: also take fleets from the fleets queue, as
+    a worker does."""
+    durable.launch(database, executor_id)
+    DBOS.register_queue(SETS_QUEUE, worker_concurrency=SETS_AT_ONCE, polling_interval_sec=durable.QUEUE_POLL)
     if fleets:
-        DBOS.register_queue(FLEETS_QUEUE, polling_interval_sec=QUEUE_POLL)
-    _state["database"] = database
-
-
-def shutdown() -> None:
-    if _state:
-        if "database" in _state:
-            DBOS.destroy()
-        lock = _state.get("lock")
-        if lock is not None:
-            lock.close()
-        _state.clear()
-
-
-def _exclusive(path: str):
-    """One process runs the fleets of a SQLite database (a second one would recover, and run again, the first's
-    unfinished workflows): an exclusive lock on a file beside it, released when the process ends, kill -9 too."""
-    import fcntl
-
-    handle = open(f"{path}.lock", "a")  # noqa: SIM115 - held as long as the process runs fleets
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UsageError(f"another vmssctl process runs the fleets of {path}: watch with 'vmssctl fleet status ID' "
-                         "(or use PostgreSQL and workers to run several)") from None
-    return handle
+        DBOS.register_queue(FLEETS_QUEUE, polling_interval_sec=durable.QUEUE_POLL)
 
 
 def fleet_id(spec_text: str, connection: dict) -> str:
@@ -330,25 +279,6 @@ def events(fid: str):
     """The fleet's events as they come, until it ends."""
     if DBOS.get_workflow_status(fid):
         yield from DBOS.read_stream(fid, EVENTS)
-
-
-def client(database: str, missing: str | None = None):
-    """A DBOS client: reads and steers fleets without running (or recovering) any workflow here. ``missing``:
-    what to say when DBOS's tables are not in the database yet."""
-    from dbos import DBOSClient
-
-    logging.getLogger("dbos").setLevel(logging.CRITICAL)  # its connection errors become the one line below
-    try:
-        c = DBOSClient(system_database_url=database)
-    except Exception as e:  # the database cannot be reached or opened (a SQLite path whose directory is missing)
-        raise UsageError(f"cannot open the fleet database {database.split('@')[-1]}: "
-                         f"{str(e).splitlines()[0][:200]}") from None
-    try:
-        c.list_workflows(limit=1)
-    except Exception:
-        c.destroy()
-        raise UsageError(missing or f"no fleet has run on {database.split('@')[-1]} yet") from None
-    return c
 
 
 def plan_of(status) -> list[dict]:

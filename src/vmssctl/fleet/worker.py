@@ -77,6 +77,7 @@ def serve(database: str, executor_id: str, takeover_after: float, heartbeat: flo
     """Run until SIGTERM/SIGINT: take fleets and sets, heartbeat, take over dead workers' workflows."""
     from dbos import DBOS
 
+    from vmssctl import durable
     from vmssctl.fleet import run
 
     engine = engine_for(database)
@@ -97,6 +98,6 @@ def serve(database: str, executor_id: str, takeover_after: float, heartbeat: flo
               "twice; start it again with another --executor-id", file=sys.stderr, flush=True)
         return 1
     finally:
-        run.shutdown()
+        durable.shutdown()
         engine.dispose()
     return 0

@@ -1,0 +1,116 @@
+"""DBOS, vmssctl's durable-execution engine: starting it on a system database, and clients.
+
+Every rollout runs as a DBOS workflow: a fleet and its sets in the fleet database, a single ``vmssctl
+upgrade`` in its scale set's own SQLite database (``rollout/workflow.py``). DBOS records the workflows and
+their steps and, when vmssctl starts again on the same database, recovers those a crash interrupted.
+
+DBOS is one instance per process, on one database at a time. On SQLite one process at a time may use a
+database: a second would recover, and run again, the first's unfinished workflows. An exclusive lock on a
+file beside it keeps it so; the kernel drops it when the process ends, kill -9 too. PostgreSQL is shared by
+workers with their own executor ids (``fleet/worker.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+from dbos import DBOS, DBOSConfig
+
+from vmssctl import __version__
+from vmssctl.errors import UsageError
+
+# the application version is vmssctl's: a workflow interrupted by a crash is recovered by the same release
+# (by default DBOS derives it from the code, and would not recover across any change of it)
+APP_VERSION = f"vmssctl-{__version__}"
+QUEUE_POLL = 0.25  # seconds between a process's looks at a queue (DBOS's default is 1 s; a set starts sooner)
+_state: dict = {}
+
+
+def default_database(journal: str | Path) -> str:
+    """The fleets' system database beside the rollout journal: SQLite, nothing to install."""
+    return f"sqlite:///{Path(journal).expanduser().resolve().with_name('fleets.sqlite')}"
+
+
+def launch(database: str, executor_id: str | None = None, busy: str | None = None) -> None:
+    """Start DBOS on ``database`` (it recovers the unfinished workflows recorded there for this executor).
+    ``busy``: what to say when another process already uses this SQLite database."""
+    if _state.get("database") == database:
+        return
+    if _state:
+        raise UsageError(f"this process already runs workflows from {_state['database'].split('@')[-1]}")
+    if database.startswith("sqlite:///"):
+        _state["lock"] = _exclusive(database.removeprefix("sqlite:///"), busy)
+    # DBOS logs a workflow's exception with its traceback before handing it back; vmssctl reports it in one line
+    level = "WARNING" if os.environ.get("VMSSCTL_DEBUG") else "CRITICAL"
+    dbos_log = logging.getLogger("dbos")
+    dbos_log.setLevel(level)
+    for handler in dbos_log.handlers:  # DBOS's console handler keeps the stderr it first saw: give it today's
+        if handler.name == "__dbos_console_log_handler__" and isinstance(handler, logging.StreamHandler):
+            handler.stream = sys.stderr  # (not setStream: it flushes the old one, which may be closed)
+    config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,
+                          "log_level": level, "console_log_level": level, "application_version": APP_VERSION}
+    if executor_id:
+        config["executor_id"] = executor_id
+    _state["database"] = database
+    try:
+        DBOS(config=config)
+        DBOS.launch()
+    except BaseException:
+        shutdown()
+        raise
+
+
+def abandon() -> None:
+    """A workflow still runs in DBOS's threads and the process is to end anyway (Ctrl-C): see ``abandoned``."""
+    _state["abandoned"] = True
+
+
+def abandoned() -> bool:
+    """Must the process end without waiting for DBOS's threads (``os._exit``)?"""
+    return bool(_state.get("abandoned"))
+
+
+def shutdown() -> None:
+    if _state:
+        if "database" in _state:
+            DBOS.destroy()
+        lock = _state.get("lock")
+        if lock is not None:
+            lock.close()
+        _state.clear()
+
+
+def _exclusive(path: str, busy: str | None) -> IO[str]:
+    import fcntl
+
+    handle = open(f"{path}.lock", "a")  # noqa: SIM115 - held as long as the process uses the database
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(busy or f"another vmssctl process runs the fleets of {path}: watch with 'vmssctl fleet "
+                         "status ID' (or use PostgreSQL and workers to run several)") from None
+    return handle
+
+
+def client(database: str, missing: str | None = None):
+    """A DBOS client: reads and steers workflows without running (or recovering) any here. ``missing``: what to
+    say when DBOS's tables are not in the database yet."""
+    from dbos import DBOSClient
+
+    logging.getLogger("dbos").setLevel(logging.CRITICAL)  # its connection errors become the one line below
+    try:
+        c = DBOSClient(system_database_url=database)
+    except Exception as e:  # the database cannot be reached or opened (a SQLite path whose directory is missing)
+        raise UsageError(f"cannot open the fleet database {database.split('@')[-1]}: "
+                         f"{str(e).splitlines()[0][:200]}") from None
+    try:
+        c.list_workflows(limit=1)
+    except Exception:
+        c.destroy()
+        raise UsageError(missing or f"no fleet has run on {database.split('@')[-1]} yet") from None
+    return c

@@ -1,0 +1,101 @@
+"""One scale set's rollout as a DBOS workflow: a lone ``vmssctl upgrade`` runs the way a fleet's sets do.
+
+The workflow has one step, which runs vmssctl's level-triggered engine on the rollout the journal records:
+a step runs at least once, and running the engine again is resuming it. Each scale set has its own SQLite
+system database beside the journal (``rollouts/``): DBOS is one process per SQLite database, and a lone
+upgrade is one process per set, so two terminals upgrading two sets never contend, and running the command
+again after a kill -9 is DBOS recovering the set's interrupted workflow when it starts, in the terminal that
+ran it again. The journal stays the record of what the rollout intends and did (its batches, events and
+progress, which every view reads); DBOS records that the rollout is running and carries it through crashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from dbos import DBOS, SetWorkflowID
+
+from vmssctl import durable
+from vmssctl.errors import EXIT_FAILED, EXIT_OK
+from vmssctl.rollout.journal import Journal, Rollout
+
+LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock) of the command running it here
+
+
+def database(journal: Journal, rollout: Rollout) -> str:
+    """The scale set's own system database, beside the journal."""
+    name = hashlib.sha256(rollout.scale_set.encode()).hexdigest()[:24]
+    return f"sqlite:///{Path(journal.path).expanduser().resolve().parent / 'rollouts' / name}.sqlite"
+
+
+@DBOS.step(retries_allowed=False)
+def _drive(journal: str, rid: str) -> int | None:
+    """Run the engine on rollout ``rid`` until it ends; None when the journal says it is not to run (paused,
+    aborted or ended while no process ran it)."""
+    from vmssctl import upgrade
+
+    jour = Journal(journal)
+    r = jour.get(rid)
+    if r.state not in ("running", "rolling_back"):
+        return None
+    live = LIVE.get(rid)
+    if live is not None:  # the command that asked for it, in this process: its connection, live view and clock
+        api, conn, sinks, clock = live
+        return upgrade.run(api, jour, conn, r, sinks, clock)
+    from vmssctl.azure import ScaleSetApi, compute_client, resolve_connection
+
+    stored = r.connection or {}  # recovered for an earlier command: connect as the rollout did
+    conn = resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
+                              stored.get("subscription"))
+    api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
+    try:
+        return upgrade.run(api, jour, conn, r, [])
+    finally:
+        api.close()
+
+
+@DBOS.workflow()
+def rollout_workflow(journal: str, rid: str) -> int | None:
+    return _drive(journal, rid)
+
+
+def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None) -> int:
+    """Run (or resume) ``rollout`` to its end as a workflow in its scale set's database; the exit code.
+
+    DBOS first recovers what a crash left unfinished in that database (this rollout's earlier run, typically:
+    its step runs the engine again, which resumes it); then, unless that finished it, a new run starts."""
+    where = f"{rollout.resource_group}/{rollout.name}"
+    LIVE[rollout.id] = (api, conn, sinks, clock)
+    try:
+        db = database(journal, rollout)
+        Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        LIVE.pop(rollout.id, None)
+        from vmssctl.errors import UsageError
+
+        raise UsageError(f"cannot create the rollout database beside {journal.path}: {e}") from None
+    durable.launch(db, busy=f"another vmssctl process is running a rollout of {where} right now: watch it with "
+                            f"'vmssctl rollout status {rollout.id}'")
+    try:
+        code: int | None = None
+        ran = False
+        for w in DBOS.list_workflows(status=["PENDING", "ENQUEUED"]):  # recovered as DBOS started
+            result = DBOS.retrieve_workflow(w.workflow_id).get_result()
+            if w.workflow_id.split(".")[0] == rollout.id:
+                code, ran = result, True
+        if not ran or journal.get(rollout.id).state in ("running", "rolling_back"):
+            runs = len(DBOS.list_workflows(workflow_id_prefix=rollout.id))
+            with SetWorkflowID(rollout.id if runs == 0 else f"{rollout.id}.{runs + 1}"):
+                # in DBOS's thread, as a recovered run is: this one waits, and a Ctrl-C here leaves it as a crash
+                code = DBOS.start_workflow(rollout_workflow, str(journal.path), rollout.id).get_result()
+        if code is None:  # settled while no process ran it
+            code = EXIT_OK if journal.get(rollout.id).state == "succeeded" else EXIT_FAILED
+        return code
+    except KeyboardInterrupt:
+        durable.abandon()  # the engine goes on in DBOS's thread until the process ends: not shut down under it
+        raise
+    finally:
+        LIVE.pop(rollout.id, None)
+        if not durable.abandoned():
+            durable.shutdown()
