@@ -48,6 +48,22 @@ def fresh_buckets():
 
     yield
     budget._buckets.clear()
+    budget.share(1)
+
+
+def test_workers_split_each_budget_between_them(fresh_buckets):
+    """Three live workers: each paces at a third of the subscription's budget, buckets made before and after;
+    when one dies, the two left take half each."""
+    from vmssctl import budget
+
+    before = budget.bucket("sub-a", True, Budget(reads=30, writes=9))
+    budget.share(3)
+    after = budget.bucket("sub-b", False, Budget(reads=30, writes=9))
+    assert (before.rate, after.rate) == (3.0, 10.0)
+    budget.share(2)
+    assert (before.rate, after.rate) == (4.5, 15.0)
+    budget.share(0)  # never more than the budget itself
+    assert (before.rate, after.rate) == (9.0, 30.0)
 
 
 def test_a_client_with_a_budget_takes_from_its_subscriptions_bucket(frozen, fresh_buckets):

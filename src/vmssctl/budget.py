@@ -4,6 +4,9 @@ Many parallel rollouts of a fleet would otherwise add up past Compute's per-subs
 spend their time in 429s and the SDK's back-offs. Every request of a client made with a budget first takes
 a token from its subscription's bucket (reads and writes apart, as ARM counts them) and waits when there
 is none. The SDK's own retry policy still handles whatever 429 comes anyway; this only paces.
+
+Workers sharing a PostgreSQL database each take an equal share of every subscription's budget: the live
+workers are counted from their heartbeats (``share``), so together they stay within it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Bucket:
     def __init__(self, rate: float, now: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.rate, self.capacity = rate, max(1.0, rate)
+        self.base = rate  # the budget's rate; ``rate`` is this process's share of it
         self._now, self._sleep = now, sleep
         self._tokens, self._at = self.capacity, now()
         self._lock = threading.Lock()
@@ -54,8 +58,15 @@ class Bucket:
             self._sleep(wait)
 
 
+    def retune(self, rate: float) -> None:
+        with self._lock:
+            self.rate, self.capacity = rate, max(1.0, rate)
+            self._tokens = min(self._tokens, self.capacity)
+
+
 _buckets: dict[tuple[str, str], Bucket] = {}
 _registry_lock = threading.Lock()
+_sharers = [1]  # processes sharing every budget (live workers); 1 unless this is a worker
 
 
 def bucket(subscription: str, write: bool, budget: Budget) -> Bucket:
@@ -63,5 +74,14 @@ def bucket(subscription: str, write: bool, budget: Budget) -> Bucket:
     key = (subscription.lower(), "writes" if write else "reads")
     with _registry_lock:
         if key not in _buckets:
-            _buckets[key] = Bucket(budget.writes if write else budget.reads)
+            b = _buckets[key] = Bucket(budget.writes if write else budget.reads)
+            b.retune(b.base / _sharers[0])
         return _buckets[key]
+
+
+def share(processes: int) -> None:
+    """This process takes 1/``processes`` of every subscription's budget (the workers alive now)."""
+    with _registry_lock:
+        _sharers[0] = max(1, processes)
+        for b in _buckets.values():
+            b.retune(b.base / _sharers[0])

@@ -5,7 +5,8 @@ sets queue. DBOS recovers a restarted executor's own workflows, but nothing tell
 is gone for good (its machine died, it was killed) without DBOS's hosted control plane, so the workers keep
 heartbeats in a table of the same database: a worker whose heartbeat is older than ``--takeover-after``
 is claimed by exactly one live worker (a conditional UPDATE), which recovers its unfinished workflows.
-Its sets' rollouts resume where ARM says they are (the engine is level-triggered).
+Its sets' rollouts resume where ARM says they are (the engine is level-triggered). The same count of live
+workers splits each subscription's request budget between them.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class TakenOver(Exception):
     """Another worker declared this one dead and recovered its workflows: stop, or they would run twice."""
 
 
-def beat(engine, me: str, takeover_after: float) -> list[str]:
+def beat(engine, me: str, takeover_after: float) -> tuple[list[str], int]:
     """Record this worker's heartbeat; claim the workers silent for longer than ``takeover_after``. Returns the
-    executor ids this worker claimed (each is claimed by exactly one worker). Raises TakenOver when another
-    worker already claimed this one (it was silent too long, e.g. paused)."""
+    executor ids this worker claimed (each is claimed by exactly one worker) and how many workers are alive.
+    Raises TakenOver when another worker already claimed this one (it was silent too long, e.g. paused)."""
     import sqlalchemy as sa
 
     now = time.time()
@@ -69,7 +70,9 @@ def beat(engine, me: str, takeover_after: float) -> list[str]:
                 "AND beat < :cutoff"), {"me": me, "other": other, "cutoff": now - takeover_after}).rowcount
             if won == 1:
                 claimed.append(other)
-    return claimed
+        alive = db.execute(sa.text("SELECT count(*) FROM vmssctl_workers WHERE beat >= :cutoff AND taken_by IS NULL"),
+                           {"cutoff": now - takeover_after}).scalar_one()
+    return claimed, int(alive)
 
 
 def serve(database: str, executor_id: str, takeover_after: float, heartbeat: float = HEARTBEAT,
@@ -77,7 +80,7 @@ def serve(database: str, executor_id: str, takeover_after: float, heartbeat: flo
     """Run until SIGTERM/SIGINT: take fleets and sets, heartbeat, take over dead workers' workflows."""
     from dbos import DBOS
 
-    from vmssctl import durable
+    from vmssctl import budget, durable
     from vmssctl.fleet import run
 
     engine = engine_for(database)
@@ -89,7 +92,9 @@ def serve(database: str, executor_id: str, takeover_after: float, heartbeat: flo
           f"for {takeover_after:.0f}s", flush=True)
     try:
         while not stop.is_set():
-            for other in beat(engine, executor_id, takeover_after):
+            claimed, alive = beat(engine, executor_id, takeover_after)
+            budget.share(alive)  # the workers together stay within each subscription's request budget
+            for other in claimed:
                 handles = DBOS._recover_pending_workflows([other])
                 print(f"took over worker {other}: {len(handles)} unfinished workflow(s)", flush=True)
             stop.wait(heartbeat)
