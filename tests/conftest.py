@@ -207,3 +207,28 @@ def throwaway_postgres() -> Iterator[str]:
     finally:
         subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """One throwaway PostgreSQL cluster for the session (started by the first test that needs it)."""
+    try:
+        with throwaway_postgres() as url:
+            yield url
+    except PostgresMissing as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def postgres(postgres_cluster: str) -> str:
+    """A fresh database of its own in the session's PostgreSQL cluster: its URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_cluster, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type] - a name made above
+    return postgres_cluster.rsplit("/", 1)[0] + f"/{name}"

@@ -145,7 +145,7 @@ def test_a_rollout_running_elsewhere_is_not_taken_over(frozen, tmp_path, capsys)
     journal = Journal(tmp_path / "journal.sqlite")
     r = journal.create(frozen.subscription, rg, "web", frozen.endpoint, {"publisher": "Canonical", "offer":
                        "ubuntu-24_04-lts", "sku": "server", "version": NEW}, {}, {})
-    held = claim.take(journal.path.parent, r.scale_set, r.id)  # this (live) process drives it, as vmssctl would
+    held = claim.take(journal, r.scale_set, r.id)  # this (live) process drives it, as vmssctl would
     before = frozen.stats()["requests"]["writes"]
     code = main(["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "--journal",
                  str(tmp_path / "journal.sqlite"), "--version", NEW, "--yes"])

@@ -8,16 +8,18 @@ each set's engine waits on the clock in its own thread.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import PostgresMissing, cli, start_emulator, throwaway_postgres
+from tests.conftest import cli, start_emulator
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.errors import UsageError
 from vmssctl.fleet.spec import SetRef, assign, parse
+from vmssctl.rollout.journal import Journal
 
 NEW, OLD, BAD = "24.04.202611200", "24.04.202610010", "24.04.202612666"
 SUB2 = "00000000-0000-0000-0000-00000000feee"  # the emulator's second subscription (--subscriptions 2)
@@ -258,24 +260,11 @@ def test_a_fleet_killed_mid_stage_resumes_when_run_again(tmp_path):
 
 
 # ---------------------------------------------------------------------- several workers on real PostgreSQL
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL cluster from Debian's package (tests/conftest.throwaway_postgres)."""
-    import os
-
-    try:
-        with throwaway_postgres() as url:
-            yield url
-    except PostgresMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-
-
 def test_three_workers_share_a_fleet_and_one_killed_is_taken_over(postgres, tmp_path):
     """Three `vmssctl worker` processes on one PostgreSQL database run a fleet of 30 sets; one is killed with
     SIGKILL mid-stage; the others take over its work: every set ends on the new image, none is upgraded twice,
-    every set's floor held, and the default throttling never answered 429."""
+    every set's floor held, and the default throttling never answered 429. The workers share nothing but the
+    database: the sets' journal is there, so the rollouts the dead one had in flight are resumed elsewhere."""
     import time
 
     emu = start_emulator(tmp_path / "emu", "--time-scale", "1200", "--subscriptions", "2")  # default throttle
@@ -291,7 +280,6 @@ def test_three_workers_share_a_fleet_and_one_killed_is_taken_over(postgres, tmp_
                 by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(2),
                                                                              polling=False)
         emu.admin("POST", "clock", {"advance": 900})
-        journal = tmp_path / "journal.sqlite"  # the workers run on one machine here: they share the journal
         (tmp_path / "fleet.toml").write_text(f'''
 [target]
 version = "{NEW}"
@@ -312,30 +300,34 @@ name = "rest"
 concurrency = 6
 ''')
         base = [sys.executable, "-m", "vmssctl"]
-        for n in range(3):
+        for n in range(3):  # each as if on a machine of its own: no file in common, only the database (and ARM)
+            home = tmp_path / f"machine-{n}"
             workers.append(subprocess.Popen([*base, "worker", "--database", postgres, "--executor-id", f"w{n}",
                                              "--heartbeat", "1s", "--takeover-after", "6s"],
-                                            stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True))
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                                            env={**os.environ, "HOME": str(home),
+                                                 "XDG_DATA_HOME": str(home / "data")}))
         for w in workers:  # each says so once its DBOS is up (the first one creates DBOS's tables)
             assert w.stdout is not None and "taking fleets" in w.stdout.readline()
         t0 = emu.now()
         fleet = subprocess.Popen([*base, "fleet", "run", str(tmp_path / "fleet.toml"), "--database", postgres,
-                                  "--emulator", str(emu.state_dir), "--journal", str(journal), "-o", "json"],
+                                  "--emulator", str(emu.state_dir), "-o", "json"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert fleet.stdout is not None
         events = []
+        victim: int | None = None
         deadline = time.monotonic() + 240
         for line in fleet.stdout:
             events.append(json.loads(line))
-            done_in_rest = sum(1 for e in events if e.get("type") == "set_finished" and e.get("stage") == "rest")
-            if events[-1].get("type") == "set_finished" and done_in_rest == 2:  # sets in flight on every worker
-                workers[0].send_signal(signal.SIGKILL)
-                workers[0].wait(10)  # reaped, as init would: a zombie's pid still looks alive to a lease check
+            if events[-1].get("type") == "stage_started" and events[-1].get("stage") == "rest":
+                victim = _driving(postgres, workers)  # a worker driving a rollout of the last stage right now
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].wait(10)
             assert time.monotonic() < deadline, events[-3:]
         bad = [e for e in events if e["type"] == "set_finished" and e["state"] != "succeeded"]
         assert fleet.wait(60) == 0, (fleet.stderr.read()[-2000:], [(e["set"], e["state"], e.get("error")) for e in bad])
-        assert events[-1]["type"] == "fleet_succeeded" and workers[0].returncode == -signal.SIGKILL
+        assert victim is not None
+        assert events[-1]["type"] == "fleet_succeeded" and workers[victim].returncode == -signal.SIGKILL
         finished = [e for e in events if e["type"] == "set_finished"]
         assert len(finished) == 30 and {e["state"] for e in finished} == {"succeeded"}
         stats = emu.stats(since=t0)
@@ -343,17 +335,42 @@ concurrency = 6
             rec = stats["scaleSets"][f"{rg}/web"]
             assert set(rec["upgrades"].values()) == {1} and len(rec["upgrades"]) == 2 and rec["minHealthy"] >= 1
         assert stats["requests"].get("throttled", 0) == 0
-        said = _read_until(workers[1:], "took over worker w0", 45)  # exactly one of the others claims it
-        for w in workers[1:]:
+        # the sets the killed worker had in flight were resumed by another, from the journal in the database
+        journal = Journal(postgres)
+        resumed = [r.id for r in journal.list(100) if any(e["type"] == "rollout_resumed" for e in journal.events(r.id))]
+        assert resumed and len(journal.list(100)) == 30, resumed
+        others = [w for n, w in enumerate(workers) if n != victim]
+        said = _read_until(others, f"took over worker w{victim}", 45)  # exactly one of the others claims it
+        for w in others:
             w.terminate()
-        said += "".join(w.communicate(timeout=30)[0] for w in workers[1:])
-        assert said.count("took over worker w0") == 1, said
+        said += "".join(w.communicate(timeout=30)[0] for w in others)
+        assert said.count(f"took over worker w{victim}") == 1, said
     finally:
         for w in workers:
             if w.poll() is None:
                 w.terminate()
                 w.wait(30)
         emu.stop()
+
+
+def _driving(database: str, workers: list, seconds: float = 30) -> int:
+    """The index of a worker that drives a set's rollout right now (it holds the set's claim in the journal)."""
+    import time
+
+    from vmssctl.rollout import claim
+
+    journal, deadline = Journal(database), time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for row in journal.db.execute("SELECT scale_set, pid FROM claims").fetchall():
+                if claim.holder(journal, row["scale_set"]) is not None:
+                    for n, w in enumerate(workers):
+                        if w.pid == row["pid"]:
+                            return n
+            time.sleep(0.01)
+        raise AssertionError("no worker drives a rollout")
+    finally:
+        journal.close()
 
 
 def _read_until(procs: list, needle: str, seconds: float) -> str:

@@ -198,7 +198,7 @@ def _bad_for(flag: str, value: str) -> bool:
         "--max-unavailable": lambda v: Amount.parse(v, flag),
         "--max-unhealthy-upgraded": lambda v: Amount.parse(v, flag),
         "--instances": lambda v: inputs.instance_ids(v),
-        "--journal": lambda v: inputs.path(v, flag),
+        "--journal": lambda v: inputs.journal(v, flag),
         "--policy": lambda v: inputs.read_small_file(v, flag),
     }[flag]
     try:
@@ -233,7 +233,8 @@ def test_bad_flag_values_give_one_line_exit_2_and_change_nothing(capsys, frozen,
 
 
 @pytest.mark.parametrize("argv", [
-    ["--instances", ""], ["--journal", ""], ["--policy", "/"], ["--policy", "/dev/urandom"],
+    ["--instances", ""], ["--journal", ""], ["--journal", "postgresql://nobody@127.0.0.1:1/x"],
+    ["--policy", "/"], ["--policy", "/dev/urandom"],
     ["--version", FULLWIDTH], ["--version", "24.04.202611200\n"], ["--batch-size", str(10**30)],
     ["--canary", "100000"], ["--batch-percent", "nan"], ["--pause", "inf"], ["-g", "x" * 5000],
     ["-n", "web\0"], ["-n", "wéb"],
@@ -255,6 +256,8 @@ def test_known_bad_upgrade_inputs(capsys, argv):
     ["emulator", "--page-size", "0"], ["emulator", "--error-rate", "2"], ["dashboard", "--refresh", "0.1x"],
     ["heatmap", "-g", "rg", "-n", "web", "--refresh", "inf"], ["rollout", "status", "x" * 100],
     ["show", "-g", "rg", "-n", "web", "--subscription", "not-a-guid"],
+    ["rollout", "list", "--journal", "postgresql://nobody@127.0.0.1:1/x"],
+    ["fleet", "run", "fleet.toml", "--database", "postgresql://a@127.0.0.1:1/db", "--journal", "j.sqlite"],
 ])
 def test_other_commands_bound_their_numbers(capsys, argv):
     code = main(argv)

@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--web-success", metavar="COND", help="e.g. 'result == \"ok\"' (default: result == true)")
     up.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    up.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
-                    help="journal file (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    up.add_argument("--journal", type=_bounded(inputs.journal, "--journal"),
+                    help="journal: a file (default in the user data dir, or $VMSSCTL_JOURNAL) or postgresql://…")
     _connection_flags(up)
     up.set_defaults(func=cmd_upgrade)
 
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = ro_sub.add_parser(name, help=helptext)
         if name != "list":
             p.add_argument("id", type=_bounded(inputs.text, "rollout id", 64), help="rollout id (r-…)")
-        p.add_argument("--journal", type=_bounded(inputs.path, "--journal"), help="journal file")
+        p.add_argument("--journal", type=_bounded(inputs.journal, "--journal"), help="journal: a file or postgresql://…")
         p.add_argument("-y", "--yes", action="store_true", help=argparse.SUPPRESS)
         if name in ("resume", "rollback"):
             _connection_flags(p)
@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("file", metavar="FILE", type=_bounded(inputs.path, "FILE"), help="fleet file (TOML)")
         else:
             p.add_argument("id", type=_bounded(inputs.text, "fleet id", 64), help="fleet id (f-…)")
-        p.add_argument("--journal", type=_bounded(inputs.path, "--journal"), help="rollout journal")
+        p.add_argument("--journal", type=_bounded(inputs.journal, "--journal"),
+                       help="rollout journal (default: with a postgresql:// --database, that database)")
         p.add_argument("--database", type=_bounded(inputs.database_url, "--database"),
                        help="DBOS system database: sqlite:///PATH (default: fleets.sqlite beside the journal) or "
                             "postgresql://… shared by several workers")
@@ -216,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how often to list an open scale set's instances (default 5s)")
     dash.add_argument("--token-file", type=_bounded(inputs.path, "--token-file"),
                       help="write the API token (a bearer for scripts, and for GET /login) to FILE, mode 0600")
-    dash.add_argument("--journal", type=_bounded(inputs.path, "--journal"),
-                      help="rollout journal (default in the user data dir, or $VMSSCTL_JOURNAL)")
+    dash.add_argument("--journal", type=_bounded(inputs.journal, "--journal"),
+                      help="rollout journal: a file (default in the user data dir, or $VMSSCTL_JOURNAL) or "
+                           "postgresql://…")
     dash.add_argument("--database", type=_bounded(inputs.database_url, "--database"),
                       help="the fleets' DBOS database (default: fleets.sqlite beside the journal)")
     _connection_flags(dash)

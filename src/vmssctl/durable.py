@@ -30,8 +30,11 @@ QUEUE_POLL = 0.25  # seconds between a process's looks at a queue (DBOS's defaul
 _state: dict = {}
 
 
-def default_database(journal: str | Path) -> str:
-    """The fleets' system database beside the rollout journal: SQLite, nothing to install."""
+def default_database(journal: str) -> str:
+    """The fleets' system database where the rollout journal is: SQLite beside its file (nothing to install), or
+    its PostgreSQL database."""
+    if journal.startswith("postgresql://"):
+        return journal
     return f"sqlite:///{Path(journal).expanduser().resolve().with_name('fleets.sqlite')}"
 
 

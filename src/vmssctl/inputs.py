@@ -155,6 +155,13 @@ def database_url(value: object, flag: str = "--database") -> str:
     return url
 
 
+def journal(value: object, flag: str = "--journal") -> str:
+    """The rollout journal: a SQLite file, or a ``postgresql://…`` database that workers on several machines share."""
+    if isinstance(value, str) and value.startswith("postgresql://"):
+        return database_url(value, flag)
+    return path(value, flag)
+
+
 def path(value: object, flag: str) -> str:
     """A file path given on the command line: not empty (empty never silently means 'the default')."""
     if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 4096:

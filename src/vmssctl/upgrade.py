@@ -71,7 +71,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     active = journal.active_for(key)
     target = change.apply(ss.image) if not (active and change.empty) else ImageRef(**active.target)
     if active is not None:
-        if claim.running(journal.path.parent, active):
+        if claim.running(journal, active):
             raise UsageError(f"rollout {active.id} is running in another vmssctl process right now: watch it with "
                              f"'vmssctl rollout status {active.id}', or pause/abort it")
         if not same_image(ImageRef(**active.target), target):
@@ -239,7 +239,7 @@ def steer(journal: Journal, rollout: Rollout, op: str) -> tuple[str, str] | None
         raise UsageError(f"rollout {rollout.id} is {rollout.state}: there is nothing to {op}")
     if op == "rollback" and rollout.state == "rolled_back":
         raise UsageError(f"rollout {rollout.id} is already rolled back")
-    if claim.running(journal.path.parent, rollout):
+    if claim.running(journal, rollout):
         journal.request(rollout.id, op)
         return f"{op}_requested", f"asked the running process to {op} rollout {rollout.id}"
     if op in ("pause", "abort"):

@@ -201,7 +201,7 @@ async def set_page(request: Request, d: Dashboard) -> Response:
 def _fleet_client(d: Dashboard):
     from vmssctl.durable import client, default_database
 
-    return client(d.fleet_database or default_database(d.journal().path))
+    return client(d.fleet_database or default_database(d.journal().location))
 
 
 def _fleets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
@@ -509,7 +509,7 @@ def _run_apart(d: Dashboard, rid: str, op: str, rg: str, name: str) -> None:
     """Run the rollout as `vmssctl rollout resume|rollback RID` in a process of its own: a DBOS workflow like any
     lone upgrade's (the dashboard's process can hold one workflow database, a set's rollout needs its own), which
     a restart of the dashboard does not stop. It connects as the journal records; its end is a notice here."""
-    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "--journal", str(d.journal().path), "-o", "json"]
+    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "--journal", d.journal().location, "-o", "json"]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 

@@ -20,9 +20,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from vmssctl.azure import compute_client, list_set_refs, resolve_connection
     from vmssctl.rollout.journal import Journal
 
+    if args.journal and (args.database or "").startswith("postgresql://") and \
+            not args.journal.startswith("postgresql://"):
+        raise UsageError("with --database postgresql://…, the sets' rollouts are journaled in that database (workers "
+                         "on any machine share it): leave --journal out")
     conn = resolve_connection(args.emulator, args.endpoint, args.ca, args.subscription)
-    journal = Journal(args.journal)
-    database = args.database or _default_database(journal.path)
+    journal = Journal(args.journal or (args.database if (args.database or "").startswith("postgresql://") else None))
+    database = args.database or _default_database(journal.location)
     if args.fleet_command in ("status", "abort", "pause", "resume", "rollback"):
         return _existing(args, conn, journal, database)
     text = inputs.read_small_file(args.file, "FILE")
@@ -38,7 +42,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     sets = sum(len(p.sets) for p in plans)
     if database.startswith("postgresql://"):  # hand it to the workers sharing the database, and watch
-        fid = run.hand_to_workers(database, text, plans, conn.to_json(), str(journal.path))
+        fid = run.hand_to_workers(database, text, plans, conn.to_json(), journal.location)
         _say(args.output, {"type": "fleet", "fleet": fid, "database": "postgresql", "workers": True},
              f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s), handed to the workers")
         client = durable.client(database)
@@ -51,7 +55,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     else:
         run.launch(database)
         try:
-            fid = run.start(text, plans, conn.to_json(), str(journal.path))
+            fid = run.start(text, plans, conn.to_json(), journal.location)
             _say(args.output, {"type": "fleet", "fleet": fid, "database": database.split("://")[0]},
                  f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s)")
             for event in run.events(fid):
@@ -97,7 +101,7 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
         c.destroy()
     run.launch(database)
     try:
-        outcome = run.rollback(fid, conn.to_json(), str(journal.path))
+        outcome = run.rollback(fid, conn.to_json(), journal.location)
         for event in run.events(f"{fid}-rollback"):
             _say(args.output, event, _line(event))
         return EXIT_OK if all(s["code"] == 0 for s in outcome["sets"]) else EXIT_FAILED
@@ -116,7 +120,7 @@ def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
         for key in stage.get("sets", []):
             rg, name = key.split("/", 1)
             r = journal.active_for(scale_set_key(stage.get("subs", {}).get(key) or conn.subscription, rg, name))
-            if r is not None and claim.running(journal.path.parent, r):
+            if r is not None and claim.running(journal, r):
                 journal.request(r.id, op)
                 out.append(r.id)
     return out

@@ -97,6 +97,7 @@ def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dic
         return {"set": key, "state": "failed", "code": e.exit_code, "error": str(e)}
     finally:
         api.close()
+        jour.close()
 
 
 # --------------------------------------------------------------------------------------- workflows
@@ -219,19 +220,22 @@ def _rollback_set(connection: dict, journal: str, rollout_id: str) -> dict:
     from vmssctl.rollout.journal import Journal
 
     jour = Journal(journal)
-    r = jour.get(rollout_id)
-    if r.state == "rolled_back":
-        return {"set": f"{r.resource_group}/{r.name}", "state": r.state, "code": 0, "rollout": r.id}
-    conn = _connect(connection)
-    api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
     try:
-        code = upgrade.resume(api, jour, conn, r, [], rollback=True)
-    except VmssctlError as e:
-        return {"set": f"{r.resource_group}/{r.name}", "state": "failed", "code": e.exit_code, "error": str(e)}
+        r = jour.get(rollout_id)
+        where = f"{r.resource_group}/{r.name}"
+        if r.state == "rolled_back":
+            return {"set": where, "state": r.state, "code": 0, "rollout": r.id}
+        conn = _connect(connection)
+        api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
+        try:
+            code = upgrade.resume(api, jour, conn, r, [], rollback=True)
+        except VmssctlError as e:
+            return {"set": where, "state": "failed", "code": e.exit_code, "error": str(e)}
+        finally:
+            api.close()
+        return {"set": where, "state": jour.get(rollout_id).state, "code": code, "rollout": r.id}
     finally:
-        api.close()
-    r = jour.get(rollout_id)
-    return {"set": f"{r.resource_group}/{r.name}", "state": r.state, "code": code, "rollout": r.id}
+        jour.close()
 
 
 # ------------------------------------------------------------------------------------------ drivers

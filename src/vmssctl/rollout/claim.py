@@ -1,10 +1,13 @@
-"""Which process drives a scale set's rollout right now: an exclusive lock the kernel keeps.
+"""Which process drives a scale set's rollout right now: an exclusive lock that dies with its holder.
 
-One file per scale set beside the journal, locked with ``flock`` by the process running the set's engine
-(a terminal's ``vmssctl upgrade``, a fleet's step, a worker). The kernel drops the lock when that process ends,
-kill -9 included, so nothing expires, is renewed or has to be reaped: the journal's old lease named a pid,
-which a zombie or a reused pid could keep looking alive. ``flock`` locks belong to an open file, so two
-threads of one process conflict too. Across machines the scale set's ``vmssctl-rollout`` tag is the claim.
+Taken by the process running the set's engine (a terminal's ``vmssctl upgrade``, a fleet's step, a worker)
+where the journal is. Beside a SQLite journal: one file per scale set, locked with ``flock``; the kernel drops
+the lock when the process ends, kill -9 included, so nothing expires, is renewed or has to be reaped (the
+journal's old lease named a pid, which a zombie or a reused pid could keep looking alive). ``flock`` locks
+belong to an open file, so two threads of one process conflict too. In a PostgreSQL journal (workers on
+several machines): a session-level advisory lock on a connection of its own, which PostgreSQL drops when that
+connection ends (the process died, its machine went away). Across journals the set's ``vmssctl-rollout`` tag
+is the claim.
 """
 
 from __future__ import annotations
@@ -16,32 +19,50 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import IO
 
 from vmssctl.errors import UsageError
+from vmssctl.rollout.journal import Journal, Rollout
 
 TRIES = 10  # a probe (``holder``) holds a shared lock for microseconds: taking the claim retries briefly
 
 
-def _path(directory: Path, key: str) -> Path:
-    return directory / "claims" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.lock"
+def _path(journal: Journal, key: str) -> Path:
+    assert journal.path is not None
+    return journal.path.parent / "claims" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.lock"
+
+
+def _pg_key(key: str) -> int:
+    """The advisory lock's key: 64 bits of the set's key, signed as PostgreSQL's bigint is."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
 class Claim:
     """Held while this process drives ``key``'s rollout ``rid``; ``release`` (or the process's end) lets go."""
 
-    def __init__(self, handle: IO[str]) -> None:
-        self._handle: IO[str] | None = handle
+    def __init__(self, handle) -> None:
+        self._handle = handle  # the locked file, or the PostgreSQL connection holding the advisory lock
 
     def release(self) -> None:
         if self._handle is not None:
-            self._handle.close()  # the file stays: deleting it would race with the next process opening it
+            self._handle.close()  # a file stays: deleting it would race with the next process opening it
             self._handle = None
 
 
-def take(directory: Path, key: str, rid: str) -> Claim:
+def _refuse(other: dict) -> UsageError:
+    return UsageError(f"rollout {other.get('rollout', '?')} is being run by process {other.get('pid', '?')} on "
+                      f"{other.get('host', '?')} right now: watch it with 'vmssctl rollout status "
+                      f"{other.get('rollout', '')}', or pause/abort it")
+
+
+def _me(rid: str) -> dict:
+    return {"rollout": rid, "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def take(journal: Journal, key: str, rid: str) -> Claim:
     """Claim the scale set for rollout ``rid``, or refuse with who holds it."""
-    path = _path(directory, key)
+    if journal.url:
+        return _take_pg(journal, key, rid)
+    path = _path(journal, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held for as long as the rollout runs
@@ -54,21 +75,43 @@ def take(directory: Path, key: str, rid: str) -> Claim:
         except BlockingIOError:
             if attempt == TRIES - 1:
                 handle.close()
-                other = _read(path)
-                raise UsageError(f"rollout {other.get('rollout', '?')} is being run by process {other.get('pid', '?')} "
-                                 f"on {other.get('host', '?')} right now: watch it with 'vmssctl rollout status "
-                                 f"{other.get('rollout', '')}', or pause/abort it") from None
+                raise _refuse(_read(path)) from None
             time.sleep(0.02)
     handle.seek(0)
     handle.truncate()
-    handle.write(json.dumps({"rollout": rid, "pid": os.getpid(), "host": socket.gethostname()}))
+    handle.write(json.dumps(_me(rid)))
     handle.flush()
     return Claim(handle)
 
 
-def holder(directory: Path, key: str) -> str | None:
+def _take_pg(journal: Journal, key: str, rid: str) -> Claim:
+    import psycopg
+
+    assert journal.url is not None
+    try:
+        conn = psycopg.connect(journal.url, autocommit=True, connect_timeout=10, options="-c search_path=vmssctl")
+    except psycopg.Error as e:
+        raise UsageError(f"cannot reach the journal at {journal.where}: {str(e).splitlines()[0][:200]}") from None
+    for attempt in range(TRIES):
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (_pg_key(key),)).fetchone()[0]:  # type: ignore[index]
+            break
+        if attempt == TRIES - 1:
+            row = conn.execute("SELECT rollout_id, pid, host FROM claims WHERE scale_set = %s", (key,)).fetchone()
+            conn.close()
+            raise _refuse(dict(zip(("rollout", "pid", "host"), row, strict=True)) if row else {})
+        time.sleep(0.02)
+    me = _me(rid)
+    conn.execute("INSERT INTO claims (scale_set, rollout_id, pid, host) VALUES (%s, %s, %s, %s) ON CONFLICT "
+                 "(scale_set) DO UPDATE SET rollout_id = excluded.rollout_id, pid = excluded.pid, host = excluded.host",
+                 (key, rid, me["pid"], me["host"]))
+    return Claim(conn)
+
+
+def holder(journal: Journal, key: str) -> str | None:
     """The rollout some live process is driving on ``key`` right now, or None."""
-    path = _path(directory, key)
+    if journal.url:
+        return _holder_pg(journal, key)
+    path = _path(journal, key)
     try:
         handle = open(path)  # noqa: SIM115
     except OSError:
@@ -82,10 +125,20 @@ def holder(directory: Path, key: str) -> str | None:
         return None
 
 
-def running(journal_dir: Path, rollout) -> bool:
+def _holder_pg(journal: Journal, key: str) -> str | None:
+    """A shared advisory lock, taken and let go at once, conflicts with a holder's exclusive one."""
+    db = journal.db
+    if db.execute("SELECT pg_try_advisory_lock_shared(%s) AS free", (_pg_key(key),)).fetchone()["free"]:
+        db.execute("SELECT pg_advisory_unlock_shared(%s)", (_pg_key(key),))
+        return None
+    row = db.execute("SELECT rollout_id FROM claims WHERE scale_set = %s", (key,)).fetchone()
+    return (row or {}).get("rollout_id") or "?"
+
+
+def running(journal: Journal, rollout: Rollout) -> bool:
     """Is some live process driving ``rollout`` right now? (A set has one active rollout at most, so the holder
     of an active rollout's set is running it, even in the instant before it has written its name.)"""
-    h = holder(journal_dir, rollout.scale_set)
+    h = holder(journal, rollout.scale_set)
     return h is not None and (h == rollout.id or rollout.active)
 
 

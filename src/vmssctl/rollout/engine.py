@@ -249,7 +249,7 @@ class Engine:
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
-        held = claim.take(self.journal.path.parent, self.r.scale_set, self.r.id)
+        held = claim.take(self.journal, self.r.scale_set, self.r.id)
         try:
             self._begun()
             return self._run()

@@ -3,6 +3,10 @@
 The engine never trusts it over what ARM shows; it is what lets a killed rollout be
 resumed by id and lets another process pause or abort it. Which process drives a set
 right now is not recorded here: see ``claim``.
+
+A SQLite file by default (one machine); a PostgreSQL database (``postgresql://…``, its own ``vmssctl``
+schema) when workers on several machines share the rollouts: a set taken over by a worker elsewhere then
+finds its rollout where the dead worker left it.
 """
 
 from __future__ import annotations
@@ -39,11 +43,19 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT, time REAL, type TEXT, data TEXT);
 CREATE INDEX IF NOT EXISTS events_by_rollout ON events (rollout_id, id);
 """
+# PostgreSQL: the same tables in a schema of their own (the database is shared with DBOS), times in double
+# precision (its REAL is four bytes, too few for epoch seconds), the claims' holders beside them (see claim.py)
+PG_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS vmssctl;
+""" + SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace("id INTEGER PRIMARY KEY AUTOINCREMENT",
+                                                          "id BIGSERIAL PRIMARY KEY") + """
+CREATE TABLE IF NOT EXISTS claims (scale_set TEXT PRIMARY KEY, rollout_id TEXT, pid INTEGER, host TEXT);
+"""
+PG_SCHEMA_LOCK = 7_412_605_310  # an advisory lock serialising the first creation of the schema by several workers
 
 
-def default_path() -> Path:
-    return Path(os.environ.get("VMSSCTL_JOURNAL") or
-                Path(platformdirs.user_data_dir("vmssctl", appauthor=False)) / "journal.sqlite")
+def data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("vmssctl", appauthor=False))
 
 
 @dataclass
@@ -94,46 +106,88 @@ def scale_set_key(subscription: str, resource_group: str, name: str) -> str:
 
 
 class Journal:
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else default_path()
+    def __init__(self, location: str | Path | None = None) -> None:
+        """``location``: a SQLite file (default in the user data dir) or a ``postgresql://`` URL."""
+        location = str(location or os.environ.get("VMSSCTL_JOURNAL") or data_dir() / "journal.sqlite")
+        self.url = location if location.startswith("postgresql://") else None
+        self.path = None if self.url else Path(location)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self._migrate()
-        except (OSError, sqlite3.Error) as e:
-            raise UsageError(f"cannot open the journal at {self.path}: {e}") from None
-        self.db.row_factory = sqlite3.Row
+            self.db = self._open_postgres() if self.url else self._open_sqlite()
+        except Exception as e:  # OSError, sqlite3.Error, psycopg.Error: the journal cannot be used
+            raise UsageError(f"cannot open the journal at {self.where}: {str(e).splitlines()[0][:200]}") from None
 
-    def _migrate(self) -> None:
+    @property
+    def where(self) -> str:
+        """The journal's place, for messages (a database URL without its user and password)."""
+        return self.url.split("@")[-1] if self.url else str(self.path)
+
+    @property
+    def location(self) -> str:
+        """What opens this journal again, in another process or on another machine (a workflow's input)."""
+        return self.url or str(self.path)
+
+    def _open_sqlite(self):
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
         for table, column, kind in ADDED_COLUMNS:
-            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 try:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 except sqlite3.OperationalError as e:  # another process added it first
                     if "duplicate column" not in str(e):
                         raise
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _open_postgres(self):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        assert self.url is not None
+        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10,
+                             options="-c search_path=vmssctl")
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
+            for statement in PG_SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)  # type: ignore[arg-type] - our own constant DDL
+        return db
+
+    def _x(self, sql: str, params: tuple = ()):
+        """Run one statement (written with SQLite's ``?`` placeholders) on either database; its cursor."""
+        if self.url:
+            return self.db.execute(sql.replace("?", "%s"), params)
+        return self.db.execute(sql, params)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[None]:
+        if self.url:
+            with self.db.transaction():
+                yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            yield
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def close(self) -> None:
+        self.db.close()
 
     # ------------------------------------------------------------------ rollouts
     def create(self, subscription: str, resource_group: str, name: str, endpoint: str | None, target: dict,
                previous: dict, policy: dict, connection: dict | None = None) -> Rollout:
         rid = "r-" + uuid.uuid4().hex[:8]
         now = time.time()
-        with self._tx() as db:
-            db.execute("INSERT INTO rollouts (id, created, updated, scale_set, subscription, resource_group, name, "
+        with self._tx():
+            self._x("INSERT INTO rollouts (id, created, updated, scale_set, subscription, resource_group, name, "
                        "endpoint, target, previous, policy, state, phase, error, requested, canary_done, connection) "
                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?)", (
                            rid, now, now, scale_set_key(subscription, resource_group, name), subscription,
@@ -141,7 +195,7 @@ class Journal:
                            "running", "model", None, None, json.dumps(connection) if connection else None))
         return self.get(rid)
 
-    def _rollout(self, row: sqlite3.Row) -> Rollout:
+    def _rollout(self, row) -> Rollout:
         d = dict(row)
         for k in ("target", "previous", "policy"):
             d[k] = json.loads(d[k])
@@ -151,29 +205,29 @@ class Journal:
         return Rollout(**d)
 
     def get(self, rid: str) -> Rollout:
-        row = self.db.execute("SELECT * FROM rollouts WHERE id = ?", (rid,)).fetchone()
+        row = self._x("SELECT * FROM rollouts WHERE id = ?", (rid,)).fetchone()
         if row is None:
-            raise UsageError(f"no rollout '{rid}' in the journal {self.path}")
+            raise UsageError(f"no rollout '{rid}' in the journal {self.where}")
         return self._rollout(row)
 
     def list(self, limit: int = 50) -> list[Rollout]:
-        rows = self.db.execute("SELECT * FROM rollouts ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._x("SELECT * FROM rollouts ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
         return [self._rollout(r) for r in rows]
 
     def active_for(self, key: str) -> Rollout | None:
-        row = self.db.execute("SELECT * FROM rollouts WHERE scale_set = ? AND state IN (?,?,?) ORDER BY created DESC",
-                              (key, *ACTIVE)).fetchone()
+        row = self._x("SELECT * FROM rollouts WHERE scale_set = ? AND state IN (?,?,?) ORDER BY created DESC",
+                      (key, *ACTIVE)).fetchone()
         return self._rollout(row) if row else None
 
     def update(self, rid: str, **fields: object) -> None:
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx() as db:
-            db.execute(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
+        with self._tx():
+            self._x(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
 
     def observed(self, rid: str, seen: float, progress: dict) -> None:
         """The engine's turn: when it last observed ARM and the progress it computed (one write)."""
-        self.db.execute("UPDATE rollouts SET seen = ?, progress = ? WHERE id = ?", (seen, json.dumps(progress), rid))
+        self._x("UPDATE rollouts SET seen = ?, progress = ? WHERE id = ?", (seen, json.dumps(progress), rid))
 
     def unpause(self, r: Rollout) -> None:
         """Back to running (or rolling back, if that is the phase it was paused in), request cleared."""
@@ -185,10 +239,10 @@ class Journal:
 
     # ------------------------------------------------------------------ batches
     def add_batch(self, rid: str, kind: str, ids: list[str], started: float, meta: dict | None = None) -> Batch:
-        with self._tx() as db:
-            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE rollout_id = ?",
-                             (rid,)).fetchone()[0]
-            db.execute("INSERT INTO batches (rollout_id, seq, kind, instance_ids, state, started, finished, failed, "
+        with self._tx():
+            seq = self._x("SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM batches WHERE rollout_id = ?",
+                          (rid,)).fetchone()["seq"]
+            self._x("INSERT INTO batches (rollout_id, seq, kind, instance_ids, state, started, finished, failed, "
                        "meta) VALUES (?,?,?,?,?,?,?,?,?)",
                        (rid, seq, kind, json.dumps(ids), "issuing", started, None, "[]", json.dumps(meta or {})))
         return Batch(rid, seq, kind, ids, "issuing", started, None, [], dict(meta or {}))
@@ -198,12 +252,12 @@ class Journal:
             setattr(batch, k, v)
         stored = {k: json.dumps(v) if k in ("failed", "instance_ids", "meta") else v for k, v in fields.items()}
         cols = ", ".join(f"{k} = ?" for k in stored)
-        with self._tx() as db:
-            db.execute(f"UPDATE batches SET {cols} WHERE rollout_id = ? AND seq = ?",
+        with self._tx():
+            self._x(f"UPDATE batches SET {cols} WHERE rollout_id = ? AND seq = ?",
                        (*stored.values(), batch.rollout_id, batch.seq))
 
     def batches(self, rid: str) -> list[Batch]:
-        rows = self.db.execute("SELECT * FROM batches WHERE rollout_id = ? ORDER BY seq", (rid,)).fetchall()
+        rows = self._x("SELECT * FROM batches WHERE rollout_id = ? ORDER BY seq", (rid,)).fetchall()
         out = []
         for r in rows:
             d = dict(r)
@@ -215,10 +269,10 @@ class Journal:
 
     # ------------------------------------------------------------------ events
     def add_event(self, rid: str, t: float, kind: str, data: dict) -> int:
-        cur = self.db.execute("INSERT INTO events (rollout_id, time, type, data) VALUES (?,?,?,?)",
-                              (rid, t, kind, json.dumps(data)))
-        return int(cur.lastrowid)
+        row = self._x("INSERT INTO events (rollout_id, time, type, data) VALUES (?,?,?,?) RETURNING id",
+                      (rid, t, kind, json.dumps(data))).fetchone()
+        return int(row["id"])
 
     def events(self, rid: str, after: int = 0) -> list[dict]:
-        rows = self.db.execute("SELECT * FROM events WHERE rollout_id = ? AND id > ? ORDER BY id", (rid, after))
+        rows = self._x("SELECT * FROM events WHERE rollout_id = ? AND id > ? ORDER BY id", (rid, after)).fetchall()
         return [{"id": r["id"], "time": r["time"], "type": r["type"], **json.loads(r["data"])} for r in rows]

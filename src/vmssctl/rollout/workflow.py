@@ -18,15 +18,17 @@ from dbos import DBOS, SetWorkflowID
 
 from vmssctl import durable
 from vmssctl.errors import EXIT_FAILED, EXIT_OK
-from vmssctl.rollout.journal import Journal, Rollout
+from vmssctl.rollout.journal import Journal, Rollout, data_dir
 
 LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock) of the command running it here
 
 
 def database(journal: Journal, rollout: Rollout) -> str:
-    """The scale set's own system database, beside the journal."""
-    name = hashlib.sha256(rollout.scale_set.encode()).hexdigest()[:24]
-    return f"sqlite:///{Path(journal.path).expanduser().resolve().parent / 'rollouts' / name}.sqlite"
+    """The scale set's own system database: beside a SQLite journal, in the user data dir beside a PostgreSQL one
+    (a lone rollout runs on this machine, whichever journal records it)."""
+    name = hashlib.sha256(f"{journal.location}|{rollout.scale_set}".encode()).hexdigest()[:24]
+    where = journal.path.expanduser().resolve().parent if journal.path else data_dir()
+    return f"sqlite:///{where / 'rollouts' / name}.sqlite"
 
 
 @DBOS.step(retries_allowed=False)
@@ -36,23 +38,26 @@ def _drive(journal: str, rid: str) -> int | None:
     from vmssctl import upgrade
 
     jour = Journal(journal)
-    r = jour.get(rid)
-    if r.state not in ("running", "rolling_back"):
-        return None
-    live = LIVE.get(rid)
-    if live is not None:  # the command that asked for it, in this process: its connection, live view and clock
-        api, conn, sinks, clock = live
-        return upgrade.run(api, jour, conn, r, sinks, clock)
-    from vmssctl.azure import ScaleSetApi, compute_client, resolve_connection
-
-    stored = r.connection or {}  # recovered for an earlier command: connect as the rollout did
-    conn = resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
-                              stored.get("subscription"))
-    api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
     try:
-        return upgrade.run(api, jour, conn, r, [])
+        r = jour.get(rid)
+        if r.state not in ("running", "rolling_back"):
+            return None
+        live = LIVE.get(rid)
+        if live is not None:  # the command that asked for it, in this process: its connection, live view, clock
+            api, conn, sinks, clock = live
+            return upgrade.run(api, jour, conn, r, sinks, clock)
+        from vmssctl.azure import ScaleSetApi, compute_client, resolve_connection
+
+        stored = r.connection or {}  # recovered for an earlier command: connect as the rollout did
+        conn = resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
+                                  stored.get("subscription"))
+        api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
+        try:
+            return upgrade.run(api, jour, conn, r, [])
+        finally:
+            api.close()
     finally:
-        api.close()
+        jour.close()
 
 
 @DBOS.workflow()
@@ -74,7 +79,7 @@ def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None
         LIVE.pop(rollout.id, None)
         from vmssctl.errors import UsageError
 
-        raise UsageError(f"cannot create the rollout database beside {journal.path}: {e}") from None
+        raise UsageError(f"cannot create the rollout database for {journal.where}: {e}") from None
     durable.launch(db, busy=f"another vmssctl process is running a rollout of {where} right now: watch it with "
                             f"'vmssctl rollout status {rollout.id}'")
     try:
@@ -88,7 +93,7 @@ def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None
             runs = len(DBOS.list_workflows(workflow_id_prefix=rollout.id))
             with SetWorkflowID(rollout.id if runs == 0 else f"{rollout.id}.{runs + 1}"):
                 # in DBOS's thread, as a recovered run is: this one waits, and a Ctrl-C here leaves it as a crash
-                code = DBOS.start_workflow(rollout_workflow, str(journal.path), rollout.id).get_result()
+                code = DBOS.start_workflow(rollout_workflow, journal.location, rollout.id).get_result()
         if code is None:  # settled while no process ran it
             code = EXIT_OK if journal.get(rollout.id).state == "succeeded" else EXIT_FAILED
         return code

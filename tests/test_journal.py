@@ -1,0 +1,91 @@
+"""The journal and the claim on a scale set, the same on both backends: a SQLite file and real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vmssctl.errors import UsageError
+from vmssctl.rollout import claim
+from vmssctl.rollout.journal import Journal
+
+SUB = "00000000-0000-0000-0000-00000000feed"
+WHEN = 1795719929.9551568  # epoch seconds as the engine records them: every digit must come back
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal(request, tmp_path):
+    j = Journal(tmp_path / "journal.sqlite" if request.param == "sqlite" else request.getfixturevalue("postgres"))
+    yield j
+    j.close()
+
+
+def make(j: Journal):
+    return j.create(SUB, "rg", "web", None, {"version": "2"}, {"version": "1"}, {"canary": 1},
+                    {"emulator": "/tmp/emu", "subscription": SUB})
+
+
+def test_a_rollout_its_batches_and_events_round_trip(journal):
+    r = make(journal)
+    assert (r.state, r.phase, r.target, r.previous, r.connection) == (
+        "running", "model", {"version": "2"}, {"version": "1"}, {"emulator": "/tmp/emu", "subscription": SUB})
+    assert journal.active_for(r.scale_set).id == r.id and journal.list()[0].id == r.id
+    journal.observed(r.id, WHEN, {"done": 3})
+    journal.update(r.id, canary_done=1, requested="pause")
+    again = journal.get(r.id)
+    assert (again.seen, again.progress, again.canary_done, again.requested) == (WHEN, {"done": 3}, True, "pause")
+    first = journal.add_batch(r.id, "forward", ["0", "1"], WHEN, {"watermark": "1"})
+    second = journal.add_batch(r.id, "forward", ["2"], WHEN + 1)
+    journal.set_batch(first, state="failed", finished=WHEN + 2, failed=["1"])
+    assert [(b.seq, b.instance_ids, b.state, b.failed, b.meta, b.finished) for b in journal.batches(r.id)] == [
+        (1, ["0", "1"], "failed", ["1"], {"watermark": "1"}, WHEN + 2), (2, ["2"], "issuing", [], {}, None)]
+    assert second.seq == 2
+    ids = [journal.add_event(r.id, WHEN + k, kind, {"n": k}) for k, kind in enumerate(("plan", "batch_started"))]
+    assert ids[1] > ids[0]
+    assert journal.events(r.id) == [{"id": ids[0], "time": WHEN, "type": "plan", "n": 0},
+                                    {"id": ids[1], "time": WHEN + 1, "type": "batch_started", "n": 1}]
+    assert journal.events(r.id, after=ids[0])[0]["type"] == "batch_started"
+    journal.update(r.id, state="succeeded")
+    assert journal.active_for(r.scale_set) is None
+    with pytest.raises(UsageError, match="no rollout 'r-none'"):
+        journal.get("r-none")
+
+
+def test_a_claim_is_seen_from_another_connection_and_refuses_a_second_holder(journal):
+    r = make(journal)
+    other = Journal(journal.location)
+    try:
+        assert claim.holder(other, r.scale_set) is None and not claim.running(other, r)
+        held = claim.take(journal, r.scale_set, r.id)
+        assert claim.holder(other, r.scale_set) == r.id and claim.running(other, r)
+        with pytest.raises(UsageError, match=f"rollout {r.id} is being run by process {os.getpid()}"):
+            claim.take(other, r.scale_set, r.id)
+        held.release()
+        assert claim.holder(other, r.scale_set) is None
+        claim.take(other, r.scale_set, r.id).release()  # free again for the next one
+    finally:
+        other.close()
+
+
+def test_a_claim_dies_with_its_process(journal):
+    """kill -9 of the holder frees the set at once: no expiry to wait for, no pid to trust."""
+    r = make(journal)
+    code = ("import sys, time\nfrom vmssctl.rollout import claim\nfrom vmssctl.rollout.journal import Journal\n"
+            "j = Journal(sys.argv[1]); c = claim.take(j, sys.argv[2], sys.argv[3]); print('held', flush=True)\n"
+            "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, journal.location, r.scale_set, r.id],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    assert claim.holder(journal, r.scale_set) == r.id
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while claim.holder(journal, r.scale_set) is not None:  # PostgreSQL ends the session as the socket closes
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    claim.take(journal, r.scale_set, r.id).release()
