@@ -49,7 +49,6 @@ def main() -> None:
                 clients[sub].virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(SIZE),
                                                                               polling=False)
         emu.admin("POST", "clock", {"advance": 900})
-        journal = work / "journal.sqlite"
         (work / "fleet.toml").write_text(f'''
 [target]
 version = "24.04.202611200"
@@ -81,15 +80,17 @@ concurrency = 90
             emu.admin("POST", "stats/reset")
             real = time.perf_counter()
             r = subprocess.run([*base, "fleet", "run", str(work / "fleet.toml"), "--database", database,
-                                "--emulator", str(emu.state_dir), "--journal", str(journal), "-o", "json"],
+                                "--emulator", str(emu.state_dir), "-o", "json"],  # the journal is in the database
                                capture_output=True, text=True, timeout=3600)
             real = time.perf_counter() - real
             events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
             cpu = [cpu_seconds(w.pid) for w in workers]
+            journal = Journal(database)
+            own = {f"{x.resource_group}/{x.name}": (x.progress or {}).get("elapsed", 0.0) for x in
+                   journal.list(limit=1000)}
+            journal.close()
         assert r.returncode == 0 and events[-1]["type"] == "fleet_succeeded", (r.stderr[-2000:], events[-3:])
         took = events[-1]["time"] - events[1]["time"]
-        own = {f"{x.resource_group}/{x.name}": (x.progress or {}).get("elapsed", 0.0) for x in
-               Journal(journal).list(limit=1000)}
         stages = [e for e in events if e["type"] == "stage_started"]
         ideal = sum(max(own[k] for k in st["sets"]) for st in stages) + BAKE * (len(stages) - 1)
         stats = emu.stats()

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -84,27 +85,58 @@ def take(journal: Journal, key: str, rid: str) -> Claim:
     return Claim(handle)
 
 
+_sessions: dict[str, object] = {}  # URL -> this process's session holding its claims in that database
+_held: set[tuple[str, int]] = set()  # (URL, lock key) this process holds: a session's advisory locks are re-entrant
+_lock = threading.Lock()
+
+
+class _Advisory:
+    """One set's advisory lock on the process's claims session; ``close`` lets it go."""
+
+    def __init__(self, url: str, key: int) -> None:
+        self.url, self.key = url, key
+
+    def close(self) -> None:
+        with _lock:
+            _held.discard((self.url, self.key))
+            session = _sessions.get(self.url)
+            if session is not None and not session.closed:  # type: ignore[attr-defined]
+                session.execute("SELECT pg_advisory_unlock(%s)", (self.key,))  # type: ignore[attr-defined]
+
+
 def _take_pg(journal: Journal, key: str, rid: str) -> Claim:
+    """An advisory lock on one session of the process's own, which holds the locks of every set it drives (a
+    worker driving a hundred sets holds one connection for them, not a hundred): PostgreSQL drops them all when
+    that session ends."""
     import psycopg
 
-    assert journal.url is not None
-    try:
-        conn = psycopg.connect(journal.url, autocommit=True, connect_timeout=10, options="-c search_path=vmssctl")
-    except psycopg.Error as e:
-        raise UsageError(f"cannot reach the journal at {journal.where}: {str(e).splitlines()[0][:200]}") from None
-    for attempt in range(TRIES):
-        if conn.execute("SELECT pg_try_advisory_lock(%s)", (_pg_key(key),)).fetchone()[0]:  # type: ignore[index]
-            break
-        if attempt == TRIES - 1:
-            row = conn.execute("SELECT rollout_id, pid, host FROM claims WHERE scale_set = %s", (key,)).fetchone()
-            conn.close()
+    url, lock = journal.url, _pg_key(key)
+    assert url is not None
+    with _lock:
+        try:
+            session = _sessions.get(url)
+            if session is None or session.closed:  # type: ignore[attr-defined]
+                session = _sessions[url] = psycopg.connect(url, autocommit=True, connect_timeout=10,
+                                                           options="-c search_path=vmssctl")
+        except psycopg.Error as e:
+            raise UsageError(f"cannot reach the journal at {journal.where}: {str(e).splitlines()[0][:200]}") from None
+        got = False
+        if (url, lock) not in _held:
+            for attempt in range(TRIES):
+                got = session.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()[0]  # type: ignore
+                if got or attempt == TRIES - 1:
+                    break
+                time.sleep(0.02)
+        if not got:
+            row = session.execute("SELECT rollout_id, pid, host FROM claims WHERE scale_set = %s",  # type: ignore
+                                  (key,)).fetchone()
             raise _refuse(dict(zip(("rollout", "pid", "host"), row, strict=True)) if row else {})
-        time.sleep(0.02)
-    me = _me(rid)
-    conn.execute("INSERT INTO claims (scale_set, rollout_id, pid, host) VALUES (%s, %s, %s, %s) ON CONFLICT "
-                 "(scale_set) DO UPDATE SET rollout_id = excluded.rollout_id, pid = excluded.pid, host = excluded.host",
-                 (key, rid, me["pid"], me["host"]))
-    return Claim(conn)
+        _held.add((url, lock))
+        me = _me(rid)
+        session.execute("INSERT INTO claims (scale_set, rollout_id, pid, host) VALUES (%s, %s, %s, %s) ON "  # type: ignore
+                        "CONFLICT (scale_set) DO UPDATE SET rollout_id = excluded.rollout_id, pid = excluded.pid, "
+                        "host = excluded.host", (key, rid, me["pid"], me["host"]))
+    return Claim(_Advisory(url, lock))
 
 
 def holder(journal: Journal, key: str) -> str | None:

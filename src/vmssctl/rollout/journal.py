@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +51,8 @@ CREATE SCHEMA IF NOT EXISTS vmssctl;
 CREATE TABLE IF NOT EXISTS claims (scale_set TEXT PRIMARY KEY, rollout_id TEXT, pid INTEGER, host TEXT);
 """
 PG_SCHEMA_LOCK = 7_412_605_310  # an advisory lock serialising the first creation of the schema by several workers
+_pg: dict[str, object] = {}  # URL -> the process's connection to that journal database
+_pg_lock = threading.Lock()
 
 
 def data_dir() -> Path:
@@ -124,7 +125,7 @@ class Journal:
     @property
     def location(self) -> str:
         """What opens this journal again, in another process or on another machine (a workflow's input)."""
-        return self.url or str(self.path)
+        return self.url or str(Path(self.path or "").expanduser().resolve())
 
     def _open_sqlite(self):
         assert self.path is not None
@@ -145,18 +146,25 @@ class Journal:
         return db
 
     def _open_postgres(self):
+        """The process's one connection to this database, made (and the schema with it) on first use: every
+        journal of the process shares it (psycopg serialises its use), so a worker driving a hundred sets holds
+        one connection, not a hundred. Every write is a single statement, so none needs a transaction."""
         import psycopg
         from psycopg.rows import dict_row
 
         assert self.url is not None
-        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10,
-                             options="-c search_path=vmssctl")
-        with db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
-            for statement in PG_SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)  # type: ignore[arg-type] - our own constant DDL
-        return db
+        with _pg_lock:
+            db = _pg.get(self.url)
+            if db is None or db.closed:
+                db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10,
+                                     options="-c search_path=vmssctl")
+                with db.transaction():
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
+                    for statement in PG_SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)  # type: ignore[arg-type] - our own constant DDL
+                _pg[self.url] = db
+            return db
 
     def _x(self, sql: str, params: tuple = ()):
         """Run one statement (written with SQLite's ``?`` placeholders) on either database; its cursor."""
@@ -164,35 +172,21 @@ class Journal:
             return self.db.execute(sql.replace("?", "%s"), params)
         return self.db.execute(sql, params)
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        if self.url:
-            with self.db.transaction():
-                yield
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-
     def close(self) -> None:
-        self.db.close()
+        if not self.url:  # (the PostgreSQL connection is the process's, shared)
+            self.db.close()
 
     # ------------------------------------------------------------------ rollouts
     def create(self, subscription: str, resource_group: str, name: str, endpoint: str | None, target: dict,
                previous: dict, policy: dict, connection: dict | None = None) -> Rollout:
         rid = "r-" + uuid.uuid4().hex[:8]
         now = time.time()
-        with self._tx():
-            self._x("INSERT INTO rollouts (id, created, updated, scale_set, subscription, resource_group, name, "
-                       "endpoint, target, previous, policy, state, phase, error, requested, canary_done, connection) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?)", (
-                           rid, now, now, scale_set_key(subscription, resource_group, name), subscription,
-                           resource_group, name, endpoint, json.dumps(target), json.dumps(previous), json.dumps(policy),
-                           "running", "model", None, None, json.dumps(connection) if connection else None))
+        self._x("INSERT INTO rollouts (id, created, updated, scale_set, subscription, resource_group, name, "
+                "endpoint, target, previous, policy, state, phase, error, requested, canary_done, connection) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?)", (
+                    rid, now, now, scale_set_key(subscription, resource_group, name), subscription,
+                    resource_group, name, endpoint, json.dumps(target), json.dumps(previous), json.dumps(policy),
+                    "running", "model", None, None, json.dumps(connection) if connection else None))
         return self.get(rid)
 
     def _rollout(self, row) -> Rollout:
@@ -222,8 +216,7 @@ class Journal:
     def update(self, rid: str, **fields: object) -> None:
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx():
-            self._x(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
+        self._x(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
 
     def observed(self, rid: str, seen: float, progress: dict) -> None:
         """The engine's turn: when it last observed ARM and the progress it computed (one write)."""
@@ -239,12 +232,10 @@ class Journal:
 
     # ------------------------------------------------------------------ batches
     def add_batch(self, rid: str, kind: str, ids: list[str], started: float, meta: dict | None = None) -> Batch:
-        with self._tx():
-            seq = self._x("SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM batches WHERE rollout_id = ?",
-                          (rid,)).fetchone()["seq"]
-            self._x("INSERT INTO batches (rollout_id, seq, kind, instance_ids, state, started, finished, failed, "
-                       "meta) VALUES (?,?,?,?,?,?,?,?,?)",
-                       (rid, seq, kind, json.dumps(ids), "issuing", started, None, "[]", json.dumps(meta or {})))
+        seq = self._x("INSERT INTO batches (rollout_id, seq, kind, instance_ids, state, started, finished, failed, "
+                      "meta) SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM batches "
+                      "WHERE rollout_id = ? RETURNING seq", (rid, kind, json.dumps(ids), "issuing", started, None, "[]",
+                                        json.dumps(meta or {}), rid)).fetchone()["seq"]
         return Batch(rid, seq, kind, ids, "issuing", started, None, [], dict(meta or {}))
 
     def set_batch(self, batch: Batch, **fields: object) -> None:
@@ -252,9 +243,8 @@ class Journal:
             setattr(batch, k, v)
         stored = {k: json.dumps(v) if k in ("failed", "instance_ids", "meta") else v for k, v in fields.items()}
         cols = ", ".join(f"{k} = ?" for k in stored)
-        with self._tx():
-            self._x(f"UPDATE batches SET {cols} WHERE rollout_id = ? AND seq = ?",
-                       (*stored.values(), batch.rollout_id, batch.seq))
+        self._x(f"UPDATE batches SET {cols} WHERE rollout_id = ? AND seq = ?",
+                (*stored.values(), batch.rollout_id, batch.seq))
 
     def batches(self, rid: str) -> list[Batch]:
         rows = self._x("SELECT * FROM batches WHERE rollout_id = ? ORDER BY seq", (rid,)).fetchall()

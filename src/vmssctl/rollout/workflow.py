@@ -26,8 +26,10 @@ LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock)
 def database(journal: Journal, rollout: Rollout) -> str:
     """The scale set's own system database: beside a SQLite journal, in the user data dir beside a PostgreSQL one
     (a lone rollout runs on this machine, whichever journal records it)."""
-    name = hashlib.sha256(f"{journal.location}|{rollout.scale_set}".encode()).hexdigest()[:24]
-    where = journal.path.expanduser().resolve().parent if journal.path else data_dir()
+    if journal.path:  # in the journal's directory: one database per set there
+        where, name = Path(journal.location).parent, hashlib.sha256(rollout.scale_set.encode()).hexdigest()[:24]
+    else:
+        where, name = data_dir(), hashlib.sha256(f"{journal.location}|{rollout.scale_set}".encode()).hexdigest()[:24]
     return f"sqlite:///{where / 'rollouts' / name}.sqlite"
 
 
