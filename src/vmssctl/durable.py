@@ -27,6 +27,7 @@ from vmssctl.errors import UsageError
 # (by default DBOS derives it from the code, and would not recover across any change of it)
 APP_VERSION = f"vmssctl-{__version__}"
 QUEUE_POLL = 0.25  # seconds between a process's looks at a queue (DBOS's default is 1 s; a set starts sooner)
+NOTIFY_POLL = 0.1  # seconds between DBOS's looks for messages and events on SQLite (its default is 1 s)
 _state: dict = {}
 
 
@@ -55,7 +56,10 @@ def launch(database: str, executor_id: str | None = None, busy: str | None = Non
         if handler.name == "__dbos_console_log_handler__" and isinstance(handler, logging.StreamHandler):
             handler.stream = sys.stderr  # (not setStream: it flushes the old one, which may be closed)
     config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,
-                          "log_level": level, "console_log_level": level, "application_version": APP_VERSION}
+                          "log_level": level, "console_log_level": level, "application_version": APP_VERSION,
+                          # SQLite has no LISTEN/NOTIFY: DBOS polls for messages and events, and its shutdown waits
+                          # out one poll (DBOS's default of 1 s added a second to every `vmssctl upgrade`)
+                          "notification_listener_polling_interval_sec": NOTIFY_POLL}
     if executor_id:
         config["executor_id"] = executor_id
     _state["database"] = database

@@ -21,6 +21,7 @@ from vmssctl.errors import EXIT_FAILED, EXIT_OK
 from vmssctl.rollout.journal import Journal, Rollout, data_dir
 
 LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock) of the command running it here
+WAIT_POLL = 0.05  # seconds between looks at a workflow this process waits for (DBOS: 1 s, the end of every run)
 
 
 def database(journal: Journal, rollout: Rollout) -> str:
@@ -88,14 +89,15 @@ def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None
         code: int | None = None
         ran = False
         for w in DBOS.list_workflows(status=["PENDING", "ENQUEUED"]):  # recovered as DBOS started
-            result = DBOS.retrieve_workflow(w.workflow_id).get_result()
+            result = DBOS.retrieve_workflow(w.workflow_id).get_result(polling_interval_sec=WAIT_POLL)
             if w.workflow_id.split(".")[0] == rollout.id:
                 code, ran = result, True
         if not ran or journal.get(rollout.id).state in ("running", "rolling_back"):
             runs = len(DBOS.list_workflows(workflow_id_prefix=rollout.id))
             with SetWorkflowID(rollout.id if runs == 0 else f"{rollout.id}.{runs + 1}"):
                 # in DBOS's thread, as a recovered run is: this one waits, and a Ctrl-C here leaves it as a crash
-                code = DBOS.start_workflow(rollout_workflow, journal.location, rollout.id).get_result()
+                code = DBOS.start_workflow(rollout_workflow, journal.location, rollout.id).get_result(
+                    polling_interval_sec=WAIT_POLL)
         if code is None:  # settled while no process ran it
             code = EXIT_OK if journal.get(rollout.id).state == "succeeded" else EXIT_FAILED
         return code
