@@ -43,7 +43,7 @@ class Emu:
         return Connection(self.subscription, self.endpoint, self.info["ca"], self.info["token"])
 
     def client(self, **kwargs):
-        kwargs.setdefault("polling_interval", 1)
+        kwargs.setdefault("polling_interval", 0.2)  # a 1,200x emulator ends an LRO in a fraction of a second
         return compute_client(self.connection, **kwargs)
 
     def http(self, token: str | None = "default") -> httpx.Client:

@@ -288,6 +288,7 @@ subscriptions = {json.dumps(subs)}
 resource_groups = ["big-*"]
 [policy]
 health_timeout = "5m"
+poll = "30s"                  # fewer looks a set: the three workers share one request budget in real time
 [[stages]]
 name = "canary"
 sets = ["big-00/web"]
