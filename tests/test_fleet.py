@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from tests.conftest import cli, start_emulator
+from vmssctl import durable
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.errors import UsageError
 from vmssctl.fleet.spec import SetRef, assign, parse
@@ -340,6 +341,10 @@ concurrency = 6
         journal = Journal(postgres)
         resumed = [r.id for r in journal.list(100) if any(e["type"] == "rollout_resumed" for e in journal.events(r.id))]
         assert resumed and len(journal.list(100)) == 30, resumed
+        c = durable.client(postgres)  # the fleet's stored input names the journal, without the database's URL
+        assert c.list_workflows(workflow_ids=[events[0]["fleet"]], load_input=True)[0].input["args"][3] == \
+            durable.THIS_DATABASE
+        c.destroy()
         others = [w for n, w in enumerate(workers) if n != victim]
         said = _read_until(others, f"took over worker w{victim}", 45)  # exactly one of the others claims it
         for w in others:

@@ -12,7 +12,7 @@ import pytest
 
 from vmssctl.errors import UsageError
 from vmssctl.rollout import claim
-from vmssctl.rollout.journal import Journal
+from vmssctl.rollout.journal import Journal, without_password
 
 SUB = "00000000-0000-0000-0000-00000000feed"
 WHEN = 1795719929.9551568  # epoch seconds as the engine records them: every digit must come back
@@ -89,3 +89,13 @@ def test_a_claim_dies_with_its_process(journal):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     claim.take(journal, r.scale_set, r.id).release()
+
+
+@pytest.mark.parametrize("given, written", [
+    ("postgresql://vmssctl:s3cret@db.internal:5432/vmssctl", "postgresql://vmssctl@db.internal:5432/vmssctl"),
+    ("postgresql://:s3cret@db/x", "postgresql://db/x"),
+    ("postgresql://vmssctl@db/x?sslmode=require", "postgresql://vmssctl@db/x?sslmode=require"),
+    ("/home/me/journal.sqlite", "/home/me/journal.sqlite"),
+])
+def test_a_journal_url_is_written_down_without_its_password(given, written):
+    assert without_password(given) == written

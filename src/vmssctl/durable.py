@@ -71,6 +71,15 @@ def launch(database: str, executor_id: str | None = None, busy: str | None = Non
         raise
 
 
+THIS_DATABASE = "this-database"  # a workflow input naming the database the process runs workflows from
+
+
+def database_or(location: str) -> str:
+    """``location``, or this process's own database when it says THIS_DATABASE: workflow inputs are stored, so the
+    workers' shared database (whose URL may carry a password) is named, not written into them."""
+    return _state["database"] if location == THIS_DATABASE and "database" in _state else location
+
+
 def abandon() -> None:
     """A workflow still runs in DBOS's threads and the process is to end anyway (Ctrl-C): see ``abandoned``."""
     _state["abandoned"] = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -509,9 +510,11 @@ def _run_apart(d: Dashboard, rid: str, op: str, rg: str, name: str) -> None:
     """Run the rollout as `vmssctl rollout resume|rollback RID` in a process of its own: a DBOS workflow like any
     lone upgrade's (the dashboard's process can hold one workflow database, a set's rollout needs its own), which
     a restart of the dashboard does not stop. It connects as the journal records; its end is a notice here."""
-    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "--journal", d.journal().location, "-o", "json"]
+    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "-o", "json"]
+    # the journal through the environment, not argv: a database URL may carry a password, and argv is public (ps)
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            env={**os.environ, "VMSSCTL_JOURNAL": d.journal().location})
 
     def wait() -> None:
         _, err = proc.communicate()

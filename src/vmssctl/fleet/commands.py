@@ -42,7 +42,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     sets = sum(len(p.sets) for p in plans)
     if database.startswith("postgresql://"):  # hand it to the workers sharing the database, and watch
-        fid = run.hand_to_workers(database, text, plans, conn.to_json(), journal.location)
+        fid = run.hand_to_workers(database, text, plans, conn.to_json(), _journal_input(journal, database))
         _say(args.output, {"type": "fleet", "fleet": fid, "database": "postgresql", "workers": True},
              f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s), handed to the workers")
         client = durable.client(database)
@@ -55,7 +55,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     else:
         run.launch(database)
         try:
-            fid = run.start(text, plans, conn.to_json(), journal.location)
+            fid = run.start(text, plans, conn.to_json(), _journal_input(journal, database))
             _say(args.output, {"type": "fleet", "fleet": fid, "database": database.split("://")[0]},
                  f"fleet {fid}: {sets} scale set(s) in {len(plans)} stage(s)")
             for event in run.events(fid):
@@ -101,7 +101,7 @@ def _existing(args: argparse.Namespace, conn, journal, database: str) -> int:
         c.destroy()
     run.launch(database)
     try:
-        outcome = run.rollback(fid, conn.to_json(), journal.location)
+        outcome = run.rollback(fid, conn.to_json(), _journal_input(journal, database))
         for event in run.events(f"{fid}-rollback"):
             _say(args.output, event, _line(event))
         return EXIT_OK if all(s["code"] == 0 for s in outcome["sets"]) else EXIT_FAILED
@@ -124,6 +124,14 @@ def _steer_sets(journal, conn, plan: list[dict], op: str) -> list[str]:
                 journal.request(r.id, op)
                 out.append(r.id)
     return out
+
+
+def _journal_input(journal, database: str) -> str:
+    """How the fleet's workflows name the sets' journal: the fleet database itself by a marker (its URL may carry a
+    password, and workflow inputs are stored), else its file."""
+    from vmssctl.durable import THIS_DATABASE
+
+    return THIS_DATABASE if journal.url == database else journal.location
 
 
 def _default_database(journal_path) -> str:

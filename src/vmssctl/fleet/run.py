@@ -84,7 +84,7 @@ def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dic
     rg, name = key.split("/", 1)
     conn = _connect(connection)
     api = ScaleSetApi(compute_client(conn, budget=Budget(**budget)), rg, name)
-    jour = Journal(journal)
+    jour = Journal(durable.database_or(journal))
     try:
         prepared = upgrade.prepare(api, jour, conn, ImageChange(**change), RolloutPolicy.from_json(policy))
         if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
@@ -219,7 +219,7 @@ def _rollback_set(connection: dict, journal: str, rollout_id: str) -> dict:
     from vmssctl.azure import ScaleSetApi, compute_client
     from vmssctl.rollout.journal import Journal
 
-    jour = Journal(journal)
+    jour = Journal(durable.database_or(journal))
     try:
         r = jour.get(rollout_id)
         where = f"{r.resource_group}/{r.name}"

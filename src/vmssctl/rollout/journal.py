@@ -106,6 +106,19 @@ def scale_set_key(subscription: str, resource_group: str, name: str) -> str:
     return f"{subscription}/{resource_group}/{name}".lower()
 
 
+def without_password(location: str) -> str:
+    """A database URL without its password (libpq finds it again in PGPASSWORD or ~/.pgpass); a path unchanged."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not location.startswith("postgresql://"):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
+
+
 class Journal:
     def __init__(self, location: str | Path | None = None) -> None:
         """``location``: a SQLite file (default in the user data dir) or a ``postgresql://`` URL."""
@@ -121,6 +134,11 @@ class Journal:
     def where(self) -> str:
         """The journal's place, for messages (a database URL without its user and password)."""
         return self.url.split("@")[-1] if self.url else str(self.path)
+
+    @property
+    def stored_location(self) -> str:
+        """``location`` without a password, for what gets written down (a workflow's input)."""
+        return without_password(self.location)
 
     @property
     def location(self) -> str:

@@ -17,10 +17,10 @@ from pathlib import Path
 from dbos import DBOS, SetWorkflowID
 
 from vmssctl import durable
-from vmssctl.errors import EXIT_FAILED, EXIT_OK
+from vmssctl.errors import EXIT_FAILED, EXIT_OK, UsageError
 from vmssctl.rollout.journal import Journal, Rollout, data_dir
 
-LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock) of the command running it here
+LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock, journal) of the command running it
 WAIT_POLL = 0.05  # seconds between looks at a workflow this process waits for (DBOS: 1 s, the end of every run)
 
 
@@ -40,14 +40,19 @@ def _drive(journal: str, rid: str) -> int | None:
     aborted or ended while no process ran it)."""
     from vmssctl import upgrade
 
-    jour = Journal(journal)
+    live = LIVE.get(rid)
+    try:
+        jour = Journal(live[4] if live else journal)  # the command's own journal location (with its password)
+    except UsageError:
+        if live:
+            raise
+        return None  # an earlier rollout's run whose journal this process cannot open: not this command's
     try:
         r = jour.get(rid)
         if r.state not in ("running", "rolling_back"):
             return None
-        live = LIVE.get(rid)
         if live is not None:  # the command that asked for it, in this process: its connection, live view, clock
-            api, conn, sinks, clock = live
+            api, conn, sinks, clock, _ = live
             return upgrade.run(api, jour, conn, r, sinks, clock)
         from vmssctl.azure import ScaleSetApi, compute_client, resolve_connection
 
@@ -74,14 +79,12 @@ def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None
     DBOS first recovers what a crash left unfinished in that database (this rollout's earlier run, typically:
     its step runs the engine again, which resumes it); then, unless that finished it, a new run starts."""
     where = f"{rollout.resource_group}/{rollout.name}"
-    LIVE[rollout.id] = (api, conn, sinks, clock)
+    LIVE[rollout.id] = (api, conn, sinks, clock, journal.location)
     try:
         db = database(journal, rollout)
         Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         LIVE.pop(rollout.id, None)
-        from vmssctl.errors import UsageError
-
         raise UsageError(f"cannot create the rollout database for {journal.where}: {e}") from None
     durable.launch(db, busy=f"another vmssctl process is running a rollout of {where} right now: watch it with "
                             f"'vmssctl rollout status {rollout.id}'")
@@ -96,7 +99,7 @@ def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None
             runs = len(DBOS.list_workflows(workflow_id_prefix=rollout.id))
             with SetWorkflowID(rollout.id if runs == 0 else f"{rollout.id}.{runs + 1}"):
                 # in DBOS's thread, as a recovered run is: this one waits, and a Ctrl-C here leaves it as a crash
-                code = DBOS.start_workflow(rollout_workflow, journal.location, rollout.id).get_result(
+                code = DBOS.start_workflow(rollout_workflow, journal.stored_location, rollout.id).get_result(
                     polling_interval_sec=WAIT_POLL)
         if code is None:  # settled while no process ran it
             code = EXIT_OK if journal.get(rollout.id).state == "succeeded" else EXIT_FAILED
