@@ -99,3 +99,22 @@ def test_a_claim_dies_with_its_process(journal):
 ])
 def test_a_journal_url_is_written_down_without_its_password(given, written):
     assert without_password(given) == written
+
+
+def test_the_database_keeps_one_active_rollout_per_set(journal):
+    """Two processes that both passed the checks before a start cannot both record a rollout of one set; a rollback
+    of a finished one waits until no other is active."""
+    first = make(journal)
+    other = Journal(journal.location)
+    try:
+        with pytest.raises(UsageError, match=f"rollout {first.id} of this scale set is already active"):
+            make(other)
+        journal.update(first.id, state="succeeded")
+        second = make(other)
+        with pytest.raises(UsageError, match=f"rollout {second.id} of this scale set is already active"):
+            journal.update(first.id, state="rolling_back")
+        other.update(second.id, state="aborted")
+        journal.update(first.id, state="rolling_back")
+        assert journal.active_for(first.scale_set).id == first.id
+    finally:
+        other.close()

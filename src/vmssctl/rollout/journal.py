@@ -11,12 +11,14 @@ finds its rollout where the dead worker left it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,10 @@ CREATE SCHEMA IF NOT EXISTS vmssctl;
                                                           "id BIGSERIAL PRIMARY KEY") + """
 CREATE TABLE IF NOT EXISTS claims (scale_set TEXT PRIMARY KEY, rollout_id TEXT, pid INTEGER, host TEXT);
 """
+# One active rollout per scale set, kept by the database itself: two processes that both passed the checks before
+# a start cannot both record one. (Not made on an older journal that already holds two: it still opens.)
+ONE_ACTIVE = ("CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_set ON rollouts (scale_set) "
+              "WHERE state IN ('running', 'paused', 'rolling_back')")
 PG_SCHEMA_LOCK = 7_412_605_310  # an advisory lock serialising the first creation of the schema by several workers
 _pg: dict[str, object] = {}  # URL -> the process's connection to that journal database
 _pg_lock = threading.Lock()
@@ -160,6 +166,8 @@ class Journal:
                 except sqlite3.OperationalError as e:  # another process added it first
                     if "duplicate column" not in str(e):
                         raise
+        with contextlib.suppress(sqlite3.IntegrityError):
+            db.execute(ONE_ACTIVE)
         db.row_factory = sqlite3.Row
         return db
 
@@ -181,6 +189,8 @@ class Journal:
                     for statement in PG_SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)  # type: ignore[arg-type] - our own constant DDL
+                with contextlib.suppress(psycopg.errors.UniqueViolation), db.transaction():
+                    db.execute(ONE_ACTIVE)  # type: ignore[arg-type]
                 _pg[self.url] = db
             return db
 
@@ -199,13 +209,32 @@ class Journal:
                previous: dict, policy: dict, connection: dict | None = None) -> Rollout:
         rid = "r-" + uuid.uuid4().hex[:8]
         now = time.time()
+        key = scale_set_key(subscription, resource_group, name)
+        with self._one_active(key):
+            self._insert(rid, now, key, subscription, resource_group, name, endpoint, target, previous, policy,
+                         connection)
+        return self.get(rid)
+
+    def _insert(self, rid: str, now: float, key: str, subscription: str, resource_group: str, name: str,
+                endpoint: str | None, target: dict, previous: dict, policy: dict, connection: dict | None) -> None:
         self._x("INSERT INTO rollouts (id, created, updated, scale_set, subscription, resource_group, name, "
                 "endpoint, target, previous, policy, state, phase, error, requested, canary_done, connection) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?)", (
-                    rid, now, now, scale_set_key(subscription, resource_group, name), subscription,
+                    rid, now, now, key, subscription,
                     resource_group, name, endpoint, json.dumps(target), json.dumps(previous), json.dumps(policy),
                     "running", "model", None, None, json.dumps(connection) if connection else None))
-        return self.get(rid)
+
+    @contextlib.contextmanager
+    def _one_active(self, key: str) -> Iterator[None]:
+        """A second active rollout of one set, refused by the database's index, as one clear line."""
+        try:
+            yield
+        except Exception as e:
+            if "one_active_per_set" not in str(e) and "rollouts.scale_set" not in str(e):
+                raise
+            other = self.active_for(key)
+            raise UsageError(f"rollout {other.id if other else '?'} of this scale set is already active in the journal "
+                             f"{self.where}: resume, abort or roll it back first") from None
 
     def _rollout(self, row) -> Rollout:
         d = dict(row)
@@ -234,7 +263,12 @@ class Journal:
     def update(self, rid: str, **fields: object) -> None:
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        self._x(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
+        with self._one_active(self._set_of(rid) if fields.get("state") in ACTIVE else ""):
+            self._x(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rid))
+
+    def _set_of(self, rid: str) -> str:
+        row = self._x("SELECT scale_set FROM rollouts WHERE id = ?", (rid,)).fetchone()
+        return row["scale_set"] if row else ""
 
     def observed(self, rid: str, seen: float, progress: dict) -> None:
         """The engine's turn: when it last observed ARM and the progress it computed (one write)."""
