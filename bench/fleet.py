@@ -16,13 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import start_emulator, throwaway_postgres
-from vmssctl.azure import compute_client
-from vmssctl.emulator.server import demo_scale_set
 from vmssctl.rollout.journal import Journal
 
 SETS, SIZE, SUBS, WORKERS, SCALE = 100, 20, 4, 3, 20
@@ -40,15 +37,7 @@ def main() -> None:
     workers: list[subprocess.Popen] = []
     try:
         subs = emu.info["subscriptions"]
-        clients = [compute_client(replace(emu.connection, subscription=s)) for s in subs]
-        with emu.http() as h:
-            for i in range(SETS):
-                sub, rg = i % SUBS, f"bench-{i:03d}"
-                h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
-                      json={"location": "eastus"}).raise_for_status()
-                clients[sub].virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(SIZE),
-                                                                              polling=False)
-        emu.admin("POST", "clock", {"advance": 900})
+        emu.create_sets({(i % SUBS, f"bench-{i:03d}"): ["web"] for i in range(SETS)}, SIZE)
         (work / "fleet.toml").write_text(f'''
 [target]
 version = "24.04.202611200"

@@ -88,6 +88,25 @@ class Emu:
             r.raise_for_status()
         return name
 
+    def clients(self) -> list:
+        """An SDK client per subscription the emulator serves, in emulator.json's order."""
+        from dataclasses import replace
+
+        return [compute_client(replace(self.connection, subscription=sub)) for sub in self.info["subscriptions"]]
+
+    def create_sets(self, sets: dict[tuple[int, str], list[str]], capacity: int) -> None:
+        """Scale sets in several subscriptions (``{(subscription index, group): [names]}``), created without waiting
+        on each; then the clock moves on until every one of them runs."""
+        subs, by_sub = self.info["subscriptions"], self.clients()
+        with self.http() as h:
+            for (sub, rg), names in sets.items():
+                h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
+                      json={"location": "eastus"}).raise_for_status()
+                for name in names:
+                    by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(capacity),
+                                                                                 polling=False)
+        self.admin("POST", "clock", {"advance": 900})
+
     def create_set(self, rg: str, name: str = "web", capacity: int = 10, **kwargs) -> object:
         body = demo_scale_set(capacity, **kwargs)
         return self.client().virtual_machine_scale_sets.begin_create_or_update(rg, name, body).result()

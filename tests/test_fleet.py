@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import cli, start_emulator
 from vmssctl import durable
-from vmssctl.emulator.server import demo_scale_set
 from vmssctl.errors import UsageError
 from vmssctl.fleet.spec import SetRef, assign, parse
 from vmssctl.rollout.journal import Journal
@@ -119,31 +118,15 @@ def fleet_emu(tmp_path_factory):
     e.stop()
 
 
-def clients(emu) -> list:
-    from dataclasses import replace
-
-    from vmssctl.azure import compute_client
-
-    return [compute_client(replace(emu.connection, subscription=sub)) for sub in emu.info["subscriptions"]]
-
-
 def make_fleet(emu) -> None:
-    subs, by_sub = emu.info["subscriptions"], clients(emu)
-    assert subs[1] == SUB2
-    with emu.http() as h:
-        for (sub, rg), names in SETS.items():
-            h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
-                  json={"location": "eastus"}).raise_for_status()
-            for n in names:
-                by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, n, demo_scale_set(4),
-                                                                             polling=False)
-    emu.admin("POST", "clock", {"advance": 900})
+    assert emu.info["subscriptions"][1] == SUB2
+    emu.create_sets(SETS, 4)
 
 
 def versions(emu) -> dict[str, set[str]]:
     from vmssctl.azure import ScaleSetApi
 
-    by_sub = clients(emu)
+    by_sub = emu.clients()
     return {f"{rg}/{n}": {i.image.exact_version for i in ScaleSetApi(by_sub[sub], rg, n).instances()}
             for (sub, rg), ns in SETS.items() for n in ns}
 
@@ -273,14 +256,7 @@ def test_three_workers_share_a_fleet_and_one_killed_is_taken_over(postgres, tmp_
     try:
         subs = emu.info["subscriptions"]
         sets = [(i % 2, f"big-{i:02d}") for i in range(30)]  # (subscription index, resource group) of web
-        by_sub = clients(emu)
-        with emu.http() as h:
-            for sub, rg in sets:
-                h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
-                      json={"location": "eastus"}).raise_for_status()
-                by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(2),
-                                                                             polling=False)
-        emu.admin("POST", "clock", {"advance": 900})
+        emu.create_sets({(sub, rg): ["web"] for sub, rg in sets}, 2)
         (tmp_path / "fleet.toml").write_text(f'''
 [target]
 version = "{NEW}"

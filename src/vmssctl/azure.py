@@ -126,6 +126,12 @@ class Connection:
                 if v}
 
 
+def connection_from_json(stored: dict) -> Connection:
+    """Connect again as ``Connection.to_json`` recorded (the token comes from the emulator or the environment)."""
+    return resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
+                              stored.get("subscription"))
+
+
 class StaticToken:
     """Credential for the emulator: it accepts the token from its emulator.json."""
 

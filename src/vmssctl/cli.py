@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vmssctl import __version__, inputs
-from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, resolve_connection
+from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, connection_from_json, resolve_connection
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 
@@ -445,8 +445,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     # resume / rollback and no process runs it: run the engine here, connected as the rollout was
     stored = r.connection or {}
     if not (args.emulator or args.endpoint or args.subscription or os.environ.get("VMSSCTL_ENDPOINT")) and stored:
-        conn = resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
-                                  stored.get("subscription"))
+        conn = connection_from_json(stored)
         client = compute_client(conn)
     else:
         conn, client = _client(args)

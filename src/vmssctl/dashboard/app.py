@@ -18,6 +18,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import quote
@@ -335,16 +336,23 @@ async def _body(request: Request) -> dict:
     return body
 
 
+def _when_done(d: Dashboard, rg: str, name: str, wait: Callable[[], tuple[str, bool]]) -> None:
+    """Run ``wait`` in the background; its (text, ok) becomes a notice on the set's page, which then refreshes."""
+    def run() -> None:
+        d.notice(rg, name, *wait())
+        d.watchers.get(rg, name).poke()
+    threading.Thread(target=run, daemon=True).start()
+
+
 def _track(d: Dashboard, rg: str, name: str, operation: Operation) -> None:
     """Wait for an LRO in the background and report ARM's verdict as a notice."""
-    def wait() -> None:
+    def wait() -> tuple[str, bool]:
         try:
             operation.wait()
-            d.notice(rg, name, f"{operation.what}: Succeeded", True)
+            return f"{operation.what}: Succeeded", True
         except VmssctlError as e:
-            d.notice(rg, name, f"{operation.what}: Failed {e}", False)
-        d.watchers.get(rg, name).poke()
-    threading.Thread(target=wait, daemon=True).start()
+            return f"{operation.what}: Failed {e}", False
+    _when_done(d, rg, name, wait)
 
 
 def _op(fn):
@@ -516,13 +524,12 @@ def _run_apart(d: Dashboard, rid: str, op: str, rg: str, name: str) -> None:
                             text=True, start_new_session=True,
                             env={**os.environ, "VMSSCTL_JOURNAL": d.journal().location})
 
-    def wait() -> None:
+    def wait() -> tuple[str, bool]:
         _, err = proc.communicate()
         why = err.strip().splitlines()[-1] if err.strip() else ""
-        d.notice(rg, name, f"rollout {rid} ended with exit code {proc.returncode}" + (f": {why}" if why else ""),
-                 proc.returncode == 0)
-        d.watchers.get(rg, name).poke()
-    threading.Thread(target=wait, daemon=True, name=f"rollout-{rid}").start()
+        return f"rollout {rid} ended with exit code {proc.returncode}" + (f": {why}" if why else ""), \
+            proc.returncode == 0
+    _when_done(d, rg, name, wait)
 
 
 @_guard()

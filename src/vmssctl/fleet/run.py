@@ -66,10 +66,9 @@ def _clock(connection: dict):
 
 
 def _connect(connection: dict):
-    from vmssctl.azure import resolve_connection
+    from vmssctl.azure import connection_from_json
 
-    return resolve_connection(connection.get("emulator"), connection.get("endpoint"), connection.get("ca"),
-                              connection.get("subscription"))
+    return connection_from_json(connection)
 
 
 @DBOS.step(retries_allowed=False)

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vmssctl.errors import UsageError
@@ -49,6 +50,16 @@ class Claim:
             self._handle = None
 
 
+def _tries(attempt: Callable[[], bool]) -> bool:
+    """``attempt`` up to TRIES times, 20 ms apart, until it succeeds: a probe holds the lock only for an instant."""
+    for n in range(TRIES):
+        if attempt():
+            return True
+        if n < TRIES - 1:
+            time.sleep(0.02)
+    return False
+
+
 def _refuse(other: dict) -> UsageError:
     return UsageError(f"rollout {other.get('rollout', '?')} is being run by process {other.get('pid', '?')} on "
                       f"{other.get('host', '?')} right now: watch it with 'vmssctl rollout status "
@@ -69,15 +80,16 @@ def take(journal: Journal, key: str, rid: str) -> Claim:
         handle = open(path, "a+")  # noqa: SIM115 - held for as long as the rollout runs
     except OSError as e:
         raise UsageError(f"cannot open the claim file {path}: {e}") from None
-    for attempt in range(TRIES):
+    def lock() -> bool:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
+            return True
         except BlockingIOError:
-            if attempt == TRIES - 1:
-                handle.close()
-                raise _refuse(_read(path)) from None
-            time.sleep(0.02)
+            return False
+
+    if not _tries(lock):
+        handle.close()
+        raise _refuse(_read(path))
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps(_me(rid)))
@@ -120,13 +132,8 @@ def _take_pg(journal: Journal, key: str, rid: str) -> Claim:
                                                            options="-c search_path=vmssctl")
         except psycopg.Error as e:
             raise UsageError(f"cannot reach the journal at {journal.where}: {str(e).splitlines()[0][:200]}") from None
-        got = False
-        if (url, lock) not in _held:
-            for attempt in range(TRIES):
-                got = session.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()[0]  # type: ignore
-                if got or attempt == TRIES - 1:
-                    break
-                time.sleep(0.02)
+        got = (url, lock) not in _held and _tries(
+            lambda: session.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()[0])  # type: ignore
         if not got:
             row = session.execute("SELECT rollout_id, pid, host FROM claims WHERE scale_set = %s",  # type: ignore
                                   (key,)).fetchone()

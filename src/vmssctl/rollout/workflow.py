@@ -54,11 +54,9 @@ def _drive(journal: str, rid: str) -> int | None:
         if live is not None:  # the command that asked for it, in this process: its connection, live view, clock
             api, conn, sinks, clock, _ = live
             return upgrade.run(api, jour, conn, r, sinks, clock)
-        from vmssctl.azure import ScaleSetApi, compute_client, resolve_connection
+        from vmssctl.azure import ScaleSetApi, compute_client, connection_from_json
 
-        stored = r.connection or {}  # recovered for an earlier command: connect as the rollout did
-        conn = resolve_connection(stored.get("emulator"), stored.get("endpoint"), stored.get("ca"),
-                                  stored.get("subscription"))
+        conn = connection_from_json(r.connection or {})  # recovered for an earlier command: connect as it did
         api = ScaleSetApi(compute_client(conn), r.resource_group, r.name)
         try:
             return upgrade.run(api, jour, conn, r, [])
