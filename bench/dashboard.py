@@ -69,11 +69,11 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         proc, base, token = start_dashboard(e)
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
-            c.get(f"/sets/{rg}/big/grid").raise_for_status()  # warm the shared view
+            c.get(f"/sets/{e.subscription}/{rg}/big/grid").raise_for_status()  # warm the shared view
             http_times = []
             for _ in range(20):
                 t = time.perf_counter()
-                c.get(f"/sets/{rg}/big/grid").raise_for_status()
+                c.get(f"/sets/{e.subscription}/{rg}/big/grid").raise_for_status()
                 http_times.append(time.perf_counter() - t)
         pages = -(-1000 // 100)
         print(f"dashboard benchmark (1,000 instances, refresh {REFRESH:g}s)")
@@ -82,7 +82,7 @@ def main() -> None:
         print(f"  GET the grid over HTTP (cached view): median {statistics.median(http_times) * 1000:5.1f} ms")
         for n in (1, 5):
             before = e.stats()["requests"]["byOperation"].get("VirtualMachineScaleSetVMs_List", 0)
-            tabs(base, token, f"/sets/{rg}/big/events", n, WINDOW)
+            tabs(base, token, f"/sets/{e.subscription}/{rg}/big/events", n, WINDOW)
             lists = e.stats()["requests"]["byOperation"].get("VirtualMachineScaleSetVMs_List", 0) - before
             per_min = lists / pages * 60 / WINDOW
             print(f"  {n} open tab(s) for {WINDOW:.0f}s: {lists} list requests = {lists / pages:.0f} listings = "

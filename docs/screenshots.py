@@ -44,8 +44,8 @@ def main() -> None:
         e.admin("POST", "clock", {"advance": 900})
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as api:
             for name in ("web", "big"):
-                r = api.post(f"/sets/{rg}/{name}/rollout", json={"version": "24.04.202611200", "canary": "1",
-                                                                 "batch_percent": "20", "pause": "30s"})
+                r = api.post(f"/sets/{e.subscription}/{rg}/{name}/rollout",
+                             json={"version": "24.04.202611200", "canary": "1", "batch_percent": "20", "pause": "30s"})
                 r.raise_for_status()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[

@@ -21,6 +21,10 @@ import pytest
 from vmssctl.azure import Connection, compute_client
 from vmssctl.emulator.server import demo_scale_set
 
+# A command that finds a database unreachable says so at once in tests (in use it waits 30 s for it to come back);
+# the outage tests give their commands a wait of their own.
+os.environ.setdefault("VMSSCTL_DB_WAIT", "0")
+
 
 @dataclass
 class Emu:
@@ -189,11 +193,33 @@ class PostgresMissing(Exception):
     pass
 
 
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster: its URL, and stop/start as an operator (or a failover) would."""
+
+    url: str
+    pg_ctl: str
+    data: Path
+    port: int
+    run_as: list[str]
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run([*self.run_as, self.pg_ctl, "-D", str(self.data), "-l", str(self.data / "log"), "-w", "-o",
+                        f"-p {self.port} -k {self.data} -h 127.0.0.1", *args], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        """As abruptly as a crash: every connection is cut (``-m immediate``)."""
+        self.ctl("-m", "immediate", "stop")
+
+    def start(self) -> None:
+        self.ctl("start")
+
+
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
+def throwaway_postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster from Debian's package for one test or bench: initdb in a temp dir (as the postgres
     user when run as root: initdb refuses root), pg_ctl on 127.0.0.1 and a free port, trust auth; stopped and
-    removed afterwards. Yields its URL."""
+    removed afterwards."""
     import glob
     import shutil
     import socket
@@ -217,12 +243,12 @@ def throwaway_postgres() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    pg = Postgres(f"postgresql://postgres@127.0.0.1:{port}/postgres", pg_ctl, data, port, run_as)
     try:
         subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
                        capture_output=True)
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
-                        f"-p {port} -k {data} -h 127.0.0.1", "start"], check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        pg.start()
+        yield pg
     finally:
         subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
@@ -232,8 +258,8 @@ def throwaway_postgres() -> Iterator[str]:
 def postgres_cluster() -> Iterator[str]:
     """One throwaway PostgreSQL cluster for the session (started by the first test that needs it)."""
     try:
-        with throwaway_postgres() as url:
-            yield url
+        with throwaway_postgres() as pg:
+            yield pg.url
     except PostgresMissing as e:
         if os.environ.get("CI"):
             pytest.fail(str(e))
@@ -251,3 +277,85 @@ def postgres(postgres_cluster: str) -> str:
     with psycopg.connect(postgres_cluster, autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type] - a name made above
     return postgres_cluster.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclass
+class Worker:
+    """A `vmssctl worker` process, as if on a machine of its own (own HOME, no file in common with the others), its
+    output in a file (a pipe read line by line can strand lines in a buffer)."""
+
+    proc: subprocess.Popen
+    log: Path
+    name: str
+
+    def said(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, seconds: float = 60) -> None:
+        """Until the worker has said ``needle`` (it is a process: its output comes in real time)."""
+        deadline = time.monotonic() + seconds
+        while needle not in self.said():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker {self.name} did not say {needle!r}: {self.said()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_workers(database: str, where: Path, n: int, *flags: str) -> list[Worker]:
+    """``n`` workers on ``database`` (ids w0, w1, ...), each up (DBOS launched) before this returns."""
+    out = []
+    for k in range(n):
+        home = where / f"machine-{k}"
+        home.mkdir(parents=True, exist_ok=True)
+        log = home / "worker.log"
+        proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "worker", "--database", database, "--executor-id",
+                                 f"w{k}", "--heartbeat", "1s", "--takeover-after", "6s", *flags],
+                                stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=home,
+                                env={**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home / "data")})
+        out.append(Worker(proc, log, f"w{k}"))
+    for w in out:  # each says so once its DBOS is up (the first one creates DBOS's tables)
+        w.wait_for("taking fleets")
+    return out
+
+
+def fleet_emulator(state_dir: Path) -> Emu:
+    """An emulator for fleets: two subscriptions, no throttling, and a clock at 2,400 simulated seconds a real one
+    (a stage's sets roll out in parallel, each set's engine waiting on the clock in its own thread)."""
+    return start_emulator(state_dir, "--time-scale", "2400", "--throttle", "off", "--subscriptions", "2")
+
+
+class Background:
+    """A vmssctl command in a process of its own (`fleet run`, say), its JSON lines read as they come."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "vmssctl", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        self.events: list[dict] = []
+
+    def until(self, kind: str, **match: object) -> dict:
+        """Read events until one of type ``kind`` (with these fields) comes; it is returned."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            self.events.append(event)
+            if event.get("type") == kind and all(event.get(k) == v for k, v in match.items()):
+                return event
+        raise AssertionError(f"no {kind} {match}: exit {self.proc.wait()}, {self.proc.stderr.read()[-2000:]}")
+
+    def finish(self, timeout: float = 180) -> int:
+        assert self.proc.stdout is not None
+        self.events += [json.loads(line) for line in self.proc.stdout]
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

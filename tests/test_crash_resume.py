@@ -40,8 +40,9 @@ def run(args: list[str]) -> tuple[int, list[dict], str]:
     return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")], r.stderr
 
 
-@pytest.mark.parametrize("kill_at, nth", [("plan", 1), ("model_updated", 1), ("batch_started", 2),
-                                          ("batch_succeeded", 1), ("batch_started", 4)])
+# A real kill -9 of the process at two points; every other point of a turn is crashed in-process (test_engine's
+# crash matrix, milliseconds each, the same resume path).
+@pytest.mark.parametrize("kill_at, nth", [("model_updated", 1), ("batch_started", 2)])
 def test_kill_and_rerun_finishes_without_upgrading_twice(frozen, tmp_path, kill_at, nth):
     rg = make_set(frozen, 8)
     t0 = frozen.now()
@@ -101,7 +102,7 @@ def test_manual_rollback_of_a_finished_rollout(frozen, tmp_path):
     assert code == 0, err
     rid = events[-1]["rollout"]
     code, events, err = run([sys.executable, "-m", "vmssctl", "rollout", "rollback", rid, "--journal",
-                             str(journal), "--emulator", str(frozen.state_dir), "-o", "json"])
+                             str(journal), "--emulator", str(frozen.state_dir), "-o", "json", "--yes"])
     assert code == 0 and events[-1]["type"] == "rollout_rolled_back", err
     assert {i.image.exact_version for i in instances(frozen, rg)} == {OLD}
 

@@ -16,13 +16,15 @@ from tests.test_upgrade import instances
 from vmssctl.emulator.server import demo_scale_set
 
 CHROMIUM = "/usr/bin/chromium"
+SUB = "00000000-0000-0000-0000-00000000feed"  # the emulator's (first) subscription: part of a set's URL
 NEW = "24.04.202611200"
 
 
 @pytest.fixture(scope="module")
 def live_emu(tmp_path_factory):
     """A running clock (120x): rollouts progress on their own while the browser watches."""
-    e = start_emulator(tmp_path_factory.mktemp("dash-emu"), "--time-scale", "120", "--throttle", "off")
+    e = start_emulator(tmp_path_factory.mktemp("dash-emu"), "--time-scale", "120", "--throttle", "off",
+                       "--subscriptions", "2")
     yield e
     e.stop()
 
@@ -76,7 +78,7 @@ def open_set(browser, dashboard, rg: str, name: str = "web"):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto(login_link(dashboard))
-    page.goto(f"{dashboard['base']}/sets/{rg}/{name}")
+    page.goto(f"{dashboard['base']}/sets/{rg}/{name}")  # (group and name alone: the connection's subscription)
     page.wait_for_selector("#conn.live", timeout=15000)
     return page
 
@@ -160,10 +162,10 @@ def test_requests_without_the_token_or_csrf_are_refused(live_emu, dashboard):
     base, token = dashboard["base"], dashboard["token"]
     with httpx.Client(base_url=base) as anon:
         assert anon.get("/").status_code == 401
-        assert anon.get("/sets/demo-rg/demo-vmss/grid").status_code == 401
+        assert anon.get(f"/sets/{SUB}/demo-rg/demo-vmss/grid").status_code == 401
         assert anon.get("/static/app.js").status_code == 401
         assert anon.get("/", params={"token": "guess"}).status_code == 401
-        assert anon.post("/sets/x/y/scale", json={"capacity": 0}).status_code == 401
+        assert anon.post(f"/sets/{SUB}/x/y/scale", json={"capacity": 0}).status_code == 401
         assert anon.get("/", headers={"Host": f"evil.example:{dashboard['port']}"}).status_code == 400
     with httpx.Client(base_url=base, follow_redirects=True) as browser_like:
         link = login_link(dashboard)
@@ -175,9 +177,9 @@ def test_requests_without_the_token_or_csrf_are_refused(live_emu, dashboard):
             assert thief.get("/login").status_code == 401
         rg = make_set(live_emu, 2)
         # a cross-site form POST carries the cookie at best, never the CSRF token
-        r = browser_like.post(f"/sets/{rg}/web/scale", json={"capacity": 0})
+        r = browser_like.post(f"/sets/{SUB}/{rg}/web/scale", json={"capacity": 0})
         assert r.status_code == 403
-        r = browser_like.post(f"/sets/{rg}/web/scale", json={"capacity": 0},
+        r = browser_like.post(f"/sets/{SUB}/{rg}/web/scale", json={"capacity": 0},
                               headers={"Origin": "https://evil.example", "X-CSRF-Token": "x"})
         assert r.status_code == 403
     assert len(instances(live_emu, rg)) == 2
@@ -192,17 +194,17 @@ def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
     live_emu.admin("POST", "clock", {"advance": 900})
     auth = {"Authorization": f"Bearer {dashboard['token']}"}
     with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:
-        grid = c.get(f"/sets/{rg}/zonal/grid").text
+        grid = c.get(f"/sets/{SUB}/{rg}/zonal/grid").text
         assert [f'data-zone="{z}"' in grid for z in "123"] == [True] * 3
         assert grid.count('class="vm ') == 6
-        r = c.post(f"/sets/{rg}/zonal/scale", json={"capacity": 9})
+        r = c.post(f"/sets/{SUB}/{rg}/zonal/scale", json={"capacity": 9})
         assert r.status_code == 200 and r.json()["ok"]
-        r = c.post(f"/sets/{rg}/zonal/model", json={"version": "22.04.x"})
+        r = c.post(f"/sets/{SUB}/{rg}/zonal/model", json={"version": "22.04.x"})
         assert r.status_code == 400 and "the 'version' field" in r.json()["message"]
-        r = c.post(f"/sets/{rg}/zonal/action", json={"action": "explode", "instance_ids": ["1"]})
+        r = c.post(f"/sets/{SUB}/{rg}/zonal/action", json={"action": "explode", "instance_ids": ["1"]})
         assert r.status_code == 400
         for action in ("reimage", "restart", "poweroff", "start", "deallocate"):
-            r = c.post(f"/sets/{rg}/zonal/action", json={"action": action, "update_domain": 0})
+            r = c.post(f"/sets/{SUB}/{rg}/zonal/action", json={"action": action, "update_domain": 0})
             assert r.status_code in (200, 409), (action, r.text)
     wait_for(lambda: len(instances(live_emu, rg, "zonal")) == 9, what="scale-out to 9")
 
@@ -212,7 +214,7 @@ def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
 
     def tab() -> None:
         with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=None) as c, \
-                c.stream("GET", f"/sets/{rg}/zonal/events") as r:
+                c.stream("GET", f"/sets/{SUB}/{rg}/zonal/events") as r:
             for _ in r.iter_lines():
                 if time.monotonic() > stop:
                     break
@@ -244,12 +246,12 @@ def test_the_confirmation_shows_the_plan_and_errors_name_the_form_fields(live_em
     rg = make_set(live_emu, 10)
     auth = {"Authorization": f"Bearer {dashboard['token']}"}
     with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:
-        r = c.post(f"/sets/{rg}/web/plan", json={"version": NEW, "batch_size": "3", "canary": "1"})
+        r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "batch_size": "3", "canary": "1"})
         assert r.status_code == 200, r.text
         plan = r.json()["message"]
         assert "healthy floor 7 of 10" in plan and "4 batch(es)" in plan and "estimate" in plan
         assert "simulated" in plan
-        r = c.post(f"/sets/{rg}/web/plan", json={"version": NEW, "batch_size": "100000"})
+        r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "batch_size": "100000"})
         assert r.status_code == 400 and "the 'batch size' field" in r.json()["message"]
         assert "--" not in r.json()["message"]
     assert not any(i.latest_model and i.image.exact_version == NEW for i in instances(live_emu, rg))
@@ -272,51 +274,72 @@ def test_arm_unreachable_is_a_banner_not_a_scale_set(tmp_path):
         proc.wait(10)
 
 
-def test_the_fleet_view_shows_stages_and_live_tiles_and_opens_a_set(live_emu, dashboard, browser, tmp_path):
-    """A fleet run by the CLI (beside the dashboard's journal) shows on /fleets/ID: its stages in order, a tile a
-    set coloured by its state as it changes (the page reloads itself while the fleet runs), and a tile opens
-    that set's page."""
+def test_a_fleet_over_two_subscriptions_waits_for_approval_on_its_page_and_its_tiles_open_the_right_sets(
+        live_emu, dashboard, browser, tmp_path):
+    """A fleet over two subscriptions (sets of 4 VMs in the first, one of 3 in the second), run by the CLI beside
+    the dashboard's journal: its page waits for the canary's approval, which the Approve button gives (recorded
+    with who, through the dashboard); then the stages run, the tiles change colour live (the page reloads itself
+    while the fleet runs), the list and the page agree, and each tile opens its own set, in its own
+    subscription. (The emulator keeps group names unique across its subscriptions; the same rg/name in two
+    subscriptions is covered by the fleet's own tests.)"""
     import json
 
-    client = live_emu.client()
-    for rg in ("fleetdash-a", "fleetdash-b"):
-        live_emu.group(rg)
-        client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", demo_scale_set(4), polling=False)
-    client.virtual_machine_scale_sets.begin_create_or_update("fleetdash-b", "api", demo_scale_set(4), polling=False)
-    live_emu.admin("POST", "clock", {"advance": 900})
+    sub1, sub2 = live_emu.info["subscriptions"]
+    live_emu.create_sets({(0, "fleetdash-a"): ["web"], (0, "fleetdash-b"): ["web"]}, 4)
+    live_emu.create_sets({(1, "fleetdash-c"): ["web"]}, 3)
     (tmp_path / "fleet.toml").write_text(f'''
 name = "dash"
 [target]
 version = "{NEW}"
 [select]
+subscriptions = ["{sub1}", "{sub2}"]
 resource_groups = ["fleetdash-*"]
 [policy]
 batch_percent = 50
 [[stages]]
 name = "canary"
 sets = ["fleetdash-a/web"]
+approve = true
 [[stages]]
 name = "rest"
 concurrency = 2
 ''')
-    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"),
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), "--yes",
                              "--emulator", str(live_emu.state_dir), "--journal", str(dashboard["journal"]),
                              "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         fid = json.loads(proc.stdout.readline())["fleet"]
         page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.on("dialog", lambda dialog: dialog.accept())
         page.goto(login_link(dashboard))
         page.goto(f"{dashboard['base']}/fleets/{fid}")
-        page.wait_for_selector('.tile[data-set="fleetdash-a/web"]', timeout=15000)
-        assert page.locator("section.stage h3").all_inner_texts()[0].startswith("1. canary")
-        page.wait_for_selector(".fleet-state.f-succeeded", timeout=120000)  # reloads while it runs
+        page.wait_for_selector('.approval[data-stage="canary"] button[data-op="approve"]', timeout=30000)
+        assert page.locator(".fleet-state").first.get_attribute("data-state") == "waiting"
+        assert page.locator(".tile").count() == 3 and page.locator(".tile.f-running").count() == 0
+        page.click('.approval button[data-op="approve"]')
+        page.wait_for_selector(".fleet-state.fs-succeeded", timeout=120000)  # reloads while it runs
         tiles = page.locator(".tile")
         assert tiles.count() == 3 and set(tiles.evaluate_all("ts => ts.map(t => t.dataset.state)")) == {"succeeded"}
-        assert page.locator('section.stage[data-stage="rest"] .tile').count() == 2
-        page.click('.tile[data-set="fleetdash-b/api"]')
-        page.wait_for_url(re.compile(r"/sets/fleetdash-b/api$"))
+        assert "approved by" in page.locator('section.stage[data-stage="canary"] h3').inner_text()
+        assert "(dashboard)" in page.locator('section.stage[data-stage="canary"] h3').inner_text()
+        page.click(f'.tile[data-set="{sub2}/fleetdash-c/web"]')  # a set of the second subscription
+        page.wait_for_url(re.compile(rf"/sets/{sub2}/fleetdash-c/web$"))
+        page.wait_for_selector("#conn.live", timeout=15000)
+        assert page.locator("#grid .vm").count() == 3 and "vmssctl emulator 2" in page.locator("h2").inner_text()
+        page.go_back()
+        page.click(f'.tile[data-set="{sub1}/fleetdash-b/web"]')
+        page.wait_for_url(re.compile(rf"/sets/{sub1}/fleetdash-b/web$"))
+        page.wait_for_selector("#conn.live", timeout=15000)
+        assert page.locator("#grid .vm").count() == 4
         page.goto(f"{dashboard['base']}/fleets")
-        assert fid in page.inner_text("nav.side")
+        row = page.locator(f'tr[data-fleet="{fid}"]')
+        assert row.locator(".fleet-state").get_attribute("data-state") == "succeeded"
+        assert row.locator('[data-count="succeeded"]').inner_text() == "succeeded 3"
+        page.goto(f"{dashboard['base']}/")  # the sets of both subscriptions, each under its subscription's name
+        links = page.locator('nav.side a[data-set*="/fleetdash-"]')
+        assert sorted(links.evaluate_all("ls => ls.map(l => l.dataset.set)")) == sorted(
+            [f"{sub1}/fleetdash-a/web", f"{sub1}/fleetdash-b/web", f"{sub2}/fleetdash-c/web"])
+        assert "vmssctl emulator 2" in page.locator("nav.side").inner_text()
         page.close()
         assert proc.wait(60) == 0, proc.stderr.read()[-2000:]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ def test_a_rollout_its_batches_and_events_round_trip(journal):
     r = make(journal)
     assert (r.state, r.phase, r.target, r.previous, r.connection) == (
         "running", "model", {"version": "2"}, {"version": "1"}, {"emulator": "/tmp/emu", "subscription": SUB})
-    assert journal.active_for(r.scale_set).id == r.id and journal.list()[0].id == r.id
+    assert journal.active_for(r.scale_set).id == r.id and journal.recent()[0].id == r.id
     journal.observed(r.id, WHEN, {"done": 3})
     journal.update(r.id, canary_done=1, requested="pause")
     again = journal.get(r.id)
@@ -90,6 +91,54 @@ def test_a_claim_dies_with_its_process(journal):
         journal.db.execute("RESET lock_timeout")
     assert claim.holder(journal, r.scale_set) is None
     claim.take(journal, r.scale_set, r.id).release()
+
+
+def test_a_claim_is_not_lost_with_the_files_beside_the_journal(journal):
+    """Deleting claims/ (or anything else beside the journal) while a rollout runs does not free its set: the
+    lock is a byte of the journal file itself. A lost PostgreSQL session is taken again by ``check``."""
+    import shutil
+
+    r = make(journal)
+    held = claim.take(journal, r.scale_set, r.id)
+    other = Journal(journal.location)
+    try:
+        if journal.path is not None:
+            shutil.rmtree(journal.path.parent / "claims", ignore_errors=True)
+        else:  # PostgreSQL: the session holding the lock is cut; the next check takes the lock again on a new one
+            session = claim._sessions[journal.url]
+            other.db.execute("SELECT pg_terminate_backend(%s)", (session.info.backend_pid,))
+            held.check()
+        assert claim.holder(other, r.scale_set) is not None
+        with pytest.raises(UsageError, match="is being run by process"):
+            claim.take(other, r.scale_set, r.id)
+        held.check()
+    finally:
+        held.release()
+        other.close()
+    claim.take(journal, r.scale_set, r.id).release()
+
+
+def test_claims_never_close_a_descriptor_of_the_journal_file(tmp_path, monkeypatch):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's own among them:
+    taking, probing and letting go of claims on a SQLite journal never closes one."""
+    journal = Journal(tmp_path / "journal.sqlite")
+    closed: list[str] = []
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            closed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_close(fd)
+    monkeypatch.setattr(os, "close", close)
+    r = make(journal)
+    for _ in range(3):
+        held = claim.take(journal, r.scale_set, r.id)
+        assert claim.holder(journal, r.scale_set) == r.id
+        held.check()
+        held.release()
+        assert claim.holder(journal, r.scale_set) is None
+    assert str(journal.path) not in closed, closed
+    journal.close()
 
 
 @pytest.mark.parametrize("given, written", [

@@ -69,7 +69,8 @@ def test_a_bad_image_removes_the_surge_and_keeps_the_old_vms(frozen, up):
     assert record(frozen, rg, t0)["minHealthy"] >= 8
 
 
-@pytest.mark.parametrize("kill_at, nth", [("batch_started", 2), ("retiring", 1), ("retiring", 3)])
+# A real kill -9 between a surge's scale-out and its deletes; the other points are crashed in-process (test_engine)
+@pytest.mark.parametrize("kill_at, nth", [("retiring", 3)])
 def test_kill_between_scale_out_and_delete_resumes_cleanly(frozen, tmp_path, kill_at, nth):
     rg = make_set(frozen, 8)
     t0 = frozen.now()

@@ -204,7 +204,7 @@ def test_simultaneous_rollouts_on_one_set_exactly_one_runs(frozen, tmp_path):
             t.start()
         for t in threads:
             t.join(120)
-        runners = [j for j in journals if any(Journal(j).batches(r.id) for r in Journal(j).list())]
+        runners = [j for j in journals if any(Journal(j).batches(r.id) for r in Journal(j).recent())]
         assert len(runners) == 1, (pair, codes)
         assert sorted(codes.values())[0] == 0
         assert all(i.image.exact_version == version for i in instances(frozen, rg))
@@ -319,7 +319,7 @@ def test_every_view_shows_the_same_numbers_and_the_plans_floor(frozen, up, tmp_p
     mid = [p for p in progress if p["done"] < p["total"]]
     assert all(p["eta"] > 0 for p in mid)
     journal = Journal(tmp_path / "journal.sqlite")
-    r = journal.list()[0]
+    r = journal.recent()[0]
     from vmssctl.cli import main
 
     assert main(["rollout", "status", r.id, "--journal", str(tmp_path / "journal.sqlite"), "-o", "json"]) == 0

@@ -1,3 +1,3 @@
 """vmssctl: zero-downtime OS image upgrades for Azure VM Scale Sets."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -204,24 +204,48 @@ class _Paced(SansIOHTTPPolicy):
         bucket(self.subscription, request.http_request.method.upper() in WRITE_METHODS, self.budget).take()
 
 
+def _credential(conn: Connection):
+    if conn.token:
+        return StaticToken(conn.token)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(**({"connection_verify": conn.ca} if conn.ca else {}))
+
+
+def _endpoint(conn: Connection, kwargs: dict) -> dict:
+    """The SDK's settings for the emulator (or another ARM endpoint): where, its CA, the scope of tokens."""
+    if conn.endpoint:
+        if conn.ca:
+            kwargs.setdefault("connection_verify", conn.ca)
+        kwargs.setdefault("base_url", conn.endpoint)
+        kwargs.setdefault("credential_scopes", ["https://management.azure.com/.default"])
+    return kwargs
+
+
 def compute_client(conn: Connection, budget=None, **kwargs: object) -> ComputeManagementClient:
     """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies. With a
     ``budget.Budget``, every request is paced by the subscription's process-wide request budget."""
     kwargs.setdefault("polling_interval", 5)
     if budget is not None:
         kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []), _Paced(conn.subscription, budget)]
-    if conn.token:
-        credential = StaticToken(conn.token)
-    else:
-        from azure.identity import DefaultAzureCredential
+    return ComputeManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
 
-        credential = DefaultAzureCredential(**({"connection_verify": conn.ca} if conn.ca else {}))
-    if conn.endpoint:
-        if conn.ca:
-            kwargs.setdefault("connection_verify", conn.ca)
-        kwargs.setdefault("base_url", conn.endpoint)
-        kwargs.setdefault("credential_scopes", ["https://management.azure.com/.default"])
-    return ComputeManagementClient(credential, conn.subscription, **kwargs)
+
+@_arm
+def list_subscriptions(conn: Connection) -> list[tuple[str, str]]:
+    """(id, display name) of every subscription the connection's credential can see, the connection's own first
+    (Microsoft.Resources' subscriptions list, through the SDK as for Compute)."""
+    from azure.mgmt.resource.subscriptions import SubscriptionClient
+
+    client = SubscriptionClient(_credential(conn), **_endpoint(conn, {}))
+    try:
+        found = [(s.subscription_id or "", s.display_name or s.subscription_id or "")
+                 for s in client.subscriptions.list() if s.subscription_id]
+    finally:
+        client.close()
+    mine = [f for f in found if f[0].lower() == conn.subscription.lower()]
+    return mine + sorted((f for f in found if f[0].lower() != conn.subscription.lower()), key=lambda f: f[1].lower()) \
+        if mine else [(conn.subscription, conn.subscription), *found]
 
 
 def scale_set_from_arm(body: dict, resource_group: str):

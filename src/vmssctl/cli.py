@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vmssctl import __version__, inputs
 from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, connection_from_json, resolve_connection
+from vmssctl.fleet.spec import DEFAULT_MAX_SETS, HIGHEST_MAX_SETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 
@@ -168,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "list":
             p.add_argument("id", type=_bounded(inputs.text, "rollout id", 64), help="rollout id (r-…)")
         p.add_argument("--journal", type=_bounded(inputs.journal, "--journal"), help="journal: a file or postgresql://…")
-        p.add_argument("-y", "--yes", action="store_true", help=argparse.SUPPRESS)
+        if name == "rollback":
+            p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        else:
+            p.add_argument("-y", "--yes", action="store_true", help=argparse.SUPPRESS)
         if name in ("resume", "rollback"):
             _connection_flags(p)
         else:
@@ -178,18 +182,33 @@ def build_parser() -> argparse.ArgumentParser:
     fl = sub.add_parser("fleet", help="one image to many scale sets, in stages (a fleet file)")
     fl_sub = fl.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
     for name, helptext in (("plan", "which sets, in which stage, estimated time; changes nothing"),
-                           ("run", "run the fleet (running the same file again resumes it)"),
-                           ("status", "a fleet's events so far, and where it stands"),
+                           ("run", "run the fleet, after showing its stages and asking (running the same file "
+                                   "again resumes a run still going, else starts a new run)"),
+                           ("list", "the newest fleet runs of the database and where each stands"),
+                           ("status", "where a fleet stands: its stages, each set's state and progress"),
                            ("abort", "start no further stage, and stop the sets' rollouts in flight"),
                            ("pause", "start no further set, and pause the sets' rollouts in flight"),
                            ("resume", "go on after a pause"),
-                           ("rollback", "every set the fleet touched back to its previous image, newest stage "
+                           ("approve", "let a stage that waits for approval go on (or approve one ahead)"),
+                           ("reject", "refuse a stage's approval: the fleet halts with the reason"),
+                           ("rollback", "every set the fleet run changed back to its previous image, newest stage "
                                         "first")):
         p = fl_sub.add_parser(name, help=helptext)
         if name in ("plan", "run"):
             p.add_argument("file", metavar="FILE", type=_bounded(inputs.path, "FILE"), help="fleet file (TOML)")
-        else:
-            p.add_argument("id", type=_bounded(inputs.text, "fleet id", 64), help="fleet id (f-…)")
+            p.add_argument("--max-sets", type=_bounded(inputs.count, "--max-sets", 1, HIGHEST_MAX_SETS),
+                           default=DEFAULT_MAX_SETS, help=f"the most scale sets the fleet may select (default "
+                                                          f"{DEFAULT_MAX_SETS}, at most {HIGHEST_MAX_SETS})")
+        elif name != "list":
+            p.add_argument("id", type=_bounded(inputs.text, "fleet id", 80), help="fleet run id (f-…)")
+        if name in ("run", "rollback"):
+            p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        if name in ("approve", "reject"):
+            p.add_argument("--stage", help="the stage (default: the one the fleet waits for)")
+        if name == "reject":
+            p.add_argument("--reason", required=True, help="why: the fleet halts with it")
+        if name == "status":
+            p.add_argument("--events", action="store_true", help="also the fleet's events, in order")
         p.add_argument("--journal", type=_bounded(inputs.journal, "--journal"),
                        help="rollout journal (default: with a postgresql:// --database, that database)")
         p.add_argument("--database", type=_bounded(inputs.database_url, "--database"),
@@ -431,12 +450,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     journal = Journal(args.journal)
     what = args.rollout_command
     if what == "list":
-        render.rollouts(journal.list(), args.output)
+        render.rollouts(journal.recent(), args.output)
         return EXIT_OK
     r = journal.get(args.id)
     if what == "status":
         render.rollout_status(r, journal.batches(r.id), journal.events(r.id), args.output)
         return EXIT_OK
+    if what == "rollback" and r.state != "rolled_back":
+        _confirm_rollback(args, journal, r)
     done = steer(journal, r, what)
     if done is not None:
         kind, text = done
@@ -460,6 +481,25 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     finally:
         for s in sinks:
             s.close()
+
+
+def _confirm_rollback(args: argparse.Namespace, journal, r) -> None:
+    """What a rollback will do, and the question (as `vmssctl upgrade` asks before it changes anything)."""
+    from vmssctl.model import ImageRef
+
+    touched = sorted({i for b in journal.batches(r.id) if b.kind == "forward" for i in b.instance_ids})
+    lines = [f"Roll back rollout {r.id} ({r.state}) of {r.resource_group}/{r.name}: the model back to "
+             f"{ImageRef(**r.previous)}, and the {len(touched)} instance(s) it upgraded"
+             + (f" ({', '.join(touched[:20])}{' …' if len(touched) > 20 else ''})" if touched else "")]
+    out = sys.stderr if getattr(args, "output", "table") == "json" else sys.stdout
+    for line in lines:
+        print(inputs.one_line(line), file=out)
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to roll back without confirmation: pass --yes (or run on a terminal)")
+    if input("Roll back? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UsageError("nothing changed: not confirmed")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

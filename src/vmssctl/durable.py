@@ -20,7 +20,7 @@ from typing import IO
 
 from dbos import DBOS, DBOSConfig
 
-from vmssctl import __version__
+from vmssctl import __version__, reconnect, storage
 from vmssctl.errors import UsageError
 
 # the application version is vmssctl's: a workflow interrupted by a crash is recovered by the same release
@@ -47,7 +47,11 @@ def launch(database: str, executor_id: str | None = None, busy: str | None = Non
     if _state:
         raise UsageError(f"this process already runs workflows from {_state['database'].split('@')[-1]}")
     if database.startswith("sqlite:///"):
-        _state["lock"] = _exclusive(database.removeprefix("sqlite:///"), busy)
+        path = Path(database.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            raise UsageError(f"the workflow database {path}: its directory does not exist (create it, or use a file "
+                             "elsewhere)")
+        _state["lock"] = _exclusive(str(path), busy)
     # DBOS logs a workflow's exception with its traceback before handing it back; vmssctl reports it in one line
     level = "WARNING" if os.environ.get("VMSSCTL_DEBUG") else "CRITICAL"
     dbos_log = logging.getLogger("dbos")
@@ -66,6 +70,16 @@ def launch(database: str, executor_id: str | None = None, busy: str | None = Non
     try:
         DBOS(config=config)
         DBOS.launch()
+    except Exception as e:
+        shutdown()
+        bad = storage.error(e, f"the workflow database {database.split('@')[-1].removeprefix('sqlite:///')}",
+                            database.removeprefix("sqlite:///") if database.startswith("sqlite:///") else None)
+        if bad is not None:
+            raise bad from None
+        if reconnect.is_disconnect(e):
+            raise UsageError(f"cannot reach the workflow database {database.split('@')[-1]}: "
+                             f"{reconnect.first_line(e)}") from None
+        raise
     except BaseException:
         shutdown()
         raise
@@ -103,7 +117,11 @@ def shutdown() -> None:
 def _exclusive(path: str, busy: str | None) -> IO[str]:
     import fcntl
 
-    handle = open(f"{path}.lock", "a")  # noqa: SIM115 - held as long as the process uses the database
+    try:
+        handle = open(f"{path}.lock", "a")  # noqa: SIM115 - held as long as the process uses the database
+    except OSError as e:
+        raise storage.error(e, f"the workflow database {path}") or UsageError(
+            f"cannot open {path}.lock: {e.strerror or e}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -113,20 +131,43 @@ def _exclusive(path: str, busy: str | None) -> IO[str]:
     return handle
 
 
-def client(database: str, missing: str | None = None):
+def client(database: str, missing: str | None = None, wait: float | None = None):
     """A DBOS client: reads and steers workflows without running (or recovering) any here. ``missing``: what to
-    say when DBOS's tables are not in the database yet."""
+    say when DBOS's tables are not in the database yet. A database that cannot be reached is waited for up to
+    ``wait`` seconds (default: ``reconnect.one_shot_wait()``; infinity: as long as it takes), then one clear
+    line."""
     from dbos import DBOSClient
 
     logging.getLogger("dbos").setLevel(logging.CRITICAL)  # its connection errors become the one line below
+    where = database.split("@")[-1]
+
+    def attempt():
+        try:  # connection errors raise (rather than DBOS blocking on them): this command decides how long to wait
+            c = DBOSClient(system_database_url=database, retry_connection_errors=False)
+        except Exception as e:  # the database cannot be reached or opened (a SQLite path whose directory is missing)
+            if reconnect.is_disconnect(e):
+                raise
+            bad = storage.error(e, f"the fleet database {where}")
+            raise bad or UsageError(f"cannot open the fleet database {where}: "
+                                    f"{str(e).splitlines()[0][:200]}") from None
+        try:
+            c.list_workflows(limit=1)
+        except Exception as e:
+            c.destroy()
+            if reconnect.is_disconnect(e):
+                raise
+            raise UsageError(missing or f"no fleet has run on {where} yet") from None
+        return c
+    give_up = reconnect.one_shot_wait() if wait is None else None if wait == float("inf") else wait
     try:
-        c = DBOSClient(system_database_url=database)
-    except Exception as e:  # the database cannot be reached or opened (a SQLite path whose directory is missing)
-        raise UsageError(f"cannot open the fleet database {database.split('@')[-1]}: "
-                         f"{str(e).splitlines()[0][:200]}") from None
+        return reconnect.patiently(attempt, f"the fleet database {where}", give_up_after=give_up)
+    except reconnect.DatabaseUnreachable as e:
+        raise UsageError(f"cannot reach the fleet database {where}: {reconnect.first_line(e)}") from None
+
+
+def reading(c, read, what: str):
+    """``read()`` through client ``c``, waiting out a database that went away (up to the one-shot wait)."""
     try:
-        c.list_workflows(limit=1)
-    except Exception:
-        c.destroy()
-        raise UsageError(missing or f"no fleet has run on {database.split('@')[-1]} yet") from None
-    return c
+        return reconnect.patiently(read, what, give_up_after=reconnect.one_shot_wait())
+    except reconnect.DatabaseUnreachable as e:
+        raise UsageError(str(e)) from None

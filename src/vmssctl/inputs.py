@@ -147,6 +147,15 @@ def text(value: object, flag: str, high: int = MAX_TEXT) -> str:
     return value
 
 
+def label(value: object, flag: str, high: int = 100) -> str:
+    """A name a person reads (a fleet's, a stage's): free text, every character printable, so that a name can
+    never drive the terminal it is printed on (an escape sequence that clears the screen, say)."""
+    out = text(value, flag, high)
+    if not all(c.isprintable() for c in out):
+        raise UsageError(f"{flag} '{shown(out)}' holds control characters: use printable text")
+    return out
+
+
 def database_url(value: object, flag: str = "--database") -> str:
     """The fleets' DBOS database: ``sqlite:///PATH`` or ``postgresql://…``, one line of at most 1,000 characters."""
     url = text(value, flag, 1000)

@@ -162,6 +162,8 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             raw = tomllib.loads(inputs.read_small_file(path, "--policy"))
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"policy file '{path}' is not valid TOML: {e}") from None
+        except RecursionError:  # tables or arrays nested thousands deep
+            raise UsageError(f"policy file '{path}' nests tables or arrays too deeply") from None
         section = raw.get("rollout", raw)
         if not isinstance(section, dict):
             raise UsageError(f"policy file '{path}': [rollout] must be a table")

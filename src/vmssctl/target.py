@@ -39,6 +39,16 @@ class ImageChange:
     def empty(self) -> bool:
         return not any((self.publisher, self.offer, self.sku, self.version, self.image_id, self.custom_uri))
 
+    def describe(self) -> str:
+        """The change in words: 'version 24.04.202611200', 'image /subscriptions/…', for a plan a person reads."""
+        if self.image_id:
+            return f"image {self.image_id}"
+        if self.custom_uri:
+            return f"image {self.custom_uri}"
+        parts = [f"{k} {v}" for k, v in (("publisher", self.publisher), ("offer", self.offer), ("SKU", self.sku),
+                                         ("version", self.version)) if v]
+        return ", ".join(parts) or "the latest model"
+
     def validate(self) -> None:
         platform = any((self.publisher, self.offer, self.sku, self.version))
         if sum((platform, bool(self.image_id), bool(self.custom_uri))) > 1:

@@ -173,8 +173,9 @@ def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:
     return " + ".join(signals) or None
 
 
-def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared) -> Rollout:
-    """Record the rollout in the journal (or take up the one being resumed); the first write of all."""
+def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared, fleet: str | None = None) -> Rollout:
+    """Record the rollout in the journal (or take up the one being resumed); the first write of all. ``fleet``: the
+    fleet run that starts (or resumes) it."""
     r = prepared.resume
     if r is None:
         # the budget is fixed by the plan the user approved, so the floor stays the same to the last batch
@@ -188,9 +189,11 @@ def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared) 
                                         size})
         return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
                               prepared.target.to_json(), prepared.scale_set.image.to_json(), policy.to_json(),
-                              conn.to_json())
+                              conn.to_json(), fleet=fleet)
     if r.requested == "pause" or r.state == "paused":
         journal.unpause(r)
+    if fleet and r.fleet != fleet:
+        journal.update(r.id, fleet=fleet)
     return journal.get(r.id)
 
 

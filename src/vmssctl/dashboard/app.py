@@ -30,16 +30,40 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from vmssctl import inputs
-from vmssctl.azure import Connection, Operation, ScaleSetApi, list_scale_sets
+from vmssctl.azure import Connection, Operation, ScaleSetApi, compute_client, list_set_refs, list_subscriptions
 from vmssctl.dashboard import html
 from vmssctl.dashboard.watch import Watchers
 from vmssctl.errors import ArmError, UsageError, VmssctlError
+from vmssctl.fleet.view import LIVE
 from vmssctl.policy import load as load_policy
 from vmssctl.rollout.journal import Journal, scale_set_key
 from vmssctl.rollout.progress import Progress
 from vmssctl.target import ImageChange
 
 COOKIE = "vmssctl_session"
+FLEET_DB_WAIT = 2.0  # seconds a page waits for an unreachable fleet database before it says so (it reloads)
+
+
+@dataclass(frozen=True)
+class SetId:
+    """A scale set's identity on the dashboard (its URLs, watchers, notices): subscription, group and name."""
+
+    sub: str
+    rg: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.sub}/{self.rg}/{self.name}".lower()
+
+    @property
+    def path(self) -> str:
+        return f"/sets/{quote(self.sub)}/{quote(self.rg)}/{quote(self.name)}"
+
+
+def _set_id(request: Request) -> SetId:
+    p = request.path_params
+    return SetId(str(p["sub"]), p["rg"], p["name"])
 
 
 @dataclass
@@ -59,13 +83,47 @@ class Dashboard:
         self.watchers = Watchers(self._fetcher, self.interval)
         self._local = threading.local()
         self.notice_seq = 0
+        self._clients: dict[str, object] = {self.conn.subscription.lower(): self.client}
+        self._subs: tuple[float, list[tuple[str, str]]] | None = None
+        self._clients_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
-    def api(self, rg: str, name: str) -> ScaleSetApi:
-        return ScaleSetApi(self.client, rg, name)
+    def client_for(self, sub: str):
+        """The SDK client of subscription ``sub`` (made on first use: the same credential, endpoint and CA)."""
+        from dataclasses import replace
 
-    def _fetcher(self, rg: str, name: str):
-        api = self.api(rg, name)
+        with self._clients_lock:
+            c = self._clients.get(sub.lower())
+            if c is None:
+                c = self._clients[sub.lower()] = compute_client(replace(self.conn, subscription=sub))
+            return c
+
+    def subscriptions(self) -> list[tuple[str, str]]:
+        """(id, display name) of every subscription the connection knows, its own first; listed once a minute.
+        ARM unreachable raises (the page says so); a listing refused (no permission at tenant scope) is the
+        connection's own subscription."""
+        import time
+
+        from vmssctl.errors import Unreachable
+
+        if self._subs is None or time.monotonic() - self._subs[0] > 60:
+            try:
+                self._subs = (time.monotonic(), list_subscriptions(self.conn))
+            except Unreachable:
+                raise
+            except VmssctlError:
+                self._subs = (time.monotonic(), [(self.conn.subscription, self.conn.subscription)])
+        return self._subs[1]
+
+    def subscription_names(self) -> dict[str, str]:
+        """The subscriptions' display names as last listed (nothing is asked of ARM here)."""
+        return dict(self._subs[1]) if self._subs else {self.conn.subscription: self.conn.subscription}
+
+    def api(self, sub: str, rg: str, name: str) -> ScaleSetApi:
+        return ScaleSetApi(self.client_for(sub), rg, name)
+
+    def _fetcher(self, sub: str, rg: str, name: str):
+        api = self.api(sub, rg, name)
         return lambda: (api.get(), api.instances())
 
     def journal(self) -> Journal:
@@ -75,9 +133,9 @@ class Dashboard:
             j = self._local.journal = Journal(self.journal_path)
         return j
 
-    def notice(self, rg: str, name: str, text: str, ok: bool) -> None:
+    def notice(self, sid: SetId, text: str, ok: bool) -> None:
         self.notice_seq += 1
-        self.notices.append({"seq": self.notice_seq, "rg": rg.lower(), "name": name.lower(), "text": text, "ok": ok})
+        self.notices.append({"seq": self.notice_seq, "set": sid.key, "text": text, "ok": ok})
         del self.notices[:-200]
 
     # ------------------------------------------------------------------ security
@@ -147,10 +205,16 @@ def _guard(write: bool = False):
 
 
 # ---------------------------------------------------------------------- pages
-async def _sets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
-    """Every scale set, or none and why not (ARM unreachable): the page shows the reason as a banner."""
+async def _sets(d: Dashboard) -> tuple[list[tuple[str, str, str, str]], str | None]:
+    """Every scale set of every subscription the connection knows, as (subscription, group, name, location), or
+    none and why not (ARM unreachable): the page shows the reason as a banner."""
+    def listing() -> list[tuple[str, str, str, str]]:
+        out = []
+        for sub, _ in d.subscriptions():
+            out += [(sub, r.resource_group, r.name, r.location) for r in list_set_refs(d.client_for(sub), sub)]
+        return out
     try:
-        return await run_in_threadpool(list_scale_sets, d.client), None
+        return await run_in_threadpool(listing), None
     except VmssctlError as e:
         return [], str(e)[:300]
 
@@ -159,23 +223,35 @@ def _csrf(d: Dashboard, request: Request) -> str:
     return d.sessions.get(request.state.sid or "", "")
 
 
+def _picker(d: Dashboard, sets: list[tuple[str, str, str, str]], current: SetId | None, rg_filter: str) -> str:
+    names = d.subscription_names()
+    return html.picker(sets, current.key if current else None, rg_filter, names)
+
+
 @_guard()
 async def index(request: Request, d: Dashboard) -> Response:
     sets, error = await _sets(d)
     if len(sets) == 1 and not request.query_params.get("rg"):
-        return RedirectResponse(f"/sets/{quote(sets[0][0])}/{quote(sets[0][1])}", 303)
-    body = (f'<main class="layout"><nav class="side">{html.picker(sets, None, request.query_params.get("rg", ""))}'
+        return RedirectResponse(SetId(*sets[0][:3]).path, 303)
+    body = (f'<main class="layout"><nav class="side">{_picker(d, sets, None, request.query_params.get("rg", ""))}'
             f'</nav><section class="content">{html.banner(error)}<p>Pick a scale set.</p></section></main>')
     return HTMLResponse(html.page("vmssctl dashboard", _csrf(d, request), body))
 
 
-def _panel(d: Dashboard, rg: str, name: str) -> str:
+@_guard()
+async def old_set_page(request: Request, d: Dashboard) -> Response:
+    """A set named by group and name alone (an older link): in the connection's own subscription."""
+    return RedirectResponse(SetId(d.conn.subscription, request.path_params["rg"], request.path_params["name"]).path,
+                            303)
+
+
+def _panel(d: Dashboard, sid: SetId) -> str:
     """The rollout panel from the journal: the engine's own Progress, whichever process runs it."""
     j = d.journal()
-    key = scale_set_key(d.conn.subscription, rg, name)
+    key = scale_set_key(sid.sub, sid.rg, sid.name)
     active = j.active_for(key)
     if active is None:
-        recent = [r for r in j.list(20) if r.scale_set == key]
+        recent = [r for r in j.recent(20) if r.scale_set == key]
         active = recent[0] if recent else None
     if active is None:
         return html.rollout_panel(None, None, [])
@@ -183,44 +259,44 @@ def _panel(d: Dashboard, rg: str, name: str) -> str:
     return html.rollout_panel(active, progress, j.events(active.id), j.batches(active.id))
 
 
-def _history(d: Dashboard, rg: str, name: str) -> str:
-    key = scale_set_key(d.conn.subscription, rg, name)
-    return html.history([r for r in d.journal().list(50) if r.scale_set == key])
+def _history(d: Dashboard, sid: SetId) -> str:
+    key = scale_set_key(sid.sub, sid.rg, sid.name)
+    return html.history([r for r in d.journal().recent(50) if r.scale_set == key])
 
 
 @_guard()
 async def set_page(request: Request, d: Dashboard) -> Response:
-    rg, name = request.path_params["rg"], request.path_params["name"]
-    view = await d.watchers.get(rg, name).refresh()
+    sid = _set_id(request)
+    view = await d.watchers.get(sid.sub, sid.rg, sid.name).refresh()
     sets, error = await _sets(d)
-    body = html.set_page(view.scale_set, view.instances, view.error,
-                         html.banner(error) + html.picker(sets, (rg.lower(), name.lower()), ""), _panel(d, rg, name),
-                         _history(d, rg, name))
-    status = 404 if view.scale_set is None else 200
-    return HTMLResponse(html.page(f"{rg}/{name} - vmssctl", _csrf(d, request), body, (rg, name)), status)
+    side = html.banner(error) + _picker(d, sets, sid, "")
+    if view.scale_set is None:  # no such set (or ARM unreachable): say so, offer nothing to act on
+        body = html.missing_set(sid.sub, sid.rg, sid.name, view.error, side)
+        return HTMLResponse(html.page(f"{sid.rg}/{sid.name} - vmssctl", _csrf(d, request), body), 404)
+    body = html.set_page(view.scale_set, view.instances, view.error, side, _panel(d, sid), _history(d, sid),
+                         d.subscription_names().get(sid.sub, sid.sub) if len(d.subscription_names()) > 1 else None)
+    return HTMLResponse(html.page(f"{sid.rg}/{sid.name} - vmssctl", _csrf(d, request), body,
+                                  (sid.sub, sid.rg, sid.name)))
 
 
 def _fleet_client(d: Dashboard):
     from vmssctl.durable import client, default_database
 
-    return client(d.fleet_database or default_database(d.journal().location))
+    return client(d.fleet_database or default_database(d.journal().location), wait=FLEET_DB_WAIT)
 
 
-def _fleets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
-    import datetime as dt
-
-    from vmssctl.fleet.view import RUNNING
+def _fleets(d: Dashboard):
+    """The newest fleet runs, each as it stands (one FleetView each), or none and why not."""
+    from vmssctl.fleet.run import recent
 
     try:
         c = _fleet_client(d)
     except VmssctlError as e:
         return [], str(e)
     try:
-        found = c.list_workflows(name="fleet_workflow", sort_desc=True, limit=50, load_input=False)
-        return [(w.workflow_id, (w.output or {}).get("state", w.status) if isinstance(w.output, dict) else
-                 "running" if w.status in RUNNING else w.status.lower(),
-                 dt.datetime.fromtimestamp((w.created_at or 0) / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
-                for w in found], None
+        return recent(c, d.journal(), 50), None
+    except Exception as e:  # the database went away while reading: shown as a banner, retried on the next load
+        return [], f"cannot read the fleet database: {str(e).splitlines()[0][:200] if str(e) else e}"
     finally:
         c.destroy()
 
@@ -228,55 +304,116 @@ def _fleets(d: Dashboard) -> tuple[list[tuple[str, str, str]], str | None]:
 @_guard()
 async def fleets_page(request: Request, d: Dashboard) -> Response:
     fleets, error = await run_in_threadpool(_fleets, d)
-    body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, error)}</nav>'
-            '<section class="content"><p>Pick a fleet (vmssctl fleet run FILE starts one).</p></section></main>')
-    return HTMLResponse(html.page("fleets - vmssctl", _csrf(d, request), body))
+    body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, None)}</nav>'
+            f'<section class="content">{html.banner(error, "Cannot read the fleets")}'
+            f'{html.fleet_table(fleets)}</section></main>')
+    page = html.page("fleets - vmssctl", _csrf(d, request), body, style=html.fleet_style())
+    if any(f.state in LIVE for f in fleets) or error:
+        page = page.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
+    return HTMLResponse(page)
 
 
 def _fleet_view(d: Dashboard, fid: str):
-    from vmssctl.fleet.run import plan_of, snapshot
-    from vmssctl.fleet.view import view
+    from vmssctl.fleet.run import connection_of, load
 
     c = _fleet_client(d)
     try:
-        found = c.list_workflows(workflow_ids=[fid], load_input=True, load_output=False)
-        if not found:
-            return None
-        events = snapshot(c, fid)
-        rollback = snapshot(c, f"{fid}-rollback") if c.list_workflows(workflow_ids=[f"{fid}-rollback"]) else []
-        return view(fid, plan_of(found[0]), events + rollback, found[0].status)
+        fv = load(c, fid, d.journal())
+        if fv is not None and fv.baking is not None:  # the bake's time left, on the fleet's own clock
+            found = c.list_workflows(workflow_ids=[fid], load_input=True, load_output=False)
+            fv = load(c, fid, d.journal(), _fleet_now(connection_of(found[0]))) if found else fv
+        return fv
     finally:
         c.destroy()
 
 
+def _fleet_now(stored: dict) -> float | None:
+    from vmssctl.azure import connection_from_json
+    from vmssctl.rollout.clock import clock_for
+
+    try:
+        return clock_for(connection_from_json(stored)).now()
+    except VmssctlError:
+        return None
+
+
 @_guard()
 async def fleet_page(request: Request, d: Dashboard) -> Response:
-    fid = request.path_params["fid"][:64]
+    fid = request.path_params["fid"][:80]
     try:
         fv = await run_in_threadpool(_fleet_view, d, fid)
     except VmssctlError as e:
         fv, error = None, str(e)
+    except Exception as e:  # the database went away while reading
+        fv, error = None, f"cannot read the fleet database: {str(e).splitlines()[0][:200] if str(e) else e}"
     else:
         error = None if fv is not None else f"no fleet '{fid}'"
     fleets, _ = await run_in_threadpool(_fleets, d)
-    content = html.fleet_page(fv) if fv is not None else f'<p class="error">{html.e(error or "")}</p>'
+    content = html.fleet_page(fv, len(d.subscription_names()) > 1) if fv is not None else \
+        html.banner(error, "Cannot show the fleet")
     body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, None)}</nav>'
             f'<section class="content">{content}</section></main>')
-    page = html.page(f"fleet {fid} - vmssctl", _csrf(d, request), body)
-    if fv is not None and fv.state in ("running", "paused"):  # live: the page reloads itself while it runs
+    page = html.page(f"fleet {fid} - vmssctl", _csrf(d, request), body, style=html.fleet_style())
+    if fv is None or fv.state in LIVE:  # live: the page reloads itself while it runs (or while it cannot be read)
         page = page.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
-    return HTMLResponse(page, 200 if fv is not None else 404)
+    return HTMLResponse(page, 200 if fv is not None or "no fleet" not in (error or "") else 404)
+
+
+@_guard(write=True)
+async def fleet_decide(request: Request, d: Dashboard) -> Response:
+    """Approve or reject a stage the fleet waits for, from the page's buttons (CSRF-checked), recorded with who
+    decided as the dashboard knows it: the user running it, through the dashboard."""
+    fid, op = request.path_params["fid"][:80], request.path_params["op"]
+    try:
+        body = await _body(request)
+        message = await run_in_threadpool(_decide, d, fid, op, body)
+    except UsageError as e:
+        return JSONResponse({"ok": False, "message": str(e)}, 400)
+    return JSONResponse({"ok": True, "message": message})
+
+
+def _decide(d: Dashboard, fid: str, op: str, body: dict) -> str:
+    import getpass
+    import socket
+
+    from vmssctl.fleet.run import CONTROL, load
+
+    if op not in ("approve", "reject"):
+        raise UsageError(f"unknown fleet operation '{op}'")
+    stage = inputs.label(body.get("stage"), "stage", 100)
+    reason = inputs.label(body.get("reason"), "reason", 500) if op == "reject" else None
+    c = _fleet_client(d)
+    try:
+        fv = load(c, fid, d.journal())
+        if fv is None:
+            raise UsageError(f"no fleet '{fid}'")
+        if not fv.waiting or fv.waiting["stage"] != stage:
+            raise UsageError(f"fleet {fid} is not waiting for an approval of stage '{stage}' ({fv.headline()})")
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "?"
+        who = f"{user}@{socket.gethostname()} (dashboard)"
+        message = {"op": op, "stage": stage, "when": fv.waiting["when"], "by": who}
+        if reason:
+            message["reason"] = reason
+        c.send(fid, message, topic=CONTROL)
+    finally:
+        c.destroy()
+    return f"stage '{stage}' {'approved' if op == 'approve' else 'rejected'} by {who}"
 
 
 @_guard()
 async def grid_fragment(request: Request, d: Dashboard) -> Response:
-    view = await d.watchers.get(request.path_params["rg"], request.path_params["name"]).refresh()
+    sid = _set_id(request)
+    view = await d.watchers.get(sid.sub, sid.rg, sid.name).refresh()
     return HTMLResponse(html.grid(view.scale_set, view.instances, view.error))
 
 
 @_guard()
 async def state_json(request: Request, d: Dashboard) -> Response:
-    view = await d.watchers.get(request.path_params["rg"], request.path_params["name"]).refresh()
+    sid = _set_id(request)
+    view = await d.watchers.get(sid.sub, sid.rg, sid.name).refresh()
     return JSONResponse({"scaleSet": view.scale_set.to_json() if view.scale_set else None,
                          "instances": [i.to_json() for i in view.instances], "error": view.error})
 
@@ -284,8 +421,8 @@ async def state_json(request: Request, d: Dashboard) -> Response:
 @_guard()
 async def events(request: Request, d: Dashboard) -> Response:
     """Server-sent events: the grid, the rollout panel and operation results, as they change."""
-    rg, name = request.path_params["rg"], request.path_params["name"]
-    watcher = d.watchers.get(rg, name)
+    sid = _set_id(request)
+    watcher = d.watchers.get(sid.sub, sid.rg, sid.name)
 
     async def stream():
         watcher.subscribe()
@@ -301,15 +438,14 @@ async def events(request: Request, d: Dashboard) -> Response:
                     if summary != last_summary:
                         last_summary = summary
                         yield _sse("summary", summary)
-                panel, hist = await run_in_threadpool(lambda: (_panel(d, rg, name), _history(d, rg, name)))
+                panel, hist = await run_in_threadpool(lambda: (_panel(d, sid), _history(d, sid)))
                 if (panel, hist) != last_panel:
                     if last_panel is not None and 'data-state="running"' in panel:
                         watcher.poke()  # the engine has seen something new: the grid follows (at most 1/s)
                     last_panel = (panel, hist)
                     yield _sse("rollout", panel)
                     yield _sse("history", hist)
-                for n in [n for n in d.notices if n["seq"] > notice_seq and (n["rg"], n["name"]) ==
-                          (rg.lower(), name.lower())]:
+                for n in [n for n in d.notices if n["seq"] > notice_seq and n["set"] == sid.key]:
                     yield _sse("notice", json.dumps(n))
                 notice_seq = d.notice_seq
         finally:
@@ -336,15 +472,15 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _when_done(d: Dashboard, rg: str, name: str, wait: Callable[[], tuple[str, bool]]) -> None:
+def _when_done(d: Dashboard, sid: SetId, wait: Callable[[], tuple[str, bool]]) -> None:
     """Run ``wait`` in the background; its (text, ok) becomes a notice on the set's page, which then refreshes."""
     def run() -> None:
-        d.notice(rg, name, *wait())
-        d.watchers.get(rg, name).poke()
+        d.notice(sid, *wait())
+        d.watchers.get(sid.sub, sid.rg, sid.name).poke()
     threading.Thread(target=run, daemon=True).start()
 
 
-def _track(d: Dashboard, rg: str, name: str, operation: Operation) -> None:
+def _track(d: Dashboard, sid: SetId, operation: Operation) -> None:
     """Wait for an LRO in the background and report ARM's verdict as a notice."""
     def wait() -> tuple[str, bool]:
         try:
@@ -352,28 +488,28 @@ def _track(d: Dashboard, rg: str, name: str, operation: Operation) -> None:
             return f"{operation.what}: Succeeded", True
         except VmssctlError as e:
             return f"{operation.what}: Failed {e}", False
-    _when_done(d, rg, name, wait)
+    _when_done(d, sid, wait)
 
 
 def _op(fn):
     @_guard(write=True)
     async def endpoint(request: Request, d: Dashboard) -> Response:
-        rg, name = request.path_params["rg"], request.path_params["name"]
+        sid = _set_id(request)
         try:
             body = await _body(request)
-            message = await run_in_threadpool(fn, d, rg, name, body)
+            message = await run_in_threadpool(fn, d, sid, body)
         except UsageError as e:
             return JSONResponse({"ok": False, "message": form_words(str(e))}, 400)
         except ArmError as e:
             return JSONResponse({"ok": False, "message": str(e)}, e.status if e.status and e.status >= 400 else 502)
-        d.watchers.get(rg, name).poke()
+        d.watchers.get(sid.sub, sid.rg, sid.name).poke()
         return JSONResponse({"ok": True, "message": message})
     return endpoint
 
 
-def _ids(body: dict, d: Dashboard, rg: str, name: str) -> list[str] | None:
-    view = d.watchers.get(rg, name).view
-    instances = view.instances if view else d.api(rg, name).instances()
+def _ids(body: dict, d: Dashboard, sid: SetId) -> list[str] | None:
+    view = d.watchers.get(sid.sub, sid.rg, sid.name).view
+    instances = view.instances if view else d.api(sid.sub, sid.rg, sid.name).instances()
     for key in ("fault_domain", "update_domain"):
         if body.get(key) is not None:
             inputs.count(body[key], key.replace("_", " "), 0, 19)
@@ -388,22 +524,22 @@ def _ids(body: dict, d: Dashboard, rg: str, name: str) -> list[str] | None:
 
 
 @_op
-def do_action(d: Dashboard, rg: str, name: str, body: dict) -> str:
+def do_action(d: Dashboard, sid: SetId, body: dict) -> str:
     action = body.get("action")
     if action not in ScaleSetApi.ACTIONS:
         raise UsageError(f"unknown action '{action}'")
-    ids = _ids(body, d, rg, name)
+    ids = _ids(body, d, sid)
     if ids == []:
         raise UsageError("the selection is empty")
-    operation = d.api(rg, name).act(action, ids)
-    _track(d, rg, name, operation)
+    operation = d.api(sid.sub, sid.rg, sid.name).act(action, ids)
+    _track(d, sid, operation)
     return f"{operation.what}: accepted by ARM"
 
 
 @_op
-def do_scale(d: Dashboard, rg: str, name: str, body: dict) -> str:
+def do_scale(d: Dashboard, sid: SetId, body: dict) -> str:
     capacity = inputs.count(body.get("capacity"), "capacity", 0, inputs.MAX_INSTANCES)
-    _track(d, rg, name, d.api(rg, name).resize(capacity=capacity))
+    _track(d, sid, d.api(sid.sub, sid.rg, sid.name).resize(capacity=capacity))
     return f"scale to {capacity}: accepted by ARM"
 
 
@@ -421,12 +557,12 @@ def _change(body: dict) -> ImageChange:
 
 
 @_op
-def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
+def do_model(d: Dashboard, sid: SetId, body: dict) -> str:
     change = _change(body)
     vm_size = inputs.name(body["vm_size"], "VM size") if body.get("vm_size") else None
     if change.empty and not vm_size:
         raise UsageError("nothing to change: give an image field or a VM size")
-    api = d.api(rg, name)
+    api = d.api(sid.sub, sid.rg, sid.name)
     parts = []
     if not change.empty:
         ss = api.get()
@@ -434,7 +570,7 @@ def do_model(d: Dashboard, rg: str, name: str, body: dict) -> str:
         api.update(ss.etag, image=target)
         parts.append(f"image -> {target}")
     if vm_size:
-        _track(d, rg, name, api.resize(vm_size=vm_size))
+        _track(d, sid, api.resize(vm_size=vm_size))
         parts.append(f"VM size -> {vm_size}")
     return "model update accepted: " + "; ".join(parts)
 
@@ -455,7 +591,7 @@ def form_words(message: str) -> str:
     return message
 
 
-def _prepare_rollout(d: Dashboard, rg: str, name: str, body: dict):
+def _prepare_rollout(d: Dashboard, sid: SetId, body: dict):
     from vmssctl.upgrade import prepare
 
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
@@ -465,32 +601,36 @@ def _prepare_rollout(d: Dashboard, rg: str, name: str, body: dict):
         if body.get(flag) in (True, "on", "true"):
             overrides[flag] = True
     policy = load_policy(None, overrides)
-    api = d.api(rg, name)
-    return api, prepare(api, d.journal(), d.conn, _change(body), policy)
+    from dataclasses import replace
+
+    api = d.api(sid.sub, sid.rg, sid.name)
+    return api, prepare(api, d.journal(), replace(d.conn, subscription=sid.sub), _change(body), policy)
 
 
 @_op
-def do_plan(d: Dashboard, rg: str, name: str, body: dict) -> str:
+def do_plan(d: Dashboard, sid: SetId, body: dict) -> str:
     """The plan the CLI would show, for the confirmation before a rollout starts: changes nothing."""
     from rich.text import Text
 
     from vmssctl.render import plan_lines
 
-    _, prepared = _prepare_rollout(d, rg, name, body)
+    _, prepared = _prepare_rollout(d, sid, body)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
         return "nothing to do: every instance already runs the latest model"
     return "\n".join(Text.from_markup(line).plain for line in plan_lines(prepared))
 
 
 @_op
-def do_rollout(d: Dashboard, rg: str, name: str, body: dict) -> str:
+def do_rollout(d: Dashboard, sid: SetId, body: dict) -> str:
+    from dataclasses import replace
+
     from vmssctl.upgrade import begin
 
-    api, prepared = _prepare_rollout(d, rg, name, body)
+    api, prepared = _prepare_rollout(d, sid, body)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
         return "nothing to do: every instance already runs the latest model"
-    rollout = begin(d.journal(), d.conn, api, prepared)
-    _run_apart(d, rollout.id, "resume", rg, name)
+    rollout = begin(d.journal(), replace(d.conn, subscription=sid.sub), api, prepared)
+    _run_apart(d, rollout.id, "resume", sid)
     return f"rollout {rollout.id} started: {len(prepared.plan.batches)} batch(es)"
 
 
@@ -510,15 +650,15 @@ async def rollout_control(request: Request, d: Dashboard) -> Response:
         return JSONResponse({"ok": False, "message": str(e)}, 400)
     if done is not None:
         return JSONResponse({"ok": True, "message": done[1]})
-    _run_apart(d, rid, op, r.resource_group, r.name)
+    _run_apart(d, rid, op, SetId(r.subscription, r.resource_group, r.name))
     return JSONResponse({"ok": True, "message": f"{op} of rollout {rid} started"})
 
 
-def _run_apart(d: Dashboard, rid: str, op: str, rg: str, name: str) -> None:
+def _run_apart(d: Dashboard, rid: str, op: str, sid: SetId) -> None:
     """Run the rollout as `vmssctl rollout resume|rollback RID` in a process of its own: a DBOS workflow like any
     lone upgrade's (the dashboard's process can hold one workflow database, a set's rollout needs its own), which
     a restart of the dashboard does not stop. It connects as the journal records; its end is a notice here."""
-    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "-o", "json"]
+    args = [sys.executable, "-m", "vmssctl", "rollout", op, rid, "-o", "json", "--yes"]
     # the journal through the environment, not argv: a database URL may carry a password, and argv is public (ps)
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True,
@@ -529,7 +669,7 @@ def _run_apart(d: Dashboard, rid: str, op: str, rg: str, name: str) -> None:
         why = err.strip().splitlines()[-1] if err.strip() else ""
         return f"rollout {rid} ended with exit code {proc.returncode}" + (f": {why}" if why else ""), \
             proc.returncode == 0
-    _when_done(d, rg, name, wait)
+    _when_done(d, sid, wait)
 
 
 @_guard()
@@ -540,7 +680,7 @@ async def login_link(request: Request, d: Dashboard) -> Response:
 
 @_guard()
 async def rollouts_json(request: Request, d: Dashboard) -> Response:
-    return JSONResponse([r.to_json() for r in d.journal().list(50)])
+    return JSONResponse([r.to_json() for r in d.journal().recent(50)])
 
 
 STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -556,21 +696,26 @@ async def static_file(request: Request, d: Dashboard) -> Response:
     return Response(body, media_type=STATIC_TYPES[name], headers={"Cache-Control": "no-cache"})
 
 
+SET = "/sets/{sub:uuid}/{rg}/{name}"  # a scale set's pages: its subscription, group and name
+
+
 def build_app(d: Dashboard) -> Starlette:
     app = Starlette(routes=[
         Route("/", index),
-        Route("/sets/{rg}/{name}", set_page),
-        Route("/sets/{rg}/{name}/grid", grid_fragment),
-        Route("/sets/{rg}/{name}/state", state_json),
-        Route("/sets/{rg}/{name}/events", events),
-        Route("/sets/{rg}/{name}/action", do_action, methods=["POST"]),
-        Route("/sets/{rg}/{name}/scale", do_scale, methods=["POST"]),
-        Route("/sets/{rg}/{name}/model", do_model, methods=["POST"]),
-        Route("/sets/{rg}/{name}/rollout", do_rollout, methods=["POST"]),
-        Route("/sets/{rg}/{name}/plan", do_plan, methods=["POST"]),
+        Route("/sets/{rg}/{name}", old_set_page),
+        Route(SET, set_page),
+        Route(SET + "/grid", grid_fragment),
+        Route(SET + "/state", state_json),
+        Route(SET + "/events", events),
+        Route(SET + "/action", do_action, methods=["POST"]),
+        Route(SET + "/scale", do_scale, methods=["POST"]),
+        Route(SET + "/model", do_model, methods=["POST"]),
+        Route(SET + "/rollout", do_rollout, methods=["POST"]),
+        Route(SET + "/plan", do_plan, methods=["POST"]),
         Route("/rollouts", rollouts_json),
         Route("/fleets", fleets_page),
         Route("/fleets/{fid}", fleet_page),
+        Route("/fleets/{fid}/{op}", fleet_decide, methods=["POST"]),
         Route("/login", login_link),
         Route("/rollouts/{rid}/{op}", rollout_control, methods=["POST"]),
         Route("/static/{file}", static_file),

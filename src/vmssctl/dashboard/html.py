@@ -194,31 +194,53 @@ def history(rollouts: list[Rollout]) -> str:
     return f'<table class="history">{head}{rows}</table>'
 
 
-def banner(error: str | None) -> str:
-    """Why the page shows nothing (ARM or the emulator unreachable), in place of a list of scale sets."""
+def banner(error: str | None, what: str = "Cannot reach ARM") -> str:
+    """Why the page shows nothing (ARM, the emulator or the fleet database unreachable), in place of its content."""
     if not error:
         return ""
-    return f'<div class="banner" role="alert">Cannot reach ARM: {e(error)}. Retrying on the next refresh.</div>'
+    return f'<div class="banner" role="alert">{e(what)}: {e(error)}. Retrying on the next refresh.</div>'
 
 
-def picker(sets: list[tuple[str, str, str]], current: tuple[str, str] | None, rg_filter: str) -> str:
-    groups = sorted({rg for rg, _, _ in sets}, key=str.lower)
+def set_path(sub: str, rg: str, name: str) -> str:
+    """A scale set's page: its subscription is part of its identity (the same group and name can exist in two)."""
+    return f"/sets/{quote(sub.lower())}/{quote(rg)}/{quote(name)}"
+
+
+def picker(sets: list[tuple[str, str, str, str]], current: str | None, rg_filter: str,
+           names: dict[str, str] | None = None) -> str:
+    """Every scale set, by subscription (headed by its name when there are several), linked to its page."""
+    groups = sorted({rg for _, rg, _, _ in sets}, key=str.lower)
     opts = "".join(f'<option value="{e(g)}"{" selected" if g == rg_filter else ""}>{e(g)}</option>' for g in groups)
-    links = "".join(
-        f'<li class="{"current" if current and (rg.lower(), n.lower()) == current else ""}">'
-        f'<a href="/sets/{quote(rg)}/{quote(n)}">{e(rg)}/<b>{e(n)}</b></a> <small>{e(loc)}</small></li>'
-        for rg, n, loc in sets if not rg_filter or rg.lower() == rg_filter.lower())
+    subs = list(dict.fromkeys(sub for sub, _, _, _ in sets))
+    parts = []
+    for sub in subs:
+        links = "".join(
+            f'<li class="{"current" if current and f"{s}/{rg}/{n}".lower() == current else ""}">'
+            f'<a href="{set_path(s, rg, n)}" data-set="{e(f"{s}/{rg}/{n}".lower())}">{e(rg)}/<b>{e(n)}</b></a> '
+            f'<small>{e(loc)}</small></li>'
+            for s, rg, n, loc in sets if s == sub and (not rg_filter or rg.lower() == rg_filter.lower()))
+        head = (f'<li class="sub" title="{e(sub)}">{e((names or {}).get(sub, sub))}</li>' if len(subs) > 1 else "")
+        parts.append(head + links)
     return (f'<form class="filter" method="get" action="/"><label>resource group <select name="rg" '
             f'onchange="this.form.submit()"><option value="">all</option>{opts}</select></label></form>'
-            f'<ul class="sets">{links or "<li class=muted>no scale sets</li>"}</ul>')
+            f'<ul class="sets">{"".join(parts) or "<li class=muted>no scale sets</li>"}</ul>')
 
 
-def page(title: str, csrf: str, body: str, scale_set: tuple[str, str] | None = None) -> str:
-    data = f' data-rg="{e(scale_set[0])}" data-name="{e(scale_set[1])}"' if scale_set else ""
+def missing_set(sub: str, rg: str, name: str, error: str | None, side: str) -> str:
+    """The page of a scale set that cannot be shown: why, and nothing to act on."""
+    return (f'<main class="layout"><nav class="side">{side}</nav><section class="content">'
+            f'<h2>{e(rg)}/{e(name)} <small class="muted">subscription {e(sub)}</small></h2>'
+            f'{banner(error or "no such scale set", "Cannot show this scale set")}</section></main>')
+
+
+def page(title: str, csrf: str, body: str, scale_set: tuple[str, str, str] | None = None,
+         style: str = "") -> str:
+    data = (f' data-sub="{e(scale_set[0].lower())}" data-rg="{e(scale_set[1])}" data-name="{e(scale_set[2])}"'
+            if scale_set else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <meta name="csrf-token" content="{e(csrf)}"><meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/static/app.css"></head>
+<link rel="stylesheet" href="/static/app.css">{style}</head>
 <body{data}><header><h1><a href="/">vmssctl</a> <small>dashboard</small></h1><a href="/fleets">fleets</a>
 <span id="conn"></span></header>
 {body}
@@ -227,7 +249,7 @@ def page(title: str, csrf: str, body: str, scale_set: tuple[str, str] | None = N
 
 
 def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, side: str, panel: str,
-             hist: str) -> str:
+             hist: str, subscription: str | None = None) -> str:
     image_fields = (
         '<label>version <input name="version" placeholder="22.04.202611200 or latest"></label>'
         '<label>SKU <input name="sku"></label>'
@@ -239,7 +261,8 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
     return f"""<main class="layout">
 <nav class="side">{side}</nav>
 <section class="content">
-  <h2>{e(ss.resource_group) + "/" + e(ss.name) if ss else "scale set"}</h2>
+  <h2>{e(ss.resource_group) + "/" + e(ss.name) if ss else "scale set"}{
+      f' <small class="muted">{e(subscription)}</small>' if subscription else ""}</h2>
   <div class="cols">
     <div id="summary">{summary(ss)}</div>
     <div class="ops">
@@ -294,33 +317,82 @@ def batching_fields(ss) -> str:
       <label>max unavailable <input name="max_unavailable" placeholder="20%"></label>"""
 
 
-def fleet_list(fleets: list[tuple[str, str, str]], error: str | None) -> str:
-    """(fleet id, status, created) of the fleets in the fleet database."""
+def fleet_style() -> str:
+    """The fleet states' colours, from the one place they are defined (``fleet/view.py``)."""
+    from vmssctl.fleet.view import FLEET_COLOURS, SET_COLOURS
+
+    rules = [f".f-{k} {{ background:{bg}; color:{fg}; }}" for k, (bg, fg) in SET_COLOURS.items()]
+    rules += [f".fleet-state.fs-{k.replace(' ', '_')} {{ background:{bg}; color:{fg}; }}"
+              for k, (bg, fg) in FLEET_COLOURS.items()]
+    return "<style>" + "\n".join(rules) + "</style>"
+
+
+def _fleet_state(fv) -> str:
+    return (f'<span class="fleet-state fs-{e(fv.state.replace(" ", "_"))}" data-state="{e(fv.state)}">'
+            f"{e(fv.state)}</span>")
+
+
+def fleet_list(fleets: list, error: str | None) -> str:
+    """The fleet runs of the fleet database, each with its state (the same FleetView its page shows)."""
     if error:
         return f'<p class="muted">{e(error)}</p>'
-    rows = "".join(f'<li><a href="/fleets/{quote(fid)}">{e(fid)}</a> <small>{e(status.lower())} {e(when)}</small>'
-                   f"</li>" for fid, status, when in fleets)
-    return f'<ul class="sets">{rows or "<li class=muted>no fleets yet</li>"}</ul>'
+    rows = "".join(f'<li data-fleet="{e(f.fleet)}"><a href="/fleets/{quote(f.fleet)}">{e(f.name or f.fleet)}</a> '
+                   f'{_fleet_state(f)}<br><small>{e(f.fleet)}</small></li>' for f in fleets)
+    return f'<ul class="sets fleets">{rows or "<li class=muted>no fleets yet</li>"}</ul>'
 
 
-def fleet_page(fv) -> str:
-    """Stages in order, each set a tile coloured by its state, the halt reason; a tile opens the set's page."""
-    from vmssctl.fleet.view import SET_STATES
+def _counts(fv) -> str:
+    return " ".join(f'<span class="count f-{s}" data-count="{s}">{s.replace("_", " ")} {n}</span>'
+                    for s, n in fv.counts.items() if n)
 
-    counts = " ".join(f'<span class="count f-{s}">{s.replace("_", " ")} {n}</span>'
-                      for s, n in fv.counts.items() if n)
-    out = [f'<h2>fleet {e(fv.name or fv.fleet)} <small>{e(fv.fleet)}</small> '
-           f'<span class="fleet-state f-{e(fv.state.replace(" ", "_"))}">{e(fv.state)}</span></h2>',
-           f'<div class="summary-counts">{counts}</div>']
-    if fv.reason:
-        out.append(f'<div class="banner" role="alert">{e(fv.reason)}</div>')
-    for n, (stage, state) in enumerate(fv.stages, 1):
-        tiles = "".join(
-            f'<a class="tile f-{v.state}" data-set="{e(v.key)}" data-state="{v.state}" href="/sets/{quote(v.key)}"'
-            f' title="{e(v.key)}: {e(v.state)}{(" - " + e(v.error)) if v.error else ""}">{e(v.key)}</a>'
-            for v in fv.sets if v.stage == stage)
-        out.append(f'<section class="stage" data-stage="{e(stage)}" data-state="{state}"><h3>{n}. {e(stage)} '
-                   f'<small>{e(state)}</small></h3><div class="tiles">{tiles}</div></section>')
-    out.append('<div class="legend">' + "".join(f'<span><span class="swatch f-{s}"></span>{s.replace("_", " ")}'
-                                                 "</span>" for s in SET_STATES) + "</div>")
+
+def fleet_table(fleets: list) -> str:
+    """Every fleet run with its headline and counts (vmssctl fleet run FILE starts one)."""
+    if not fleets:
+        return '<p class="muted">No fleet yet: vmssctl fleet run FILE starts one.</p>'
+    rows = "".join(f'<tr data-fleet="{e(f.fleet)}"><td><a href="/fleets/{quote(f.fleet)}">{e(f.name)}</a><br>'
+                   f'<small>{e(f.fleet)}</small></td><td>{_fleet_state(f)} '
+                   f'{e(f.headline()) if f.headline() != f.state else ""}</td><td class="counts">{_counts(f)}</td></tr>'
+                   for f in fleets)
+    return f'<table class="history fleets"><tr><th>fleet</th><th>state</th><th>sets</th></tr>{rows}</table>'
+
+
+def fleet_page(fv, several_subscriptions: bool = False) -> str:
+    """The fleet as it stands (its FleetView): state and headline, what it waits for (with Approve and Reject),
+    stages in order, each set a tile coloured by its state with its rollout's progress; a tile opens the set."""
+    from vmssctl.fleet.view import SET_HELP, SET_STATES
+
+    out = [f'<h2>fleet {e(fv.name or fv.fleet)} <small>{e(fv.fleet)}</small> {_fleet_state(fv)}</h2>',
+           f'<p class="headline">{e(fv.headline())}</p>', f'<div class="summary-counts">{_counts(fv)}</div>']
+    if fv.waiting:
+        stage = fv.waiting["stage"]
+        when = "before it starts" if fv.waiting.get("when") == "before" else "after its bake"
+        out.append(f'<div class="approval" data-stage="{e(stage)}"><p>Stage <b>{e(stage)}</b> waits for your approval '
+                   f'{when}.</p><button type="button" class="fleet-op" data-op="approve" data-fleet="{e(fv.fleet)}" '
+                   f'data-stage="{e(stage)}">Approve</button> <button type="button" class="fleet-op" data-op="reject" '
+                   f'data-fleet="{e(fv.fleet)}" data-stage="{e(stage)}">Reject…</button></div>')
+    if (fv.reason and fv.state in ("halted", "failed", "aborted", "cancelled")) or fv.rollback_failed:
+        out.append(f'<div class="banner" role="alert">{e(fv.headline())}</div>')
+    for n, st in enumerate(fv.stages, 1):
+        tiles = []
+        for v in fv.sets:
+            if v.stage != st.name:
+                continue
+            p = v.progress if v.state in ("running", "rolling_back") else None
+            prog = (f'<small class="prog">{p.get("done")}/{p.get("total")} &middot; batch {p.get("batch_no")}/'
+                    f'{p.get("batches_total")}</small>' if p else "")
+            title = f"{v.key}: {v.state}" + (f" ({v.rollout})" if v.rollout else "") + (f" - {v.error}" if v.error
+                                                                                         else "")
+            tiles.append(f'<a class="tile f-{v.state}" data-set="{e(v.key)}" data-state="{v.state}" '
+                         f'href="{set_path(v.subscription, v.resource_group, v.name)}" title="{e(title)}">'
+                         f'{e(fv.label(v))}{prog}</a>')
+        notes = ", ".join(x for x in (
+            f"{st.concurrency} at a time", f"bake {st.bake:.0f}s" if st.bake else "",
+            "approval before" if st.approve else "", "approval after" if st.approve_after else "",
+            *[f"approved by {a.get('by')}" for a in st.approvals]) if x)
+        out.append(f'<section class="stage" data-stage="{e(st.name)}" data-state="{st.state}"><h3>{n}. {e(st.name)} '
+                   f'<small>{e(st.state)} &middot; {e(notes)}</small></h3><div class="tiles">{"".join(tiles)}</div>'
+                   "</section>")
+    out.append('<div class="legend">' + "".join(f'<span title="{e(SET_HELP[s])}"><span class="swatch f-{s}"></span>'
+                                                 f'{s.replace("_", " ")}</span>' for s in SET_STATES) + "</div>")
     return "".join(out)

@@ -91,15 +91,17 @@ class SetWatcher:
 
 
 class Watchers:
-    def __init__(self, make_fetch: Callable[[str, str], Callable], interval: float) -> None:
+    def __init__(self, make_fetch: Callable[[str, str, str], Callable], interval: float) -> None:
         self._make_fetch = make_fetch
         self.interval = interval
-        self._by_key: dict[tuple[str, str], SetWatcher] = {}
+        self._by_key: dict[tuple[str, str, str], SetWatcher] = {}
 
-    def get(self, rg: str, name: str) -> SetWatcher:
-        key = (rg.lower(), name.lower())
+    def get(self, sub: str, rg: str, name: str) -> SetWatcher:
+        """The watcher of the set ``sub``/``rg``/``name``: a set's identity includes its subscription (the same
+        group and name can exist in two)."""
+        key = (sub.lower(), rg.lower(), name.lower())
         w = self._by_key.get(key)
         if w is None:
-            w = SetWatcher(self._make_fetch(rg, name), self.interval)
+            w = SetWatcher(self._make_fetch(sub, rg, name), self.interval)
             self._by_key[key] = w
         return w

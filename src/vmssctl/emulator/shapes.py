@@ -38,7 +38,8 @@ def subscription(world: w.World, sub: str | None = None) -> dict:
     sub = next((x for x in world.subscriptions if sub and x.lower() == sub.lower()), world.subscription)
     return {
         "id": f"/subscriptions/{sub}", "subscriptionId": sub, "tenantId": world.tenant,
-        "displayName": "vmssctl emulator", "state": "Enabled",
+        "displayName": "vmssctl emulator" + (f" {world.subscriptions.index(sub) + 1}" if sub != world.subscription
+                                               else ""), "state": "Enabled",
         "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "PayAsYouGo_2014-09-01",
                                  "spendingLimit": "Off"},
         "authorizationSource": "RoleBased",

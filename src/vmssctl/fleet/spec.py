@@ -13,11 +13,13 @@ locations = ["eastus"]
 [policy]                          # each set's rollout policy, as `vmssctl upgrade --policy` takes it
 batch_percent = 20
 [[stages]]                        # in order; a stage's sets run in parallel up to its concurrency
-name = "canary"
-sets = ["prod-a/web"]             # explicit "rg/name", or
+name = "canary"                   # unique in the file
+sets = ["prod-a/web"]             # explicit "rg/name" (or "subscription/rg/name"), or
 match = "prod-a/*"                # a pattern on "rg/name"; a stage with neither takes every set left
 concurrency = 1
 bake = "10m"                      # wait after the stage before the next one starts
+approve = true                    # a person approves before it starts ('vmssctl fleet approve', the dashboard)
+approve_after = true              # ... and after its bake, before the fleet goes on
 [halt]
 max_failed = 0                    # failed sets the fleet tolerates before it halts (count)
 max_failed_percent = 0            # ... or share of the sets started so far
@@ -39,7 +41,9 @@ from vmssctl.policy import RolloutPolicy, load
 from vmssctl.target import ImageChange
 
 MAX_STAGES = 20
-MAX_SETS = 1000
+MAX_SETS = 1000  # the most a halt rule can count
+DEFAULT_MAX_SETS = 500  # the most scale sets a fleet selects unless --max-sets says more
+HIGHEST_MAX_SETS = 5000
 TARGET_KEYS = {"version": "version", "sku": "sku", "offer": "offer", "publisher": "publisher",
                "image_id": "image_id", "custom_uri": "custom_uri"}
 
@@ -56,6 +60,12 @@ class SetRef:
 
     @property
     def key(self) -> str:
+        """The set's identity in a fleet (its plan, events, journal and the dashboard): subscription/rg/name."""
+        return f"{self.subscription}/{self.resource_group}/{self.name}"
+
+    @property
+    def short(self) -> str:
+        """rg/name: what a fleet file names and patterns match."""
         return f"{self.resource_group}/{self.name}"
 
 
@@ -66,14 +76,20 @@ class Stage:
     match: str | None = None  # a pattern on "rg/name"
     concurrency: int = 1
     bake: float = 0.0
+    approve: bool = False  # a person approves before the stage starts
+    approve_after: bool = False  # ... and after its bake, before the fleet goes on
 
     def takes(self, ref: SetRef) -> bool:
-        key = ref.key.lower()
         if self.sets:
-            return key in {s.lower() for s in self.sets}
+            return any(_names(s, ref) for s in self.sets)
         if self.match:
-            return fnmatch.fnmatchcase(key, self.match.lower())
+            return fnmatch.fnmatchcase(ref.short.lower(), self.match.lower())
         return True
+
+
+def _names(entry: str, ref: SetRef) -> bool:
+    """Does a stage's "rg/name" (or "subscription/rg/name") entry name this set?"""
+    return entry.lower() in (ref.short.lower(), ref.key.lower())
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,8 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{where} is not valid TOML: {e}") from None
+    except RecursionError:  # tables or arrays nested thousands deep
+        raise UsageError(f"{where} nests tables or arrays too deeply") from None
     unknown = set(raw) - {"name", "target", "select", "policy", "stages", "halt", "budget"}
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -145,6 +163,10 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
     if not isinstance(stages_raw, list) or not stages_raw or len(stages_raw) > MAX_STAGES:
         raise UsageError(f"{where}: [[stages]] must be 1 to {MAX_STAGES} tables")
     stages = tuple(_stage(s, n) for n, s in enumerate(stages_raw, 1))
+    names = [s.name.lower() for s in stages]
+    twice = next((s.name for s in stages if names.count(s.name.lower()) > 1), None)
+    if twice is not None:
+        raise UsageError(f"{where}: two stages are named '{twice}': each stage needs a name of its own")
     halt = raw.get("halt") or {}
     if not isinstance(halt, dict) or set(halt) - {"max_failed", "max_failed_percent"}:
         raise UsageError(f"{where}: [halt] takes max_failed or max_failed_percent")
@@ -153,7 +175,7 @@ def parse(text: str, where: str = "fleet file") -> FleetSpec:
     budget = raw.get("budget") or {}
     if not isinstance(budget, dict) or set(budget) - {"reads_per_second", "writes_per_second"}:
         raise UsageError(f"{where}: [budget] takes reads_per_second and writes_per_second")
-    name = inputs.text(raw.get("name", "fleet"), "name", 100)
+    name = inputs.label(raw.get("name", "fleet"), "name", 100)
     return FleetSpec(
         name=name, target=target, stages=stages, policy=policy,
         resource_groups=_strings(select.get("resource_groups", []), "select.resource_groups"),
@@ -174,19 +196,36 @@ def _policy(raw: dict) -> RolloutPolicy:
     return load(None, raw) if raw else RolloutPolicy()
 
 
+STAGE_KEYS = ("name", "sets", "match", "concurrency", "bake", "approve", "approve_after")
+
+
 def _stage(raw: object, n: int) -> Stage:
-    if not isinstance(raw, dict) or set(raw) - {"name", "sets", "match", "concurrency", "bake"}:
-        raise UsageError(f"stage {n}: takes name, sets, match, concurrency and bake")
+    if not isinstance(raw, dict) or set(raw) - set(STAGE_KEYS):
+        raise UsageError(f"stage {n}: takes {', '.join(STAGE_KEYS)}")
     if "sets" in raw and "match" in raw:
         raise UsageError(f"stage {n}: use sets or match, not both")
     sets = _strings(raw.get("sets", []), f"stage {n} sets", MAX_SETS)
     for s in sets:
-        if s.count("/") != 1 or not all(s.split("/")):
-            raise UsageError(f"stage {n}: '{inputs.shown(s)}' is not 'resource-group/scale-set'")
-    return Stage(name=inputs.text(raw.get("name", f"stage {n}"), f"stage {n} name", 100), sets=sets,
+        parts = s.split("/")
+        if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not _is_guid(parts[0])):
+            raise UsageError(f"stage {n}: '{inputs.shown(s)}' is not 'resource-group/scale-set' (or "
+                             "'subscription-id/resource-group/scale-set')")
+    for flag in ("approve", "approve_after"):
+        if flag in raw and not isinstance(raw[flag], bool):
+            raise UsageError(f"stage {n}: {flag} is true or false")
+    return Stage(name=inputs.label(raw.get("name", f"stage {n}"), f"stage {n} name", 100), sets=sets,
                  match=inputs.text(raw["match"], f"stage {n} match", 200) if "match" in raw else None,
                  concurrency=inputs.count(raw.get("concurrency", 1), f"stage {n} concurrency", 1, 100),
-                 bake=inputs.duration(raw.get("bake", 0), f"stage {n} bake"))
+                 bake=inputs.duration(raw.get("bake", 0), f"stage {n} bake"),
+                 approve=bool(raw.get("approve", False)), approve_after=bool(raw.get("approve_after", False)))
+
+
+def _is_guid(text: str) -> bool:
+    try:
+        inputs.subscription(text)
+    except UsageError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -195,20 +234,22 @@ class StagePlan:
     sets: tuple[SetRef, ...]
 
 
-def assign(spec: FleetSpec, refs: list[SetRef]) -> list[StagePlan]:
+def assign(spec: FleetSpec, refs: list[SetRef], max_sets: int = DEFAULT_MAX_SETS) -> list[StagePlan]:
     """Which selected sets go in which stage: each in the first stage that takes it; refuses a set named in a
-    stage that the subscription does not have (or the selection leaves out), and an empty fleet."""
+    stage that the subscriptions do not have (or the selection leaves out), a name that means sets in two
+    subscriptions, more sets than ``max_sets``, and an empty fleet."""
     chosen = [r for r in refs if spec.selects(r)]
-    keys = [r.key.lower() for r in chosen]
-    twice = sorted({k for k in keys if keys.count(k) > 1})
-    if twice:
-        raise UsageError(f"{twice[0]} is in more than one of the fleet's subscriptions: narrow [select] so each "
-                         "'resource-group/scale-set' names one set")
-    known = set(keys)
+    if len(chosen) > max_sets:
+        raise UsageError(f"the fleet selects {len(chosen)} scale sets, more than {max_sets}: narrow [select], or "
+                         f"pass --max-sets {len(chosen)} to run them all")
     for stage in spec.stages:
-        missing = [s for s in stage.sets if s.lower() not in known]
-        if missing:
-            raise UsageError(f"stage '{stage.name}' names {', '.join(missing[:5])}, not among the selected scale sets")
+        for entry in stage.sets:
+            named = [r for r in chosen if _names(entry, r)]
+            if not named:
+                raise UsageError(f"stage '{stage.name}' names {entry}, not among the selected scale sets")
+            if len(named) > 1:
+                raise UsageError(f"stage '{stage.name}' names {entry}, which is a scale set in {len(named)} of the "
+                                 "fleet's subscriptions: write it as 'subscription-id/resource-group/scale-set'")
     left = list(chosen)
     out = []
     for stage in spec.stages:

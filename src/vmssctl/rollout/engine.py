@@ -89,6 +89,7 @@ class Engine:
         self._state = rollout.state  # the rollout's state as the latest turn read it
         self.arm_seconds = 0.0  # clock time spent inside ARM calls (the SDK's retries included)
         self._arm_mark: dict[int, float] = {}  # batch seq -> arm_seconds when it was first seen
+        self.held: claim.Claim | None = None  # this process's claim on the set while it runs
 
     # ------------------------------------------------------------------ output
     def emit(self, kind: str, **data: object) -> None:
@@ -171,6 +172,7 @@ class Engine:
             if not same_image(ss.image, expected_from):
                 raise Halt(f"the scale set's image changed outside this rollout (now {ss.image}, expected "
                            f"{expected_from}); nothing was overwritten")
+            self._hold()
             tags = {**ss.tags, TAG: self.r.id}
             try:
                 self.api.update(ss.etag, image=image, tags=tags)
@@ -238,6 +240,7 @@ class Engine:
             for sink in self.sinks:
                 sink.snapshot(snap)
         while True:
+            self._hold()
             what = self._requested()
             if what in ("abort", "rollback"):
                 return what
@@ -249,7 +252,8 @@ class Engine:
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
-        held = claim.take(self.journal, self.r.scale_set, self.r.id)
+        self.held = claim.take(self.journal, self.r.scale_set, self.r.id)
+        lost = False
         try:
             self._begun()
             return self._run()
@@ -257,11 +261,21 @@ class Engine:
             self.journal.update(self.r.id, state="failed", error=str(e))
             self.emit("rollout_failed", error=str(e))
             return EXIT_FAILED
+        except claim.ClaimLost:
+            lost = True  # another process drives the rollout now: nothing more is written by this one
+            raise
         finally:
             try:
-                self._final()
+                if not lost:
+                    self._final()
             finally:
-                held.release()
+                self.held.release()
+
+    def _hold(self) -> None:
+        """Make sure this process still holds the set (every turn, and before it writes to ARM): ClaimLost ends it
+        at once when another took it meanwhile."""
+        if self.held is not None:
+            self.held.check()
 
     def _begun(self) -> None:
         """Record the start, or a resume: the time nobody ran the rollout is an interruption, left out of its
@@ -360,6 +374,7 @@ class Engine:
         floor_since: float | None = None
         soured: frozenset[str] = frozenset()
         while True:
+            self._hold()
             phase = Phase(kind, tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind),
                           self.r.canary_done, floor_since, soured)
             obs = self._observe_turn(phase, needs)
@@ -577,6 +592,7 @@ class Engine:
 
     def _issue(self, batch: Batch, ids: list[str]) -> None:
         """manualupgrade for VMs behind the model; reimage for VMs on a 'latest' model but an older version."""
+        self._hold()
         current = {i.instance_id for i in self.instances if i.latest_model}
         stale, behind_model = [i for i in ids if i in current], [i for i in ids if i not in current]
         try:  # timed as ARM time (a throttled or budgeted call is not time the VMs had)

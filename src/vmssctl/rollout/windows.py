@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass
 
 from vmssctl.errors import UsageError
+from vmssctl.inputs import shown
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_WINDOW = re.compile(r"^\s*([A-Za-z,\-]+)\s+(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})\s*$")
+# ASCII only, matched whole: a Python ``\d`` takes other scripts' digits, ``\s`` a newline, ``$`` a trailing one
+_WINDOW = re.compile(r"[ ]*([A-Za-z,-]+)[ ]+([0-9]{2}):([0-9]{2})[ ]*-[ ]*([0-9]{2}):([0-9]{2})[ ]*")
 MAX_WINDOWS = 20
 
 
@@ -28,9 +30,9 @@ class Window:
 
 
 def parse(text: str) -> Window:
-    m = _WINDOW.match(text) if isinstance(text, str) and len(text) <= 100 else None
+    m = _WINDOW.fullmatch(text) if isinstance(text, str) and len(text) <= 100 else None
     if not m:
-        raise UsageError(f"window '{text}' is not DAYS HH:MM-HH:MM (UTC), e.g. 'Mon-Fri 22:00-06:00' or "
+        raise UsageError(f"window '{shown(text)}' is not DAYS HH:MM-HH:MM (UTC), e.g. 'Mon-Fri 22:00-06:00' or "
                          "'daily 01:00-05:00'")
     days_text, h1, m1, h2, m2 = m.groups()
     days: set[int] = set()
@@ -44,11 +46,19 @@ def parse(text: str) -> Window:
             days.add(DAYS.index(part))
         else:
             raise UsageError(f"window '{text}': '{part}' is not a day (Mon..Sun, a range Mon-Fri, or daily)")
+    if start_end_same(h1, m1, h2, m2):
+        raise UsageError(f"window '{text}' starts when it ends: write 00:00-24:00 for a whole day")
     start, end = int(h1) * 60 + int(m1), int(h2) * 60 + int(m2)
     if int(h1) > 23 or int(m1) > 59 or int(h2) > 24 or int(m2) > 59 or (int(h2) == 24 and int(m2)):
         raise UsageError(f"window '{text}': times are HH:MM from 00:00 to 24:00")
     minutes = (end - start) % 1440 or 1440
     return Window(frozenset(days), start, minutes)
+
+
+def start_end_same(h1: str, m1: str, h2: str, m2: str) -> bool:
+    """``10:00-10:00`` is no window, or a whole day: ambiguous, so refused (00:00-24:00 says a whole day)."""
+    return (int(h1) * 60 + int(m1)) % 1440 == (int(h2) * 60 + int(m2)) % 1440 and not (h1 == "00" and m1 == "00"
+                                                                                      and h2 == "24")
 
 
 def parse_all(items: object, flag: str = "--window") -> tuple[str, ...]:

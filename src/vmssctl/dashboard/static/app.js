@@ -2,10 +2,10 @@
 (function () {
   "use strict";
   const body = document.body;
-  const rg = body.dataset.rg, name = body.dataset.name;
+  const sub = body.dataset.sub, rg = body.dataset.rg, name = body.dataset.name;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const selected = new Set();
-  const base = rg ? `/sets/${encodeURIComponent(rg)}/${encodeURIComponent(name)}` : null;
+  const base = rg ? `/sets/${encodeURIComponent(sub)}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}` : null;
 
   function say(text, ok) {
     const box = document.getElementById("status");
@@ -60,6 +60,16 @@
       const ids = Array.from(selected).sort((a, b) => a - b);
       if (!confirm(`${action} instance(s) ${ids.join(", ")} of ${rg}/${name}?`)) return;
       await post(`${base}/action`, { action: action, instance_ids: ids });
+    } else if (t.matches("button.fleet-op")) {  // a fleet's stage: approve, or reject with a reason
+      const fid = t.dataset.fleet, stage = t.dataset.stage, op = t.dataset.op;
+      const payload = { stage: stage };
+      if (op === "reject") {
+        const reason = prompt(`Reject stage ${stage} of fleet ${fid}: why? (the fleet halts with it)`);
+        if (!reason) return;
+        payload.reason = reason;
+      } else if (!confirm(`Approve stage ${stage} of fleet ${fid}?`)) return;
+      const r = await post(`/fleets/${encodeURIComponent(fid)}/${op}`, payload);
+      if (r.ok !== false) setTimeout(() => location.reload(), 500);
     } else if (t.matches("button.rollout-op")) {
       const rid = t.closest(".rollout").dataset.rollout, op = t.dataset.op;
       if (!confirm(`${op} rollout ${rid}?`)) return;
