@@ -263,12 +263,38 @@ def test_confirmation_limits_and_a_full_fleet_refused_with_nothing_written(emu, 
     assert not fleets.exists() or not sqlite3.connect(fleets).execute(
         "SELECT count(*) FROM sqlite_master WHERE name = 'workflow_status'").fetchone()[0] or \
         not sqlite3.connect(fleets).execute("SELECT count(*) FROM workflow_status").fetchone()[0]
+    code, said = _on_a_terminal(["fleet", "run", str(tmp_path / "fleet.toml"), *flags(emu, tmp_path)[:-2]], b"n")
+    assert code == 3 and "Run fleet 'ops'? [y/N]" in said and "nothing changed" in said, said
+    assert "many-a/web" in said and "3 scale set(s) in 1 stage(s)" in said  # the plan it asked about
     code, events, err = cli(capsys, "upgrade", "-g", "many-a", "-n", "web", "--version", NEW, "--yes",
                             *flags(emu, tmp_path))
     assert code == 0, err
     rid = events[-1]["rollout"]
     code, _, err = cli(capsys, "rollout", "rollback", rid, *flags(emu, tmp_path))
     assert code == 2 and "without confirmation: pass --yes" in err
+
+
+def _on_a_terminal(args: list[str], reply: bytes) -> tuple[int, str]:
+    """Run vmssctl on a pseudo-terminal, answer its question with ``reply``; (exit code, what it printed)."""
+    import os
+    import pty
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", *args], stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + 60
+    try:
+        while b"[y/N]" not in out and time.monotonic() < deadline:
+            out += os.read(master, 4096)
+        os.write(master, reply + b"\n")
+        with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+            while chunk := os.read(master, 4096):
+                out += chunk
+    finally:
+        os.close(master)
+    return proc.wait(60), out.decode(errors="replace")
 
 
 def test_a_broken_environment_is_one_clear_line(tmp_path, capsys):

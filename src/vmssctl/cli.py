@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vmssctl import __version__, inputs
 from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, connection_from_json, resolve_connection
+from vmssctl.errors import NotConfirmed
 from vmssctl.fleet.spec import DEFAULT_MAX_SETS, HIGHEST_MAX_SETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -393,8 +394,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             raise UsageError("refusing to change the scale set without confirmation: pass --yes (or run on a terminal)")
         answer = input("Proceed? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
-            print("nothing changed", file=sys.stderr)
-            return EXIT_ABORTED
+            raise NotConfirmed("nothing changed")
     from vmssctl.rollout.workflow import drive
     from vmssctl.upgrade import begin
 
@@ -499,7 +499,7 @@ def _confirm_rollback(args: argparse.Namespace, journal, r) -> None:
     if not sys.stdin.isatty():
         raise UsageError("refusing to roll back without confirmation: pass --yes (or run on a terminal)")
     if input("Roll back? [y/N] ").strip().lower() not in ("y", "yes"):
-        raise UsageError("nothing changed: not confirmed")
+        raise NotConfirmed("nothing changed")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -657,6 +657,9 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as e:
         print(f"error: {inputs.one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
+    except NotConfirmed as e:  # the person said no: not an error
+        print(str(e), file=sys.stderr)
+        return EXIT_ABORTED
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return EXIT_ABORTED

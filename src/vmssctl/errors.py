@@ -21,6 +21,12 @@ class UsageError(VmssctlError):
     exit_code = EXIT_USAGE
 
 
+class NotConfirmed(VmssctlError):
+    """The person asked said no: nothing was changed (exit 3, as an abort)."""
+
+    exit_code = EXIT_ABORTED
+
+
 class ArmError(VmssctlError):
     """ARM refused or failed a call (after the SDK's own retries): its HTTP status, code and message.
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from vmssctl import inputs
-from vmssctl.errors import UsageError, VmssctlError
+from vmssctl.errors import NotConfirmed, UsageError, VmssctlError
 from vmssctl.fleet.spec import FleetSpec, StagePlan, assign, parse
 from vmssctl.fleet.view import LIVE, RUNNING, FleetView, short_subscription
 
@@ -371,7 +371,7 @@ def _confirm(args: argparse.Namespace, lines: list[str], what: str) -> None:
         raise UsageError(f"refusing to {what} without confirmation: pass --yes (or run on a terminal)")
     answer = input(f"{lines[-1]} [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
-        raise UsageError("nothing changed: not confirmed")
+        raise NotConfirmed("nothing changed")
 
 
 def _journal_input(journal, database: str) -> str:
