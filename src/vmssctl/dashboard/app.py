@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from starlette.routing import Route
 from vmssctl import inputs
 from vmssctl.azure import Connection, Operation, ScaleSetApi, compute_client, list_set_refs, list_subscriptions
 from vmssctl.dashboard import html
+from vmssctl.dashboard.security import COOKIE, Security
 from vmssctl.dashboard.watch import Watchers
 from vmssctl.errors import ArmError, UsageError, VmssctlError
 from vmssctl.fleet.view import LIVE
@@ -40,7 +42,6 @@ from vmssctl.rollout.journal import Journal, scale_set_key
 from vmssctl.rollout.progress import Progress
 from vmssctl.target import ImageChange
 
-COOKIE = "vmssctl_session"
 FLEET_DB_WAIT = 2.0  # seconds a page waits for an unreachable fleet database before it says so (it reloads)
 
 
@@ -172,36 +173,9 @@ class Dashboard:
         return sid
 
 
-def _guard(write: bool = False):
-    """Host check, authentication, and for writes the CSRF token and Origin."""
-    def wrap(fn):
-        async def endpoint(request: Request) -> Response:
-            d: Dashboard = request.app.state.dash
-            if not d.allowed_host(request):
-                return PlainTextResponse("unexpected Host header", 400)
-            sid = d.session(request)
-            token = request.query_params.get("token")
-            if sid is None and token and request.method == "GET" and d.use_login_code(token):
-                sid = d.new_session()
-                target = request.url.path + (f"?rg={quote(request.query_params['rg'])}"
-                                             if request.query_params.get("rg") else "")
-                resp = RedirectResponse(target, 303)
-                resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
-                return resp
-            if sid is None and not d.bearer_ok(request):
-                return PlainTextResponse("not logged in: open the login link vmssctl dashboard printed (each link "
-                                         "works once; GET /login with the API token mints another)", 401)
-            if write:
-                origin = request.headers.get("origin")
-                if origin and origin not in (f"http://127.0.0.1:{d.port}", f"http://localhost:{d.port}"):
-                    return PlainTextResponse("cross-origin request refused", 403)
-                if sid is not None and not hmac.compare_digest(request.headers.get("x-csrf-token", ""),
-                                                               d.sessions[sid]):
-                    return PlainTextResponse("missing or wrong CSRF token", 403)
-            request.state.sid = sid
-            return await fn(request, d)
-        return endpoint
-    return wrap
+def _dash(request: Request) -> Dashboard:
+    """The dashboard a request is for (the Security middleware has let the request through already)."""
+    return request.app.state.dash
 
 
 # ---------------------------------------------------------------------- pages
@@ -228,8 +202,8 @@ def _picker(d: Dashboard, sets: list[tuple[str, str, str, str]], current: SetId 
     return html.picker(sets, current.key if current else None, rg_filter, names)
 
 
-@_guard()
-async def index(request: Request, d: Dashboard) -> Response:
+async def index(request: Request) -> Response:
+    d = _dash(request)
     sets, error = await _sets(d)
     if len(sets) == 1 and not request.query_params.get("rg"):
         return RedirectResponse(SetId(*sets[0][:3]).path, 303)
@@ -238,9 +212,9 @@ async def index(request: Request, d: Dashboard) -> Response:
     return HTMLResponse(html.page("vmssctl dashboard", _csrf(d, request), body))
 
 
-@_guard()
-async def old_set_page(request: Request, d: Dashboard) -> Response:
+async def old_set_page(request: Request) -> Response:
     """A set named by group and name alone (an older link): in the connection's own subscription."""
+    d = _dash(request)
     return RedirectResponse(SetId(d.conn.subscription, request.path_params["rg"], request.path_params["name"]).path,
                             303)
 
@@ -264,8 +238,8 @@ def _history(d: Dashboard, sid: SetId) -> str:
     return html.history([r for r in d.journal().recent(50) if r.scale_set == key])
 
 
-@_guard()
-async def set_page(request: Request, d: Dashboard) -> Response:
+async def set_page(request: Request) -> Response:
+    d = _dash(request)
     sid = _set_id(request)
     view = await d.watchers.get(sid.sub, sid.rg, sid.name).refresh()
     sets, error = await _sets(d)
@@ -301,8 +275,8 @@ def _fleets(d: Dashboard):
         c.destroy()
 
 
-@_guard()
-async def fleets_page(request: Request, d: Dashboard) -> Response:
+async def fleets_page(request: Request) -> Response:
+    d = _dash(request)
     fleets, error = await run_in_threadpool(_fleets, d)
     body = (f'<main class="layout"><nav class="side"><h3>Fleets</h3>{html.fleet_list(fleets, None)}</nav>'
             f'<section class="content">{html.banner(error, "Cannot read the fleets")}'
@@ -337,8 +311,8 @@ def _fleet_now(stored: dict) -> float | None:
         return None
 
 
-@_guard()
-async def fleet_page(request: Request, d: Dashboard) -> Response:
+async def fleet_page(request: Request) -> Response:
+    d = _dash(request)
     fid = request.path_params["fid"][:80]
     try:
         fv = await run_in_threadpool(_fleet_view, d, fid)
@@ -359,10 +333,10 @@ async def fleet_page(request: Request, d: Dashboard) -> Response:
     return HTMLResponse(page, 200 if fv is not None or "no fleet" not in (error or "") else 404)
 
 
-@_guard(write=True)
-async def fleet_decide(request: Request, d: Dashboard) -> Response:
+async def fleet_decide(request: Request) -> Response:
     """Approve or reject a stage the fleet waits for, from the page's buttons (CSRF-checked), recorded with who
     decided as the dashboard knows it: the user running it, through the dashboard."""
+    d = _dash(request)
     fid, op = request.path_params["fid"][:80], request.path_params["op"]
     try:
         body = await _body(request)
@@ -403,24 +377,24 @@ def _decide(d: Dashboard, fid: str, op: str, body: dict) -> str:
     return f"stage '{stage}' {'approved' if op == 'approve' else 'rejected'} by {who}"
 
 
-@_guard()
-async def grid_fragment(request: Request, d: Dashboard) -> Response:
+async def grid_fragment(request: Request) -> Response:
+    d = _dash(request)
     sid = _set_id(request)
     view = await d.watchers.get(sid.sub, sid.rg, sid.name).refresh()
     return HTMLResponse(html.grid(view.scale_set, view.instances, view.error))
 
 
-@_guard()
-async def state_json(request: Request, d: Dashboard) -> Response:
+async def state_json(request: Request) -> Response:
+    d = _dash(request)
     sid = _set_id(request)
     view = await d.watchers.get(sid.sub, sid.rg, sid.name).refresh()
     return JSONResponse({"scaleSet": view.scale_set.to_json() if view.scale_set else None,
                          "instances": [i.to_json() for i in view.instances], "error": view.error})
 
 
-@_guard()
-async def events(request: Request, d: Dashboard) -> Response:
+async def events(request: Request) -> Response:
     """Server-sent events: the grid, the rollout panel and operation results, as they change."""
+    d = _dash(request)
     sid = _set_id(request)
     watcher = d.watchers.get(sid.sub, sid.rg, sid.name)
 
@@ -492,9 +466,8 @@ def _track(d: Dashboard, sid: SetId, operation: Operation) -> None:
 
 
 def _op(fn):
-    @_guard(write=True)
-    async def endpoint(request: Request, d: Dashboard) -> Response:
-        sid = _set_id(request)
+    async def endpoint(request: Request) -> Response:
+        d, sid = _dash(request), _set_id(request)
         try:
             body = await _body(request)
             message = await run_in_threadpool(fn, d, sid, body)
@@ -634,10 +607,10 @@ def do_rollout(d: Dashboard, sid: SetId, body: dict) -> str:
     return f"rollout {rollout.id} started: {len(prepared.plan.batches)} batch(es)"
 
 
-@_guard(write=True)
-async def rollout_control(request: Request, d: Dashboard) -> Response:
+async def rollout_control(request: Request) -> Response:
     from vmssctl.upgrade import steer
 
+    d = _dash(request)
     rid, op = request.path_params["rid"], request.path_params["op"]
     j = d.journal()
     try:
@@ -672,22 +645,21 @@ def _run_apart(d: Dashboard, rid: str, op: str, sid: SetId) -> None:
     _when_done(d, sid, wait)
 
 
-@_guard()
-async def login_link(request: Request, d: Dashboard) -> Response:
+async def login_link(request: Request) -> Response:
     """A fresh one-time login link, for a second browser (needs the API token or a session)."""
+    d = _dash(request)
     return JSONResponse({"url": d.login_link()})
 
 
-@_guard()
-async def rollouts_json(request: Request, d: Dashboard) -> Response:
+async def rollouts_json(request: Request) -> Response:
+    d = _dash(request)
     return JSONResponse([r.to_json() for r in d.journal().recent(50)])
 
 
 STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 
 
-@_guard()
-async def static_file(request: Request, d: Dashboard) -> Response:
+async def static_file(request: Request) -> Response:
     """The page's own JS and CSS, shipped in the package (no CDN, works offline)."""
     name = request.path_params["file"]
     if name not in STATIC_TYPES:
@@ -719,7 +691,7 @@ def build_app(d: Dashboard) -> Starlette:
         Route("/login", login_link),
         Route("/rollouts/{rid}/{op}", rollout_control, methods=["POST"]),
         Route("/static/{file}", static_file),
-    ])
+    ], middleware=[Middleware(Security, dash=d)])
     app.state.dash = d
     return app
 
