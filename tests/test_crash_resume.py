@@ -9,35 +9,7 @@ import sys
 
 import pytest
 
-from tests.test_upgrade import NEW, OLD, instances, make_set, record
-
-
-def upgrade_args(emu, rg: str, journal, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "vmssctl", "upgrade", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir),
-            "--journal", str(journal), "-o", "json", "--yes", *flags]
-
-
-def run_and_kill(args: list[str], kill_at: str, nth: int = 1) -> list[dict]:
-    """Run vmssctl, SIGKILL it when the nth ``kill_at`` event appears; returns the events seen."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen, count = [], 0
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        seen.append(event)
-        if event["type"] == kill_at:
-            count += 1
-            if count == nth:
-                proc.send_signal(signal.SIGKILL)
-                break
-    proc.wait(60)
-    assert proc.returncode == -signal.SIGKILL, f"finished before the kill point: {seen[-3:]} {proc.stderr.read()}"
-    return seen
-
-
-def run(args: list[str]) -> tuple[int, list[dict], str]:
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")], r.stderr
+from tests.helpers import NEW, OLD, instances, make_set, record, run, run_and_kill, upgrade_args
 
 
 # A real kill -9 of the process at two points; every other point of a turn is crashed in-process (test_engine's

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_emulator
-from tests.test_upgrade import instances
+from tests.helpers import instances
 from vmssctl.emulator.server import demo_scale_set
 
 CHROMIUM = "/usr/bin/chromium"

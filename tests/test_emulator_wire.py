@@ -8,22 +8,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from tests.conftest import start_emulator
+from tests.helpers import API, running_set, vmss_path
 from vmssctl.emulator.server import demo_scale_set
-
-API = {"api-version": "2026-04-01"}
-
-
-def vmss_path(emu, rg: str, name: str = "web") -> str:
-    return (f"/subscriptions/{emu.subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/"
-            f"virtualMachineScaleSets/{name}")
-
-
-def running_set(emu, h, capacity: int) -> str:
-    """PUT a scale set in a new resource group and let its instances come up; returns its path."""
-    path = vmss_path(emu, emu.group())
-    h.put(path, params=API, json=demo_scale_set(capacity)).raise_for_status()
-    emu.admin("POST", "clock", {"advance": 600})
-    return path
 
 
 def test_auth_is_required_and_errors_have_arm_shape(emu):

@@ -211,7 +211,7 @@ def _bad_for(flag: str, value: str) -> bool:
 @pytest.fixture(scope="module")
 def emulator_args(frozen):
     """Point the CLI at the frozen emulator (a real set), so a slip past the parsers would be seen as a write."""
-    from tests.test_upgrade import make_set
+    from tests.helpers import make_set
 
     rg = make_set(frozen, 2)
     return ["upgrade", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir)]

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.test_upgrade import make_set
+from tests.helpers import make_set
 from vmssctl.emulator import timing
 
 REPLAYS = sorted((Path(__file__).parent / "replay").glob("*.json"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_emulator_wire import API, running_set, vmss_path
+from tests.helpers import API, running_set, vmss_path
 
 EXAMPLES = Path(__file__).parent / "spec_examples"
 CREATES = sorted(EXAMPLES.glob("VirtualMachineScaleSet_Create_*.json"))

@@ -8,8 +8,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import cli, start_emulator
-from tests.test_crash_resume import run, run_and_kill, upgrade_args
-from tests.test_upgrade import NEW, OLD, instances, make_set, record
+from tests.helpers import NEW, OLD, instances, make_set, record, run, run_and_kill, upgrade_args
 
 
 class Observer:

@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import start_emulator
-from tests.test_crash_resume import run, run_and_kill, upgrade_args
-from tests.test_upgrade import NEW, instances, make_set, record
+from tests.helpers import NEW, instances, make_set, record, run, run_and_kill, upgrade_args
 
 API = {"api-version": "2024-11-01"}
 JSON_HEADERS = {"Content-Type": "application/json"}

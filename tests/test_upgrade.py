@@ -8,29 +8,9 @@ from collections import Counter
 import pytest
 
 from tests.conftest import cli
+from tests.helpers import NEW, OLD, instances, make_set, record
 from vmssctl.cli import main
 from vmssctl.emulator.server import demo_scale_set
-
-NEW = "24.04.202611200"
-OLD = "24.04.202610010"
-
-
-def make_set(emu, capacity: int = 10, name: str = "web", settle: bool = True, **kwargs) -> str:
-    rg = emu.group()
-    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(capacity, **kwargs),
-                                                                  polling=False)
-    if settle:
-        emu.admin("POST", "clock", {"advance": 900})
-    return rg
-
-
-def instances(emu, rg: str, name: str = "web"):
-    from vmssctl.azure import ScaleSetApi
-    return ScaleSetApi(emu.client(), rg, name).instances()
-
-
-def record(emu, rg: str, since: float, name: str = "web") -> dict:
-    return emu.stats(since=since)["scaleSets"][f"{rg}/{name}"]
 
 
 def batches(events: list[dict]) -> list[list[str]]:
@@ -300,15 +280,6 @@ def test_random_5xx_and_429_at_ten_percent_still_complete(flaky, tmp_path, capsy
     assert all(i.latest_model and i.healthy for i in instances(flaky, rg))
 
 
-def test_command_hook_gate_fails_the_batch(frozen, up):
-    rg = make_set(frozen, 4, name="hooked")
-    code, events, err = up(rg, "--version", NEW, "--hook", "test {instance_id} != 1", "--health-timeout", "5m",
-                           name="hooked")
-    assert code == 1, err
-    failed = next(e for e in events if e["type"] == "batch_failed")
-    assert failed["instances"] == ["1"] and "hook" in failed["reasons"][0], failed["reasons"]
-
-
 def test_show_instances_and_heatmap_commands(frozen, capsys):
     rg = make_set(frozen, 3)
     base = ["-g", rg, "-n", "web", "--emulator", str(frozen.state_dir)]
@@ -351,32 +322,6 @@ def test_a_flexible_set_over_https_show_heatmap_in_place_and_surge(frozen, up, c
     vms = instances(frozen, rg)
     assert len(vms) == 6 and not set(names) & {i.instance_id for i in vms}  # every VM replaced by a new one
     assert all(i.image.exact_version == OLD and i.healthy for i in vms) and record(frozen, rg, t0)["minHealthy"] >= 6
-
-
-def test_http_probe_gate(frozen, up):
-    import http.server
-    import threading
-
-    class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(500 if self.path.endswith("/2") else 200)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        rg = make_set(frozen, 4, name="probed")
-        url = f"http://127.0.0.1:{server.server_port}/health/{{instance_id}}"
-        code, events, err = up(rg, "--version", NEW, "--probe-url", url, "--health-timeout", "5m", name="probed")
-    finally:
-        server.shutdown()
-    assert code == 1, err
-    failed = next(e for e in events if e["type"] == "batch_failed")
-    assert failed["instances"] == ["2"] and "probe" in failed["reasons"][0] and "500" in failed["reasons"][0]
-    assert [len(b) for b in batches(events)] == [1, 1, 1]
 
 
 def test_large_set_polls_the_summary_while_vms_are_rebuilt(frozen, up):

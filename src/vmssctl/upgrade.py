@@ -199,8 +199,12 @@ def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared, 
 
 def run(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, sinks: list[Sink],
         clock: Clock | None = None) -> int:
-    """Run the engine on a recorded rollout until it ends; returns the exit code."""
-    return Engine(api, journal, rollout, clock or clock_for(conn), sinks).run()
+    """Run the engine on a recorded rollout until it ends; returns the exit code. The composition root: the
+    policy's gates are built here, with what they need (the connection), and handed to the engine."""
+    from vmssctl.rollout.gates import Deps, build
+
+    gates = build(RolloutPolicy.from_json(rollout.policy).all_gates(), Deps(connection=conn))
+    return Engine(api, journal, rollout, clock or clock_for(conn), sinks, gates).run()
 
 
 def start(api: Gateway, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],

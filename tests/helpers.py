@@ -1,0 +1,74 @@
+"""Helpers the test modules share (test modules never import each other): images, sets, reading instances and
+the emulator's record, running vmssctl as a process and killing it at an event, the wire's paths."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+from vmssctl.emulator.server import demo_scale_set
+
+NEW = "24.04.202611200"
+OLD = "24.04.202610010"
+API = {"api-version": "2026-04-01"}
+
+
+def make_set(emu, capacity: int = 10, name: str = "web", settle: bool = True, **kwargs) -> str:
+    rg = emu.group()
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(capacity, **kwargs),
+                                                                  polling=False)
+    if settle:
+        emu.admin("POST", "clock", {"advance": 900})
+    return rg
+
+
+def instances(emu, rg: str, name: str = "web"):
+    from vmssctl.azure import ScaleSetApi
+    return ScaleSetApi(emu.client(), rg, name).instances()
+
+
+def record(emu, rg: str, since: float, name: str = "web") -> dict:
+    return emu.stats(since=since)["scaleSets"][f"{rg}/{name}"]
+
+
+def upgrade_args(emu, rg: str, journal, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "vmssctl", "upgrade", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir),
+            "--journal", str(journal), "-o", "json", "--yes", *flags]
+
+
+def run_and_kill(args: list[str], kill_at: str, nth: int = 1) -> list[dict]:
+    """Run vmssctl, SIGKILL it when the nth ``kill_at`` event appears; returns the events seen."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, count = [], 0
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        seen.append(event)
+        if event["type"] == kill_at:
+            count += 1
+            if count == nth:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL, f"finished before the kill point: {seen[-3:]} {proc.stderr.read()}"
+    return seen
+
+
+def run(args: list[str]) -> tuple[int, list[dict], str]:
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")], r.stderr
+
+
+def vmss_path(emu, rg: str, name: str = "web") -> str:
+    return (f"/subscriptions/{emu.subscription}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+            f"virtualMachineScaleSets/{name}")
+
+
+def running_set(emu, h, capacity: int) -> str:
+    """PUT a scale set in a new resource group and let its instances come up; returns its path."""
+    path = vmss_path(emu, emu.group())
+    h.put(path, params=API, json=demo_scale_set(capacity)).raise_for_status()
+    emu.admin("POST", "clock", {"advance": 600})
+    return path
