@@ -190,6 +190,7 @@ def test_every_route_needs_a_session_or_the_token_and_every_write_the_csrf_token
     Without credentials every one is 401; with a browser session but no CSRF token every state-changing method
     is 403; from a foreign Host, 400. A route added tomorrow is covered the day it is added."""
     import asyncio
+    import concurrent.futures
     import uuid
 
     from starlette.routing import Route
@@ -221,7 +222,10 @@ def test_every_route_needs_a_session_or_the_token_and_every_write_the_csrf_token
                     if method not in ("GET", "HEAD", "OPTIONS"):
                         r = await browser.request(method, path, json={})
                         assert r.status_code == 403, (method, path, r.status_code)
-    asyncio.run(walk())
+    # In a thread of its own: when a browser test ran before in this process, Playwright's sync API leaves an
+    # event loop running in the main thread, where asyncio.run refuses to start.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, walk()).result()
 
 
 def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
