@@ -13,7 +13,7 @@ from vmssctl.rollout.gates import BAD, GOOD, WAIT, Verdict
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.turn import (
     MODEL_WAIT,
-    DropSurge,
+    DropAdded,
     Finish,
     Judge,
     ModelChanged,
@@ -23,6 +23,7 @@ from vmssctl.rollout.turn import (
     Reissue,
     Retire,
     ScaleOut,
+    Soaked,
     Start,
     Stop,
     Wait,
@@ -193,7 +194,7 @@ def srun(obs: Observation, phase: Phase = FORWARD):
      Phase("forward", (sbatch("issued"),)), Retire),
     ("a new VM failed: drop the surge", Observation(T0, (*TEN_OLD, vm(10, NEW, "unhealthy"), vm(11, NEW)),
                                                     verdicts={"10": Verdict(BAD, "x"), "11": Verdict(GOOD)}),
-     Phase("forward", (sbatch("issued"),)), DropSurge),
+     Phase("forward", (sbatch("issued"),)), DropAdded),
     ("retiring: the delete landed, VMs going", Observation(T0, (*TEN_OLD[:8], vm(8, prov="deleting"),
                                                                vm(9, prov="deleting"), vm(10, NEW), vm(11, NEW))),
      Phase("forward", (sbatch("retiring", [8, 9]),)), Wait),
@@ -214,7 +215,7 @@ def test_surge(name, obs, phase, expect):
         assert got == expect, (name, got)
     if isinstance(got, Retire) and "good" in name:
         assert len(got.ids) == 2 and all(int(i) < 10 for i in got.ids)
-    if isinstance(got, DropSurge):
+    if isinstance(got, DropAdded):
         assert got.ids == ("10", "11") and "10" in got.bad
 
 
@@ -274,3 +275,40 @@ def test_a_batch_waits_for_its_window_and_a_rollback_does_not():
                       Start)
     back = decide(Observation(at, TEN_OLD, model=model()), Phase("rollback"), policy, needs, NEW)
     assert isinstance(back, Start)
+
+
+def soaked_batch(meta: dict) -> Batch:
+    b = batch(1, [0, 1], "succeeded", finished=T0)
+    return replace(b, meta=meta)
+
+
+@pytest.mark.parametrize("name, now, meta, health, limit, expect", [
+    ("soaking: wait out what is left", T0 + 10, {"soak": 60}, "healthy", "0", Wait(50.0, "soaking")),
+    ("soak over, all still healthy", T0 + 60, {"soak": 60}, "healthy", "0", Soaked(())),
+    ("soak over, an upgraded one went bad", T0 + 61, {"soak": 60}, "unhealthy", "0", Soaked),
+    ("...and one bad is allowed", T0 + 61, {"soak": 60}, "unhealthy", "1", Soaked(("0",), None)),
+    ("soaked already: the next batch", T0 + 61, {"soak": 60, "soaked": True, "soured": []}, "healthy", "0", Start),
+    ("no soak was due (nothing left then)", T0 + 1, {}, "healthy", "0", Start),
+])
+def test_soak_after_a_batch_is_phase_state(name, now, meta, health, limit, expect):
+    """--pause: after a batch the next turns wait until its soak is over, then see which upgraded instances went
+    unhealthy meanwhile (recorded with the batch: a rollout resumed mid-soak waits only what is left)."""
+    obs = Observation(now, (vm(0, NEW, health), vm(1, NEW), *TEN_OLD[2:]), model=model())
+    got = run(obs, Phase("forward", (soaked_batch(meta),), True), batch_size=2, pause="60s",
+              max_unhealthy_upgraded=limit)
+    if isinstance(expect, type):
+        assert isinstance(got, expect), (name, got)
+    else:
+        assert got == expect, (name, got)
+    if name == "soak over, an upgraded one went bad":
+        assert got.failure and "instance 0: unhealthy after the 60s soak" in got.failure
+
+
+def test_a_judged_batch_soaks_only_when_work_is_left_and_a_pause_is_a_turn_on_the_clock():
+    good = {"0": Verdict(GOOD), "1": Verdict(GOOD)}
+    obs = Observation(T0 + 200, tuple(vm(i, NEW) for i in range(2)) + TEN_OLD[2:], verdicts=good, elapsed=200)
+    assert run(obs, Phase("forward", (batch(1, [0, 1]),)), pause="90s").soak == 90.0
+    last = Observation(T0 + 200, tuple(vm(i, NEW) for i in range(10)), verdicts=good, elapsed=200)
+    assert run(last, Phase("forward", (batch(1, [0, 1]),)), pause="90s").soak == 0.0
+    assert run(Observation(T0, (), "pause"), FORWARD, poll="30s") == Pause() and \
+        run(Observation(T0, (), "pause"), FORWARD, poll="30s").seconds == 5.0

@@ -50,3 +50,18 @@ def test_sdk_errors_become_vmssctl_errors():
     assert isinstance(translate(conflict), Conflict) and translate(conflict).exit_code == 1
     bad = translate(HttpResponseError("bad", response=Response(400)))
     assert type(bad) is ArmError and bad.exit_code == 2
+
+
+def test_the_engine_knows_no_strategy():
+    """Strategies own their turn: the engine carries out generic effects and names no strategy, nor asks the
+    policy which one it is (a new strategy is a new file, not an edit of the engine)."""
+    engine = (SRC / "rollout" / "engine.py").read_text()
+    for name in ("AZURE_ROLLING", "surge", "in-place", "InPlace", "Surge", "AzureRolling", "policy.strategy",
+                 "surging", "ready_times", "rolling_status() if"):
+        assert name not in engine, name
+
+
+def test_no_wait_in_the_engine_is_real_time():
+    """Soak and pause are phase state decide answers with a Wait; every wait is on the rollout's clock."""
+    engine = (SRC / "rollout" / "engine.py").read_text()
+    assert "time.sleep" not in engine and "import time" not in engine

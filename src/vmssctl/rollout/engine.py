@@ -11,14 +11,13 @@ issued), so resuming after a crash is just running the loop again.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 
 from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
 from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan
-from vmssctl.policy import AZURE_ROLLING, RolloutPolicy
+from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout import claim, progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.decide import decide, remaining
@@ -26,11 +25,12 @@ from vmssctl.rollout.events import Sink, Snapshot
 from vmssctl.rollout.gates import GOOD, Context, Gate, Verdict, combine, judge
 from vmssctl.rollout.journal import Batch, Journal, Rollout
 from vmssctl.rollout.progress import Progress, sample
-from vmssctl.rollout.strategies import ready_times, surge_judged
+from vmssctl.rollout.strategies import Strategy, for_phase, of_policy
 from vmssctl.rollout.turn import (
     MODEL_WAIT,
     Adopt,
-    DropSurge,
+    CancelUpgrade,
+    DropAdded,
     Finish,
     Judge,
     ModelChanged,
@@ -41,15 +41,12 @@ from vmssctl.rollout.turn import (
     Reissue,
     Retire,
     ScaleOut,
+    Soaked,
     Start,
     Stop,
     Wait,
     describe,
-    failure_reason,
-    poll_delay,
     protected,
-    surging,
-    too_many_failed,
 )
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 
@@ -229,26 +226,27 @@ class Engine:
     def _requested(self) -> str | None:
         return self.journal.get(self.r.id).requested
 
-    def _wait_while_paused(self) -> str | None:
-        """Block while paused; returns 'abort' or 'rollback' if asked for meanwhile."""
-        self.journal.update(self.r.id, state="paused")
-        self.emit("paused")
-        if self.last is not None:
-            self.last = replace(self.last, state="paused", eta=None, elapsed=self._elapsed(), now=self.clock.now())
-            self.journal.observed(self.r.id, self.last.now, self.last.to_json())
-            snap = Snapshot(self.last, self.instances, self.scale_set.fault_domains if self.scale_set else 5)
-            for sink in self.sinks:
-                sink.snapshot(snap)
-        while True:
-            self._hold()
-            what = self._requested()
-            if what in ("abort", "rollback"):
-                return what
-            if what == "resume":
-                self.journal.unpause(self.r)
-                self.emit("resumed")
-                return None
-            time.sleep(0.5)
+    def _paused(self, seconds: float) -> None:
+        """Asked to pause between batches: say so once (the journal's state, an event, the progress every view
+        shows), then let the clock pass until the next turn looks again (resume, abort or rollback)."""
+        if self._state != "paused":
+            self.journal.update(self.r.id, state="paused")
+            self._state = "paused"
+            self.emit("paused")
+            if self.last is not None:
+                self.last = replace(self.last, state="paused", eta=None, elapsed=self._elapsed(),
+                                    now=self.clock.now())
+                self.journal.observed(self.r.id, self.last.now, self.last.to_json())
+                snap = Snapshot(self.last, self.instances, self.scale_set.fault_domains if self.scale_set else 5)
+                for sink in self.sinks:
+                    sink.snapshot(snap)
+        self.clock.sleep(seconds)
+
+    def _resumed(self) -> None:
+        """A paused rollout asked to resume: running again (or rolling back, if that is the phase it paused in)."""
+        self.journal.unpause(self.r)
+        self._state = "rolling_back" if self.r.phase == "rollback" else "running"
+        self.emit("resumed")
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
@@ -310,7 +308,7 @@ class Engine:
             self.journal.update(self.r.id, state="succeeded")
             self.emit("rollout_succeeded", upgraded=upgraded, seconds=self._elapsed())
             return EXIT_OK
-        self._stop_azure(outcome)
+        self._halt(outcome)
         if outcome == "abort":
             return self._aborted()
         if outcome == "rollback":
@@ -322,18 +320,19 @@ class Engine:
         self.emit("rollout_failed", error=outcome)
         return EXIT_FAILED
 
-    def _stop_azure(self, why: str) -> None:
-        """On a Rolling set, a failure, abort or rollback first cancels Azure's rolling upgrade in progress (the
-        instances it is upgrading finish; no new batch starts)."""
-        if self.policy.strategy != AZURE_ROLLING:
-            return
-        status = self._arm(self.api.rolling_status)
-        if status is not None and status.running:
-            try:
-                self._arm(self.api.cancel_rolling)
-            except Conflict:
-                return  # it ended meanwhile
-            self.emit("azure_upgrade_cancelled", reason=why)
+    def _halt(self, why: str) -> None:
+        """The phase stops early (a failure, an abort, a rollback): carry out what the strategy says to undo
+        first (on a Rolling set, cancel Azure's rolling upgrade in progress: the instances it is upgrading
+        finish; no new batch starts)."""
+        for effect in of_policy(self.policy).on_halt():
+            if isinstance(effect, CancelUpgrade):
+                status = self._arm(self.api.rolling_status)
+                if status is not None and status.running:
+                    try:
+                        self._arm(self.api.cancel_rolling)
+                    except Conflict:
+                        continue  # it ended meanwhile
+                    self.emit(effect.event, reason=why)
 
     def _aborted(self) -> int:
         self._release_tag()
@@ -345,7 +344,7 @@ class Engine:
         self.journal.update(self.r.id, state="rolling_back", phase="rollback", error=reason, requested=None)
         self.r.phase = "rollback"
         self.emit("rollback_started", to=str(self.previous), reason=reason)
-        self._stop_azure(reason)  # (resumed straight into a rollback: Azure may still be rolling forward)
+        self._halt(reason)  # (resumed straight into a rollback: Azure may still be rolling forward)
         self._ensure_model(self.previous, self.target)
         touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
         def back(i: Instance) -> bool:
@@ -369,20 +368,24 @@ class Engine:
         return EXIT_FAILED
 
     def _drive(self, kind: str, needs: Needs) -> str:
-        """Turns of observe → decide → act until the phase ends: 'done', 'abort', 'rollback' or a failure reason."""
+        """Turns of observe → decide → act until the phase ends: 'done', 'abort', 'rollback' or a failure reason.
+        The actions are generic effects; which strategy chose them is not the engine's business."""
         wanted = self.target if kind == "forward" else self.previous
         floor_since: float | None = None
-        soured: frozenset[str] = frozenset()
         while True:
             self._hold()
-            phase = Phase(kind, tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind),
-                          self.r.canary_done, floor_since, soured)
-            obs = self._observe_turn(phase, needs)
+            batches = tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind)
+            soured = frozenset(i for b in batches for i in b.meta.get("soured", []))
+            phase = Phase(kind, batches, self.r.canary_done, floor_since, soured)
+            strategy = for_phase(self.policy, phase)
+            obs = self._observe_turn(phase, needs, strategy)
             plan = remaining(obs, phase, self.policy, needs)
             if obs.instances:
                 self._report(kind, plan, len(phase.batches), len(phase.upgraded), phase.open_batch, phase.durations)
             action = decide(obs, phase, self.policy, needs, wanted, plan)
             batch = phase.open_batch
+            if not isinstance(action, Wait) or action.floor_wait_since is None:
+                floor_since = None
             if isinstance(action, Stop):
                 return action.what
             if isinstance(action, ModelChanged):
@@ -390,9 +393,7 @@ class Engine:
             if isinstance(action, Finish):
                 return action.outcome
             if isinstance(action, Pause):
-                after = self._wait_while_paused()
-                if after is not None:
-                    return after
+                self._paused(action.seconds)
             elif isinstance(action, Wait):
                 if action.floor_wait_since is not None and floor_since is None:
                     self.emit("waiting_for_floor", healthy=obs.healthy, floor=plan.floor)
@@ -401,9 +402,7 @@ class Engine:
                     self.journal.set_batch(batch, state="issued")  # nothing left that never started
                 self._sleep(action.seconds)
                 if batch is not None:
-                    surge = surging(self.policy, phase) and batch.state != "retiring"
-                    self._wait_provisioned(batch, obs.by_id, surge_judged(batch, obs.instances) if surge
-                                           else batch.instance_ids)
+                    self._wait_provisioned(batch, obs.by_id, strategy.watched(batch, obs.instances))
             elif isinstance(action, Reissue):
                 assert batch is not None
                 self.emit("batch_reissued", batch=phase.batches.index(batch) + 1, phase=kind,
@@ -411,14 +410,20 @@ class Engine:
                 self._issue(batch, list(action.ids))
             elif isinstance(action, Judge):
                 assert batch is not None
-                outcome, soured = self._judged(phase, batch, action, needs)
-                if outcome is not None:
-                    return outcome
+                if action.failure is not None:
+                    self._judged(phase, batch, action)
+                    return action.failure
+                self._judged(phase, batch, action)
+            elif isinstance(action, Soaked):
+                last = phase.batches[-1]
+                self.journal.set_batch(last, meta={**last.meta, "soaked": True, "soured": list(action.soured)})
+                if action.soured:
+                    self.emit("soak_failed", instances=list(action.soured))
+                if action.failure is not None:
+                    return action.failure
             elif isinstance(action, Start):
-                floor_since = None
                 self._start(phase, action, obs)
-            elif isinstance(action, Adopt):  # Azure's own upgrade started these: judged as a batch of ours
-                floor_since = None
+            elif isinstance(action, Adopt):  # the platform's own upgrade started these: judged as a batch of ours
                 adopted = self.journal.add_batch(self.r.id, kind, list(action.ids), self.clock.now(),
                                                  {"base": action.base})
                 self.journal.set_batch(adopted, state="issued")
@@ -436,31 +441,39 @@ class Engine:
                 self.journal.set_batch(batch, instance_ids=list(action.ids), state="retiring", meta=meta)  # intent
                 self.emit("retiring", batch=phase.batches.index(batch) + 1, phase=kind, instances=list(action.ids))
                 if action.ids:
+                    self._hold()
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
-            elif isinstance(action, DropSurge):
+            elif isinstance(action, DropAdded):
                 assert batch is not None
                 self.journal.set_batch(batch, state="failed", finished=self.clock.now(), failed=sorted(action.bad))
                 self.emit("batch_failed", batch=phase.batches.index(batch) + 1, phase=kind,
                           reasons=describe(action.bad), instances=sorted(action.bad, key=id_key),
                           removing=list(action.ids))
                 if action.ids:
+                    self._hold()
                     self._arm(lambda ids=list(action.ids): self.api.delete(ids))
                 return action.failure
 
-    def _observe_turn(self, phase: Phase, needs: Needs) -> Observation:
+    def _observe_turn(self, phase: Phase, needs: Needs, strategy: Strategy) -> Observation:
         """The one place a turn reads: what was requested, the instances, the open batch's verdicts (ARM's view
-        and the gates), and the model when a batch may start or upgraded VMs look off the model."""
+        and the gates, on the instances the strategy judges), the model when a batch may start or upgraded VMs
+        look off the model, and the platform's own upgrade when the strategy follows it. A paused rollout with
+        no batch in flight reads nothing of ARM."""
         row = self.journal.get(self.r.id)  # one read a turn: what was requested, and the state for the report
         self._state, requested = row.state, row.requested
+        if row.state == "paused" and requested == "resume":
+            self._resumed()
+            requested = None
         if requested == "abort" or (requested == "rollback" and phase.kind == "forward"):
+            return Observation(self.clock.now(), (), requested)
+        if requested == "pause" and phase.open_batch is None:
             return Observation(self.clock.now(), (), requested)
         by_id = self._observe()
         batch, verdicts, elapsed, model = phase.open_batch, {}, 0.0, None
         if batch is not None:
             elapsed = self._batch_elapsed(batch)
-            surge = surging(self.policy, phase)
-            judged = surge_judged(batch, self.instances) if surge else batch.instance_ids
-            if not (surge and batch.state == "retiring"):
+            judged = strategy.judged(batch, self.instances)
+            if judged is not None:
                 verdicts, off_model = self._verdicts(batch, judged, by_id, needs, elapsed)
                 if off_model:
                     model = self._observe_set()
@@ -468,7 +481,7 @@ class Engine:
             model = self._observe_set()
         if model is not None:
             self._check_claim(model)
-        rolling = self._arm(self.api.rolling_status) if self.policy.strategy == AZURE_ROLLING else None
+        rolling = self._arm(self.api.rolling_status) if strategy.reads_rolling else None
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
                            self.scale_set.health_grace if self.scale_set else None, rolling)
 
@@ -496,64 +509,48 @@ class Engine:
                                                      elapsed >= timeout, timeout)
         return verdicts, off_model
 
-    def _judged(self, phase: Phase, batch: Batch, action: Judge, needs: Needs) -> tuple[str | None, frozenset[str]]:
-        """Record a settled batch; soak after it. Returns a failure reason when the phase must end (else None), and
-        the upgraded instances that went bad while soaking so far."""
+    def _judged(self, phase: Phase, batch: Batch, action: Judge) -> None:
+        """Record a settled batch (and, when it soaks, for how long: the soak is phase state the next turns wait
+        out)."""
         no, kind = phase.batches.index(batch) + 1, phase.kind
         now = self.clock.now()
+        meta = {**batch.meta, "soak": action.soak} if action.soak and action.failure is None else batch.meta
         if action.bad:
-            self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad))
+            self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad), meta=meta)
             self.emit("batch_failed", batch=no, phase=kind, reasons=describe(action.bad),
                       instances=sorted(action.bad, key=id_key))
         else:
-            self.journal.set_batch(batch, state="succeeded", finished=now)
+            self.journal.set_batch(batch, state="succeeded", finished=now, meta=meta)
             self.emit("batch_succeeded", batch=no, phase=kind, seconds=now - (batch.started or now))
-        if action.failure:
-            return action.failure, phase.soured
-        pause = self.policy.pause
-        if pause and any(needs(i) for i in self.instances):
-            self.emit("soak", seconds=pause)
-            self._sleep(pause)
-            # an instance that went bad while soaking counts as a failed upgrade too
-            failed = phase.failed | set(action.bad)
-            upgraded = phase.upgraded | set(batch.instance_ids)
-            soured = {i.instance_id for i in self._arm(self.api.instances)
-                      if i.instance_id in upgraded - failed and not i.healthy}
-            if soured:
-                self.emit("soak_failed", instances=sorted(soured, key=id_key))
-                if too_many_failed(self.policy, failed | soured, upgraded):
-                    return failure_reason(self.policy, failed | soured, describe(dict.fromkeys(
-                        soured, f"unhealthy after the {pause:.0f}s soak"))), phase.soured | soured
-                return None, phase.soured | soured
-        return None, phase.soured
+        if action.soak and action.failure is None:
+            self.emit("soak", seconds=action.soak)
 
     def _scale_out(self, phase: Phase, action: ScaleOut, obs: Observation) -> str | None:
-        """Surge: record the batch (intent, with the highest id so far), then raise the capacity. When ARM refuses
-        (quota, SKU not available, allocation, the 1,000-VM limit): stop with its reason, or with
-        ``--surge-fallback in-place`` go on in place for the rest of the rollout. Returns a failure, or None."""
+        """Record the batch (intent first: its meta says how to tell the VMs it adds), then raise the capacity. When
+        ARM refuses (quota, SKU not available, allocation, the 1,000-VM limit): stop with its reason, or go on
+        with the policy the action falls back to. Returns a failure, or None."""
         batch = phase.open_batch
         if batch is None:
             batch = self.journal.add_batch(self.r.id, phase.kind, [], self.clock.now(), dict(action.meta))
             self.emit("batch_started", batch=len(phase.batches) + 1, phase=phase.kind, instances=[],
-                      adding=action.meta["surge"], floor=action.meta["base"], healthy=obs.healthy)
+                      adding=action.adding, floor=action.floor, healthy=obs.healthy)
         try:
+            self._hold()
             self._arm(lambda: self.api.set_capacity(action.capacity))
         except ArmError as e:
             if e.status not in (400, 403, 409) and e.code not in ("SkuNotAvailable", "AllocationFailed"):
                 raise
             self.journal.set_batch(batch, state="failed", finished=self.clock.now())
-            if self.policy.surge_fallback != "in-place":
-                self.emit("surge_refused", reason=str(e), fallback=None)
-                return f"ARM refused the surge's scale-out to {action.capacity}: {e}"
-            self.policy = replace(self.policy, strategy="in-place", max_surge=None)
+            if action.fallback is None:
+                self.emit(action.refused, reason=str(e), fallback=None)
+                return f"ARM refused {action.label} to {action.capacity}: {e}"
+            self.policy = action.fallback
             self.journal.update(self.r.id, policy=json.dumps(self.policy.to_json()))
-            self.emit("surge_refused", reason=str(e), fallback="in-place")
+            self.emit(action.refused, reason=str(e), fallback=action.fallback.strategy)
             return None
         self.journal.set_batch(batch, state="issued")
         self._canary_started(phase.kind)
-        after = Phase(phase.kind, (*[b for b in phase.batches if b.seq != batch.seq], batch), self.r.canary_done)
-        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after, self.policy, [],
-                               ready_times(after)))
+        self._sleep(action.settle)  # nothing to see until the new VMs can be up
 
     def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
         """Open the next batch in the journal (intent first), then issue it."""
@@ -566,9 +563,7 @@ class Engine:
         # the batch's VMs stop serving now; the next observation is a while off (polls are sparse)
         by_id = obs.by_id
         self.history = sample(self.history, self.clock.now(), obs.healthy - sum(1 for i in ids if by_id[i].healthy))
-        after = Phase(kind, (*phase.batches, batch), self.r.canary_done)
-        self._sleep(poll_delay(replace(obs, now=self.clock.now(), elapsed=0.0), after,
-                               self.policy))  # nothing to see the moment it starts
+        self._sleep(action.settle)  # nothing to see the moment it starts
 
     def _canary_started(self, kind: str) -> None:
         """The first forward batch is the canary (when there is one): later batches take the full size."""

@@ -1,6 +1,10 @@
 """One turn of a rollout: what it observed, what the journal says of the phase, and the actions it may take.
 
-The vocabulary shared by ``decide``, the strategies and the engine; pure data and arithmetic, no I/O.
+The vocabulary shared by ``decide``, the strategies and the engine; pure data and arithmetic, no I/O. The
+actions are generic effects (issue the model on instances, set the capacity, delete instances, record a batch,
+judge it, soak, cancel the platform's own upgrade, wait, finish): the engine carries them out without knowing
+which strategy asked, and every number they need (how long to let a batch settle, the policy to fall back to)
+is worked out by the strategy when it decides.
 """
 
 from __future__ import annotations
@@ -90,10 +94,11 @@ class Wait:
 
 @dataclass(frozen=True)
 class Start:
-    """Start the next batch: one manualupgrade (and reimage for 'latest' refreshes)."""
+    """Start the next batch: record it, then one manualupgrade (and reimage for 'latest' refreshes)."""
 
     ids: tuple[str, ...]
     floor: int
+    settle: float = field(default=0.0, compare=False)  # nothing to see this long after issuing: the first look
 
 
 @dataclass(frozen=True)
@@ -105,30 +110,49 @@ class Reissue:
 
 @dataclass(frozen=True)
 class Judge:
-    """The open batch has settled: ``bad`` instances (empty: all good); ``failure`` when that ends the phase."""
+    """The open batch has settled: ``bad`` instances (empty: all good); ``failure`` when that ends the phase;
+    ``soak``: seconds to watch its instances before the next batch (``--pause``, when work remains)."""
 
     bad: Mapping[str, str]
+    failure: str | None = None
+    soak: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True)
+class Soaked:
+    """The soak after a batch is over: ``soured`` upgraded instances went unhealthy during it; ``failure`` when
+    that is more than the policy allows."""
+
+    soured: tuple[str, ...]
     failure: str | None = None
 
 
 @dataclass(frozen=True)
 class ScaleOut:
-    """Surge: raise the capacity (new VMs come up on the latest model); ``meta`` is recorded with the batch."""
+    """Set the capacity (new VMs come up on the latest model), recording the batch first (``meta`` with it). When
+    ARM refuses: ``fallback`` is the policy to go on with (None: the phase ends with ARM's reason), and the
+    refusal is told as ``refused`` (an event type)."""
 
     capacity: int
     meta: Mapping[str, object]  # surge, base, and watermark (Uniform) or before (Flexible: the names there were)
+    settle: float = field(default=0.0, compare=False)
+    fallback: RolloutPolicy | None = field(default=None, compare=False)
+    refused: str = field(default="scale_out_refused", compare=False)
+    label: str = field(default="the scale-out", compare=False)  # what a refusal names
+    adding: int = field(default=0, compare=False)  # VMs it adds, and the floor it keeps: what its event says
+    floor: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
 class Retire:
-    """Surge: the new VMs are good: delete as many old ones, chosen to keep the domains balanced."""
+    """The VMs the batch added are good: delete these old ones (the batch retires them)."""
 
     ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class DropSurge:
-    """Surge: a new VM failed: delete the VMs this batch added, and end the phase with ``failure``."""
+class DropAdded:
+    """A VM the batch added failed: delete the VMs it added, and end the phase with ``failure``."""
 
     ids: tuple[str, ...]
     bad: Mapping[str, str]
@@ -145,7 +169,17 @@ class Adopt:
 
 @dataclass(frozen=True)
 class Pause:
-    pass
+    """Asked to pause between batches: hold (the engine looks again after ``seconds``)."""
+
+    seconds: float = field(default=5.0, compare=False)
+
+
+@dataclass(frozen=True)
+class CancelUpgrade:
+    """Cancel the platform's own upgrade of the set if it is running (its instances in flight finish); told as
+    ``event``."""
+
+    event: str
 
 
 @dataclass(frozen=True)
@@ -169,7 +203,8 @@ class Finish:
     outcome: str
 
 
-Action = Wait | Start | Reissue | Judge | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropSurge | Adopt
+Action = (Wait | Start | Reissue | Judge | Soaked | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropAdded
+          | Adopt | CancelUpgrade)
 
 
 # ------------------------------------------------------------------------------------ arithmetic
