@@ -11,14 +11,15 @@ from vmssctl.emulator import timing
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError
 from vmssctl.emulator.faults import FaultRule, Faults
+from vmssctl.emulator.resources import availability
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
 
 
 def make_world(capacity: int = 10, faults: Faults | None = None, **kwargs) -> World:
     world = World(SimClock(0, start=1_000_000.0), faults, seed=1)
-    world.put_group("rg", "eastus")
-    world.put_set("rg", "web", demo_scale_set(capacity, **kwargs))
+    world.resource_groups.put("rg", "eastus")
+    world.scale_sets.put("rg", "web", demo_scale_set(capacity, **kwargs))
     step(world, 600)
     return world
 
@@ -29,14 +30,14 @@ def step(world: World, seconds: float) -> None:
 
 
 def new_image(world: World, version: str = "2.0.0") -> None:
-    world.patch_set("rg", "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
+    world.scale_sets.patch("rg", "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
         "imageReference": {"version": version}}}}})
 
 
 def test_creation_runs_through_starting_to_healthy():
     world = World(SimClock(0, start=0.0), seed=1)
-    world.put_group("rg", "eastus")
-    ss, op, created = world.put_set("rg", "web", demo_scale_set(3))
+    world.resource_groups.put("rg", "eastus")
+    ss, op, created = world.scale_sets.put("rg", "web", demo_scale_set(3))
     assert created and op.status == "InProgress" and ss.provisioning == "Creating"
     assert {i.power for i in ss.instances.values()} == {"starting"}
     step(world, timing.CREATE * (1 + timing.JITTER))
@@ -53,8 +54,8 @@ def test_placement_balances_a_thousand_instances():
     cells = Counter((i.ud, i.fd) for i in ss.instances.values())
     assert len(cells) == 25 and max(cells.values()) - min(cells.values()) <= 1
     zonal = World(SimClock(0), seed=1)
-    zonal.put_group("rg", "eastus")
-    zs, _, _ = zonal.put_set("rg", "z", demo_scale_set(9, zones=["1", "2", "3"]))
+    zonal.resource_groups.put("rg", "eastus")
+    zs, _, _ = zonal.scale_sets.put("rg", "z", demo_scale_set(9, zones=["1", "2", "3"]))
     assert Counter(i.zone for i in zs.instances.values()) == {"1": 3, "2": 3, "3": 3}
 
 
@@ -63,7 +64,7 @@ def test_upgrade_timeline_and_exact_availability_record():
     ss = world.sets["rg", "web"]
     new_image(world)
     t0 = world.now()
-    op = world.act("rg", "web", "manualupgrade", ["0", "1"])
+    op = world.vms.act("rg", "web", "manualupgrade", ["0", "1"])
     inst = ss.instances[0]
     assert (inst.power, inst.provisioning) == ("stopping", "Updating") and ss.healthy == 3
     step(world, timing.STOP * (1 + timing.JITTER))
@@ -73,14 +74,14 @@ def test_upgrade_timeline_and_exact_availability_record():
     assert inst.profile == ss.profile_digest and inst.image["imageReference"]["exactVersion"] == "2.0.0"
     step(world, 60)
     assert ss.healthy == 5
-    rec = World.availability_since(ss, t0)
+    rec = availability.since(ss, t0)
     assert rec["minHealthy"] == 3 and rec["minRunning"] == 3
     assert all(r["time"] >= t0 for r in rec["records"][1:])
 
 
 def test_instances_already_on_the_latest_model_are_left_alone():
     world = make_world(2)
-    op = world.act("rg", "web", "manualupgrade", ["0"])
+    op = world.vms.act("rg", "web", "manualupgrade", ["0"])
     assert op.pending == [] and world.sets["rg", "web"].instances[0].power == "running"
 
 
@@ -89,14 +90,14 @@ def test_validation_happens_before_anything_changes():
     ss = world.sets["rg", "web"]
     etag = ss.etag
     with pytest.raises(ArmError) as e:
-        world.act("rg", "web", "manualupgrade", ["0", "99"])
+        world.vms.act("rg", "web", "manualupgrade", ["0", "99"])
     assert e.value.status == 400
     with pytest.raises(ArmError) as e:
-        world.patch_set("rg", "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
+        world.scale_sets.patch("rg", "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
             "imageReference": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/x"}}}}})
     assert e.value.code == "PropertyChangeNotAllowed"
     with pytest.raises(ArmError):
-        world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+        world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
             "pauseTimeBetweenBatches": "two minutes"}}}})
     assert ss.etag == etag and all(i.op is None for i in ss.instances.values())
 
@@ -104,16 +105,16 @@ def test_validation_happens_before_anything_changes():
 def test_rolling_upgrade_respects_batch_and_pause():
     world = make_world(10)
     ss = world.sets["rg", "web"]
-    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+    world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
         "maxBatchInstancePercent": 30, "pauseTimeBetweenBatches": "PT5M"}}}})
     new_image(world)
     t0 = world.now()
-    op = world.start_rolling("rg", "web")
+    op = world.rolling_upgrades.start("rg", "web")
     assert len(ss.rolling.batch) == 3
     step(world, 3600)
     assert op.status == "Succeeded" and ss.rolling.code == "Completed"
     assert all(i.profile == ss.profile_digest for i in ss.instances.values())
-    rec = World.availability_since(ss, t0)
+    rec = availability.since(ss, t0)
     assert rec["minHealthy"] == 7
     # four batches (3+3+3+1) with three 5-minute pauses between them
     assert ss.rolling.end - t0 >= 3 * 300 + 4 * timing.upgrade_seconds() * (1 - timing.JITTER)
@@ -122,7 +123,7 @@ def test_rolling_upgrade_respects_batch_and_pause():
 def test_a_max_surge_rolling_upgrade_replaces_vms_and_never_dips():
     world = make_world(10, mode="Rolling")
     ss = world.sets["rg", "web"]
-    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+    world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
         "maxBatchInstancePercent": 20, "maxSurge": True}}}})
     t0 = world.now()
     new_image(world)  # a Rolling set starts its rolling upgrade on the model change
@@ -132,19 +133,20 @@ def test_a_max_surge_rolling_upgrade_replaces_vms_and_never_dips():
     assert ss.rolling.code == "Completed" and ss.capacity == 10
     assert sorted(ss.instances) == list(range(10, 20))  # every VM replaced by a new one
     assert all(i.profile == ss.profile_digest and i.upgrades == 0 for i in ss.instances.values())
-    assert World.availability_since(ss, t0)["minHealthy"] >= 10
+    assert availability.since(ss, t0)["minHealthy"] >= 10
 
 
 def test_a_max_surge_rolling_upgrade_with_a_bad_image_removes_its_new_vms():
     world = make_world(10, Faults([FaultRule({"version": "6.6.6"}, "unhealthy")]), mode="Rolling")
     ss = world.sets["rg", "web"]
-    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+    world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
         "maxSurge": True, "maxUnhealthyUpgradedInstancePercent": 0}}}})
     new_image(world, "6.6.6")
     step(world, 3600)
     assert ss.rolling.code == "Faulted" and sorted(ss.instances) == list(range(10))
     with pytest.raises(ArmError, match="true or false"):
-        world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {"maxSurge": 1}}}})
+        world.scale_sets.patch("rg", "web",
+                               {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {"maxSurge": 1}}}})
 
 
 def test_automatic_mode_upgrades_everything_at_once():
@@ -163,7 +165,7 @@ def test_faults_fail_slow_and_unhealthy():
     world = make_world(4, faults)
     ss = world.sets["rg", "web"]
     new_image(world)
-    op = world.act("rg", "web", "manualupgrade", ["0", "1", "2", "3"])
+    op = world.vms.act("rg", "web", "manualupgrade", ["0", "1", "2", "3"])
     step(world, 400)
     assert ss.instances[1].provisioning == "Failed" and ss.instances[1].error["code"] == "OSProvisioningTimedOut"
     assert ss.instances[2].health == "unhealthy" and ss.instances[0].health == "healthy"
@@ -176,7 +178,7 @@ def test_faults_fail_slow_and_unhealthy():
 def test_scale_in_keeps_fault_domains_balanced_and_drops_highest_ids():
     world = make_world(10)
     ss = world.sets["rg", "web"]
-    world.patch_set("rg", "web", {"sku": {"capacity": 5}})
+    world.scale_sets.patch("rg", "web", {"sku": {"capacity": 5}})
     step(world, 600)
     assert sorted(ss.instances) == [0, 1, 2, 3, 4]
     assert len({i.fd for i in ss.instances.values()}) == 5
@@ -185,7 +187,7 @@ def test_scale_in_keeps_fault_domains_balanced_and_drops_highest_ids():
 def test_dump_and_load_keep_in_flight_work():
     world = make_world(3)
     new_image(world)
-    world.act("rg", "web", "manualupgrade", ["0"])
+    world.vms.act("rg", "web", "manualupgrade", ["0"])
     step(world, 30)
     state = json.loads(json.dumps(world.dump()))
     again = World.load(state, SimClock(0, start=state["now"]))
@@ -226,11 +228,11 @@ def test_throttle_buckets_refill_on_the_faster_clock():
 def test_a_rolling_policy_gets_computes_defaults_kept_on_every_read():
     world = make_world(2)
     ss = world.sets["rg", "web"]
-    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"mode": "Rolling"}}})
+    world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"mode": "Rolling"}}})
     assert ss.model["properties"]["upgradePolicy"]["rollingUpgradePolicy"] == {
         "maxBatchInstancePercent": 20, "maxUnhealthyInstancePercent": 20,
         "maxUnhealthyUpgradedInstancePercent": 20, "pauseTimeBetweenBatches": "PT0S"}
-    world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+    world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
         "maxBatchInstancePercent": 50}}}})
     assert ss.model["properties"]["upgradePolicy"]["rollingUpgradePolicy"]["maxBatchInstancePercent"] == 50
     assert ss.model["properties"]["upgradePolicy"]["rollingUpgradePolicy"]["pauseTimeBetweenBatches"] == "PT0S"
@@ -242,7 +244,7 @@ def test_an_os_rolling_upgrade_moves_a_latest_model_to_the_newest_version():
     ss = world.sets["rg", "web"]
     before = {i.image["imageReference"]["exactVersion"] for i in ss.instances.values()}
     world.catalog.publish("Canonical", "ubuntu-24_04-lts", "server", "99.0.0")
-    op = world.start_rolling("rg", "web")
+    op = world.rolling_upgrades.start("rg", "web")
     assert op.status == "InProgress" and ss.rolling.todo + ss.rolling.batch
     step(world, 3600)
     assert ss.rolling.code == "Completed" and before != {"99.0.0"}
@@ -251,22 +253,22 @@ def test_an_os_rolling_upgrade_moves_a_latest_model_to_the_newest_version():
 
 def test_a_numeric_string_capacity_is_taken_as_arm_takes_it_and_still_bounded():
     world = make_world(2)
-    world.patch_set("rg", "web", {"sku": {"capacity": "3"}})
+    world.scale_sets.patch("rg", "web", {"sku": {"capacity": "3"}})
     assert world.sets["rg", "web"].capacity == 3
     for bad in ("1001", "3.5", "three", " "):
         with pytest.raises(ArmError):
-            world.patch_set("rg", "web", {"sku": {"capacity": bad}})
+            world.scale_sets.patch("rg", "web", {"sku": {"capacity": bad}})
     assert world.sets["rg", "web"].capacity == 3
 
 
 def test_a_set_being_deleted_refuses_a_put_of_the_same_name_with_409():
     world = make_world(2)
-    world.delete_set("rg", "web")
+    world.scale_sets.delete("rg", "web")
     with pytest.raises(ArmError) as e:
-        world.put_set("rg", "web", demo_scale_set(2))
+        world.scale_sets.put("rg", "web", demo_scale_set(2))
     assert e.value.status == 409
     step(world, 600)
-    world.put_set("rg", "web", demo_scale_set(2))  # gone: the name is free again
+    world.scale_sets.put("rg", "web", demo_scale_set(2))  # gone: the name is free again
 
 
 # ------------------------------------------------------------------------------ Flexible orchestration
@@ -277,14 +279,14 @@ def test_a_flexible_set_owns_named_vms_without_update_domains():
     assert all(n and n.startswith("web_") and len(n) == 12 for n in names) and len(set(names)) == 6
     assert {i.ud for i in ss.instances.values()} == {0}
     assert sorted(Counter(i.fd for i in ss.instances.values()).values()) == [2, 2, 2]
-    assert [i.name for _, i in world.flexible_vms("rg")] == names
+    assert [i.name for _, i in world.vms.flexible("rg")] == names
     new_image(world)
-    op = world.act("rg", "web", "manualupgrade", [names[0].upper(), names[1]])  # VM names, any case
+    op = world.vms.act("rg", "web", "manualupgrade", [names[0].upper(), names[1]])  # VM names, any case
     assert sorted(op.pending) == [0, 1]
     with pytest.raises(ArmError, match="not an active"):
-        world.act("rg", "web", "manualupgrade", ["0"])  # numbers name nothing in a Flexible set
+        world.vms.act("rg", "web", "manualupgrade", ["0"])  # numbers name nothing in a Flexible set
     step(world, 600)
-    assert World.availability_since(ss, None)["upgrades"] == {names[0]: 1, names[1]: 1}
+    assert availability.since(ss, None)["upgrades"] == {names[0]: 1, names[1]: 1}
 
 
 def test_max_spreading_reports_one_fault_domain_and_flexible_needs_a_count():
@@ -293,6 +295,6 @@ def test_max_spreading_reports_one_fault_domain_and_flexible_needs_a_count():
     body = demo_scale_set(2, flexible=True)
     del body["properties"]["platformFaultDomainCount"]
     with pytest.raises(ArmError, match="platformFaultDomainCount"):
-        world.put_set("rg", "other", body)
+        world.scale_sets.put("rg", "other", body)
     with pytest.raises(ArmError, match="orchestrationMode"):
-        world.patch_set("rg", "web", {"properties": {"orchestrationMode": "Uniform"}})
+        world.scale_sets.patch("rg", "web", {"properties": {"orchestrationMode": "Uniform"}})

@@ -17,6 +17,7 @@ import pytest
 from vmssctl import upgrade
 from vmssctl.azure import Connection
 from vmssctl.emulator.inprocess import WorldClock, WorldGateway, create_set, frozen_world
+from vmssctl.emulator.resources import availability
 from vmssctl.emulator.world import World
 from vmssctl.errors import UsageError
 from vmssctl.policy import Amount, RolloutPolicy
@@ -91,7 +92,7 @@ class Rig:
         return self.world.now()
 
     def record(self, since: float) -> dict:
-        return self.world.availability_since(self.world.get_set(self.rg, self.name), since)
+        return availability.since(self.world.scale_sets.get(self.rg, self.name), since)
 
     def instances(self):
         return self.gateway.instances()
@@ -206,7 +207,7 @@ def test_someone_elses_model_change_halts_without_overwriting(rig):
 
 
 def test_protected_instances_are_left_alone_and_reported(rig):
-    inst = rig.world.get_set("rg", "web").instances[3]
+    inst = rig.world.scale_sets.get("rg", "web").instances[3]
     inst.protection = {"protectFromScaleSetActions": True}
     prepared = upgrade.prepare(rig.gateway, rig.journal, CONN, ImageChange(version=NEW),
                                RolloutPolicy(no_health_signal=True))
@@ -300,13 +301,13 @@ def test_the_in_process_reading_agrees_with_the_sdks(tmp_path):
     from vmssctl.emulator import shapes
 
     rig = make(tmp_path, 6)
-    rig.world.get_set("rg", "web").instances[1].protection = {"protectFromScaleIn": True}
+    rig.world.scale_sets.get("rg", "web").instances[1].protection = {"protectFromScaleIn": True}
     fault(rig.world, "fail", instanceId="2", version=NEW)
     api = rig.gateway
     api.upgrade(["2", "4"])
     for advance in (0, 20, 900):
         rig.world.clock.advance(advance)
-        ss = rig.world.get_set("rg", "web")
+        ss = rig.world.scale_sets.get("rg", "web")
         by_sdk = sorted((instance_from_arm(shapes.instance(rig.world, ss, i, True)) for i in ss.instances.values()),
                         key=lambda i: int(i.instance_id))
         mine = api.instances()
@@ -353,7 +354,7 @@ def test_a_surge_of_named_instances_replaces_only_those(tmp_path):
 def rolling_rig(tmp_path, capacity: int = 10, mode: str = "Rolling", **rolling) -> Rig:
     rig = make(tmp_path, capacity, mode=mode)
     if rolling:
-        rig.world.patch_set("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": rolling}}})
+        rig.world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": rolling}}})
     return rig
 
 
@@ -370,7 +371,7 @@ def test_a_rolling_set_is_upgraded_by_azures_rolling_upgrade_watched_batch_by_ba
     assert all(i.image.exact_version == NEW and i.healthy for i in rig.instances())
     rec = rig.record(t0)
     assert rec["minHealthy"] >= 7 and rec["upgrades"] == {str(i): 1 for i in range(10)}
-    assert rig.world.get_set("rg", "web").rolling.code == "Completed"
+    assert rig.world.scale_sets.get("rg", "web").rolling.code == "Completed"
     assert {p.floor for p in out.progress} == {7}
 
 
@@ -407,7 +408,7 @@ def test_flags_azure_would_decide_are_refused_on_a_rolling_set(tmp_path, flags):
     rig = rolling_rig(tmp_path)
     with pytest.raises(UsageError, match="Azure's own upgrade decides the batches"):
         rig.upgrade(**flags)
-    assert rig.world.get_set("rg", "web").rolling is None  # nothing changed
+    assert rig.world.scale_sets.get("rg", "web").rolling is None  # nothing changed
 
 
 def test_a_max_surge_rolling_set_keeps_every_vm_serving(tmp_path):

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from vmssctl import __version__, inputs
 from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, connection_from_json, resolve_connection
@@ -24,7 +25,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other user error
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -278,7 +279,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
     if args.time_scale < 0 or args.page_size < 1 or not 0 <= args.port <= 65535:
         raise UsageError("--time-scale must be >= 0, --page-size >= 1, --port 0-65535")
-    from vmssctl.emulator.server import StateError
+    from vmssctl.emulator.persistence import StateError
 
     try:
         server = EmulatorServer(EmulatorConfig(

@@ -13,19 +13,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from vmssctl.emulator import validate
-from vmssctl.emulator.arm import Emulator, _bearer, _error, _json, read_body
 from vmssctl.emulator.clock import iso
+from vmssctl.emulator.envelope import bearer, error_response, json_response, read_body
 from vmssctl.emulator.errors import ArmError
 from vmssctl.emulator.faults import Throttle, ThrottleLimits
 from vmssctl.emulator.images import is_version
+from vmssctl.emulator.resources import availability
+from vmssctl.emulator.runtime import Emulator
 
 
 def _admin(fn: Callable) -> Callable:
     async def wrapped(request: Request) -> Response:
         emu: Emulator = request.app.state.emu
-        token = _bearer(request)
+        token = bearer(request)
         if token is None or not hmac.compare_digest(token, emu.token):
-            return _json({"error": {"code": "AuthenticationFailed",
+            return json_response({"error": {"code": "AuthenticationFailed",
                                     "message": "The admin API needs the emulator's token (see emulator.json)."}},
                          401)
         body = None
@@ -34,15 +36,16 @@ def _admin(fn: Callable) -> Callable:
                 raw = await read_body(request)
                 body = validate.parse_json(raw) if raw.strip() else {}
             except ArmError as err:
-                return _error(err)
+                return error_response(err)
             if not isinstance(body, dict):
-                return _json({"error": {"code": "InvalidRequestContent", "message": "Body must be an object."}}, 400)
+                return json_response({"error": {"code": "InvalidRequestContent",
+                                                "message": "Body must be an object."}}, 400)
         try:
             response = fn(emu, request, body)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            return _json({"error": {"code": "InvalidParameter", "message": str(e)[:500]}}, 400)
+            return json_response({"error": {"code": "InvalidParameter", "message": str(e)[:500]}}, 400)
         except ArmError as err:
-            return _error(err)
+            return error_response(err)
         if request.method in ("POST", "PUT") and emu.on_write is not None:
             emu.on_write()
         return response
@@ -65,23 +68,23 @@ def admin_stats(emu: Emulator, request: Request, body: object) -> Response:
     world.advance()
     since = _since(request)
     records = request.query_params.get("records", "false").lower() in ("1", "true", "yes")
-    return _json({
+    return json_response({
         "now": world.now(), "timeScale": world.clock.scale, "requests": emu.stats.to_json(),
         "stateChanges": world.changes, "persistence": emu.persistence,
-        "scaleSets": {f"{s.rg}/{s.name}": world.availability_since(s, since, records) for s in world.sets.values()},
+        "scaleSets": {f"{s.rg}/{s.name}": availability.since(s, since, records) for s in world.sets.values()},
     })
 
 
 @_admin
 def admin_stats_reset(emu: Emulator, request: Request, body: object) -> Response:
     emu.stats.reset()
-    return _json(emu.stats.to_json())
+    return json_response(emu.stats.to_json())
 
 
 @_admin
 def admin_requests(emu: Emulator, request: Request, body: object) -> Response:
     after = validate.skiptoken(request.query_params.get("after"))
-    return _json({"requests": [r for r in emu.stats.log if r["seq"] > after], "lastSeq": emu.stats.seq})
+    return json_response({"requests": [r for r in emu.stats.log if r["seq"] > after], "lastSeq": emu.stats.seq})
 
 
 @_admin
@@ -89,7 +92,7 @@ def admin_faults(emu: Emulator, request: Request, body: dict | None) -> Response
     if request.method == "PUT":
         emu.faults.update(body or {})
         emu.world.changes += 1
-    return _json(emu.faults.to_json())
+    return json_response(emu.faults.to_json())
 
 
 @_admin
@@ -98,7 +101,7 @@ def admin_throttle(emu: Emulator, request: Request, body: dict | None) -> Respon
         spec = (body or {}).get("limits", "")
         emu.throttle = Throttle(ThrottleLimits.parse(spec) if spec else ThrottleLimits(), emu.world.clock)
     lim = emu.throttle.limits
-    return _json({"enabled": lim.enabled, "reads": f"{lim.read_capacity:g}/{lim.read_rate:g}",
+    return json_response({"enabled": lim.enabled, "reads": f"{lim.read_capacity:g}/{lim.read_rate:g}",
                   "writes": f"{lim.write_capacity:g}/{lim.write_rate:g}"})
 
 
@@ -116,7 +119,7 @@ def admin_clock(emu: Emulator, request: Request, body: dict | None) -> Response:
         world.advance()
         world.changes += 1
     now = world.now()
-    return _json({"now": now, "iso": iso(now), "scale": world.clock.scale})
+    return json_response({"now": now, "iso": iso(now), "scale": world.clock.scale})
 
 
 @_admin
@@ -128,13 +131,13 @@ def admin_images(emu: Emulator, request: Request, body: dict | None) -> Response
             raise ValueError("publisher, offer, sku must be names and version Major.Minor.Build")
         emu.world.catalog.publish(body["publisher"], body["offer"], body["sku"], body["version"])
         emu.world.changes += 1
-    return _json(emu.world.catalog.dump())
+    return json_response(emu.world.catalog.dump())
 
 
 @_admin
 def admin_state(emu: Emulator, request: Request, body: object) -> Response:
     """The whole simulated state, exactly as it is saved (what a restart must bring back)."""
-    return _json(emu.world.dump())
+    return json_response(emu.world.dump())
 
 
 def routes() -> list[Route]:

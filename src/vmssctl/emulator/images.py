@@ -120,7 +120,8 @@ class Catalog:
             k: set(v) for k, v in self.DEFAULT.items()
         }
         for key, vs in (versions or {}).items():
-            self._versions.setdefault(tuple(key.split("|")), set()).update(vs)
+            publisher, offer, sku = key.split("|")
+            self._versions.setdefault((publisher, offer, sku), set()).update(vs)
 
     def publish(self, publisher: str, offer: str, sku: str, version: str) -> None:
         if not is_version(version) or not all(inputs.is_scale_set_name(n) for n in (publisher, offer, sku)):

@@ -83,8 +83,8 @@ def frozen_world(seed: int = 0) -> World:
 def create_set(world: World, rg: str, name: str = "web", capacity: int = 10, settle: bool = True,
                **kwargs: object) -> None:
     """The demo scale set in ``rg`` (created with it), running once ``settle`` has let time pass."""
-    world.put_group(rg, LOCATION)
-    world.put_set(rg, name, demo_scale_set(capacity, **kwargs))  # type: ignore[arg-type]
+    world.resource_groups.put(rg, LOCATION)
+    world.scale_sets.put(rg, name, demo_scale_set(capacity, **kwargs))  # type: ignore[arg-type]
     if settle:
         world.clock.advance(900)
         world.advance()
@@ -133,7 +133,7 @@ class WorldGateway:
         self.requests: Counter[str] = Counter()
 
     def _set(self):  # the world's own record of the set
-        return self.world.get_set(self.resource_group, self.name)
+        return self.world.scale_sets.get(self.resource_group, self.name)
 
     @_call("get")
     def get(self) -> ScaleSet:
@@ -169,7 +169,7 @@ class WorldGateway:
             body["tags"] = tags
         if image is not None:
             body["properties"] = {"virtualMachineProfile": {"storageProfile": _storage(image)}}
-        self.world.patch_set(self.resource_group, self.name, body, if_match=etag)
+        self.world.scale_sets.patch(self.resource_group, self.name, body, if_match=etag)
 
     @_call("versions")
     def newest_version(self, location: str, image: ImageRef) -> str | None:
@@ -178,26 +178,26 @@ class WorldGateway:
 
     @_call("manualupgrade")
     def upgrade(self, ids: list[str]) -> None:
-        self.world.act(self.resource_group, self.name, "manualupgrade", ids)
+        self.world.vms.act(self.resource_group, self.name, "manualupgrade", ids)
 
     @_call("reimage")
     def reimage(self, ids: list[str]) -> None:
-        self.world.act(self.resource_group, self.name, "reimage", ids)
+        self.world.vms.act(self.resource_group, self.name, "reimage", ids)
 
     @_call("scale")
     def set_capacity(self, capacity: int) -> None:
-        self.world.patch_set(self.resource_group, self.name, {"sku": {"capacity": capacity}})
+        self.world.scale_sets.patch(self.resource_group, self.name, {"sku": {"capacity": capacity}})
 
     @_call("delete")
     def delete(self, ids: list[str]) -> None:
-        self.world.act(self.resource_group, self.name, "delete", ids)
+        self.world.vms.act(self.resource_group, self.name, "delete", ids)
 
     @_call("rolling")
     def rolling_status(self) -> RollingStatus | None:
         from vmssctl.azure import rolling_status_from_arm
 
         try:
-            ss, ru = self.world.latest_rolling(self.resource_group, self.name)
+            ss, ru = self.world.rolling_upgrades.latest(self.resource_group, self.name)
         except EmulatorArmError as e:
             if e.status == 404 and e.code == "NotFound":
                 return None
@@ -206,4 +206,4 @@ class WorldGateway:
 
     @_call("cancel")
     def cancel_rolling(self) -> None:
-        self.world.cancel_rolling(self.resource_group, self.name)
+        self.world.rolling_upgrades.cancel(self.resource_group, self.name)

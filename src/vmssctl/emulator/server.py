@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from vmssctl.emulator.arm import Emulator, build_app
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.faults import FaultRule, Faults, Throttle, ThrottleLimits
+from vmssctl.emulator.persistence import JsonFileStore, Store
 from vmssctl.emulator.world import World
 
 log = logging.getLogger("vmssctl.emulator")
@@ -80,8 +81,8 @@ def seed_demo(world: World) -> None:
     """Create demo-rg/demo-vmss already running, by fast-forwarding the clock past its creation."""
     if (DEMO_RG, DEMO_VMSS) in world.sets:
         return
-    world.put_group(DEMO_RG, DEMO_LOCATION)
-    world.put_set(DEMO_RG, DEMO_VMSS, demo_scale_set())
+    world.resource_groups.put(DEMO_RG, DEMO_LOCATION)
+    world.scale_sets.put(DEMO_RG, DEMO_VMSS, demo_scale_set())
     world.clock.advance(600)
     world.advance()
 
@@ -153,10 +154,6 @@ class EmulatorConfig:
     subscriptions: int = 1  # how many subscriptions it serves (each with its own throttling buckets)
 
 
-class StateError(Exception):
-    """The state directory holds something this emulator must not start from."""
-
-
 class _SavingServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM once it has shut down, ending the process: save the state before that."""
 
@@ -178,22 +175,13 @@ class EmulatorServer:
         self.state_dir = Path(config.state_dir) if config.state_dir else Path(tempfile.mkdtemp(prefix="vmssctl-emu-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = self.state_dir / "state.json"
-        self.stale_file = self.state_dir / "state.stale.json"
         self.info_file = self.state_dir / "emulator.json"
         faults = Faults(rules=list(config.faults or []), error_rate=config.error_rate,
                         throttle_rate=config.throttle_rate, latency_ms=config.latency_ms)
         world = None
-        if self.persistent and self.stale_file.exists() and not self.state_file.exists():
-            raise StateError(f"the emulator's last save in {self.state_dir} failed, so {self.stale_file.name} is "
-                             "older than the state it served: rename it to state.json to start from it anyway, or "
-                             "delete it to start afresh")
-        if self.persistent and self.state_file.exists():
-            try:
-                state = json.loads(self.state_file.read_text())
-                if state.get("schema") != World.SCHEMA:
-                    raise ValueError(f"schema {state.get('schema')!r}, this emulator writes {World.SCHEMA}")
-            except (OSError, ValueError) as e:
-                raise StateError(f"cannot read the emulator state {self.state_file}: {e}") from None
+        self.store: Store = JsonFileStore(self.state_dir)
+        state = self.store.load(World.SCHEMA) if self.persistent else None
+        if state is not None:
             if not config.faults and not (config.error_rate or config.throttle_rate or config.latency_ms):
                 saved = state.get("faults") or {}
                 faults.update(saved)
@@ -235,11 +223,11 @@ class EmulatorServer:
                 "stateDir": str(self.state_dir), "pid": os.getpid()}
 
     def save(self, force: bool = False) -> bool:
-        """Write the state atomically (temp file, fsync, rename, fsync the directory); False if that failed.
+        """Save the state through the store when it changed; False if that failed.
 
         A failed save is loud (logged once per new error, counted in ``/_emulator/stats`` under
-        ``persistence``, and the process exits 1), and the previous state file is renamed
-        ``state.stale.json`` so that a restart never takes an older state for the current one.
+        ``persistence``, and the process exits 1); the store keeps a restart from taking an older state for the
+        current one.
         """
         if not self.persistent:
             return True
@@ -248,31 +236,13 @@ class EmulatorServer:
         if not force and changes == self._saved_changes:
             return True
         record = self.emu.persistence
-        tmp = self.state_file.with_suffix(".tmp")
         try:
-            data = json.dumps(world.dump(), separators=(",", ":"), allow_nan=False).encode()
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.state_file)
-            dir_fd = os.open(self.state_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self.store.save(world.dump)
         except (OSError, ValueError, TypeError) as e:
             error = f"{e.__class__.__name__}: {e}"
             if record.get("lastError") != error:
                 log.error("emulator state NOT saved to %s: %s", self.state_file, error)
             record.update(ok=False, lastError=error, failures=record.get("failures", 0) + 1)
-            if self.state_file.exists():
-                with contextlib.suppress(OSError):
-                    os.replace(self.state_file, self.stale_file)
             return False
         self._saved_changes = changes
         if not record.get("ok", True):
@@ -287,7 +257,7 @@ class EmulatorServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
-        port = self.config.port
+        port: int | None = self.config.port
         if not port and self._previous.get("endpoint"):
             with contextlib.suppress(OSError, ValueError):
                 sock.bind((self.config.host, int(self._previous["endpoint"].rsplit(":", 1)[1])))

@@ -7,6 +7,7 @@ this module and ``arm`` are the only places in vmssctl that know raw ARM JSON.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from vmssctl.emulator import world as w
 from vmssctl.emulator.clock import iso
@@ -58,7 +59,8 @@ def scale_set(world: w.World, ss: w.ScaleSet) -> dict:
             ref["exactVersion"] = ref["version"]
     props.update(provisioningState=ss.provisioning, uniqueId=ss.unique_id, timeCreated=iso(ss.created))
     body = {
-        "id": set_id(world.sub_of(ss), ss), "name": ss.name, "type": VMSS_TYPE, "location": ss.location,
+        "id": set_id(world.scale_sets.subscription_of(ss), ss), "name": ss.name, "type": VMSS_TYPE,
+        "location": ss.location,
         "etag": f'"{ss.etag}"', **model, "properties": props,
     }
     body.setdefault("tags", {})
@@ -119,15 +121,16 @@ def _storage(ss: w.ScaleSet, inst: w.Instance) -> dict:
 
 def vm_id(world: w.World, ss: w.ScaleSet, inst: w.Instance) -> str:
     """A Flexible set's VM: an ordinary virtual machine in the set's resource group."""
-    return f"/subscriptions/{world.sub_of(ss)}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/" \
+    return f"/subscriptions/{world.scale_sets.subscription_of(ss)}/resourceGroups/{ss.rg}/providers/" \
+           "Microsoft.Compute/" \
            f"virtualMachines/{inst.name}"
 
 
 def vm(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
     """A Flexible set's VM as ``Microsoft.Compute/virtualMachines`` shows it, pointing at its scale set."""
-    props = {
+    props: dict[str, Any] = {
         "vmId": inst.vm_id,
-        "virtualMachineScaleSet": {"id": set_id(world.sub_of(ss), ss)},
+        "virtualMachineScaleSet": {"id": set_id(world.scale_sets.subscription_of(ss), ss)},
         "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
         "storageProfile": _storage(ss, inst),
         "osProfile": {"computerName": computer_name(ss, inst),
@@ -139,26 +142,28 @@ def vm(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
         props["platformFaultDomain"] = inst.fd
     if expand:
         props["instanceView"] = instance_view(ss, inst)
-    body = {"name": inst.name, "id": vm_id(world, ss, inst), "type": "Microsoft.Compute/virtualMachines",
-            "location": ss.location, "etag": f'"{inst.etag}"', "properties": props}
+    body: dict[str, Any] = {"name": inst.name, "id": vm_id(world, ss, inst),
+                            "type": "Microsoft.Compute/virtualMachines", "location": ss.location,
+                            "etag": f'"{inst.etag}"', "properties": props}
     if inst.zone:
         body["zones"] = [inst.zone]
     return body
 
 
 def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> dict:
-    base = set_id(world.sub_of(ss), ss)
+    base = set_id(world.scale_sets.subscription_of(ss), ss)
     if ss.flexible:  # the scale-set VM API on a Flexible set: the VMs by name, without the Uniform-only details
-        body = {"name": inst.name, "id": vm_id(world, ss, inst), "type": "Microsoft.Compute/virtualMachines",
-                "location": ss.location, "instanceId": inst.name,
-                "properties": {"vmId": inst.vm_id, "provisioningState": inst.provisioning,
-                               "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
-                               "storageProfile": _storage(ss, inst), "timeCreated": iso(inst.created)}}
+        flex: dict[str, Any] = {
+            "name": inst.name, "id": vm_id(world, ss, inst), "type": "Microsoft.Compute/virtualMachines",
+            "location": ss.location, "instanceId": inst.name,
+            "properties": {"vmId": inst.vm_id, "provisioningState": inst.provisioning,
+                           "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
+                           "storageProfile": _storage(ss, inst), "timeCreated": iso(inst.created)}}
         if inst.zone:
-            body["zones"] = [inst.zone]
-        return body
+            flex["zones"] = [inst.zone]
+        return flex
     storage = _storage(ss, inst)
-    props = {
+    props: dict[str, Any] = {
         "latestModelApplied": inst.profile == ss.profile_digest,
         "modelDefinitionApplied": "VirtualMachineScaleSet",
         "vmId": inst.vm_id,
@@ -175,7 +180,7 @@ def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> 
                                          bool(inst.protection.get("protectFromScaleSetActions"))}
     if expand:
         props["instanceView"] = instance_view(ss, inst)
-    body = {
+    body: dict[str, Any] = {
         "name": f"{ss.name}_{inst.instance_id}", "id": f"{base}/virtualMachines/{inst.instance_id}",
         "type": f"{VMSS_TYPE}/virtualMachines", "location": ss.location, "etag": f'"{inst.etag}"',
         "instanceId": str(inst.instance_id),
@@ -226,13 +231,13 @@ def rolling_status(world: w.World, ss: w.ScaleSet, ru: w.RollingUpgrade) -> dict
                                                    "message": "Instance is unhealthy after upgrade."}
                                                   for i in ru.failed]}
     return {
-        "id": f"{set_id(world.sub_of(ss), ss)}/rollingUpgrades/latest", "name": "latest",
+        "id": f"{set_id(world.scale_sets.subscription_of(ss), ss)}/rollingUpgrades/latest", "name": "latest",
         "type": f"{VMSS_TYPE}/rollingUpgrades", "location": ss.location, "tags": {}, "properties": props,
     }
 
 
 def operation(op: w.Operation) -> dict:
-    body = {"name": op.id, "status": op.status, "startTime": iso(op.start)}
+    body: dict[str, Any] = {"name": op.id, "status": op.status, "startTime": iso(op.start)}
     if op.end is not None:
         body["endTime"] = iso(op.end)
     if op.error:

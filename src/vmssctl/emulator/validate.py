@@ -14,6 +14,7 @@ import math
 import re
 
 from vmssctl import inputs
+from vmssctl.emulator import timing
 from vmssctl.emulator.errors import ArmError, invalid
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # ARM's request size limit
@@ -153,7 +154,7 @@ _SHAPE: dict[str, type] = {
     "properties.virtualMachineProfile.extensionProfile": dict,
     "properties.virtualMachineProfile.extensionProfile.extensions": list,
 }
-_NAMES = {dict: "an object", list: "an array", str: "a string"}
+_NAMES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
 
 
 # Where Compute's scale-set body has an integer. ARM's JSON binding also takes a string of decimal digits there
@@ -203,3 +204,38 @@ def _find(body: dict, key: str) -> list | None:
                 if k == key and isinstance(v, list):
                     return v
     return None
+
+
+def check_flexible_fault_domains(props: dict) -> None:
+    """A Flexible set names its fault domain count: 1 (max spreading), 2 or 3."""
+    fdc = props.get("platformFaultDomainCount")
+    if fdc is None:
+        raise invalid("Required parameter 'platformFaultDomainCount' is missing (null): a Flexible scale "
+                      "set needs 1 (max spreading) or a fixed count of 2 or 3.",
+                      "properties.platformFaultDomainCount")
+    if not isinstance(fdc, int) or isinstance(fdc, bool) or not 1 <= fdc <= 3:
+        raise invalid("platformFaultDomainCount of a Flexible scale set must be 1, 2 or 3.",
+                      "properties.platformFaultDomainCount")
+
+
+def check_upgrade_policy(policy: dict) -> None:
+    """The upgrade mode and the rolling upgrade policy's bounds, as Compute checks them."""
+    if str(policy.get("mode", "Manual")).lower() not in ("manual", "automatic", "rolling"):
+        raise invalid(f"The value '{policy.get('mode')}' of parameter 'upgradePolicy.mode' is invalid.",
+                      "properties.upgradePolicy.mode")
+    rolling = policy.get("rollingUpgradePolicy") or {}
+    for k in ("maxBatchInstancePercent", "maxUnhealthyInstancePercent", "maxUnhealthyUpgradedInstancePercent"):
+        v = rolling.get(k)
+        low = 5 if k == "maxBatchInstancePercent" else 0
+        if v is not None and (not isinstance(v, int) or not low <= v <= 100):
+            raise invalid(f"The value of parameter 'rollingUpgradePolicy.{k}' must be from {low} to 100.",
+                          f"properties.upgradePolicy.rollingUpgradePolicy.{k}")
+    for k in ("maxSurge", "rollbackFailedInstancesOnPolicyBreach", "prioritizeUnhealthyInstances"):
+        if k in rolling and not isinstance(rolling[k], bool):
+            raise invalid(f"The value of parameter 'rollingUpgradePolicy.{k}' must be true or false.",
+                          f"properties.upgradePolicy.rollingUpgradePolicy.{k}")
+    if "pauseTimeBetweenBatches" in rolling:
+        try:
+            timing.parse_iso_duration(rolling["pauseTimeBetweenBatches"])
+        except ValueError as e:
+            raise invalid(str(e), "properties.upgradePolicy.rollingUpgradePolicy.pauseTimeBetweenBatches") from None

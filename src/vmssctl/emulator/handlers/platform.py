@@ -1,0 +1,36 @@
+"""Microsoft.Compute's subscription-level reads: operation status and the platform image catalogue."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from vmssctl.emulator import shapes
+from vmssctl.emulator.envelope import Ctx, json_response, retry_after
+
+
+def get_operation(ctx: Ctx) -> Response:
+    """``Azure-AsyncOperation`` (the status body) or, with ``monitor=true``, ``Location`` (202 until done)."""
+    op = ctx.world.operations.status(ctx.params["op_id"])
+    running = op.status == "InProgress"
+    headers = retry_after(ctx, ctx.world.operations.remaining(op)) if running else {}
+    if ctx.request.query_params.get("monitor", "").lower() == "true":
+        if running:
+            return Response(status_code=202, headers={**headers, "Location": str(ctx.request.url)})
+        if op.status == "Failed":
+            return json_response({"error": op.error}, 200)
+        return Response(status_code=200)
+    return json_response(shapes.operation(op), 200, headers)
+
+
+def list_image_versions(ctx: Ctx) -> Response:
+    """The versions of a platform image SKU: a bare JSON array, as Compute returns it."""
+    p = ctx.params
+    versions = ctx.world.catalog.versions(p["publisher"], p["offer"], p["sku"])
+    q = ctx.request.query_params
+    if "desc" in q.get("$orderby", "").lower():
+        versions.reverse()
+    if q.get("$top", "").isascii() and q.get("$top", "").isdigit():
+        versions = versions[: int(q["$top"])]
+    base = (f"/Subscriptions/{ctx.world.subscription}/Providers/Microsoft.Compute/Locations/{p['location']}/"
+            f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
+    return json_response([{"name": v, "location": p["location"], "id": f"{base}/{v}"} for v in versions])
