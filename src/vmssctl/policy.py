@@ -86,7 +86,7 @@ class RolloutPolicy:
             raise UsageError("--batch-percent must be more than 0 and at most 100")
         if self.canary < 0:
             raise UsageError("--canary must not be negative")
-        if self.strategy not in (*STRATEGIES, AZURE_ROLLING):
+        if self.strategy not in (*STRATEGIES, AZURE_ROLLING) and not _registered(self.strategy):
             raise UsageError(f"--strategy '{self.strategy}' is not one of {', '.join(STRATEGIES)}")
         if self.max_surge is not None and self.strategy not in ("surge", AZURE_ROLLING):
             raise UsageError("--max-surge applies to --strategy surge")
@@ -210,3 +210,11 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
         else:  # pragma: no cover - _NAMES and this table list the same settings
             raise UsageError(f"unknown setting {key}")
     return replace(RolloutPolicy(), **kwargs) if kwargs else RolloutPolicy()
+
+
+def _registered(name: str) -> bool:
+    """A strategy registered beyond the built-in ones (``rollout.strategies.register``)?"""
+    from vmssctl.rollout.strategies import REGISTERED
+
+    return name in REGISTERED
+

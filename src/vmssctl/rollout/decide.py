@@ -4,7 +4,7 @@ The engine's turn is observe (the only ARM reads: instances, the model when it m
 verdicts) → ``decide`` → act (the only writes: ARM calls, journal, events). Like Kubernetes' deployment
 controller, each turn does one thing and returns; everything decide needs is in its arguments, so its
 every branch is a table test (``tests/test_decide.py``) that runs in microseconds. The checks every
-strategy shares are here; what moves the instances is the phase's strategy (``strategies.py``).
+strategy shares are here; what moves the instances is the phase's strategy (``strategies/``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def decide(obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, 
         return Stop("abort")
     if obs.requested == "rollback" and phase.kind == "forward":
         return Stop("rollback")
-    if obs.model is not None and not same_image(obs.model.image, wanted):
+    strategy = for_phase(policy, phase)
+    if strategy.changes_model and obs.model is not None and not same_image(obs.model.image, wanted):
         return ModelChanged(f"the scale set's image was changed outside this rollout (now {obs.model.image}, this "
                             f"rollout wants {wanted}); stopping with nothing overwritten")
-    strategy = for_phase(policy, phase)
     return strategy.next(obs, phase, policy, needs,
                          plan if plan is not None else strategy.remaining(obs, phase, policy, needs))

@@ -10,8 +10,11 @@ issued), so resuming after a crash is just running the loop again.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
 from vmssctl.gateway import Gateway
@@ -31,6 +34,7 @@ from vmssctl.rollout.turn import (
     Adopt,
     CancelUpgrade,
     DropAdded,
+    Effect,
     Finish,
     Judge,
     ModelChanged,
@@ -49,6 +53,8 @@ from vmssctl.rollout.turn import (
     protected,
 )
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
@@ -89,7 +95,7 @@ class Engine:
         self.held: claim.Claim | None = None  # this process's claim on the set while it runs
 
     # ------------------------------------------------------------------ output
-    def emit(self, kind: str, **data: object) -> None:
+    def emit(self, kind: str, **data: Any) -> None:
         if self.simulated:
             data["simulated"] = True  # its times are the emulator's simulated seconds
         event = {"type": kind, "rollout": self.r.id, "time": self.clock.now(), **data}
@@ -131,7 +137,7 @@ class Engine:
             self.journal.observed(self.r.id, p.now, p.to_json())
 
     # ------------------------------------------------------------------ ARM
-    def _arm(self, call):
+    def _arm(self, call: Callable[[], T]) -> T:
         """Make an ARM call, counting the clock time it takes: time the SDK spends retrying a throttled or
         failing ARM is not time a VM had to become healthy, so it is not charged to the health timeout."""
         t0 = self.clock.now()
@@ -154,7 +160,14 @@ class Engine:
         return self.clock.now() - (batch.started or self.clock.now()) - (self.arm_seconds - mark)
 
     def _ensure_model(self, image: ImageRef, expected_from: ImageRef) -> None:
-        """Put ``image`` in the model, with If-Match; refuse if someone else changed it meanwhile."""
+        """Put ``image`` in the model, with If-Match; refuse if someone else changed it meanwhile. A strategy that
+        leaves this set's model alone (the image goes to another set) only has the set tagged as this rollout's."""
+        if not of_policy(self.policy).changes_model:
+            ss = self._observe_set()
+            self._check_claim(ss)
+            if ss.tags.get(TAG) != self.r.id:
+                self._set_tag(ss, self.r.id)
+            return
         while True:
             ss = self._observe_set()
             self._check_claim(ss)
@@ -442,7 +455,7 @@ class Engine:
                 self.emit("retiring", batch=phase.batches.index(batch) + 1, phase=kind, instances=list(action.ids))
                 if action.ids:
                     self._hold()
-                    self._arm(lambda ids=list(action.ids): self.api.delete(ids))
+                    self._arm(functools.partial(self.api.delete, list(action.ids)))
             elif isinstance(action, DropAdded):
                 assert batch is not None
                 self.journal.set_batch(batch, state="failed", finished=self.clock.now(), failed=sorted(action.bad))
@@ -451,8 +464,12 @@ class Engine:
                           removing=list(action.ids))
                 if action.ids:
                     self._hold()
-                    self._arm(lambda ids=list(action.ids): self.api.delete(ids))
+                    self._arm(functools.partial(self.api.delete, list(action.ids)))
                 return action.failure
+            elif isinstance(action, Effect):  # a strategy's own: it writes through the host, intent first
+                outcome = action.apply(_Host(self, wanted), phase)
+                if outcome is not None:
+                    return outcome
 
     def _observe_turn(self, phase: Phase, needs: Needs, strategy: Strategy) -> Observation:
         """The one place a turn reads: what was requested, the instances, the open batch's verdicts (ARM's view
@@ -469,7 +486,8 @@ class Engine:
         if requested == "pause" and phase.open_batch is None:
             return Observation(self.clock.now(), (), requested)
         by_id = self._observe()
-        batch, verdicts, elapsed, model = phase.open_batch, {}, 0.0, None
+        batch, elapsed, model = phase.open_batch, 0.0, None
+        verdicts: dict[str, Verdict] = {}
         if batch is not None:
             elapsed = self._batch_elapsed(batch)
             judged = strategy.judged(batch, self.instances)
@@ -482,8 +500,9 @@ class Engine:
         if model is not None:
             self._check_claim(model)
         rolling = self._arm(self.api.rolling_status) if strategy.reads_rolling else None
+        seen = self._arm(lambda: strategy.observe(self.api, phase))
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
-                           self.scale_set.health_grace if self.scale_set else None, rolling)
+                           self.scale_set.health_grace if self.scale_set else None, rolling, seen)
 
     def _verdicts(self, batch: Batch, judged: list[str], by_id: dict[str, Instance], needs: Needs,
                   elapsed: float) -> tuple[dict[str, Verdict], bool]:
@@ -551,6 +570,7 @@ class Engine:
         self.journal.set_batch(batch, state="issued")
         self._canary_started(phase.kind)
         self._sleep(action.settle)  # nothing to see until the new VMs can be up
+        return None
 
     def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
         """Open the next batch in the journal (intent first), then issue it."""
@@ -600,4 +620,28 @@ class Engine:
             return  # stays 'issuing': the next turn re-issues what has not started
         self.journal.set_batch(batch, state="issued")
 
+
+class _Host:
+    """What a strategy's own effects may use of the engine (``turn.Host``): ARM while the claim holds, the
+    journal's batches, events."""
+
+    def __init__(self, engine: Engine, wanted: ImageRef) -> None:
+        self._engine = engine
+        self.api = engine.api
+        self.wanted = wanted
+        self.rollout_id = engine.r.id
+
+    def arm(self, call: Callable[[], T]) -> T:
+        self._engine._hold()
+        return self._engine._arm(call)
+
+    def record_batch(self, kind: str, ids: list[str], meta: dict[str, Any]) -> Batch:
+        e = self._engine
+        return e.journal.add_batch(e.r.id, kind, ids, e.clock.now(), meta)
+
+    def update_batch(self, batch: Batch, **fields: Any) -> None:
+        self._engine.journal.set_batch(batch, **fields)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        self._engine.emit(kind, **data)
 

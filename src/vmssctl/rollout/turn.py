@@ -12,11 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from vmssctl.model import Instance, RollingStatus, ScaleSet, id_key
+from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet, id_key
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.gates import BAD, Verdict
 from vmssctl.rollout.journal import Batch
+
+if TYPE_CHECKING:
+    from vmssctl.gateway import Gateway
+
+T = TypeVar("T")
 
 MODEL_WAIT = 2.0  # re-check a model that is still being updated this often
 
@@ -64,6 +70,7 @@ class Observation:
     model: ScaleSet | None = None  # read when a batch may start, or when upgraded VMs look off the model
     health_grace: float | None = None  # the health extension's grace period, from the last model read
     rolling: RollingStatus | None = None  # Azure's own rolling upgrade, when it is what moves the instances
+    seen: Mapping[str, object] = field(default_factory=dict)  # what the strategy observed itself (``observe``)
 
     @cached_property
     def by_id(self) -> dict[str, Instance]:  # built once a turn: decide, the strategies and the engine all ask
@@ -203,8 +210,40 @@ class Finish:
     outcome: str
 
 
+class Host(Protocol):
+    """What an effect of a strategy's own may do: the engine's tools, and nothing else (the engine keeps the
+    claim, the journal's rollout row, the events' order and crash safety)."""
+
+    api: Gateway  # the rollout's scale set; ``api.for_set`` reaches others through the same client
+    wanted: ImageRef  # the image this phase puts on the instances
+    rollout_id: str
+
+    def arm(self, call: Callable[[], T]) -> T:
+        """An ARM call, made only while this process still holds the scale set."""
+        ...
+
+    def record_batch(self, kind: str, ids: list[str], meta: dict[str, Any]) -> Batch:
+        """Record a batch's intent before acting on it (what a resumed rollout finds)."""
+        ...
+
+    def update_batch(self, batch: Batch, **fields: Any) -> None:
+        ...
+
+    def emit(self, kind: str, **data: Any) -> None:
+        ...
+
+
+@runtime_checkable
+class Effect(Protocol):
+    """An action a strategy defines itself, beyond the shared vocabulary above: it carries out its own writes
+    through the host (intent in the journal first, then ARM). Returns how the phase ends, or None to go on."""
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        ...
+
+
 Action = (Wait | Start | Reissue | Judge | Soaked | Pause | Stop | ModelChanged | Finish | ScaleOut | Retire | DropAdded
-          | Adopt | CancelUpgrade)
+          | Adopt | CancelUpgrade | Effect)
 
 
 # ------------------------------------------------------------------------------------ arithmetic
@@ -259,4 +298,3 @@ def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, ids: list[
     if durations and elapsed < 0.9 * min(durations):
         return min(left, max(poll, 0.9 * min(durations) - elapsed))
     return min(left, max(poll, elapsed / 4))
-
