@@ -44,10 +44,12 @@ demo: $(STAMP)
 
 test: $(STAMP) az-venv browser prometheus postgresql
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	VMSSCTL_AZ=$(CURDIR)/$(AZVENV)/bin/az $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP) browser postgresql
 	$(BIN)/python bench/emulator.py

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.policies import SansIOHTTPPolicy
@@ -222,7 +222,7 @@ def _endpoint(conn: Connection, kwargs: dict) -> dict:
     return kwargs
 
 
-def compute_client(conn: Connection, budget=None, **kwargs: object) -> ComputeManagementClient:
+def compute_client(conn: Connection, budget: Any = None, **kwargs: Any) -> ComputeManagementClient:
     """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies. With a
     ``budget.Budget``, every request is paced by the subscription's process-wide request budget."""
     kwargs.setdefault("polling_interval", 5)
@@ -303,9 +303,9 @@ class ScaleSetApi:
             model = self.get()
             set_id = (f"/subscriptions/{self.client._config.subscription_id}/resourceGroups/{self.resource_group}"
                       f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}")
-            vms = self.client.virtual_machines.list(
+            named = self.client.virtual_machines.list(
                 self.resource_group, filter=f"'virtualMachineScaleSet/id' eq '{set_id}'", expand="instanceView")
-            return sorted((Instance.from_vm(v, model.image) for v in vms), key=lambda i: id_key(i.instance_id))
+            return sorted((Instance.from_vm(v, model.image) for v in named), key=lambda i: id_key(i.instance_id))
         vms = self.client.virtual_machine_scale_set_vms.list(self.resource_group, self.name, expand="instanceView")
         return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: id_key(i.instance_id))
 
@@ -345,7 +345,7 @@ class ScaleSetApi:
                 storage = m.VirtualMachineScaleSetUpdateStorageProfile(image_reference=m.ImageReference(
                     publisher=image.publisher, offer=image.offer, sku=image.sku, version=image.version))
             update.virtual_machine_profile = m.VirtualMachineScaleSetUpdateVMProfile(storage_profile=storage)
-        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        kwargs: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name, update, polling=False,
                                                             **kwargs)
 
@@ -430,7 +430,7 @@ class ScaleSetApi:
         if action == "reimage":
             return Operation(ops.begin_reimage(rg, name, vm_scale_set_reimage_input=(
                 m.VirtualMachineScaleSetReimageParameters(instance_ids=ids) if ids else None)), what)
-        begin = {"restart": ops.begin_restart, "start": ops.begin_start, "poweroff": ops.begin_power_off,
+        begin: Any = {"restart": ops.begin_restart, "start": ops.begin_start, "poweroff": ops.begin_power_off,
                  "deallocate": ops.begin_deallocate}[action]
         return Operation(begin(rg, name, vm_instance_i_ds=m.VirtualMachineScaleSetVMInstanceIDs(instance_ids=ids)
                                if ids else None), what)
@@ -440,7 +440,7 @@ class ScaleSetApi:
         """PATCH ``sku`` (capacity and/or VM size); ``wait()`` on the result gives ARM's verdict."""
         from azure.mgmt.compute import models as m
 
-        current = self.client.virtual_machine_scale_sets.get(self.resource_group, self.name).sku
+        current = self.client.virtual_machine_scale_sets.get(self.resource_group, self.name).sku or m.Sku()
         sku = m.Sku(name=vm_size or current.name, tier=current.tier,
                     capacity=current.capacity if capacity is None else capacity)
         what = "; ".join(x for x in (f"scale to {capacity}" if capacity is not None else "",
@@ -465,5 +465,5 @@ def list_set_refs(client: ComputeManagementClient, subscription: str = "") -> li
     out = []
     for vmss in client.virtual_machine_scale_sets.list_all():
         rg = vmss.id.split("/resourceGroups/")[1].split("/")[0] if vmss.id else ""
-        out.append(SetRef(rg, vmss.name, vmss.location or "", dict(vmss.tags or {}), subscription))
+        out.append(SetRef(rg, vmss.name or "", vmss.location or "", dict(vmss.tags or {}), subscription))
     return sorted(out, key=lambda r: (r.resource_group.lower(), r.name.lower()))

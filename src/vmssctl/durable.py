@@ -59,7 +59,7 @@ def launch(database: str, executor_id: str | None = None, busy: str | None = Non
     for handler in dbos_log.handlers:  # DBOS's console handler keeps the stderr it first saw: give it today's
         if handler.name == "__dbos_console_log_handler__" and isinstance(handler, logging.StreamHandler):
             handler.stream = sys.stderr  # (not setStream: it flushes the old one, which may be closed)
-    config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,
+    config: DBOSConfig = {"name": "vmssctl", "system_database_url": database, "run_admin_server": False,  # type: ignore[typeddict-unknown-key]
                           "log_level": level, "console_log_level": level, "application_version": APP_VERSION,
                           # SQLite has no LISTEN/NOTIFY: DBOS polls for messages and events, and its shutdown waits
                           # out one poll (DBOS's default of 1 s added a second to every `vmssctl upgrade`)

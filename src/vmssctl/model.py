@@ -7,6 +7,7 @@ SDK's classes or raw ARM JSON.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 def id_key(instance_id: str) -> tuple[int, int, str]:
@@ -82,7 +83,7 @@ class ScaleSet:
         return self.health_signal is not None
 
     @classmethod
-    def from_sdk(cls, vmss: object, resource_group: str) -> ScaleSet:
+    def from_sdk(cls, vmss: Any, resource_group: str) -> ScaleSet:
         vmp = vmss.virtual_machine_profile
         return cls(
             resource_group=resource_group, name=vmss.name, location=vmss.location,
@@ -171,7 +172,7 @@ class Instance:
         return "healthy" if self.latest_model else "outdated"
 
     @classmethod
-    def from_sdk(cls, vm: object) -> Instance:
+    def from_sdk(cls, vm: Any) -> Instance:
         """A Uniform set's VM (``VirtualMachineScaleSetVM``, with its instance view)."""
         protection = getattr(vm, "protection_policy", None)
         return cls(
@@ -183,7 +184,7 @@ class Instance:
         )
 
     @classmethod
-    def from_vm(cls, vm: object, model_image: ImageRef) -> Instance:
+    def from_vm(cls, vm: Any, model_image: ImageRef) -> Instance:
         """A Flexible set's VM (``VirtualMachine``, with its instance view): named by its name, no update domain.
         Compute reports no latestModelApplied for it, so the VM is on the latest model when it runs the model's
         image (the only part of the model vmssctl changes)."""
@@ -203,7 +204,7 @@ class Instance:
         return d
 
 
-def _view(view: object, provisioning_state: str | None) -> dict:
+def _view(view: Any, provisioning_state: str | None) -> dict:
     """Power, provisioning, health (with when it changed), failure and UD/FD from an instance view."""
     out: dict = {"power": "unknown", "provisioning": (provisioning_state or "unknown").lower(), "health": None,
                  "error": None, "health_since": None, "update_domain": None, "fault_domain": None}
@@ -266,6 +267,6 @@ def _rolling_policy(vmss: object) -> object:
     return getattr(getattr(vmss, "upgrade_policy", None), "rolling_upgrade_policy", None)
 
 
-def _text(value: object) -> str | None:
+def _text(value: Any) -> str | None:
     """The SDK's enums print as 'UpgradeMode.MANUAL'; ARM's value is 'Manual'."""
     return getattr(value, "value", value)

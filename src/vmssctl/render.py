@@ -73,8 +73,8 @@ def heatmap_table(fault_domains: int, items: list[Instance], highlight: frozense
         rows = [(z, f"zone {z}" if z else "no zone") for z in zones]
         row_of = {i.instance_id: i.zone or "" for i in items}
     else:
-        rows = [(ud, f"UD{ud}") for ud in range(uds)]
-        row_of = {i.instance_id: i.update_domain or 0 for i in items}
+        rows = [(str(ud), f"UD{ud}") for ud in range(uds)]
+        row_of = {i.instance_id: str(i.update_domain or 0) for i in items}
     cells: dict[tuple[object, int], list[Instance]] = defaultdict(list)
     for i in items:
         cells[(row_of[i.instance_id], i.fault_domain or 0)].append(i)

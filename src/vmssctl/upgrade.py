@@ -168,7 +168,7 @@ def azure_batch(ss: ScaleSet, capacity: int) -> int:
 def health_signal(ss: ScaleSet, policy: RolloutPolicy) -> str | None:
     """What will tell vmssctl an upgraded VM is good, beyond power and provisioning state (None: nothing)."""
     names = {"probe": "HTTP probe", "hook": "command hook", "prometheus": "Prometheus query", "web": "web check"}
-    gates = [names.get(g.get("kind"), "gate") for g in policy.all_gates()]
+    gates = [names.get(str(g.get("kind")), "gate") for g in policy.all_gates()]
     signals = ([ss.health_signal] if ss.health_signal else []) + gates
     return " + ".join(signals) or None
 
@@ -185,8 +185,8 @@ def begin(journal: Journal, conn: Connection, api: Gateway, prepared: Prepared, 
             replace(prepared.policy, max_unavailable=Amount(prepared.plan.max_unavailable, False))
         if policy.strategy == AZURE_ROLLING:  # Azure's batch size, kept for the progress of what is left
             size = Amount(prepared.plan.max_unavailable, False)
-            policy = replace(policy, **{"max_surge" if prepared.scale_set.rolling_max_surge else "max_unavailable":
-                                        size})
+            policy = replace(policy, max_surge=size) if prepared.scale_set.rolling_max_surge else \
+                replace(policy, max_unavailable=size)
         return journal.create(conn.subscription, api.resource_group, api.name, conn.endpoint,
                               prepared.target.to_json(), prepared.scale_set.image.to_json(), policy.to_json(),
                               conn.to_json(), fleet=fleet)

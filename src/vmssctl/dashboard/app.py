@@ -314,6 +314,7 @@ def _fleet_now(stored: dict) -> float | None:
 async def fleet_page(request: Request) -> Response:
     d = _dash(request)
     fid = request.path_params["fid"][:80]
+    error: str | None
     try:
         fv = await run_in_threadpool(_fleet_view, d, fid)
     except VmssctlError as e:

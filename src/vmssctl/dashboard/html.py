@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from vmssctl.model import Instance, ScaleSet, grid_shape
 from vmssctl.rollout.events import describe
-from vmssctl.rollout.journal import Batch, Rollout
+from vmssctl.rollout.journal import MOVING, Batch, Rollout
 from vmssctl.rollout.progress import Progress, clock_text
 
 STATES = ("healthy", "outdated", "upgrading", "initializing", "unhealthy", "failed", "stopped", "deallocated")
@@ -48,8 +48,8 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
     if flexible:
         uds = 1
     compact = len(instances) > 200
-    zones = sorted({i.zone for i in instances if i.zone}) or [None]
-    counts = defaultdict(int)
+    zones: list[str | None] = [*sorted({i.zone for i in instances if i.zone})] or [None]
+    counts: defaultdict[str, int] = defaultdict(int)
     for i in instances:
         counts[i.state] += 1
     out.append('<div class="summary-counts">' + " ".join(
@@ -378,7 +378,7 @@ def fleet_page(fv, several_subscriptions: bool = False) -> str:
         for v in fv.sets:
             if v.stage != st.name:
                 continue
-            p = v.progress if v.state in ("running", "rolling_back") else None
+            p = v.progress if v.state in MOVING else None
             prog = (f'<small class="prog">{p.get("done")}/{p.get("total")} &middot; batch {p.get("batch_no")}/'
                     f'{p.get("batches_total")}</small>' if p else "")
             title = f"{v.key}: {v.state}" + (f" ({v.rollout})" if v.rollout else "") + (f" - {v.error}" if v.error

@@ -17,6 +17,7 @@ from vmssctl import inputs
 from vmssctl.errors import NotConfirmed, UsageError, VmssctlError
 from vmssctl.fleet.spec import FleetSpec, StagePlan, assign, parse
 from vmssctl.fleet.view import LIVE, RUNNING, FleetView, short_subscription
+from vmssctl.rollout.journal import MOVING
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 EXISTING = ("list", "status", "abort", "pause", "resume", "approve", "reject", "rollback")
@@ -537,7 +538,7 @@ def _rich_view(fv: FleetView):
             p = v.progress
             prog = (f"batch {p.get('batch_no')}/{p.get('batches_total')}, {p.get('done')}/{p.get('total')} done, "
                     f"healthy {p.get('healthy')}/{p.get('capacity')} (floor {p.get('floor')})"
-                    if p and v.state in ("running", "rolling_back") else "")
+                    if p and v.state in MOVING else "")
             t.add_row("", escape(fv.label(v)), styled(v.state.replace("_", " "), SET_COLOURS[v.state]),
                       v.rollout or "", Text(inputs.one_line(v.error or prog)[:160]))
     return Group(title, counts, t)

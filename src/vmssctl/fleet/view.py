@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vmssctl.rollout.journal import MOVING
+
 RUNNING = ("PENDING", "ENQUEUED")  # DBOS's statuses of a workflow that has not ended
 
 # a scale set's state in a fleet, in the order counts are shown, and its colour (background, text)
@@ -266,7 +268,7 @@ def view(fid: str, plan: list[dict], events: list[dict], status: str, progress: 
         fv.baking["left"] = max(0.0, fv.baking["ends"] - now)
     for v in fv.sets:
         p = (progress or {}).get(v.key.lower())
-        if p is not None and (v.state in ("running", "rolling_back") or v.rollout in (None, p.get("rollout_id"))):
+        if p is not None and (v.state in MOVING or v.rollout in (None, p.get("rollout_id"))):
             v.progress = p
             v.rollout = v.rollout or p.get("rollout_id")
     return fv

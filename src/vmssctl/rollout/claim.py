@@ -149,7 +149,7 @@ def take(journal: Journal, key: str, rid: str) -> Claim:
 
 
 _fds: dict[tuple[int, int], int] = {}  # (device, inode) of a journal file -> this process's descriptor for locks
-_bytes: dict[tuple[int, int], str] = {}  # (descriptor, set) this process holds -> the rollout
+_bytes: dict[tuple[int, str], str] = {}  # (descriptor, set) this process holds -> the rollout
 
 
 def _journal_fd(path: Path) -> int:
@@ -289,7 +289,7 @@ def _session(url: str, where: str):
 
     def connect():
         session = _sessions.get(url)
-        if session is None or session.closed or session.broken:  # type: ignore[attr-defined]
+        if session is None or session.closed or session.broken:
             session = _sessions[url] = psycopg.connect(url, autocommit=True, connect_timeout=10,
                                                        options="-c search_path=vmssctl")
         return session

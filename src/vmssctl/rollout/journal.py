@@ -21,13 +21,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 
 from vmssctl import reconnect, storage
 from vmssctl.errors import UsageError
 
-ACTIVE = ("running", "paused", "rolling_back")
+# A rollout's and a batch's states, defined once (the views' words and colours for them: rollout/progress.py)
+RolloutState = Literal["running", "paused", "rolling_back", "succeeded", "failed", "aborted", "rolled_back"]
+BatchState = Literal["issuing", "issued", "retiring", "succeeded", "failed"]  # retiring: a surge's old VMs go
+ACTIVE: tuple[RolloutState, ...] = ("running", "paused", "rolling_back")  # at most one per scale set
+MOVING: tuple[RolloutState, ...] = ("running", "rolling_back")  # an engine is driving it
 # Columns added after the first release, added to older journals when opened.
 ADDED_COLUMNS = (("rollouts", "connection", "TEXT"), ("rollouts", "seen", "REAL"), ("rollouts", "progress", "TEXT"),
                  ("batches", "meta", "TEXT"), ("rollouts", "fleet", "TEXT"))
@@ -81,7 +86,7 @@ class Rollout:
     target: dict
     previous: dict
     policy: dict
-    state: str
+    state: RolloutState
     phase: str
     error: str | None
     requested: str | None
@@ -105,7 +110,7 @@ class Batch:
     seq: int
     kind: str
     instance_ids: list[str]
-    state: str  # issuing | issued | retiring (surge) | succeeded | failed
+    state: BatchState
     started: float | None
     finished: float | None
     failed: list[str]
@@ -148,14 +153,14 @@ def _pg_connection(url: str):
             db.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
             for statement in PG_SCHEMA.split(";"):
                 if statement.strip():
-                    db.execute(statement)  # type: ignore[arg-type]  # our own constant DDL
+                    db.execute(statement)  # our own constant DDL
             for table, column, kind in ADDED_COLUMNS:  # a journal made by an earlier release
-                db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "  # type: ignore[arg-type]
+                db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
                            f"{kind.replace('REAL', 'DOUBLE PRECISION')}")
             for index in LATER_INDEXES:
-                db.execute(index)  # type: ignore[arg-type]
+                db.execute(index)
         with contextlib.suppress(psycopg.errors.UniqueViolation), db.transaction():
-            db.execute(ONE_ACTIVE)  # type: ignore[arg-type]
+            db.execute(ONE_ACTIVE)
         _pg[url] = db
         return db
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -31,7 +31,7 @@ def render(snap: Snapshot) -> Panel:
         stats.stylize("bold red")
     legend = Text.assemble(*[(f"● {label}  ", colour) for label, colour in COLOURS.items()])
     grid = heatmap_table(snap.fault_domains, snap.instances, frozenset(p.current), None, boxed=False)
-    parts = [head, bar, stats, grid, legend]
+    parts: list[RenderableType] = [head, bar, stats, grid, legend]
     if p.current:
         parts.append(Text("current batch: " + ", ".join(p.current[:40]) + (" ..." if len(p.current) > 40 else "")))
     parts += [Text(line, style="dim") for line in snap.recent[-5:]]

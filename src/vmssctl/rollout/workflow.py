@@ -18,7 +18,7 @@ from dbos import DBOS, SetWorkflowID
 
 from vmssctl import durable
 from vmssctl.errors import EXIT_FAILED, EXIT_OK, UsageError
-from vmssctl.rollout.journal import Journal, Rollout, data_dir
+from vmssctl.rollout.journal import MOVING, Journal, Rollout, data_dir
 
 LIVE: dict[str, tuple] = {}  # rollout id -> (gateway, connection, sinks, clock, journal) of the command running it
 WAIT_POLL = 0.05  # seconds between looks at a workflow this process waits for (DBOS: 1 s, the end of every run)
@@ -49,7 +49,7 @@ def _drive(journal: str, rid: str) -> int | None:
         return None  # an earlier rollout's run whose journal this process cannot open: not this command's
     try:
         r = jour.get(rid)
-        if r.state not in ("running", "rolling_back"):
+        if r.state not in MOVING:
             return None
         if live is not None:  # the command that asked for it, in this process: its connection, live view, clock
             api, conn, sinks, clock, _ = live
@@ -90,10 +90,10 @@ def drive(journal: Journal, conn, api, rollout: Rollout, sinks: list, clock=None
         code: int | None = None
         ran = False
         for w in DBOS.list_workflows(status=["PENDING", "ENQUEUED"]):  # recovered as DBOS started
-            result = DBOS.retrieve_workflow(w.workflow_id).get_result(polling_interval_sec=WAIT_POLL)
+            result: int | None = DBOS.retrieve_workflow(w.workflow_id).get_result(polling_interval_sec=WAIT_POLL)
             if w.workflow_id.split(".")[0] == rollout.id:
                 code, ran = result, True
-        if not ran or journal.get(rollout.id).state in ("running", "rolling_back"):
+        if not ran or journal.get(rollout.id).state in MOVING:
             runs = len(DBOS.list_workflows(workflow_id_prefix=rollout.id))
             with SetWorkflowID(rollout.id if runs == 0 else f"{rollout.id}.{runs + 1}"):
                 # in DBOS's thread, as a recovered run is: this one waits, and a Ctrl-C here leaves it as a crash

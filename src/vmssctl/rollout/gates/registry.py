@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from vmssctl.errors import UsageError
 from vmssctl.rollout.gates.base import Gate
@@ -34,9 +34,13 @@ class Provider(Protocol):
 PROVIDERS: dict[str, type[Provider]] = {}
 
 
-def register(cls: type) -> type:
+P = TypeVar("P", bound=type)
+
+
+def register(cls: P) -> P:
     """Class decorator: a provider, under its ``kind``."""
-    PROVIDERS[cls.kind] = cls
+    provider: Any = cls  # (a Provider: checked where it is built)
+    PROVIDERS[str(provider.kind)] = provider
     return cls
 
 
