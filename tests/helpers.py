@@ -7,8 +7,12 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
+from vmssctl.azure import Connection
 from vmssctl.emulator.server import demo_scale_set
+from vmssctl.policy import Amount, RolloutPolicy
+from vmssctl.rollout.events import Snapshot
 
 NEW = "24.04.202611200"
 OLD = "24.04.202610010"
@@ -72,3 +76,63 @@ def running_set(emu, h, capacity: int) -> str:
     h.put(path, params=API, json=demo_scale_set(capacity)).raise_for_status()
     emu.admin("POST", "clock", {"advance": 600})
     return path
+
+
+# ------------------------------------------------------------- the engine in process (on the emulator's world)
+CONN = Connection("00000000-0000-0000-0000-000000000000", "https://in-process.invalid")
+
+
+class Crash(BaseException):
+    """Stands for kill -9: not an Exception, so nothing in the engine catches it."""
+
+
+@dataclass
+class Events:
+    events: list[dict] = field(default_factory=list)
+    progress: list = field(default_factory=list)
+
+    def event(self, event: dict) -> None:
+        self.events.append(event)
+
+    def snapshot(self, snap: Snapshot) -> None:
+        self.progress.append(snap.progress)
+
+    def close(self) -> None:
+        pass
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+class Tripwire:
+    """A gateway (or journal) that dies for good at the ``nth`` call of ``method``, as the process would."""
+
+    def __init__(self, inner: object, method: str, nth: int, dead: list[bool]) -> None:
+        self._inner, self._method, self._left, self._dead = inner, method, nth, dead
+
+    def __getattr__(self, attr: str):
+        value = getattr(self._inner, attr)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            if self._dead[0]:
+                raise Crash(attr)
+            if attr == self._method:
+                self._left -= 1
+                if self._left == 0:
+                    self._dead[0] = True
+                    if attr in ("delete", "set_capacity", "upgrade"):  # the request reached ARM, the reply did not
+                        value(*args, **kwargs)
+                    raise Crash(attr)
+            return value(*args, **kwargs)
+        return call
+
+
+def make_policy(**policy) -> RolloutPolicy:
+    """A policy from keyword arguments, amounts written as on the command line ("2", "25%")."""
+    for key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
+        if isinstance(policy.get(key), str):
+            text = policy[key]
+            policy[key] = Amount(float(text.rstrip("%")), text.endswith("%"))
+    return RolloutPolicy(**{"no_health_signal": True, **policy})

@@ -10,71 +10,19 @@ its minimum healthy is an independent observer that never misses a dip between t
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import pytest
 
+from tests.helpers import CONN, NEW, OLD, Crash, Events, Tripwire, make_policy
 from vmssctl import upgrade
-from vmssctl.azure import Connection
 from vmssctl.emulator.inprocess import WorldClock, WorldGateway, create_set, frozen_world
 from vmssctl.emulator.resources import availability
 from vmssctl.emulator.world import World
 from vmssctl.errors import UsageError
-from vmssctl.policy import Amount, RolloutPolicy
-from vmssctl.rollout.events import Snapshot
+from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.journal import Journal
 from vmssctl.target import ImageChange
-
-NEW = "24.04.202611200"
-OLD = "24.04.202610010"
-CONN = Connection("00000000-0000-0000-0000-000000000000", "https://in-process.invalid")
-
-
-class Crash(BaseException):
-    """Stands for kill -9: not an Exception, so nothing in the engine catches it."""
-
-
-@dataclass
-class Events:
-    events: list[dict] = field(default_factory=list)
-    progress: list = field(default_factory=list)
-
-    def event(self, event: dict) -> None:
-        self.events.append(event)
-
-    def snapshot(self, snap: Snapshot) -> None:
-        self.progress.append(snap.progress)
-
-    def close(self) -> None:
-        pass
-
-    def of(self, kind: str) -> list[dict]:
-        return [e for e in self.events if e["type"] == kind]
-
-
-class Tripwire:
-    """A gateway (or journal) that dies for good at the ``nth`` call of ``method``, as the process would."""
-
-    def __init__(self, inner: object, method: str, nth: int, dead: list[bool]) -> None:
-        self._inner, self._method, self._left, self._dead = inner, method, nth, dead
-
-    def __getattr__(self, attr: str):
-        value = getattr(self._inner, attr)
-        if not callable(value):
-            return value
-
-        def call(*args, **kwargs):
-            if self._dead[0]:
-                raise Crash(attr)
-            if attr == self._method:
-                self._left -= 1
-                if self._left == 0:
-                    self._dead[0] = True
-                    if attr in ("delete", "set_capacity", "upgrade"):  # the request reached ARM, the reply did not
-                        value(*args, **kwargs)
-                    raise Crash(attr)
-            return value(*args, **kwargs)
-        return call
 
 
 @dataclass
@@ -117,15 +65,6 @@ class Rig:
         # the process is gone, and with it its claim on the set (the engine let go on the way out, as the kernel
         # would have)
         return sink
-
-
-def make_policy(**policy) -> RolloutPolicy:
-    """A policy from keyword arguments, amounts written as on the command line ("2", "25%")."""
-    for key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
-        if isinstance(policy.get(key), str):
-            text = policy[key]
-            policy[key] = Amount(float(text.rstrip("%")), text.endswith("%"))
-    return RolloutPolicy(**{"no_health_signal": True, **policy})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.policies import SansIOHTTPPolicy
@@ -31,6 +31,9 @@ from vmssctl.errors import (
     UsageError,
     VmssctlError,
 )
+
+if TYPE_CHECKING:
+    from vmssctl.model import ImageRef
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -339,11 +342,8 @@ class ScaleSetApi:
             if image.kind == "uri":
                 storage = m.VirtualMachineScaleSetUpdateStorageProfile(
                     os_disk=m.VirtualMachineScaleSetUpdateOSDisk(image=m.VirtualHardDisk(uri=image.uri)))
-            elif image.kind == "id":
-                storage = m.VirtualMachineScaleSetUpdateStorageProfile(image_reference=m.ImageReference(id=image.id))
             else:
-                storage = m.VirtualMachineScaleSetUpdateStorageProfile(image_reference=m.ImageReference(
-                    publisher=image.publisher, offer=image.offer, sku=image.sku, version=image.version))
+                storage = m.VirtualMachineScaleSetUpdateStorageProfile(image_reference=_image_reference(image))
             update.virtual_machine_profile = m.VirtualMachineScaleSetUpdateVMProfile(storage_profile=storage)
         kwargs: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         self.client.virtual_machine_scale_sets.begin_update(self.resource_group, self.name, update, polling=False,
@@ -411,6 +411,37 @@ class ScaleSetApi:
         self.client.virtual_machine_scale_set_rolling_upgrades.begin_cancel(self.resource_group, self.name,
                                                                             polling=False)
 
+    def for_set(self, name: str) -> ScaleSetApi:
+        return ScaleSetApi(self.client, self.resource_group, name)
+
+    @_arm
+    def clone(self, name: str, image: ImageRef, capacity: int, tags: dict[str, str]) -> None:
+        """PUT scale set ``name`` with this one's model (every profile, zones, identity, plan), ``image``,
+        ``capacity`` and the tags, If-None-Match: *; returns once ARM accepted it (the set is observed, not
+        awaited)."""
+        from azure.core import MatchConditions
+        from azure.mgmt.compute import models as m
+
+        ops = self.client.virtual_machine_scale_sets
+        blue = ops.get(self.resource_group, self.name)
+        props: Any = blue.properties  # (a set's model always has its profile)
+        storage = props.virtual_machine_profile.storage_profile
+        if image.kind == "uri":
+            storage.os_disk.image = m.VirtualHardDisk(uri=image.uri)
+        else:
+            storage.image_reference = _image_reference(image)
+        sku = blue.sku or m.Sku()
+        green = m.VirtualMachineScaleSet(
+            location=blue.location, sku=m.Sku(name=sku.name, tier=sku.tier, capacity=capacity),
+            tags={**(blue.tags or {}), **tags}, zones=blue.zones, identity=blue.identity, plan=blue.plan,
+            extended_location=blue.extended_location, properties=props)
+        ops.begin_create_or_update(self.resource_group, name, green, match_condition=MatchConditions.IfMissing,
+                                   polling=False)
+
+    @_arm
+    def delete_set(self) -> None:
+        self.client.virtual_machine_scale_sets.begin_delete(self.resource_group, self.name, polling=False)
+
     ACTIONS = ("upgrade", "reimage", "restart", "start", "poweroff", "deallocate", "delete")
 
     @_arm
@@ -450,6 +481,15 @@ class ScaleSetApi:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _image_reference(image: ImageRef) -> Any:
+    """The SDK's ImageReference for a gallery/custom image id or a platform image."""
+    from azure.mgmt.compute import models as m
+
+    if image.kind == "id":
+        return m.ImageReference(id=image.id)
+    return m.ImageReference(publisher=image.publisher, offer=image.offer, sku=image.sku, version=image.version)
 
 
 def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str]]:

@@ -61,3 +61,17 @@ class Gateway(Protocol):
     def cancel_rolling(self) -> None:
         """Cancel Azure's rolling upgrade in progress (instances in flight finish their upgrade)."""
         ...
+
+    def for_set(self, name: str) -> Gateway:
+        """The same client on another scale set of this resource group (a blue/green rollout's new set)."""
+        ...
+
+    def clone(self, name: str, image: ImageRef, capacity: int, tags: dict[str, str]) -> None:
+        """Create scale set ``name`` beside this one: this set's model with ``image``, ``capacity`` and its tags
+        plus ``tags``. If-None-Match: PreconditionFailed when ``name`` exists (nothing is overwritten)."""
+        ...
+
+    def delete_set(self) -> None:
+        """Delete this scale set and its VMs (accepted; the set goes once its VMs are gone)."""
+        ...
+

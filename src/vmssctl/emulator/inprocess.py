@@ -9,6 +9,7 @@ the engine sees exactly the types it sees against the emulator or Azure.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import Counter
 from collections.abc import Callable
@@ -207,3 +208,24 @@ class WorldGateway:
     @_call("cancel")
     def cancel_rolling(self) -> None:
         self.world.rolling_upgrades.cancel(self.resource_group, self.name)
+
+    def for_set(self, name: str) -> WorldGateway:
+        other = WorldGateway(self.world, self.resource_group, name)
+        other.requests = self.requests  # one count of the rollout's requests
+        return other
+
+    @_call("create")
+    def clone(self, name: str, image: ImageRef, capacity: int, tags: dict[str, str]) -> None:
+        body = copy.deepcopy(shapes.scale_set(self.world, self._set()))
+        body["sku"]["capacity"] = capacity
+        body["tags"] = {**(body.get("tags") or {}), **tags}
+        storage = body["properties"]["virtualMachineProfile"]["storageProfile"]
+        if image.kind == "uri":
+            storage.setdefault("osDisk", {})["image"] = {"uri": image.uri}
+        else:
+            storage["imageReference"] = _storage(image)["imageReference"]
+        self.world.scale_sets.put(self.resource_group, name, body, if_none_match="*")
+
+    @_call("delete_set")
+    def delete_set(self) -> None:
+        self.world.scale_sets.delete(self.resource_group, self.name)
