@@ -39,6 +39,12 @@ API_VERSIONS = frozenset({
     "2021-11-01", "2022-03-01", "2022-08-01", "2022-11-01", "2023-03-01", "2023-07-01", "2023-09-01",
     "2024-03-01", "2024-07-01", "2024-11-01", "2025-04-01", "2025-11-01", "2026-03-01", "2026-04-01",
 })
+# Microsoft.Network's released api-versions of these years (azure-mgmt-network and az send recent ones).
+NETWORK_API_VERSIONS = frozenset({
+    "2023-04-01", "2023-05-01", "2023-06-01", "2023-09-01", "2023-11-01", "2024-01-01", "2024-03-01",
+    "2024-05-01", "2024-07-01", "2024-10-01", "2025-01-01", "2025-03-01", "2025-05-01", "2025-07-01",
+    "2025-09-01", "2026-01-01", "2026-03-01",
+})
 # Microsoft.Resources and metadata calls az makes (subscriptions, resource groups).
 RESOURCES_API_VERSIONS = frozenset({"2016-06-01", "2019-11-01", "2020-01-01", "2021-01-01", "2021-04-01",
                                     "2022-01-01", "2022-09-01", "2022-12-01", "2023-07-01", "2024-03-01",
@@ -118,7 +124,7 @@ async def api_version(call: Call, nxt: Next) -> Response:
         raise ArmError(400, "MissingApiVersionParameter",
                        "The api-version query parameter (?api-version=) is required for all requests.")
     subscriptions = call.match.params.get("rg") is None and call.match.operation.startswith("Subscriptions")
-    if version not in API_VERSIONS | RESOURCES_API_VERSIONS and not subscriptions:
+    if version not in API_VERSIONS | RESOURCES_API_VERSIONS | NETWORK_API_VERSIONS and not subscriptions:
         raise ArmError(400, "InvalidApiVersionParameter",
                        f"The api-version '{version}' is invalid. The supported versions are "
                        f"'{', '.join(sorted(API_VERSIONS, reverse=True)[:6])}, ...'.")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmssctl.emulator.envelope import Handler
-from vmssctl.emulator.handlers import platform, resources, scalesets, vms
+from vmssctl.emulator.handlers import network, platform, resources, scalesets, vms
 from vmssctl.emulator.resources.vms import ACTIONS
 
 FLEX_VM_ACTIONS = ("restart", "start", "poweroff", "deallocate", "reimage", "redeploy")  # a VM's own actions
@@ -19,12 +19,15 @@ KINDS = {
     "set_action": tuple(ACTIONS),
     "vm_action": tuple(a for a in ACTIONS if a not in ("manualupgrade", "delete")),
     "flex_action": FLEX_VM_ACTIONS,
+    "lb_child": tuple(k.lower() for k in network.KINDS),
 }
 Name = str | Callable[[dict, list[str]], str]  # an operation id, or how to make one from the params and path
 RG = "subscriptions/{sub}/resourcegroups/{rg}"
 VMSS = RG + "/providers/microsoft.compute/virtualmachinescalesets"
 FLEX = RG + "/providers/microsoft.compute/virtualmachines"
 COMPUTE = "subscriptions/{sub}/providers/microsoft.compute"
+NETWORK = "subscriptions/{sub}/providers/microsoft.network"
+LB = RG + "/providers/microsoft.network/loadbalancers"
 
 
 def _set_action(p: dict, segs: list[str]) -> str:
@@ -39,6 +42,14 @@ def _vm_action(p: dict, segs: list[str]) -> str:
 
 def _flex_action(p: dict, segs: list[str]) -> str:
     return f"VirtualMachines_{segs[8][:1].upper()}{segs[8][1:]}"
+
+
+def _lb_children(p: dict, segs: list[str]) -> str:
+    return f"LoadBalancer{network.KINDS[p['kind']][:1].upper()}{network.KINDS[p['kind']][1:]}_List"
+
+
+def _lb_child(p: dict, segs: list[str]) -> str:
+    return f"LoadBalancer{network.KINDS[p['kind']][:1].upper()}{network.KINDS[p['kind']][1:]}_Get"
 
 
 TABLE: list[tuple[str, dict[str, tuple[Name, Handler]]]] = [
@@ -77,6 +88,21 @@ TABLE: list[tuple[str, dict[str, tuple[Name, Handler]]]] = [
     (VMSS + "/{name}/virtualmachines/{iid}/instanceview",
      {"GET": ("VirtualMachineScaleSetVMs_GetInstanceView", vms.instance_view)}),
     (VMSS + "/{name}/virtualmachines/{iid}/{action:vm_action}", {"POST": (_vm_action, vms.action)}),
+    (NETWORK + "/loadbalancers", {"GET": ("LoadBalancers_ListAll", network.list_all)}),
+    (NETWORK + "/locations/{location}/operations/{op_id}",
+     {"GET": ("NetworkOperations_Get", network.operation_status)}),
+    (NETWORK + "/locations/{location}/operationresults/{op_id}",
+     {"GET": ("NetworkOperationResults_Get", network.operation_result)}),
+    (LB, {"GET": ("LoadBalancers_List", network.list_in_group)}),
+    (LB + "/{lb}", {"GET": ("LoadBalancers_Get", network.get), "PUT": ("LoadBalancers_CreateOrUpdate", network.put),
+                    "DELETE": ("LoadBalancers_Delete", network.delete)}),
+    (LB + "/{lb}/{kind:lb_child}", {"GET": (_lb_children, network.list_children)}),
+    (LB + "/{lb}/backendaddresspools/{child}", {"GET": ("LoadBalancerBackendAddressPools_Get", network.get_child),
+                                                 "PUT": ("LoadBalancerBackendAddressPools_CreateOrUpdate",
+                                                         network.put_pool)}),
+    (LB + "/{lb}/{kind:lb_child}/{child}", {"GET": (_lb_child, network.get_child)}),
+    (LB + "/{lb}/loadbalancingrules/{rule}/health",
+     {"POST": ("LoadBalancerLoadBalancingRules_Health", network.rule_health)}),
 ]
 
 

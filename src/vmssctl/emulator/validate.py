@@ -239,3 +239,15 @@ def check_upgrade_policy(policy: dict) -> None:
             timing.parse_iso_duration(rolling["pauseTimeBetweenBatches"])
         except ValueError as e:
             raise invalid(str(e), "properties.upgradePolicy.rollingUpgradePolicy.pauseTimeBetweenBatches") from None
+
+
+NETWORK_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9_])?")
+
+
+def check_network_name(name: str, what: str) -> None:
+    """Microsoft.Network's resource names: 1 to 80 letters, digits, '.', '-', '_'; starting with a letter or digit
+    and ending with one or '_'."""
+    if not NETWORK_NAME.fullmatch(name):
+        raise invalid(f"The {what} name '{inputs.shown(name)}' is invalid: 1 to 80 letters, digits, '.', '-' and "
+                      "'_', starting with a letter or digit and ending with one or '_'.", "name")
+

@@ -18,6 +18,7 @@ from dataclasses import asdict, fields
 from vmssctl.emulator import images, timing
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.faults import Faults
+from vmssctl.emulator.network.loadbalancers import LoadBalancer, LoadBalancers
 from vmssctl.emulator.resources.fields import SetKey
 from vmssctl.emulator.resources.groups import ResourceGroups
 from vmssctl.emulator.resources.operations import Operation, Operations
@@ -44,6 +45,7 @@ class World:
         self.groups: dict[str, dict] = {}
         self.sets: dict[SetKey, ScaleSet] = {}
         self.ops: dict[str, Operation] = {}
+        self.lbs: dict[SetKey, LoadBalancer] = {}
         self.catalog = images.Catalog()
         # the resource types' behaviour
         self.resource_groups = ResourceGroups(self)
@@ -51,6 +53,7 @@ class World:
         self.vms = Vms(self)
         self.operations = Operations(self)
         self.rolling_upgrades = RollingUpgrades(self)
+        self.load_balancers = LoadBalancers(self)
         self._heap: list = []
         self._seq = 0
         # what each kind of timed work on the heap wakes: (key, time it is due)
@@ -95,6 +98,7 @@ class World:
             "sets": [{**{f.name: getattr(s, f.name) for f in fields(s) if f.name not in ("instances", "rolling")},
                       "instances": [dict(vars(i)) for i in s.instances.values()],
                       "rolling": asdict(s.rolling) if s.rolling else None} for s in self.sets.values()],
+            "loadBalancers": [dict(vars(lb)) for lb in self.lbs.values()],
         }
 
     @classmethod
@@ -121,6 +125,9 @@ class World:
             if ss.rolling and ss.rolling.code == "RollingForward":
                 world.wake(ss.rolling.next_at, "ru", ss.key)
             world.sets[ss.key] = ss
+        for d in state.get("loadBalancers", []):  # (a state saved before there were any: none)
+            lb = LoadBalancer(**d)
+            world.lbs[lb.key] = lb
         return world
 
 

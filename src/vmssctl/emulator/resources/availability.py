@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vmssctl.emulator.network import probes
+
 if TYPE_CHECKING:
     from vmssctl.emulator.resources.scalesets import ScaleSet
     from vmssctl.emulator.resources.vms import Instance
@@ -32,6 +34,8 @@ def changed(ss: ScaleSet, inst: Instance, before: tuple[bool, bool], t: float) -
         ss.running += after[0] - before[0]
         ss.healthy += after[1] - before[1]
         record(ss, t)
+        if after[1] != before[1]:
+            probes.changed(inst, after[1], t)
 
 
 def recount(ss: ScaleSet, t: float) -> None:

@@ -64,6 +64,8 @@ class ResourceGroups:
         now = w.advance()
         for ss in [s for s in w.sets.values() if s.rg.lower() == name.lower()]:
             w.scale_sets.remove(ss, now)
+        for lb in [b for b in w.lbs.values() if b.rg.lower() == name.lower()]:
+            del w.lbs[lb.key]
         del w.groups[name.lower()]
         w.changes += 1
         op = w.operations.new("DeleteResourceGroup", "global", now)

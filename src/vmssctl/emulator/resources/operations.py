@@ -33,6 +33,7 @@ class Operation:
     end: float | None = None
     error: dict | None = None
     then: str | None = None  # what finishing does to the scale set: "ready" or "remove"
+    result: dict | None = None  # what its Location (operationResults) answers once done, when it has a body
 
 
 class Operations:
@@ -56,6 +57,14 @@ class Operations:
         if len(w.ops) > KEPT:
             for old in [o for o in w.ops.values() if o.status != "InProgress"][:KEPT // 4]:
                 del w.ops[old.id]
+        return op
+
+    def done(self, name: str, location: str, result: dict | None = None) -> Operation:
+        """An operation over as it starts (Network's load balancer writes and reads): its status says Succeeded,
+        its Location gives ``result``."""
+        now = self.world.now()
+        op = self.new(name, location, now)
+        op.status, op.end, op.result = "Succeeded", now, result
         return op
 
     def seal(self, op: Operation, now: float) -> None:

@@ -48,6 +48,10 @@ class Instance:
     upgrades: int = 0  # OS disk replacements (upgrade/reimage), to prove nothing was upgraded twice
     protection: dict = field(default_factory=dict)  # protectionPolicy: protectFromScaleIn, protectFromScaleSetActions
     name: str | None = None  # a Flexible set's VM: its name (Microsoft.Compute/virtualMachines/{name}) is its id
+    # when it last started / stopped serving (what a load balancer's probe sees, with its lag: network.probes)
+    healthy_at: float | None = None
+    unhealthy_at: float | None = None
+    prev_healthy_at: float | None = None
 
     @property
     def external_id(self) -> str:

@@ -1,0 +1,377 @@
+"""Load balancers (Standard and Basic): frontends, backend pools, health probes and load-balancing rules, as
+Microsoft.Network serves them; which VMs are in a pool (the scale sets whose NIC IP configurations name it, Uniform
+and Flexible, until the VM is gone); what each rule's probe says of each backend (``probes``) and each backend's
+admin state (Up: always eligible; Down: no new connections, established TCP ones persist; only in effect on a rule
+with a probe, as Azure documents it). The rule's health (``POST …/loadBalancingRules/{rule}/health``) reads them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vmssctl import inputs
+from vmssctl.emulator import validate
+from vmssctl.emulator.errors import ArmError, invalid
+from vmssctl.emulator.network import probes
+from vmssctl.emulator.resources import availability
+from vmssctl.emulator.resources.fields import SetKey, check_etag, check_location, key, strip_read_only
+
+if TYPE_CHECKING:
+    from vmssctl.emulator.resources.scalesets import ScaleSet
+    from vmssctl.emulator.resources.vms import Instance
+    from vmssctl.emulator.world import World
+
+TYPE = "Microsoft.Network/loadBalancers"
+CHILDREN = ("frontendIPConfigurations", "backendAddressPools", "probes", "loadBalancingRules")
+SKUS = ("Basic", "Standard")
+ADMIN_STATES = ("None", "Up", "Down")
+PROBE_PROTOCOLS = ("Tcp", "Http", "Https")
+RULE_PROTOCOLS = ("Tcp", "Udp", "All")
+MAX_CHILDREN = 1000
+
+
+@dataclass
+class LoadBalancer:
+    rg: str
+    name: str
+    location: str
+    subscription: str
+    sku: dict
+    tags: dict
+    properties: dict  # what the client owns: the four child lists, read-only fields stripped
+    created: float
+    etag: int = 1
+    admin: dict[str, str] = field(default_factory=dict)  # "pool|backend address name" (lower case) -> Up | Down
+
+    @property
+    def key(self) -> SetKey:
+        return key(self.rg, self.name)
+
+    @property
+    def id(self) -> str:
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/{TYPE}/{self.name}"
+
+    def child_id(self, kind: str, name: str) -> str:
+        return f"{self.id}/{kind}/{name}"
+
+    def children(self, kind: str) -> list[dict]:
+        return list(self.properties.get(kind) or [])
+
+    def child(self, kind: str, name: str) -> dict:
+        for c in self.children(kind):
+            if c["name"].lower() == name.lower():
+                return c
+        raise ArmError(404, "NotFound", f"Resource {self.child_id(kind, name)} not found.")
+
+
+@dataclass(frozen=True)
+class Member:
+    """A VM's IP configuration in a backend pool."""
+
+    ss: ScaleSet
+    inst: Instance
+    ip_configuration: str  # its resource id
+    ip_address: str
+
+    @property
+    def name(self) -> str:
+        """Its name among the pool's ``loadBalancerBackendAddresses`` (how a client names it to set admin state:
+        the NIC reference there is read-only)."""
+        return self.inst.name or f"{self.ss.name}_{self.inst.instance_id}"
+
+
+class LoadBalancers:
+    """The world's load balancers (``world.lbs``, by group and name)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def get(self, rg: str, name: str) -> LoadBalancer:
+        self.world.resource_groups.get(rg)
+        lb = self.world.lbs.get(key(rg, name))
+        if lb is None:
+            raise ArmError(404, "ResourceNotFound",
+                           f"The Resource '{TYPE}/{name}' under resource group '{rg}' was not found.")
+        return lb
+
+    def select(self, rg: str | None = None, subscription: str | None = None) -> list[LoadBalancer]:
+        if rg is not None:
+            self.world.resource_groups.get(rg)
+        return [lb for lb in self.world.lbs.values() if (rg is None or lb.rg.lower() == rg.lower())
+                and (subscription is None or lb.subscription.lower() == subscription.lower())]
+
+    def put(self, rg: str, name: str, body: Any, if_match: str | None = None,
+            if_none_match: str | None = None) -> tuple[LoadBalancer, bool]:
+        """Create or replace a load balancer; returns it and whether it was created."""
+        w = self.world
+        grp = w.resource_groups.get(rg)
+        old = w.lbs.get(key(rg, name))
+        check_etag(old.etag if old else None, if_match, if_none_match)
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        if old is None:
+            validate.check_network_name(name, "load balancer")
+        location = body.get("location") or (old.location if old else None)
+        if not location:
+            raise invalid("Required parameter 'location' is missing (null).", "location")
+        check_location(location)
+        sku = body.get("sku") or {"name": "Basic"}
+        if not isinstance(sku, dict) or sku.get("name") not in SKUS:
+            raise invalid(f"The load balancer SKU must be one of {', '.join(SKUS)}.", "sku.name")
+        if old is not None and old.sku.get("name") != sku["name"]:
+            raise ArmError(400, "CannotChangeSkuOfLoadBalancer", "The SKU of a load balancer cannot be changed.")
+        props = strip_read_only(body.get("properties") or {})
+        if not isinstance(props, dict):
+            raise invalid("The value of parameter 'properties' must be an object.", "properties")
+        tags = validate.check_tags(body.get("tags"))
+        lb = LoadBalancer(rg=grp["name"], name=name, location=str(location),
+                          subscription=w.resource_groups.subscription_of(grp), sku={"name": sku["name"],
+                          "tier": sku.get("tier", "Regional")}, tags=tags, properties={}, created=w.now())
+        lb.properties = _check_children(lb, props)
+        admin = dict(old.admin) if old else {}
+        for pool in lb.children("backendAddressPools"):
+            admin.update(self._admin_states(lb, pool))
+        lb.admin = {k: v for k, v in admin.items() if v != "None"}
+        if old is not None:
+            lb.created, lb.etag = old.created, old.etag + 1
+        w.lbs[lb.key] = lb
+        w.changes += 1
+        return lb, old is None
+
+    def put_pool(self, rg: str, name: str, pool_name: str, body: Any) -> LoadBalancer:
+        """PUT one backend pool: how a backend's admin state is set (``loadBalancerBackendAddresses``)."""
+        lb = self.get(rg, name)
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        pool = {"name": pool_name, "properties": strip_read_only(body.get("properties") or {})}
+        pools = [p for p in lb.children("backendAddressPools") if p["name"].lower() != pool_name.lower()]
+        desired = {"location": lb.location, "sku": lb.sku, "tags": lb.tags,
+                   "properties": {**lb.properties, "backendAddressPools": [*pools, pool]}}
+        updated, _ = self.put(rg, name, desired)
+        return updated
+
+    def delete(self, rg: str, name: str) -> bool:
+        self.world.resource_groups.get(rg)
+        gone = self.world.lbs.pop(key(rg, name), None)
+        self.world.changes += 1
+        return gone is not None
+
+    # -------------------------------------------------------------------- backends
+    def _admin_states(self, lb: LoadBalancer, pool: dict) -> dict[str, str]:
+        """The admin states a pool's body sets (``loadBalancerBackendAddresses[].properties.adminState``), each
+        address named by its name, its NIC IP configuration (when a client sends back what it read) or its IP
+        address; an address that is not a member of the pool is refused."""
+        entries = _admin_entries(pool)
+        if not entries:
+            return {}
+        known: dict[str, str] = {}
+        for m in self.members(lb, pool["name"]):
+            known.update({m.name.lower(): m.name, m.ip_configuration.lower(): m.name, m.ip_address: m.name})
+        out = {}
+        for name, ipc, ip, state in entries:
+            target = known.get(ipc.lower()) or known.get(name.lower()) or known.get(ip)
+            if target is None:
+                raise invalid(f"Backend address '{inputs.shown(name or ipc or ip)}' is not a member of backend pool "
+                              f"{pool['name']} (its members are the NICs that name the pool).",
+                              "loadBalancerBackendAddresses")
+            out[f"{pool['name'].lower()}|{target.lower()}"] = state
+        return out
+
+    def members(self, lb: LoadBalancer, pool_name: str) -> list[Member]:
+        """The VMs in a pool: every VM (until it is gone) of the scale sets whose NIC IP configurations name it."""
+        pool_id = lb.child_id("backendAddressPools", lb.child("backendAddressPools", pool_name)["name"]).lower()
+        out: list[Member] = []
+        for ss in self.world.scale_sets.select(subscription=lb.subscription):
+            for nic, ipc in _ip_configurations(ss):
+                pools = ((ipc.get("properties") or {}).get("loadBalancerBackendAddressPools") or [])
+                if any(str((p or {}).get("id", "")).lower() == pool_id for p in pools):
+                    out += [Member(ss, inst, _ip_configuration_id(self.world, ss, inst, nic, ipc["name"]),
+                                   _ip_address(ss, inst))
+                            for inst in sorted(ss.instances.values(), key=lambda i: i.instance_id)]
+        return out
+
+    def rule_health(self, lb: LoadBalancer, rule_name: str) -> dict:
+        """Each backend of the rule's pool, Up or Down for new connections now, and why."""
+        self.world.advance()
+        now = self.world.now()
+        rule = lb.child("loadBalancingRules", rule_name)
+        rp = rule.get("properties") or {}
+        pool = _ref_name(rp.get("backendAddressPool"))
+        probe = lb.child("probes", _ref_name(rp["probe"])) if rp.get("probe") else None
+        interval, threshold = _probe_timing(probe)
+        rows = []
+        for m in self.members(lb, pool) if pool else []:
+            admin = lb.admin.get(f"{pool.lower()}|{m.name.lower()}", "None")
+            if probe is not None and admin != "None":  # admin state counts only on a rule with a probe
+                state, reason = admin, f"Admin state {admin}"
+            elif probe is None:
+                state, reason = probes.UP, "No health probe on the rule"
+            else:
+                state = probes.state(m.inst, availability.healthy(m.ss, m.inst), now, interval, threshold)
+                reason = "Probe answered" if state == probes.UP else "Probe failed"
+            rows.append({"ipAddress": m.ip_address, "networkInterfaceIPConfigurationId": m.ip_configuration,
+                         "state": state, "reason": reason})
+        up = sum(1 for r in rows if r["state"] == probes.UP)
+        return {"up": up, "down": len(rows) - up, "loadBalancerBackendAddresses": rows}
+
+    # ----------------------------------------------------------------------- shapes
+    def render(self, lb: LoadBalancer) -> dict:
+        props: dict[str, Any] = {"provisioningState": "Succeeded", "resourceGuid": _guid(lb)}
+        for kind in CHILDREN:
+            props[kind] = [self.render_child(lb, kind, c["name"]) for c in lb.children(kind)]
+        props["inboundNatRules"], props["outboundRules"], props["inboundNatPools"] = [], [], []
+        return {"name": lb.name, "id": lb.id, "etag": f'W/"{lb.etag}"', "type": TYPE, "location": lb.location,
+                "tags": lb.tags, "sku": lb.sku, "properties": props}
+
+    def render_child(self, lb: LoadBalancer, kind: str, name: str) -> dict:
+        c = lb.child(kind, name)
+        props: dict[str, Any] = {**(c.get("properties") or {}), "provisioningState": "Succeeded"}
+        cid = lb.child_id(kind, c["name"])
+        rules = [r for r in lb.children("loadBalancingRules") if any(
+            str(((r.get("properties") or {}).get(ref) or {}).get("id", "")).lower() == cid.lower()
+            for ref in ("frontendIPConfiguration", "backendAddressPool", "probe"))]
+        if kind != "loadBalancingRules":
+            props["loadBalancingRules"] = [{"id": lb.child_id("loadBalancingRules", r["name"])} for r in rules]
+        if kind == "backendAddressPools":
+            members = self.members(lb, c["name"])
+            props["backendIPConfigurations"] = [{"id": m.ip_configuration} for m in members]
+            props["loadBalancerBackendAddresses"] = [{
+                "name": m.name,
+                "properties": {"networkInterfaceIPConfiguration": {"id": m.ip_configuration},
+                               "adminState": lb.admin.get(f"{c['name'].lower()}|{m.name.lower()}", "None")}}
+                for m in members]
+        return {"name": c["name"], "id": cid, "etag": f'W/"{lb.etag}"',
+                "type": f"{TYPE}/{kind}", "properties": props}
+
+
+# ------------------------------------------------------------------------------ validation
+def _check_children(lb: LoadBalancer, props: dict) -> dict:
+    """The four child lists, each entry named once, their references inside this load balancer, their numbers
+    within Network's bounds; returns them as the client sent them (nothing else of a body is kept)."""
+    out: dict[str, list] = {}
+    names: dict[str, set[str]] = {}
+    for kind in CHILDREN:
+        items = props.get(kind) or []
+        if not isinstance(items, list) or len(items) > MAX_CHILDREN:
+            raise invalid(f"The value of parameter '{kind}' must be a list of at most {MAX_CHILDREN}.",
+                          f"properties.{kind}")
+        seen: set[str] = set()
+        for item in items:
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name.strip() or len(name) > 80:
+                raise invalid(f"Every entry of '{kind}' needs a name of 1 to 80 characters.", f"properties.{kind}")
+            if name.lower() in seen:
+                raise ArmError(400, "DuplicateResourceName", f"Load balancer {lb.name} has two {kind} named {name}.")
+            seen.add(name.lower())
+            if not isinstance(item.get("properties") or {}, dict):
+                raise invalid(f"The properties of {kind} '{name}' must be an object.", f"properties.{kind}")
+        names[kind] = seen
+        out[kind] = [{"name": i["name"], "properties": dict(i.get("properties") or {})} for i in items]
+    for p in out["probes"]:
+        _check_probe(p["name"], p["properties"])
+    for r in out["loadBalancingRules"]:
+        _check_rule(lb, r["name"], r["properties"], names)
+    for pool in out["backendAddressPools"]:
+        _admin_entries(pool)  # checked here; resolved against the pool's members by put
+    return out
+
+
+def _check_probe(name: str, p: dict) -> None:
+    protocol = p.get("protocol")
+    if protocol not in PROBE_PROTOCOLS:
+        raise invalid(f"Probe {name}: protocol must be one of {', '.join(PROBE_PROTOCOLS)}.", "protocol")
+    _number(p, "port", 1, 65535, name, required=True)
+    _number(p, "intervalInSeconds", 5, 3600, name)
+    _number(p, "numberOfProbes", 1, 100, name)
+    _number(p, "probeThreshold", 1, 100, name)
+    path = p.get("requestPath")
+    if protocol == "Tcp" and path is not None:
+        raise invalid(f"Probe {name}: a Tcp probe takes no requestPath.", "requestPath")
+    if protocol != "Tcp" and (not isinstance(path, str) or not path.startswith("/") or len(path) > 1024):
+        raise invalid(f"Probe {name}: an {protocol} probe needs a requestPath starting with '/'.", "requestPath")
+
+
+def _check_rule(lb: LoadBalancer, name: str, p: dict, names: dict[str, set[str]]) -> None:
+    if p.get("protocol") not in RULE_PROTOCOLS:
+        raise invalid(f"Rule {name}: protocol must be one of {', '.join(RULE_PROTOCOLS)}.", "protocol")
+    _number(p, "frontendPort", 0, 65534, name, required=True)
+    _number(p, "backendPort", 0, 65535, name)
+    _number(p, "idleTimeoutInMinutes", 4, 100, name)
+    for flag in ("enableTcpReset", "enableFloatingIP", "disableOutboundSnat"):
+        if flag in p and not isinstance(p[flag], bool):
+            raise invalid(f"Rule {name}: {flag} must be true or false.", flag)
+    for ref, kind, required in (("frontendIPConfiguration", "frontendIPConfigurations", True),
+                                ("backendAddressPool", "backendAddressPools", False), ("probe", "probes", False)):
+        if p.get(ref) is None:
+            if required:
+                raise invalid(f"Rule {name}: {ref} is required.", ref)
+            continue
+        target = _ref_name(p[ref])
+        prefix = f"{lb.id}/{kind}/".lower()
+        if not str((p[ref] or {}).get("id", "")).lower().startswith(prefix) or target.lower() not in names[kind]:
+            raise ArmError(400, "InvalidResourceReference", f"Resource {(p[ref] or {}).get('id')} referenced by "
+                           f"resource {lb.child_id('loadBalancingRules', name)} was not found.")
+
+
+def _admin_entries(pool: dict) -> list[tuple[str, str, str, str]]:
+    """(name, NIC IP configuration id, IP address, admin state) of each address a pool's body lists."""
+    out = []
+    for addr in (pool.get("properties") or {}).get("loadBalancerBackendAddresses") or []:
+        if not isinstance(addr, dict):
+            raise invalid("Every backend address must be an object.", "loadBalancerBackendAddresses")
+        ap = addr.get("properties") or {}
+        state = ap.get("adminState", "None")
+        if state not in ADMIN_STATES:
+            raise invalid(f"adminState must be one of {', '.join(ADMIN_STATES)}.", "adminState")
+        ipc = str((ap.get("networkInterfaceIPConfiguration") or {}).get("id") or "")
+        out.append((str(addr.get("name") or ""), ipc, str(ap.get("ipAddress") or ""), state))
+    return out
+
+
+def _number(p: dict, field_name: str, low: int, high: int, owner: str, required: bool = False) -> None:
+    v = p.get(field_name)
+    if v is None and not required:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise invalid(f"{owner}: {field_name} must be an integer from {low} to {high}.", field_name)
+
+
+# --------------------------------------------------------------------------------- helpers
+def _ref_name(ref: Any) -> str:
+    return str((ref or {}).get("id", "")).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _probe_timing(probe: dict | None) -> tuple[float, int]:
+    p = (probe or {}).get("properties") or {}
+    return float(p.get("intervalInSeconds") or 15), int(p.get("probeThreshold") or p.get("numberOfProbes") or 1)
+
+
+def _ip_configurations(ss: ScaleSet) -> list[tuple[str, dict]]:
+    out = []
+    for nic in (ss.vm_profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []:
+        for ipc in (nic.get("properties") or {}).get("ipConfigurations") or []:
+            if isinstance(ipc, dict) and ipc.get("name"):
+                out.append((str(nic.get("name", "nic")), ipc))
+    return out
+
+
+def _ip_configuration_id(world: World, ss: ScaleSet, inst: Instance, nic: str, ipc: str) -> str:
+    sub = world.scale_sets.subscription_of(ss)
+    if ss.flexible:  # a Flexible set's VM has a network interface of its own in the group
+        return (f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/Microsoft.Network/networkInterfaces/"
+                f"{inst.name}-{nic}/ipConfigurations/{ipc}")
+    return (f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/virtualMachineScaleSets/"
+            f"{ss.name}/virtualMachines/{inst.instance_id}/networkInterfaces/{nic}/ipConfigurations/{ipc}")
+
+
+def _ip_address(ss: ScaleSet, inst: Instance) -> str:
+    """A private address, stable per VM: 10.<set>.<id / 250>.<id % 250 + 4>."""
+    n = inst.instance_id
+    return f"10.{zlib.crc32(repr(ss.key).encode()) % 250 + 1}.{n // 250 % 256}.{n % 250 + 4}"
+
+
+def _guid(lb: LoadBalancer) -> str:
+    h = f"{zlib.crc32(lb.id.lower().encode()):08x}"
+    return f"{h}-0000-4000-8000-{zlib.crc32(lb.name.encode()):012x}"

@@ -1,0 +1,175 @@
+"""The emulator's load balancers: a scale set's VMs join the pools their NIC configurations name and leave them when
+gone; a rule's probe marks a VM Up after one answered probe and Down only after ``probeThreshold`` missed ones (the
+lag that loses requests); admin state overrides the probe on a rule with one. In process on a frozen clock for the
+timing, and over HTTPS with ``azure-mgmt-network`` for the wire (Network's LROs, children, the health API).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import make_set
+from vmssctl.emulator.clock import SimClock
+from vmssctl.emulator.errors import ArmError
+from vmssctl.emulator.server import demo_scale_set
+from vmssctl.emulator.world import DEFAULT_SUBSCRIPTION, World
+
+SUB = DEFAULT_SUBSCRIPTION
+
+
+def lb_id(rg: str, name: str = "lb", sub: str = SUB) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/{name}"
+
+
+def lb_body(rg: str, sub: str = SUB, interval: int = 5, threshold: int = 2, probe: bool = True) -> dict:
+    lid = lb_id(rg, sub=sub)
+    rule: dict = {"protocol": "Tcp", "frontendPort": 80, "backendPort": 80, "idleTimeoutInMinutes": 4,
+                  "enableTcpReset": True, "frontendIPConfiguration": {"id": f"{lid}/frontendIPConfigurations/fe"},
+                  "backendAddressPool": {"id": f"{lid}/backendAddressPools/pool"}}
+    if probe:
+        rule["probe"] = {"id": f"{lid}/probes/http"}
+    return {"location": "eastus", "sku": {"name": "Standard"}, "properties": {
+        "frontendIPConfigurations": [{"name": "fe", "properties": {"privateIPAddress": "10.0.0.100"}}],
+        "backendAddressPools": [{"name": "pool"}],
+        "probes": [{"name": "http", "properties": {"protocol": "Http", "port": 80, "requestPath": "/health",
+                                                   "intervalInSeconds": interval, "probeThreshold": threshold}}],
+        "loadBalancingRules": [{"name": "web", "properties": rule}]}}
+
+
+def in_pool(capacity: int, rg: str, sub: str = SUB, **kwargs) -> dict:
+    body = demo_scale_set(capacity, **kwargs)
+    ipc = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
+    ipc["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
+        {"id": f"{lb_id(rg, sub=sub)}/backendAddressPools/pool"}]
+    return body
+
+
+@pytest.fixture
+def world() -> World:
+    w = World(SimClock(0, start=1_000_000.0), seed=1)
+    w.resource_groups.put("rg", "eastus")
+    w.load_balancers.put("rg", "lb", lb_body("rg"))
+    w.scale_sets.put("rg", "web", in_pool(3, "rg"))
+    step(w, 600)
+    return w
+
+
+def step(world: World, seconds: float) -> None:
+    world.clock.advance(seconds)
+    world.advance()
+
+
+def health(world: World) -> dict[str, str]:
+    rows = world.load_balancers.rule_health(world.load_balancers.get("rg", "lb"), "web")["loadBalancerBackendAddresses"]
+    return {r["networkInterfaceIPConfigurationId"].split("/virtualMachines/")[1].split("/")[0]: r["state"]
+            for r in rows}
+
+
+def test_a_stopped_vm_stays_up_until_threshold_probes_missed_and_comes_up_after_one(world):
+    assert health(world) == {"0": "Up", "1": "Up", "2": "Up"}
+    world.vms.act("rg", "web", "poweroff", ["1"])
+    step(world, 1)  # stopped at once (the power-off's first step), still Up in the load balancer...
+    assert world.scale_sets.get("rg", "web").instances[1].power != "running"
+    stopped = world.scale_sets.get("rg", "web").instances[1].unhealthy_at
+    assert stopped is not None and health(world)["1"] == "Up"
+    world.clock.advance(stopped + 2 * 5 - 0.01 - world.now())  # ... for threshold x interval = 10 s
+    assert health(world)["1"] == "Up"
+    world.clock.advance(0.02)
+    assert health(world) == {"0": "Up", "1": "Down", "2": "Up"}
+    step(world, 300)  # the power-off ends
+    world.vms.act("rg", "web", "start", ["1"])
+    vm = world.scale_sets.get("rg", "web").instances[1]
+    while vm.healthy_at is None:  # a second at a time until it serves again
+        step(world, 1)
+    started = vm.healthy_at
+    world.clock.advance(started + 5 - 0.01 - world.now())  # serving again, not yet probed
+    assert health(world)["1"] == "Down"
+    world.clock.advance(0.02)
+    assert health(world)["1"] == "Up"
+
+
+def test_admin_state_overrides_the_probe_and_vms_leave_the_pool_when_gone(world):
+    lb = world.load_balancers.get("rg", "lb")
+    members = world.load_balancers.members(lb, "pool")
+    assert [m.inst.instance_id for m in members] == [0, 1, 2]
+    target = members[0].ip_configuration
+    world.load_balancers.put_pool("rg", "lb", "pool", {"properties": {"loadBalancerBackendAddresses": [
+        {"name": "a", "properties": {"adminState": "Down", "networkInterfaceIPConfiguration": {"id": target}}}]}})
+    row = world.load_balancers.rule_health(world.load_balancers.get("rg", "lb"), "web")
+    assert (row["up"], row["down"]) == (2, 1) and row["loadBalancerBackendAddresses"][0]["reason"] == "Admin state Down"
+    world.vms.act("rg", "web", "delete", ["2"])
+    assert len(world.load_balancers.members(world.load_balancers.get("rg", "lb"), "pool")) == 3  # until it is gone
+    step(world, 600)
+    assert len(world.load_balancers.members(world.load_balancers.get("rg", "lb"), "pool")) == 2
+    # a rule without a probe: admin state has no effect, every backend is Up
+    world.load_balancers.put("rg", "lb", {**lb_body("rg", probe=False), "properties": {
+        **lb_body("rg", probe=False)["properties"],
+        "backendAddressPools": [{"name": "pool", "properties": {"loadBalancerBackendAddresses": [{
+            "name": "a", "properties": {"adminState": "Down", "networkInterfaceIPConfiguration": {"id": target}}}]}}]}})
+    assert health(world) == {"0": "Up", "1": "Up"}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b["properties"]["probes"][0]["properties"].update(intervalInSeconds=2), "intervalInSeconds"),
+    (lambda b: b["properties"]["probes"][0]["properties"].pop("requestPath"), "requestPath"),
+    (lambda b: b["properties"]["loadBalancingRules"][0]["properties"].update(idleTimeoutInMinutes=1000),
+     "idleTimeoutInMinutes"),
+    (lambda b: b["properties"]["loadBalancingRules"][0]["properties"]["probe"].update(
+        id=lb_id("rg") + "/probes/nope"), "was not found"),
+    (lambda b: b["properties"]["backendAddressPools"].append({"name": "POOL"}), "two backendAddressPools"),
+    (lambda b: b.update(sku={"name": "Premium"}), "SKU"),
+    (lambda b: b["properties"]["backendAddressPools"][0].update(properties={"loadBalancerBackendAddresses": [
+        {"properties": {"adminState": "Drain"}}]}), "adminState"),
+    (lambda b: b["properties"]["backendAddressPools"][0].update(properties={"loadBalancerBackendAddresses": [
+        {"name": "web_99", "properties": {"adminState": "Down"}}]}), "not a member"),
+])
+def test_bad_load_balancers_are_refused_and_change_nothing(world, mutate, message):
+    body = lb_body("rg")
+    mutate(body)
+    before = world.load_balancers.get("rg", "lb").etag
+    with pytest.raises(ArmError, match=message):
+        world.load_balancers.put("rg", "lb", body)
+    assert world.load_balancers.get("rg", "lb").etag == before
+
+
+def test_the_sdk_creates_a_load_balancer_reads_its_pool_and_rule_health_and_sets_admin_state(emu):
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.mgmt.network import NetworkManagementClient
+    from azure.mgmt.network import models as nm
+
+    from vmssctl.azure import _credential, _endpoint
+
+    rg = make_set(emu, capacity=1, name="placeholder")  # a group (its own set is not in the pool)
+    conn = emu.connection
+    net = NetworkManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, {"polling_interval": 0.1}))
+    body = lb_body(rg, conn.subscription)
+    lb = net.load_balancers.begin_create_or_update(rg, "lb", nm.LoadBalancer(body)).result()
+    assert lb.provisioning_state == "Succeeded" and [p.name for p in lb.probes] == ["http"]
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(3, rg, conn.subscription),
+                                                                   polling=False)
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(
+        rg, "flex", in_pool(2, rg, conn.subscription, flexible=True), polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    pool = net.load_balancer_backend_address_pools.get(rg, "lb", "pool")
+    ids = [c.id for c in pool.backend_ip_configurations]
+    assert len(ids) == 5 and sum("/virtualMachineScaleSets/web/virtualMachines/" in i for i in ids) == 3
+    assert sum("/Microsoft.Network/networkInterfaces/flex_" in i for i in ids) == 2
+    assert net.load_balancer_probes.get(rg, "lb", "http").load_balancing_rules[0].id.endswith("/web")
+    result = net.load_balancer_load_balancing_rules.begin_health(rg, "lb", "web").result()
+    assert (result.up, result.down) == (5, 0)
+    first = pool.load_balancer_backend_addresses[0]
+    first.admin_state = "Down"
+    pool = net.load_balancer_backend_address_pools.begin_create_or_update(
+        rg, "lb", "pool", nm.BackendAddressPool(name="pool", load_balancer_backend_addresses=[first])).result()
+    assert [a.admin_state for a in pool.load_balancer_backend_addresses].count("Down") == 1
+    result = net.load_balancer_load_balancing_rules.begin_health(rg, "lb", "web").result()
+    assert (result.up, result.down) == (4, 1)
+    down = [a for a in result.load_balancer_backend_addresses if a.state == "Down"]
+    assert down[0].network_interface_ip_configuration_id == first.network_interface_ip_configuration.id
+    with pytest.raises(HttpResponseError, match="intervalInSeconds"):
+        bad = lb_body(rg, conn.subscription, interval=1)
+        net.load_balancers.begin_create_or_update(rg, "lb", nm.LoadBalancer(bad)).result()
+    assert [lb.name for lb in net.load_balancers.list(rg)] == ["lb"]
+    net.load_balancers.begin_delete(rg, "lb").result()
+    with pytest.raises(ResourceNotFoundError):
+        net.load_balancers.get(rg, "lb")
