@@ -348,7 +348,9 @@ class Background:
             self.events.append(event)
             if event.get("type") == kind and all(event.get(k) == v for k, v in match.items()):
                 return event
-        raise AssertionError(f"no {kind} {match}: exit {self.proc.wait()}, {self.proc.stderr.read()[-2000:]}")
+        last = [{k: v for k, v in e.items() if k not in ("view",)} for e in self.events[-6:]]
+        raise AssertionError(f"no {kind} {match}: exit {self.proc.wait()}, last events {last}, "
+                             f"{self.proc.stderr.read()[-2000:] if self.proc.stderr else ''}")
 
     def finish(self, timeout: float = 180) -> int:
         assert self.proc.stdout is not None

@@ -4,8 +4,9 @@ run` watcher, `fleet status` and the dashboard wait and carry on; the dead worke
 one live worker, and no live worker is ever taken for dead.
 
 PostgreSQL from Debian's package, stopped with ``pg_ctl -m immediate`` (every connection cut, as in a crash)
-while the workers are idle, for 5 s while the pilot stage runs, and for a minute while the last stage runs:
-the outages are real time by nature; the rollouts' time is the emulator's clock.
+while the workers are idle, for 5 s while the pilot stage runs, and for 20 s while the last stage runs (three
+times the takeover window, ten times the reconnect backoff's longest step): the outages are real time by nature;
+the rollouts' time is the emulator's clock.
 """
 
 from __future__ import annotations
@@ -95,13 +96,13 @@ concurrency = 5
         victim = _driving(pg.url, [w.proc for w in workers])  # a worker driving a rollout of the last stage dies...
         workers[victim].proc.send_signal(signal.SIGKILL)
         workers[victim].proc.wait(10)
-        pg.stop()  # ... and the database is down for a minute
+        pg.stop()  # ... and the database is down for longer than the takeover window
         status = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "status", fid, "--database", pg.url,
                                    "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "VMSSCTL_DB_WAIT": "300"})
         page = api.get(f"/fleets/{fid}")
         assert page.status_code == 200 and "Cannot show the fleet" in page.text and 'http-equiv="refresh"' in page.text
-        time.sleep(60)
+        time.sleep(20)
         pg.start()
         out, err = status.communicate(timeout=120)  # it waited for the database, then answered
         assert status.returncode == 0 and '"type": "fleet_view"' in out and "internal error" not in err, err

@@ -267,11 +267,24 @@ class _Advisory:
                     if not reconnect.is_disconnect(e):
                         raise
                     _forget_session(self.url, session)
-            session = _session(self.url, self.where)
-            if not _try_lock(session, self.key):
+
+            def retake() -> tuple[object, bool]:
+                """The lock again on a (new) session, its owner recorded: both wait out a database that drops
+                the connection again while it comes back (a restart's recovery)."""
+                session = _session(self.url, self.where)
+                try:
+                    if not _try_lock(session, self.key):
+                        return session, False
+                    _record(session, self.set_key, self.rid)
+                    return session, True
+                except psycopg.Error as e:
+                    if reconnect.is_disconnect(e):
+                        _forget_session(self.url, session)
+                    raise
+            session, held = reconnect.patiently(retake, f"the claims in the journal at {self.where}")
+            if not held:
                 _held.discard((self.url, self.key))
                 raise _lost(self.set_key, _claimed(session, self.set_key))
-            _record(session, self.set_key, self.rid)
             self.session = session
 
     def close(self) -> None:
