@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from vmssctl.azure import Connection
 from vmssctl.emulator.server import demo_scale_set
+from vmssctl.emulator.world import DEFAULT_SUBSCRIPTION
 from vmssctl.policy import Amount, RolloutPolicy
 from vmssctl.rollout.events import Snapshot
 
@@ -136,3 +137,34 @@ def make_policy(**policy) -> RolloutPolicy:
             text = policy[key]
             policy[key] = Amount(float(text.rstrip("%")), text.endswith("%"))
     return RolloutPolicy(**{"no_health_signal": True, **policy})
+
+
+# ------------------------------------------------------------------- a load balancer in front of a set
+SUB = DEFAULT_SUBSCRIPTION
+
+
+def lb_id(rg: str, name: str = "lb", sub: str = SUB) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/{name}"
+
+
+def lb_body(rg: str, sub: str = SUB, interval: int = 5, threshold: int = 2, probe: bool = True) -> dict:
+    lid = lb_id(rg, sub=sub)
+    rule: dict = {"protocol": "Tcp", "frontendPort": 80, "backendPort": 80, "idleTimeoutInMinutes": 4,
+                  "enableTcpReset": True, "frontendIPConfiguration": {"id": f"{lid}/frontendIPConfigurations/fe"},
+                  "backendAddressPool": {"id": f"{lid}/backendAddressPools/pool"}}
+    if probe:
+        rule["probe"] = {"id": f"{lid}/probes/http"}
+    return {"location": "eastus", "sku": {"name": "Standard"}, "properties": {
+        "frontendIPConfigurations": [{"name": "fe", "properties": {"privateIPAddress": "10.0.0.100"}}],
+        "backendAddressPools": [{"name": "pool"}],
+        "probes": [{"name": "http", "properties": {"protocol": "Http", "port": 80, "requestPath": "/health",
+                                                   "intervalInSeconds": interval, "probeThreshold": threshold}}],
+        "loadBalancingRules": [{"name": "web", "properties": rule}]}}
+
+
+def in_pool(capacity: int, rg: str, sub: str = SUB, **kwargs) -> dict:
+    body = demo_scale_set(capacity, **kwargs)
+    ipc = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
+    ipc["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
+        {"id": f"{lb_id(rg, sub=sub)}/backendAddressPools/pool"}]
+    return body

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_emulator
+from tests.helpers import lb_body, lb_id
 
 REPO = Path(__file__).resolve().parent.parent
 AZ = os.environ.get("VMSSCTL_AZ") or str(REPO / ".venv-az" / "bin" / "az")
@@ -86,3 +87,18 @@ def test_az_on_a_flexible_set_lists_upgrades_by_name_and_shows_its_vms(az, tmp_p
     assert shown["virtualMachineScaleSet"]["id"].lower().endswith("/virtualmachinescalesets/flex")
     assert az("vm", "show", "-g", "flex-rg", "-n", names[1])["storageProfile"]["imageReference"]["version"] == \
         "24.04.202610010"
+
+
+def test_az_reads_a_load_balancer_its_probe_rule_and_pool(az):
+    sub = az("account", "show")["id"]
+    url = f"{lb_id('demo-rg', sub=sub)}?api-version=2025-07-01"
+    az("rest", "--method", "put", "--url", url, "--body", json.dumps(lb_body("demo-rg", sub)))
+    lb = az("network", "lb", "show", "-g", "demo-rg", "-n", "lb")
+    assert lb["sku"]["name"] == "Standard" and lb["provisioningState"] == "Succeeded"
+    probe = az("network", "lb", "probe", "show", "-g", "demo-rg", "--lb-name", "lb", "-n", "http")
+    assert (probe["protocol"], probe["intervalInSeconds"], probe["probeThreshold"]) == ("Http", 5, 2)
+    rule = az("network", "lb", "rule", "show", "-g", "demo-rg", "--lb-name", "lb", "-n", "web")
+    assert rule["probe"]["id"].endswith("/probes/http") and rule["enableTcpReset"] is True
+    pools = az("network", "lb", "address-pool", "list", "-g", "demo-rg", "--lb-name", "lb")
+    assert [p["name"] for p in pools] == ["pool"]
+    assert [p["name"] for p in az("network", "lb", "list", "-g", "demo-rg")] == ["lb"]

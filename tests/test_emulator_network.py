@@ -8,40 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import make_set
+from tests.helpers import in_pool, lb_body, lb_id, make_set
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError
-from vmssctl.emulator.server import demo_scale_set
-from vmssctl.emulator.world import DEFAULT_SUBSCRIPTION, World
-
-SUB = DEFAULT_SUBSCRIPTION
-
-
-def lb_id(rg: str, name: str = "lb", sub: str = SUB) -> str:
-    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/{name}"
-
-
-def lb_body(rg: str, sub: str = SUB, interval: int = 5, threshold: int = 2, probe: bool = True) -> dict:
-    lid = lb_id(rg, sub=sub)
-    rule: dict = {"protocol": "Tcp", "frontendPort": 80, "backendPort": 80, "idleTimeoutInMinutes": 4,
-                  "enableTcpReset": True, "frontendIPConfiguration": {"id": f"{lid}/frontendIPConfigurations/fe"},
-                  "backendAddressPool": {"id": f"{lid}/backendAddressPools/pool"}}
-    if probe:
-        rule["probe"] = {"id": f"{lid}/probes/http"}
-    return {"location": "eastus", "sku": {"name": "Standard"}, "properties": {
-        "frontendIPConfigurations": [{"name": "fe", "properties": {"privateIPAddress": "10.0.0.100"}}],
-        "backendAddressPools": [{"name": "pool"}],
-        "probes": [{"name": "http", "properties": {"protocol": "Http", "port": 80, "requestPath": "/health",
-                                                   "intervalInSeconds": interval, "probeThreshold": threshold}}],
-        "loadBalancingRules": [{"name": "web", "properties": rule}]}}
-
-
-def in_pool(capacity: int, rg: str, sub: str = SUB, **kwargs) -> dict:
-    body = demo_scale_set(capacity, **kwargs)
-    ipc = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
-    ipc["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
-        {"id": f"{lb_id(rg, sub=sub)}/backendAddressPools/pool"}]
-    return body
+from vmssctl.emulator.world import World
 
 
 @pytest.fixture
