@@ -140,6 +140,61 @@ def test_the_sdk_creates_a_load_balancer_reads_its_pool_and_rule_health_and_sets
         bad = lb_body(rg, conn.subscription, interval=1)
         net.load_balancers.begin_create_or_update(rg, "lb", nm.LoadBalancer(bad)).result()
     assert [lb.name for lb in net.load_balancers.list(rg)] == ["lb"]
+    load = emu.admin("POST", "traffic", {"resourceGroup": rg, "loadBalancer": "lb", "rule": "web", "rps": 50})
+    emu.admin("POST", "clock", {"advance": 60})  # (the admin API counts the requests users would have sent)
+    row = next(x for x in emu.admin("GET", "stats")["traffic"] if x["id"] == load["id"])
+    assert row["requests"] >= 3000 and row["failed"] == 0 and len(row["backends"]) == 4, row  # (one is Down)
+    emu.admin("POST", f"traffic/{load['id']}/stop")
     net.load_balancers.begin_delete(rg, "lb").result()
     with pytest.raises(ResourceNotFoundError):
         net.load_balancers.get(rg, "lb")
+
+
+def traffic(world: World, **extra) -> str:
+    return world.traffic.start({"resourceGroup": "rg", "loadBalancer": "lb", "rule": "web", "rps": 300,
+                                "meanDurationSeconds": 0.2, **extra}).id
+
+
+def counts(world: World, tid: str) -> dict:
+    world.advance()
+    return world.loads[tid].report()
+
+
+def test_traffic_counts_requests_lost_to_a_stop_and_to_the_probes_lag(world):
+    tid = traffic(world)
+    step(world, 60)
+    assert counts(world, tid)["served"] == 18_000 and counts(world, tid)["failed"] == 0
+    world.vms.act("rg", "web", "poweroff", ["1"])  # no drain: stopped while in rotation
+    step(world, 60)
+    c = counts(world, tid)
+    # in flight on it when it stopped: 100 req/s x 0.2 s; then 2 probes x 5 s of its share sent to a dead VM
+    assert c["failedBy"]["cut"] == 20 and 950 <= c["failedBy"]["probe-lag"] <= 1100, c
+    assert c["failedBy"]["no-backend"] == 0 and c["served"] + c["failed"] == 36_000
+
+
+def test_a_drained_vm_stops_without_a_failed_request_but_long_connections_need_their_time(world):
+    tid = traffic(world, longLivedShare=0.05, longLivedSeconds=300)
+    step(world, 30)
+    world.load_balancers.put_pool("rg", "lb", "pool", {"properties": {"loadBalancerBackendAddresses": [
+        {"name": "web_1", "properties": {"adminState": "Down"}}]}})
+    step(world, 5)  # short requests are long done; long-lived connections persist (admin Down keeps them)
+    world.vms.act("rg", "web", "poweroff", ["1"])
+    step(world, 60)
+    c = counts(world, tid)
+    assert c["failedBy"]["probe-lag"] == 0 and c["failedBy"]["no-backend"] == 0
+    # 5 long-lived connections a second for the 30 s it served, lasting 300 s on average: about 140 still open
+    assert 130 <= c["failedBy"]["cut"] <= 150, c
+
+
+def test_no_backend_left_fails_everything_and_the_counts_survive_a_restart(world):
+    tid = traffic(world, durationSeconds=100)
+    world.vms.act("rg", "web", "deallocate", None)
+    step(world, 200)
+    c = counts(world, tid)
+    assert c["requests"] == 30_000 and c["failedBy"]["no-backend"] > 20_000, c
+    again = World.load(world.dump(), SimClock(0, start=world.now()))
+    assert again.loads[tid].report() == c
+    with pytest.raises(ArmError, match="rps"):
+        world.traffic.start({"resourceGroup": "rg", "loadBalancer": "lb", "rule": "web", "rps": -1})
+    with pytest.raises(ArmError, match="web2"):
+        world.traffic.start({"resourceGroup": "rg", "loadBalancer": "lb", "rule": "web2", "rps": 1})

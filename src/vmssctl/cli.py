@@ -563,7 +563,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vmssctl import render
     from vmssctl.azure import ScaleSetApi
     from vmssctl.emulator.admin import AdminClient
-    from vmssctl.emulator.server import DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
+    from vmssctl.emulator.server import DEMO_LB, DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
     from vmssctl.policy import load
     from vmssctl.rollout.journal import Journal
     from vmssctl.rollout.workflow import drive
@@ -587,22 +587,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
         prepared = prepare(api, journal, conn, ImageChange(version=args.version), policy)
         render.plan(prepared, args.output)
         t0 = admin.clock()["now"]
+        started = admin.call("POST", "traffic", {"resourceGroup": DEMO_RG, "loadBalancer": DEMO_LB, "rule": "http",
+                                                 "rps": 200, "meanDurationSeconds": 0.2})
         sinks = _sinks(args)
         try:
             code = drive(journal, conn, api, begin(journal, conn, api, prepared), sinks)
         finally:
             for sink in sinks:
                 sink.close()
-        record = admin.stats(since=t0)["scaleSets"][f"{DEMO_RG}/{DEMO_VMSS}"]
+        stats = admin.stats(since=t0)
+        record = stats["scaleSets"][f"{DEMO_RG}/{DEMO_VMSS}"]
+        users = next(x for x in stats["traffic"] if x["id"] == started["id"])
         floor = prepared.plan.floor
         verdict = "never below the floor" if record["minHealthy"] >= floor else "BELOW THE FLOOR"
         if args.output == "json":
             print(json.dumps({"type": "availability", "floor": floor, **record}))
+            print(json.dumps({"type": "requests", **users}))
         else:
             render.instances(api.instances(), "table")
             con.print(f"[bold]Availability record[/] (from the emulator): healthy instances during the rollout "
                       f"min {record['minHealthy']} of {record['capacity']}, floor {floor}: [bold]{verdict}[/]; "
                       f"running min {record['minRunning']}; {_times(record['upgrades'])}")
+            by = users["failedBy"]
+            con.print(f"[bold]Requests[/] through {DEMO_LB} during the rollout (emulated users, {users['rps']:g}/s): "
+                      f"{users['served']:,} served, [bold]{users['failed']:,} failed[/] ({by['cut']:,} in flight on a "
+                      f"VM as it stopped, {by['probe-lag']:,} sent to a stopped VM before its probe marked it "
+                      f"down, {by['no-backend']:,} with no backend)")
         api.close()
         return code
     finally:

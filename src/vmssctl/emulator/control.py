@@ -72,7 +72,23 @@ def admin_stats(emu: Emulator, request: Request, body: object) -> Response:
         "now": world.now(), "timeScale": world.clock.scale, "requests": emu.stats.to_json(),
         "stateChanges": world.changes, "persistence": emu.persistence,
         "scaleSets": {f"{s.rg}/{s.name}": availability.since(s, since, records) for s in world.sets.values()},
+        "traffic": [load.report() for load in world.loads.values()],
     })
+
+
+@_admin
+def admin_traffic(emu: Emulator, request: Request, body: dict | None) -> Response:
+    """GET: every load and its counts; POST: start one on a load balancer's rule (see network/traffic.py)."""
+    world = emu.world
+    if request.method == "POST":
+        return json_response(world.traffic.start(body or {}).report(), 201)
+    world.advance()
+    return json_response({"traffic": [load.report() for load in world.loads.values()]})
+
+
+@_admin
+def admin_traffic_stop(emu: Emulator, request: Request, body: dict | None) -> Response:
+    return json_response(emu.world.traffic.stop(request.path_params["tid"]).report())
 
 
 @_admin
@@ -150,4 +166,6 @@ def routes() -> list[Route]:
         Route("/_emulator/clock", admin_clock, methods=["GET", "POST"]),
         Route("/_emulator/throttle", admin_throttle, methods=["GET", "PUT"]),
         Route("/_emulator/images", admin_images, methods=["GET", "POST"]),
+        Route("/_emulator/traffic", admin_traffic, methods=["GET", "POST"]),
+        Route("/_emulator/traffic/{tid}/stop", admin_traffic_stop, methods=["POST"]),
     ]

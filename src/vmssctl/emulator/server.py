@@ -34,7 +34,7 @@ from vmssctl.emulator.world import World
 
 log = logging.getLogger("vmssctl.emulator")
 
-DEMO_RG, DEMO_VMSS, DEMO_LOCATION = "demo-rg", "demo-vmss", "eastus"
+DEMO_RG, DEMO_VMSS, DEMO_LOCATION, DEMO_LB = "demo-rg", "demo-vmss", "eastus", "demo-lb"
 DEMO_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "24.04.202610010"}
 
 
@@ -77,12 +77,34 @@ def demo_scale_set(capacity: int = 20, image: dict | None = None, zones: list[st
     return body
 
 
+def demo_load_balancer(subscription: str, rg: str = DEMO_RG, name: str = DEMO_LB) -> dict:
+    """A Standard load balancer with one rule (HTTP on 80, probed at /health every 5 s, down after 2 misses)."""
+    lid = f"/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/{name}"
+    return {"location": DEMO_LOCATION, "sku": {"name": "Standard"}, "properties": {
+        "frontendIPConfigurations": [{"name": "frontend", "properties": {"privateIPAddress": "10.0.0.100"}}],
+        "backendAddressPools": [{"name": "web"}],
+        "probes": [{"name": "health", "properties": {"protocol": "Http", "port": 80, "requestPath": "/health",
+                                                     "intervalInSeconds": 5, "probeThreshold": 2}}],
+        "loadBalancingRules": [{"name": "http", "properties": {
+            "protocol": "Tcp", "frontendPort": 80, "backendPort": 80, "idleTimeoutInMinutes": 4,
+            "enableTcpReset": True, "frontendIPConfiguration": {"id": f"{lid}/frontendIPConfigurations/frontend"},
+            "backendAddressPool": {"id": f"{lid}/backendAddressPools/web"},
+            "probe": {"id": f"{lid}/probes/health"}}}]}}
+
+
 def seed_demo(world: World) -> None:
-    """Create demo-rg/demo-vmss already running, by fast-forwarding the clock past its creation."""
+    """Create demo-rg/demo-vmss behind demo-lb, already running, by fast-forwarding the clock past its
+    creation."""
     if (DEMO_RG, DEMO_VMSS) in world.sets:
         return
     world.resource_groups.put(DEMO_RG, DEMO_LOCATION)
-    world.scale_sets.put(DEMO_RG, DEMO_VMSS, demo_scale_set())
+    lb = demo_load_balancer(world.subscription)
+    world.load_balancers.put(DEMO_RG, DEMO_LB, lb)
+    body = demo_scale_set()
+    nic = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
+    nic["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
+        {"id": lb["properties"]["loadBalancingRules"][0]["properties"]["backendAddressPool"]["id"]}]
+    world.scale_sets.put(DEMO_RG, DEMO_VMSS, body)
     world.clock.advance(600)
     world.advance()
 

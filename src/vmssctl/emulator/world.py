@@ -19,6 +19,7 @@ from vmssctl.emulator import images, timing
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.faults import Faults
 from vmssctl.emulator.network.loadbalancers import LoadBalancer, LoadBalancers
+from vmssctl.emulator.network.traffic import Load, Traffic
 from vmssctl.emulator.resources.fields import SetKey
 from vmssctl.emulator.resources.groups import ResourceGroups
 from vmssctl.emulator.resources.operations import Operation, Operations
@@ -46,6 +47,7 @@ class World:
         self.sets: dict[SetKey, ScaleSet] = {}
         self.ops: dict[str, Operation] = {}
         self.lbs: dict[SetKey, LoadBalancer] = {}
+        self.loads: dict[str, Load] = {}
         self.catalog = images.Catalog()
         # the resource types' behaviour
         self.resource_groups = ResourceGroups(self)
@@ -54,6 +56,7 @@ class World:
         self.operations = Operations(self)
         self.rolling_upgrades = RollingUpgrades(self)
         self.load_balancers = LoadBalancers(self)
+        self.traffic = Traffic(self)
         self._heap: list = []
         self._seq = 0
         # what each kind of timed work on the heap wakes: (key, time it is due)
@@ -74,9 +77,12 @@ class World:
         """Apply every step due by ``now``, each at its own simulated time."""
         now = self.clock.now() if now is None else now
         heap = self._heap
+        traffic = self.traffic
         while heap and heap[0][0] <= now:
             t, _, kind, key = heapq.heappop(heap)
+            traffic.until(t)  # requests see the world as it was until this moment
             self._due[kind](key, t)
+        traffic.until(now)
         return now
 
     def jitter(self, base: float, factor: float = 1.0) -> float:
@@ -99,6 +105,7 @@ class World:
                       "instances": [dict(vars(i)) for i in s.instances.values()],
                       "rolling": asdict(s.rolling) if s.rolling else None} for s in self.sets.values()],
             "loadBalancers": [dict(vars(lb)) for lb in self.lbs.values()],
+            "loads": [dict(vars(load)) for load in self.loads.values()],
         }
 
     @classmethod
@@ -128,6 +135,9 @@ class World:
         for d in state.get("loadBalancers", []):  # (a state saved before there were any: none)
             lb = LoadBalancer(**d)
             world.lbs[lb.key] = lb
+        for d in state.get("loads", []):
+            load = Load(**d)
+            world.loads[load.id] = load
         return world
 
 

@@ -1,0 +1,191 @@
+"""Client load on a load balancer's rule, simulated on the emulator's clock: what users would count.
+
+A fluid model, not an event per request (1,000 requests a second at 600x stays cheap): each tick (a simulated
+second, and every moment the world changes) the rule's new requests go evenly to the backends the load balancer
+deems eligible (admin state Up, or not Down and the probe says Up). A request fails when
+
+- ``probe-lag``: it is sent to a VM that stopped serving but is not yet probed down;
+- ``no-backend``: no backend is eligible;
+- ``cut``: its VM stops serving while the request is in flight. A VM's in-flight requests are its arrival rate
+  times their mean duration (and, for the long-lived share, their lifetime), decaying exponentially from the
+  moment it stopped getting new ones (admin state Down, or probed down): a drained VM is cut with what is left.
+
+Every count is exact arithmetic on the seeded world: the same run gives the same figures.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vmssctl.emulator.errors import ArmError, invalid
+from vmssctl.emulator.network import probes
+from vmssctl.emulator.resources import availability
+
+if TYPE_CHECKING:
+    from vmssctl.emulator.network.loadbalancers import Member
+    from vmssctl.emulator.world import World
+
+TICK = 1.0  # simulated seconds between looks when nothing changes in the world
+CAUSES = ("probe-lag", "no-backend", "cut")
+
+
+@dataclass
+class Load:
+    id: str
+    rg: str
+    lb: str
+    rule: str
+    rps: float  # new requests a second
+    mean_duration: float  # seconds a short request is in flight
+    long_share: float  # share of requests that are long-lived connections
+    long_lifetime: float  # seconds a long-lived connection lasts
+    start: float
+    end: float | None  # None: until stopped
+    last: float  # integrated up to here
+    served: float = 0.0
+    failed: dict[str, float] = field(default_factory=dict)  # by cause
+    per_vm: dict[str, list[float]] = field(default_factory=dict)  # backend name -> [served, failed]
+    routed: dict[str, list[float]] = field(default_factory=dict)  # name -> [rate, routed until, routed since]
+    serving: dict[str, bool] = field(default_factory=dict)  # name -> serving at ``last``
+
+    def report(self) -> dict:
+        failed = sum(self.failed.values())
+        total = self.served + failed
+        return {"id": self.id, "loadBalancer": self.lb, "resourceGroup": self.rg, "rule": self.rule, "rps": self.rps,
+                "start": self.start, "end": self.end, "upTo": self.last, "requests": round(total),
+                "served": round(self.served), "failed": round(failed),
+                "failedBy": {c: round(self.failed.get(c, 0.0)) for c in CAUSES},
+                "failureRatio": failed / total if total else 0.0,
+                "backends": {k: {"served": round(v[0]), "failed": round(v[1])} for k, v in sorted(self.per_vm.items())}}
+
+
+class Traffic:
+    """The loads running on the world's load balancers (``world.loads``)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def start(self, body: dict) -> Load:
+        """A new load (the admin API's body): loadBalancer, resourceGroup, rule, rps, and optionally
+        meanDurationSeconds, longLivedShare, longLivedSeconds, durationSeconds."""
+        w = self.world
+        rg, name, rule = str(body.get("resourceGroup", "")), str(body.get("loadBalancer", "")), body.get("rule")
+        lb = w.load_balancers.get(rg, name)
+        lb.child("loadBalancingRules", str(rule))
+        rps = _bounded(body, "rps", 0.001, 100_000, None)
+        duration = _bounded(body, "durationSeconds", 1, 10 ** 8, None) if "durationSeconds" in body else 0.0
+        now = w.advance()
+        load = Load(id=str(uuid.UUID(int=w.rng.getrandbits(128))), rg=lb.rg, lb=lb.name, rule=str(rule), rps=rps,
+                    mean_duration=_bounded(body, "meanDurationSeconds", 0.001, 3600, 0.2),
+                    long_share=_bounded(body, "longLivedShare", 0, 1, 0),
+                    long_lifetime=_bounded(body, "longLivedSeconds", 1, 86_400, 300),
+                    start=now, end=now + duration if duration else None, last=now)
+        w.loads[load.id] = load
+        w.changes += 1
+        return load
+
+    def stop(self, load_id: str) -> Load:
+        w = self.world
+        load = w.loads.get(load_id)
+        if load is None:
+            raise invalid(f"No traffic '{load_id[:80]}'.", "id")
+        now = w.advance()
+        if load.end is None or load.end > now:
+            load.end = now
+        w.changes += 1
+        return load
+
+    def until(self, t: float) -> None:
+        """Integrate every running load up to ``t`` (the world's state is what holds until then)."""
+        for load in self.world.loads.values():
+            stop = min(t, load.end) if load.end is not None else t
+            if stop > load.last:
+                self._run(load, stop)
+
+    def _run(self, load: Load, t: float) -> None:
+        w = self.world
+        try:
+            lb = w.load_balancers.get(load.rg, load.lb)
+            rule = lb.child("loadBalancingRules", load.rule)
+        except ArmError:  # the load balancer or rule is gone: every request fails
+            load.failed["no-backend"] = load.failed.get("no-backend", 0.0) + load.rps * (t - load.last)
+            load.last = t
+            return
+        rp = rule.get("properties") or {}
+        pool = str((rp.get("backendAddressPool") or {}).get("id", "")).rsplit("/", 1)[-1]
+        probe_ref = rp.get("probe")
+        interval, threshold = _timing(lb.child("probes", str(probe_ref["id"]).rsplit("/", 1)[-1])) \
+            if probe_ref else (0.0, 1)
+        members = w.load_balancers.members(lb, pool) if pool else []
+        admin = {m.name: lb.admin.get(f"{pool.lower()}|{m.name.lower()}", "None") for m in members}
+        self._cut(load, members, load.last)
+        while load.last < t:
+            a = load.last
+            b = min(t, a + TICK)
+            eligible = [m for m in members if _eligible(m, admin[m.name], probe_ref is not None, a, interval,
+                                                        threshold)]
+            arrivals = load.rps * (b - a)
+            for m in eligible:  # what each gets, since and until when (its in-flight requests build up, then decay)
+                was = load.routed.get(m.name)
+                since = was[2] if was is not None and was[1] >= a else a
+                load.routed[m.name] = [load.rps / len(eligible), b, since]
+            if not eligible:
+                load.failed["no-backend"] = load.failed.get("no-backend", 0.0) + arrivals
+            for m in eligible:
+                share = arrivals / len(eligible)
+                row = load.per_vm.setdefault(m.name, [0.0, 0.0])
+                if availability.healthy(m.ss, m.inst):
+                    load.served += share
+                    row[0] += share
+                else:
+                    load.failed["probe-lag"] = load.failed.get("probe-lag", 0.0) + share
+                    row[1] += share
+            load.last = b
+
+    def _cut(self, load: Load, members: list[Member], at: float) -> None:
+        """Backends that stopped serving since the last look lose the requests in flight on them."""
+        for m in members:
+            serving = availability.healthy(m.ss, m.inst)
+            if load.serving.get(m.name, serving) and not serving:
+                rate, until, since = load.routed.get(m.name, [0.0, at, at])
+                gap, served_for = max(0.0, at - until), max(0.0, until - since)
+                short = rate * (1 - load.long_share) * _in_flight(load.mean_duration, served_for, gap)
+                long = rate * load.long_share * _in_flight(load.long_lifetime, served_for, gap)
+                lost = min(short + long, load.per_vm.get(m.name, [0.0, 0.0])[0])  # (counted served as they came)
+                load.failed["cut"] = load.failed.get("cut", 0.0) + lost
+                load.served -= lost
+                row = load.per_vm.setdefault(m.name, [0.0, 0.0])
+                row[0], row[1] = row[0] - lost, row[1] + lost
+            load.serving[m.name] = serving
+
+
+def _in_flight(lifetime: float, served_for: float, since_last: float) -> float:
+    """Requests in flight per unit of arrival rate: they arrived for ``served_for`` seconds and each lasts
+    ``lifetime`` on average (exponentially), the last of them ``since_last`` seconds ago."""
+    return lifetime * (1 - math.exp(-served_for / lifetime)) * math.exp(-since_last / lifetime)
+
+
+def _eligible(m: Member, admin: str, has_probe: bool, at: float, interval: float, threshold: int) -> bool:
+    if has_probe and admin in ("Up", "Down"):  # admin state counts only on a rule with a probe
+        return admin == "Up"
+    if not has_probe:
+        return True
+    return probes.state(m.inst, availability.healthy(m.ss, m.inst), at, interval, threshold) == probes.UP
+
+
+def _timing(probe: dict) -> tuple[float, int]:
+    p = probe.get("properties") or {}
+    return float(p.get("intervalInSeconds") or 15), int(p.get("probeThreshold") or p.get("numberOfProbes") or 1)
+
+
+def _bounded(body: dict, key: str, low: float, high: float, default: float | None) -> float:
+    value = body.get(key, default)
+    if value is None:
+        raise invalid(f"'{key}' is required.", key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or \
+            not low <= value <= high:
+        raise invalid(f"'{key}' must be a number from {low:g} to {high:g}.", key)
+    return float(value)
