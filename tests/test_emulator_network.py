@@ -107,11 +107,12 @@ def test_the_sdk_creates_a_load_balancer_reads_its_pool_and_rule_health_and_sets
     from azure.mgmt.network import NetworkManagementClient
     from azure.mgmt.network import models as nm
 
-    from vmssctl.azure import _credential, _endpoint
+    from vmssctl.azure import network_client
 
     rg = make_set(emu, capacity=1, name="placeholder")  # a group (its own set is not in the pool)
     conn = emu.connection
-    net = NetworkManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, {"polling_interval": 0.1}))
+    net = network_client(conn)
+    assert isinstance(net, NetworkManagementClient)
     body = lb_body(rg, conn.subscription)
     lb = net.load_balancers.begin_create_or_update(rg, "lb", nm.LoadBalancer(body)).result()
     assert lb.provisioning_state == "Succeeded" and [p.name for p in lb.probes] == ["http"]
@@ -198,3 +199,41 @@ def test_no_backend_left_fails_everything_and_the_counts_survive_a_restart(world
         world.traffic.start({"resourceGroup": "rg", "loadBalancer": "lb", "rule": "web", "rps": -1})
     with pytest.raises(ArmError, match="web2"):
         world.traffic.start({"resourceGroup": "rg", "loadBalancer": "lb", "rule": "web2", "rps": 1})
+
+
+def test_the_network_gateway_reads_each_vm_behind_each_rule_in_process(world):
+    from vmssctl.emulator.inprocess import WorldGateway, world_network
+
+    model = WorldGateway(world, "rg", "web").get()
+    assert model.lb_pools == (f"{lb_id('rg')}/backendAddressPools/pool",)
+    net = world_network(world)
+    assert [(b.instance_id, b.state, b.admin) for b in net.backends(model)] == [
+        ("0", "Up", "None"), ("1", "Up", "None"), ("2", "Up", "None")]
+    world.load_balancers.put_pool("rg", "lb", "pool", {"properties": {"loadBalancerBackendAddresses": [
+        {"name": "web_2", "properties": {"adminState": "Down"}}]}})
+    world.vms.act("rg", "web", "poweroff", ["0"])
+    step(world, 30)
+    assert [(b.instance_id, b.state, b.admin) for b in net.backends(model)] == [
+        ("0", "Down", "None"), ("1", "Up", "None"), ("2", "Down", "Down")]
+
+
+def test_show_lists_the_load_balancing_rules_in_front_of_a_set(emu, capsys):
+    import json
+
+    from vmssctl.azure import network_client
+    from vmssctl.cli import main
+
+    rg = make_set(emu, capacity=1, name="placeholder")
+    sub = emu.connection.subscription
+    network_client(emu.connection).load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(2, rg, sub), polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    capsys.readouterr()
+    assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["loadBalancing"] == [{"loadBalancer": f"{rg}/lb", "rule": "web", "up": 2, "down": 0,
+                                       "downInstances": [], "adminDown": []}]
+    assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir)]) == 0
+    assert f"{rg}/lb rule web: 2 Up, 0 Down" in capsys.readouterr().out
+    assert main(["show", "-g", rg, "-n", "placeholder", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loadBalancing"] == []  # (a set behind none)

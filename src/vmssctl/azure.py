@@ -33,7 +33,7 @@ from vmssctl.errors import (
 )
 
 if TYPE_CHECKING:
-    from vmssctl.model import ImageRef
+    from vmssctl.model import Backend, ImageRef, ScaleSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -269,6 +269,13 @@ def instance_from_arm(body: dict):
     return Instance.from_sdk(m.VirtualMachineScaleSetVM(body))
 
 
+def network_model(name: str, body: dict) -> Any:
+    """A Network body (ARM JSON) as azure-mgmt-network's model ``name``, as the SDK reads it over HTTPS."""
+    from azure.mgmt.network import models as nm
+
+    return getattr(nm, name)(body)
+
+
 def rolling_status_from_arm(body: dict):
     """A ``rollingUpgrades/latest`` body as vmssctl's RollingStatus, read by the SDK's model."""
     from azure.mgmt.compute import models as m
@@ -490,6 +497,78 @@ def _image_reference(image: ImageRef) -> Any:
     if image.kind == "id":
         return m.ImageReference(id=image.id)
     return m.ImageReference(publisher=image.publisher, offer=image.offer, sku=image.sku, version=image.version)
+
+
+def network_client(conn: Connection, **kwargs: Any) -> Any:
+    """A NetworkManagementClient (azure-mgmt-network) on the same credential and endpoint as Compute's. Its
+    long-running reads (a rule's health) are polled by the SDK: every 2 s on Azure, 0.1 s on the emulator."""
+    from azure.mgmt.network import NetworkManagementClient
+
+    kwargs.setdefault("polling_interval", 0.1 if conn.is_emulator else 2)
+    return NetworkManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
+
+
+class NetworkApi:
+    """Microsoft.Network as vmssctl reads it (a ``gateway.Network``): the load balancers in front of a set."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @_arm
+    def backends(self, model: ScaleSet) -> list[Backend]:
+        """Each load balancer named by the set's pools: its rules on those pools, each rule's health (one POST,
+        polled by the SDK), each address's admin state; the set's VMs only."""
+        from vmssctl.model import Backend
+
+        out: list[Backend] = []
+        for (rg, name), pools in _pools_by_lb(model.lb_pools).items():
+            lb = self.client.load_balancers.get(rg, name)
+            admin: dict[str, tuple[str, str]] = {}
+            for pool in lb.backend_address_pools or []:
+                for addr in pool.load_balancer_backend_addresses or []:
+                    ref = getattr(addr.network_interface_ip_configuration, "id", None) or ""
+                    state = addr.admin_state
+                    admin[ref.lower()] = (addr.name or "", str(getattr(state, "value", state) or "None"))
+            for rule in lb.load_balancing_rules or []:
+                pool_id = (getattr(rule.backend_address_pool, "id", None) or "").lower()
+                if pool_id not in pools:
+                    continue
+                health = self.client.load_balancer_load_balancing_rules.begin_health(rg, name, rule.name).result()
+                for row in health.load_balancer_backend_addresses or []:
+                    ref = row.network_interface_ip_configuration_id or ""
+                    iid = _instance_of(ref, model)
+                    if iid is None:
+                        continue  # another set's VM in the same pool
+                    address, state = admin.get(ref.lower(), ("", "None"))
+                    out.append(Backend(f"{rg}/{name}", rule.name or "", pool_id.rsplit("/", 1)[-1], address, iid,
+                                       row.state or "Down", row.reason or "", state))
+        return out
+
+
+def _pools_by_lb(pool_ids: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:
+    """Backend pool ids grouped by their load balancer (resource group, name); the ids lower-cased."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for pid in pool_ids:
+        parts = pid.split("/")
+        low = [p.lower() for p in parts]
+        if "loadbalancers" in low and "resourcegroups" in low:
+            rg, name = parts[low.index("resourcegroups") + 1], parts[low.index("loadbalancers") + 1]
+            out.setdefault((rg, name), set()).add(pid.lower())
+    return out
+
+
+def _instance_of(ip_configuration: str, model: ScaleSet) -> str | None:
+    """The set's VM an IP configuration id belongs to: a Uniform VM's by its instance id; a Flexible VM's network
+    interface is named after the VM (``{vm}-{nic}``)."""
+    parts = ip_configuration.split("/")
+    low = [p.lower() for p in parts]
+    if "virtualmachinescalesets" in low and "virtualmachines" in low:
+        i = low.index("virtualmachinescalesets")
+        return parts[low.index("virtualmachines") + 1] if low[i + 1] == model.name.lower() else None
+    if model.orchestration_mode.lower() == "flexible" and "networkinterfaces" in low:
+        vm = parts[low.index("networkinterfaces") + 1].rsplit("-", 1)[0]
+        return vm if vm.lower().startswith(f"{model.name.lower()}_") else None
+    return None
 
 
 def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str]]:

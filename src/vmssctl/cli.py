@@ -316,9 +316,14 @@ def _api(args: argparse.Namespace) -> tuple[Connection, ScaleSetApi]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """The set's model, and the load balancers in front of it (what each rule says of its VMs) when it has any."""
     from vmssctl import render
+    from vmssctl.azure import NetworkApi, network_client
 
-    render.scale_set(_api(args)[1].get(), args.output)
+    conn, api = _api(args)
+    ss = api.get()
+    backends = NetworkApi(network_client(conn)).backends(ss) if ss.lb_pools else []
+    render.scale_set(ss, args.output, backends)
     return EXIT_OK
 
 

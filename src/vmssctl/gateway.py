@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet
+from vmssctl.model import Backend, ImageRef, Instance, RollingStatus, ScaleSet
 
 
 class Gateway(Protocol):
@@ -73,5 +73,15 @@ class Gateway(Protocol):
 
     def delete_set(self) -> None:
         """Delete this scale set and its VMs (accepted; the set goes once its VMs are gone)."""
+        ...
+
+
+class Network(Protocol):
+    """What vmssctl needs from Microsoft.Network about a scale set: the load balancers in front of it (the pools its
+    NIC configurations name) and what each rule says of each VM. Beside ``Gateway``, as Compute's seam is."""
+
+    def backends(self, model: ScaleSet) -> list[Backend]:
+        """Every VM of the set behind every load-balancing rule of its pools: Up or Down for new connections
+        (the rule's health), and its admin state."""
         ...
 

@@ -77,6 +77,7 @@ class ScaleSet:
     health_grace: float | None = None  # the health extension's gracePeriod in seconds, when its settings say
     rolling_batch_percent: int | None = None  # rollingUpgradePolicy.maxBatchInstancePercent (Rolling sets)
     rolling_max_surge: bool = False  # rollingUpgradePolicy.maxSurge: Azure replaces VMs instead of upgrading them
+    lb_pools: tuple[str, ...] = ()  # the load balancer backend pools its NIC configurations name (resource ids)
 
     @property
     def has_health_signal(self) -> bool:
@@ -96,6 +97,7 @@ class ScaleSet:
             health_signal=_health_signal(vmp), health_grace=_health_grace(vmp),
             rolling_batch_percent=getattr(_rolling_policy(vmss), "max_batch_instance_percent", None),
             rolling_max_surge=bool(getattr(_rolling_policy(vmss), "max_surge", False)),
+            lb_pools=_lb_pools(vmp),
         )
 
     def to_json(self) -> dict:
@@ -270,3 +272,33 @@ def _rolling_policy(vmss: object) -> object:
 def _text(value: Any) -> str | None:
     """The SDK's enums print as 'UpgradeMode.MANUAL'; ARM's value is 'Manual'."""
     return getattr(value, "value", value)
+
+
+def _lb_pools(vmp: Any) -> tuple[str, ...]:
+    """The load balancer backend pools a model's NIC IP configurations name, once each, in order."""
+    out: list[str] = []
+    for nic in getattr(getattr(vmp, "network_profile", None), "network_interface_configurations", None) or []:
+        for ipc in getattr(nic, "ip_configurations", None) or []:
+            for pool in getattr(ipc, "load_balancer_backend_address_pools", None) or []:
+                pid = getattr(pool, "id", None)
+                if pid and pid.lower() not in (p.lower() for p in out):
+                    out.append(pid)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A VM's place behind a load balancer rule: what the load balancer says of it for new connections."""
+
+    load_balancer: str  # resource group/name
+    rule: str
+    pool: str
+    address: str  # its name among the pool's backend addresses (what sets its admin state)
+    instance_id: str
+    state: str  # Up | Down: the rule's health (probe, then admin state)
+    reason: str
+    admin: str  # None | Up | Down
+
+    def to_json(self) -> dict:
+        return asdict(self)
+

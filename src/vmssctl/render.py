@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vmssctl.model import ImageRef, Instance, ScaleSet, grid_shape
+from vmssctl.model import Backend, ImageRef, Instance, ScaleSet, grid_shape
 
 
 @cache
@@ -28,9 +28,10 @@ def state_of(inst: Instance) -> tuple[str, str]:
     return inst.state, COLOURS[inst.state]
 
 
-def scale_set(ss: ScaleSet, output: str) -> None:
+def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None) -> None:
+    rules = load_balancing(backends or [])
     if output == "json":
-        print(json.dumps(ss.to_json(), indent=2))
+        print(json.dumps({**ss.to_json(), **({"loadBalancing": rules} if backends is not None else {})}, indent=2))
         return
     t = Table(show_header=False, box=None, pad_edge=False)
     for k, v in (("scale set", f"{ss.resource_group}/{ss.name}"), ("location", ss.location),
@@ -39,7 +40,28 @@ def scale_set(ss: ScaleSet, output: str) -> None:
                  ("orchestration", ss.orchestration_mode), ("fault domains", str(ss.fault_domains)),
                  ("zones", ", ".join(ss.zones) or "-"), ("provisioning", ss.provisioning_state)):
         t.add_row(Text(k, style="bold"), v)
+    for r in rules:
+        admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
+        t.add_row(Text("load balancing", style="bold"),
+                  f"{r['loadBalancer']} rule {r['rule']}: {r['up']} Up, {r['down']} Down{admin}")
+    if ss.lb_pools and not rules:
+        t.add_row(Text("load balancing", style="bold"), "pools named, no rule on them")
     console().print(t)
+
+
+def load_balancing(backends: list[Backend]) -> list[dict]:
+    """Per load balancer rule: how many of the set's VMs it sends new connections to (Up), which not (Down), and
+    which an admin state holds Down."""
+    rules: dict[tuple[str, str], dict] = {}
+    for b in backends:
+        r = rules.setdefault((b.load_balancer, b.rule), {"loadBalancer": b.load_balancer, "rule": b.rule, "up": 0,
+                                                         "down": 0, "downInstances": [], "adminDown": []})
+        r["up" if b.state == "Up" else "down"] += 1
+        if b.state != "Up":
+            r["downInstances"].append(b.instance_id)
+        if b.admin == "Down":
+            r["adminDown"].append(b.instance_id)
+    return list(rules.values())
 
 
 def instances(items: list[Instance], output: str) -> None:

@@ -13,7 +13,7 @@ import copy
 import functools
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import ParamSpec, TypeVar
 
 from vmssctl import errors
@@ -23,6 +23,7 @@ from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError as EmulatorArmError
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
+from vmssctl.gateway import Network
 from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet, id_key
 from vmssctl.target import same_image
 
@@ -229,3 +230,50 @@ class WorldGateway:
     @_call("delete_set")
     def delete_set(self) -> None:
         self.world.scale_sets.delete(self.resource_group, self.name)
+
+
+class _LoadBalancers:
+    """The world's load balancers as azure-mgmt-network's client answers (its own models), so that the in-process
+    network gateway reads them with the very code that reads them over HTTPS."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def get(self, resource_group: str, name: str) -> object:
+        from vmssctl.azure import network_model
+
+        lbs = self.world.load_balancers
+        try:
+            return network_model("LoadBalancer", lbs.render(lbs.get(resource_group, name)))
+        except EmulatorArmError as e:
+            raise _as_vmssctl(e) from None
+
+    def begin_health(self, resource_group: str, name: str, rule: str) -> object:
+        from vmssctl.azure import network_model
+
+        lbs = self.world.load_balancers
+        try:
+            health = network_model("LoadBalancerHealthPerRule", lbs.rule_health(lbs.get(resource_group, name), rule))
+        except EmulatorArmError as e:
+            raise _as_vmssctl(e) from None
+        return _Done(health)
+
+
+@dataclass(frozen=True)
+class _Done:
+    value: object
+
+    def result(self) -> object:
+        return self.value
+
+
+class _NetworkClient:
+    def __init__(self, world: World) -> None:
+        self.load_balancers = self.load_balancer_load_balancing_rules = _LoadBalancers(world)
+
+
+def world_network(world: World) -> Network:
+    """A ``gateway.Network`` on an in-process ``World``: the SDK gateway's code on the world's answers."""
+    from vmssctl.azure import NetworkApi
+
+    return NetworkApi(_NetworkClient(world))
