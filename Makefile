@@ -56,6 +56,7 @@ bench: $(STAMP) browser postgresql
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/traffic.py
 
 screenshots: $(STAMP) browser
 	$(BIN)/python docs/screenshots.py

@@ -1,0 +1,122 @@
+"""Failed requests: what users behind a load balancer count while a scale set moves to a new image.
+
+A 100-VM set behind a Standard load balancer (HTTP probe every 5 s, down after 2 misses) takes 500 requests a
+second (0.2 s each, 5 % long-lived connections of 300 s on average) on a frozen emulator clock, moved only by the
+rollout's own waits, so every figure is simulated and repeatable. Side by side, each on a fresh set:
+
+- vmssctl in place (batches of 20 %),
+- vmssctl surge (20 at a time),
+- Azure's rolling upgrade (emulated: Rolling policy, 20 % batches, the set's health extension),
+- the 2016 ``vmssupgrade`` way: manualupgrade one update domain after another, waiting a fixed 5 minutes, no
+  health check.
+
+Printed per row: requests failed (count and share, by cause) and the rollout's simulated time. vmssctl does not
+drain yet: this is the baseline the drain (issue 17) is measured against; its target is 0 failed requests at
+<= 1.10 x the time without drain.
+Run: .venv/bin/python bench/traffic.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import start_emulator
+from tests.helpers import in_pool, lb_body
+from vmssctl.azure import ScaleSetApi, network_client
+from vmssctl.policy import load
+from vmssctl.rollout.journal import Journal
+from vmssctl.target import ImageChange
+from vmssctl.upgrade import prepare, start
+
+N, RPS, NEW = 100, 500, "24.04.202611200"
+LOAD = {"rule": "web", "rps": RPS, "meanDurationSeconds": 0.2, "longLivedShare": 0.05, "longLivedSeconds": 300}
+
+
+def behind_a_load_balancer(prefix: str, mode: str = "Manual"):
+    """A frozen emulator, a group with the load balancer and the set in its pool, the load started."""
+    e = start_emulator(Path(tempfile.mkdtemp(prefix=f"bench-traffic-{prefix}-")), "--time-scale", "0",
+                       "--throttle", "off")
+    rg = e.group(prefix)
+    sub = e.connection.subscription
+    network_client(e.connection).load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
+    body = in_pool(N, rg, sub, mode=mode)
+    if mode == "Rolling":
+        body["properties"]["upgradePolicy"]["rollingUpgradePolicy"] = {
+            "maxBatchInstancePercent": 20, "pauseTimeBetweenBatches": "PT0S"}
+    client = e.client()
+    client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", body, polling=False)
+    e.admin("POST", "clock", {"advance": 900})
+    load_id = e.admin("POST", "traffic", {"resourceGroup": rg, "loadBalancer": "lb", **LOAD})["id"]
+    e.admin("POST", "clock", {"advance": 60})  # a minute of steady traffic first (nothing fails)
+    return e, rg, client, load_id
+
+
+def report(label: str, e, load_id: str, t0: float) -> None:
+    row = next(x for x in e.admin("GET", "stats")["traffic"] if x["id"] == load_id)
+    by = row["failedBy"]
+    print(f"{label:<50} failed {row['failed']:>7,} of {row['requests']:>9,} ({row['failureRatio']:.3%}): "
+          f"cut {by['cut']:,}, probe lag {by['probe-lag']:,}, no backend {by['no-backend']:,}; "
+          f"simulated {e.now() - t0:6.0f}s")
+
+
+def vmssctl(label: str, settings: dict) -> None:
+    e, rg, client, load_id = behind_a_load_balancer("ours")
+    try:
+        api = ScaleSetApi(client, rg, "web")
+        journal = Journal(Path(tempfile.mkdtemp()) / "journal.sqlite")
+        t0 = e.now()
+        prepared = prepare(api, journal, e.connection, ImageChange(version=NEW), load(None, settings))
+        assert start(api, journal, e.connection, prepared, []) == 0
+        e.admin("POST", "clock", {"advance": 60})  # and a minute after
+        report(label, e, load_id, t0)
+    finally:
+        e.stop()
+
+
+def azure_rolling() -> None:
+    e, rg, client, load_id = behind_a_load_balancer("azure", mode="Rolling")
+    try:
+        t0 = e.now()
+        client.virtual_machine_scale_sets.begin_update(rg, "web", {"properties": {"virtualMachineProfile": {
+            "storageProfile": {"imageReference": {"version": NEW}}}}}, polling=False)
+        status = "RollingForward"
+        while status == "RollingForward" and e.now() - t0 < 36_000:
+            e.admin("POST", "clock", {"advance": 5})
+            code = client.virtual_machine_scale_set_rolling_upgrades.get_latest(rg, "web").running_status.code
+            status = getattr(code, "value", code)
+        e.admin("POST", "clock", {"advance": 60})
+        report(f"Azure's rolling upgrade, 20 % batches ({status})", e, load_id, t0)
+    finally:
+        e.stop()
+
+
+def ud_walk() -> None:
+    """vmssupgrade (2016): the model changed, then each update domain upgraded in turn, a fixed wait each."""
+    e, rg, client, load_id = behind_a_load_balancer("udwalk")
+    try:
+        t0 = e.now()
+        ops = client.virtual_machine_scale_sets
+        ops.begin_update(rg, "web", {"properties": {"virtualMachineProfile": {"storageProfile": {
+            "imageReference": {"version": NEW}}}}}, polling=False)
+        e.admin("POST", "clock", {"advance": 30})
+        vms = list(client.virtual_machine_scale_set_vms.list(rg, "web", expand="instanceView"))
+        for ud in range(5):
+            ids = [v.instance_id for v in vms if v.instance_view.platform_update_domain == ud]
+            ops.begin_update_instances(rg, "web", {"instanceIds": ids}, polling=False)
+            e.admin("POST", "clock", {"advance": 300})
+        e.admin("POST", "clock", {"advance": 60})
+        report("2016 vmssupgrade: one UD at a time, 5 min each", e, load_id, t0)
+    finally:
+        e.stop()
+
+
+if __name__ == "__main__":
+    print(f"traffic benchmark: {N} VMs behind a load balancer, {RPS} req/s (0.2 s, 5 % long-lived of 300 s), "
+          "frozen clock; vmssctl without drain")
+    vmssctl("vmssctl in place, batches of 20 %", {"batch_percent": 20})
+    vmssctl("vmssctl surge, 20 at a time", {"strategy": "surge", "max_surge": "20"})
+    azure_rolling()
+    ud_walk()
