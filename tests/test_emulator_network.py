@@ -237,3 +237,7 @@ def test_show_lists_the_load_balancing_rules_in_front_of_a_set(emu, capsys):
     assert f"{rg}/lb rule web: 2 Up, 0 Down" in capsys.readouterr().out
     assert main(["show", "-g", rg, "-n", "placeholder", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["loadBalancing"] == []  # (a set behind none)
+    network_client(emu.connection).load_balancers.begin_delete(rg, "lb").result()
+    assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)  # the set is still shown, with why its load balancer is not
+    assert shown["name"] == "web" and "cannot read its load balancers" in shown["loadBalancingError"]

@@ -319,11 +319,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     """The set's model, and the load balancers in front of it (what each rule says of its VMs) when it has any."""
     from vmssctl import render
     from vmssctl.azure import NetworkApi, network_client
+    from vmssctl.errors import ArmError
 
     conn, api = _api(args)
     ss = api.get()
-    backends = NetworkApi(network_client(conn)).backends(ss) if ss.lb_pools else []
-    render.scale_set(ss, args.output, backends)
+    try:
+        backends = NetworkApi(network_client(conn)).backends(ss) if ss.lb_pools else []
+        unreadable = None
+    except ArmError as e:  # (no permission on the load balancer, say): the set is still shown, with why not
+        backends, unreadable = [], f"cannot read its load balancers: {e}"
+    render.scale_set(ss, args.output, backends, unreadable)
     return EXIT_OK
 
 

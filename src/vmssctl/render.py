@@ -28,10 +28,12 @@ def state_of(inst: Instance) -> tuple[str, str]:
     return inst.state, COLOURS[inst.state]
 
 
-def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None) -> None:
+def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None, unreadable: str | None = None) -> None:
     rules = load_balancing(backends or [])
     if output == "json":
-        print(json.dumps({**ss.to_json(), **({"loadBalancing": rules} if backends is not None else {})}, indent=2))
+        extra = {"loadBalancing": rules} if backends is not None else {}
+        print(json.dumps({**ss.to_json(), **extra, **({"loadBalancingError": unreadable} if unreadable else {})},
+                         indent=2))
         return
     t = Table(show_header=False, box=None, pad_edge=False)
     for k, v in (("scale set", f"{ss.resource_group}/{ss.name}"), ("location", ss.location),
@@ -44,7 +46,9 @@ def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None) 
         admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
         t.add_row(Text("load balancing", style="bold"),
                   f"{r['loadBalancer']} rule {r['rule']}: {r['up']} Up, {r['down']} Down{admin}")
-    if ss.lb_pools and not rules:
+    if unreadable:
+        t.add_row(Text("load balancing", style="bold"), Text(unreadable, style="yellow"))
+    elif ss.lb_pools and not rules:
         t.add_row(Text("load balancing", style="bold"), "pools named, no rule on them")
     console().print(t)
 
