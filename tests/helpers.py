@@ -168,3 +168,19 @@ def in_pool(capacity: int, rg: str, sub: str = SUB, **kwargs) -> dict:
     ipc["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
         {"id": f"{lb_id(rg, sub=sub)}/backendAddressPools/pool"}]
     return body
+
+
+def world_behind_a_load_balancer(capacity: int, seed: int = 1):
+    """An in-process world on a frozen clock: group rg, load balancer lb, set web of ``capacity`` in its pool,
+    created and settled."""
+    from vmssctl.emulator.clock import SimClock
+    from vmssctl.emulator.world import World
+
+    w = World(SimClock(0, start=1_000_000.0), seed=seed)
+    w.resource_groups.put("rg", "eastus")
+    w.load_balancers.put("rg", "lb", lb_body("rg"))
+    w.scale_sets.put("rg", "web", in_pool(capacity, "rg"))
+    w.clock.advance(900)
+    w.advance()
+    return w
+

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import in_pool, lb_body, lb_id, make_set
+from tests.helpers import in_pool, lb_body, lb_id, make_set, world_behind_a_load_balancer
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError
 from vmssctl.emulator.world import World
@@ -16,12 +16,7 @@ from vmssctl.emulator.world import World
 
 @pytest.fixture
 def world() -> World:
-    w = World(SimClock(0, start=1_000_000.0), seed=1)
-    w.resource_groups.put("rg", "eastus")
-    w.load_balancers.put("rg", "lb", lb_body("rg"))
-    w.scale_sets.put("rg", "web", in_pool(3, "rg"))
-    step(w, 600)
-    return w
+    return world_behind_a_load_balancer(3, seed=1)
 
 
 def step(world: World, seconds: float) -> None:

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +232,12 @@ def compute_client(conn: Connection, budget: Any = None, **kwargs: Any) -> Compu
     kwargs.setdefault("polling_interval", 5)
     if budget is not None:
         kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []), _Paced(conn.subscription, budget)]
-    return ComputeManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
+    client = ComputeManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
+    _CONNECTIONS[client] = conn  # so that a gateway on it can reach Network on the same connection
+    return client
+
+
+_CONNECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> the Connection it was made for
 
 
 @_arm
@@ -293,6 +299,7 @@ class ScaleSetApi:
         self.resource_group = resource_group
         self.name = name
         self._flexible: bool | None = None
+        self._network: NetworkApi | None = None
 
     @_arm
     def get(self):
@@ -419,7 +426,16 @@ class ScaleSetApi:
                                                                             polling=False)
 
     def for_set(self, name: str) -> ScaleSetApi:
-        return ScaleSetApi(self.client, self.resource_group, name)
+        other = ScaleSetApi(self.client, self.resource_group, name)
+        other._network = self._network
+        return other
+
+    def network(self) -> NetworkApi | None:
+        """A Network gateway on the connection this client was made for (compute_client records it)."""
+        if self._network is None:
+            conn = _CONNECTIONS.get(self.client)
+            self._network = NetworkApi(network_client(conn)) if conn is not None else None
+        return self._network
 
     @_arm
     def clone(self, name: str, image: ImageRef, capacity: int, tags: dict[str, str]) -> None:
@@ -488,6 +504,8 @@ class ScaleSetApi:
 
     def close(self) -> None:
         self.client.close()
+        if self._network is not None:
+            self._network.close()
 
 
 def _image_reference(image: ImageRef) -> Any:
@@ -513,6 +531,11 @@ class NetworkApi:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
 
     @_arm
     def backends(self, model: ScaleSet) -> list[Backend]:
@@ -543,6 +566,25 @@ class NetworkApi:
                     out.append(Backend(f"{rg}/{name}", rule.name or "", pool_id.rsplit("/", 1)[-1], address, iid,
                                        row.state or "Down", row.reason or "", state))
         return out
+
+    @_arm
+    def set_admin(self, model: ScaleSet, ids: list[str], state: str) -> None:
+        """Each pool of the set read, the admin state of these VMs' addresses set (the others as they were), the
+        pool written back; only pools where something changes."""
+        wanted = set(ids)
+        for (rg, name), pools in _pools_by_lb(model.lb_pools).items():
+            for pool_id in sorted(pools):
+                ops = self.client.load_balancer_backend_address_pools
+                pool_name = pool_id.rsplit("/", 1)[-1]
+                pool = ops.get(rg, name, pool_name)
+                changed = False
+                for addr in pool.load_balancer_backend_addresses or []:
+                    ref = getattr(addr.network_interface_ip_configuration, "id", None) or ""
+                    current = str(getattr(addr.admin_state, "value", addr.admin_state) or "None")
+                    if _instance_of(ref, model) in wanted and current != state:
+                        addr.admin_state, changed = state, True
+                if changed:
+                    ops.begin_create_or_update(rg, name, pool_name, pool).result()
 
 
 def _pools_by_lb(pool_ids: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:

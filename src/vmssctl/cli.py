@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--surge-fallback", choices=("none", "in-place"),
                      help="when ARM refuses the scale-out (quota, SKU, allocation): stop (none, default) or go on "
                           "in-place")
+    pol.add_argument("--drain", choices=("none", "lb"),
+                     help="lb: before a batch is upgraded, set its VMs' admin state Down in the load balancers in "
+                          "front of the set (no new connections), wait --drain-timeout, upgrade, then readmit them "
+                          "and wait until the load balancers see them Up (in-place; default none)")
+    pol.add_argument("--drain-timeout", metavar="DUR",
+                     help="how long drained VMs keep their established connections (default 30s, at most 1h)")
     pol.add_argument("--batch-size", metavar="N", help="instances per batch with --by batch (1-1000)")
     pol.add_argument("--batch-percent", metavar="P", help="instances per batch as a %% of the set, with --by batch")
     pol.add_argument("--instances", help="only these instance ids, e.g. 3,7,9")
@@ -323,11 +329,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     conn, api = _api(args)
     ss = api.get()
+    network = NetworkApi(network_client(conn))
     try:
-        backends = NetworkApi(network_client(conn)).backends(ss) if ss.lb_pools else []
+        backends = network.backends(ss) if ss.lb_pools else []
         unreadable = None
     except ArmError as e:  # (no permission on the load balancer, say): the set is still shown, with why not
         backends, unreadable = [], f"cannot read its load balancers: {e}"
+    finally:
+        network.close()
+        api.close()
     render.scale_set(ss, args.output, backends, unreadable)
     return EXIT_OK
 
@@ -364,7 +374,8 @@ def _policy(args: argparse.Namespace):
     overrides = {k: getattr(args, k) for k in (
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
-        "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows")}
+        "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows", "drain",
+        "drain_timeout")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded
@@ -593,7 +604,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             render.scale_set(api.get(), "table")
             render.heatmap(api.get(), api.instances())
         journal = Journal(Path(tempfile.mkdtemp(prefix="vmssctl-demo-")) / "journal.sqlite")
-        policy = load(None, {"canary": 1, "batch_percent": 20, "pause": "30s", "rollback": "auto"})
+        policy = load(None, {"canary": 1, "batch_percent": 20, "pause": "30s", "rollback": "auto", "drain": "lb",
+                             "drain_timeout": "15s"})
         prepared = prepare(api, journal, conn, ImageChange(version=args.version), policy)
         render.plan(prepared, args.output)
         t0 = admin.clock()["now"]

@@ -62,6 +62,10 @@ class Gateway(Protocol):
         """Cancel Azure's rolling upgrade in progress (instances in flight finish their upgrade)."""
         ...
 
+    def network(self) -> Network | None:
+        """The load balancers' side of the same connection (None: not reachable from here)."""
+        ...
+
     def for_set(self, name: str) -> Gateway:
         """The same client on another scale set of this resource group (a blue/green rollout's new set)."""
         ...
@@ -83,5 +87,10 @@ class Network(Protocol):
     def backends(self, model: ScaleSet) -> list[Backend]:
         """Every VM of the set behind every load-balancing rule of its pools: Up or Down for new connections
         (the rule's health), and its admin state."""
+        ...
+
+    def set_admin(self, model: ScaleSet, ids: list[str], state: str) -> None:
+        """Set these VMs' admin state (``Down``: no new connections, established ones kept; ``None``: the probe
+        decides) in every pool of the set; returns once Network accepted it."""
         ...
 

@@ -16,6 +16,7 @@ from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
 STRATEGIES = ("in-place", "surge")
+DRAINS = ("none", "lb")
 AZURE_ROLLING = "azure-rolling"  # not chosen by the user: how a Rolling or Automatic set is upgraded (Azure's own)
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
@@ -72,6 +73,8 @@ class RolloutPolicy:
     surge_fallback: str = "none"  # surge refused by ARM (quota, SKU, allocation): stop, or go on in-place
     allow_automatic: bool = False  # an Automatic-policy set: let Azure upgrade every VM at once (an outage)
     windows: tuple[str, ...] = ()  # maintenance windows (UTC) in which a batch may start; () = any time
+    drain: str = "none"  # lb: before a batch is upgraded, its VMs' admin state goes Down in the load balancers
+    drain_timeout: float = 30.0  # how long drained VMs keep their established connections before the upgrade
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -98,6 +101,12 @@ class RolloutPolicy:
             raise UsageError(f"--rollback '{self.rollback}' is not auto or manual")
         if self.health_timeout < 1 or self.poll < 1:
             raise UsageError("--health-timeout and --poll must be at least 1s")
+        if self.drain not in DRAINS:
+            raise UsageError(f"--drain '{self.drain}' is not one of {', '.join(DRAINS)}")
+        if self.drain != "none" and self.strategy != "in-place":
+            raise UsageError("--drain applies to --strategy in-place (surge and Azure's rolling upgrade: not yet)")
+        if not 0 <= self.drain_timeout <= 3600:
+            raise UsageError("--drain-timeout must be from 0s to 1h")
         if self.probe_url is not None and not re.match(r"^https?://", self.probe_url):
             raise UsageError(f"--probe-url '{self.probe_url}' is not an http(s) URL template")
         if self.instances:
@@ -177,7 +186,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
     kwargs: dict = {}
     for key, value in merged.items():
         flag = f"--{key.replace('_', '-')}"
-        if key in ("pause", "health_timeout", "poll"):
+        if key in ("pause", "health_timeout", "poll", "drain_timeout"):
             kwargs[key] = inputs.duration(value, flag)
         elif key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
             kwargs[key] = Amount.parse(value, flag)
@@ -203,7 +212,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             if not isinstance(value, list | tuple) or not all(isinstance(g, dict) for g in value):
                 raise UsageError("gates must be a list of tables ([[gates]] in the policy file)")
             kwargs[key] = tuple(dict(g) for g in value)
-        elif key in ("by", "rollback", "strategy", "surge_fallback"):
+        elif key in ("by", "rollback", "strategy", "surge_fallback", "drain"):
             if not isinstance(value, str):
                 raise UsageError(f"{key} must be a string")
             kwargs[key] = value

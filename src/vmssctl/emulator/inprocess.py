@@ -14,7 +14,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from vmssctl import errors
 from vmssctl.emulator import shapes
@@ -231,6 +231,9 @@ class WorldGateway:
     def delete_set(self) -> None:
         self.world.scale_sets.delete(self.resource_group, self.name)
 
+    def network(self) -> Network:
+        return world_network(self.world)
+
 
 class _LoadBalancers:
     """The world's load balancers as azure-mgmt-network's client answers (its own models), so that the in-process
@@ -267,9 +270,34 @@ class _Done:
         return self.value
 
 
+class _Pools:
+    """A load balancer's backend pools as the SDK's client reads and writes them."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def get(self, resource_group: str, name: str, pool: str) -> object:
+        from vmssctl.azure import network_model
+
+        lbs = self.world.load_balancers
+        try:
+            return network_model("BackendAddressPool",
+                                 lbs.render_child(lbs.get(resource_group, name), "backendAddressPools", pool))
+        except EmulatorArmError as e:
+            raise _as_vmssctl(e) from None
+
+    def begin_create_or_update(self, resource_group: str, name: str, pool: str, model: Any) -> object:
+        try:
+            self.world.load_balancers.put_pool(resource_group, name, pool, model.as_dict())
+        except EmulatorArmError as e:
+            raise _as_vmssctl(e) from None
+        return _Done(self.get(resource_group, name, pool))
+
+
 class _NetworkClient:
     def __init__(self, world: World) -> None:
         self.load_balancers = self.load_balancer_load_balancing_rules = _LoadBalancers(world)
+        self.load_balancer_backend_address_pools = _Pools(world)
 
 
 def world_network(world: World) -> Network:

@@ -338,7 +338,11 @@ class Engine:
         first (on a Rolling set, cancel Azure's rolling upgrade in progress: the instances it is upgrading
         finish; no new batch starts)."""
         for effect in of_policy(self.policy).on_halt():
-            if isinstance(effect, CancelUpgrade):
+            if isinstance(effect, Effect):  # a strategy's own undoing (readmit what it drained, say)
+                kind = self.r.phase or "forward"
+                batches = tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind)
+                effect.apply(_Host(self, self.target), Phase(kind, batches))
+            elif isinstance(effect, CancelUpgrade):
                 status = self._arm(self.api.rolling_status)
                 if status is not None and status.running:
                     try:
@@ -500,7 +504,7 @@ class Engine:
         if model is not None:
             self._check_claim(model)
         rolling = self._arm(self.api.rolling_status) if strategy.reads_rolling else None
-        seen = self._arm(lambda: strategy.observe(self.api, phase))
+        seen = self._arm(lambda: strategy.observe(self.api, phase, self.policy))
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
                            self.scale_set.health_grace if self.scale_set else None, rolling, seen)
 
@@ -575,10 +579,12 @@ class Engine:
     def _start(self, phase: Phase, action: Start, obs: Observation) -> None:
         """Open the next batch in the journal (intent first), then issue it."""
         kind, ids = phase.kind, list(action.ids)
-        batch = self.journal.add_batch(self.r.id, kind, ids, self.clock.now())
+        batch = self.journal.add_batch(self.r.id, kind, ids, self.clock.now(), dict(action.meta))
         self._canary_started(kind)
         self.emit("batch_started", batch=len(phase.batches) + 1, phase=kind, instances=ids, floor=action.floor,
                   healthy=obs.healthy)
+        if not action.issue:
+            return  # the strategy issues it when what comes first is done
         self._issue(batch, ids)
         # the batch's VMs stop serving now; the next observation is a while off (polls are sparse)
         by_id = obs.by_id
@@ -641,6 +647,12 @@ class _Host:
 
     def update_batch(self, batch: Batch, **fields: Any) -> None:
         self._engine.journal.set_batch(batch, **fields)
+
+    def issue(self, batch: Batch, ids: list[str]) -> None:
+        self._engine._issue(batch, ids)
+
+    def now(self) -> float:
+        return self._engine.clock.now()
 
     def emit(self, kind: str, **data: Any) -> None:
         self._engine.emit(kind, **data)

@@ -101,11 +101,15 @@ class Wait:
 
 @dataclass(frozen=True)
 class Start:
-    """Start the next batch: record it, then one manualupgrade (and reimage for 'latest' refreshes)."""
+    """Start the next batch: record it, then one manualupgrade (and reimage for 'latest' refreshes); with
+    ``issue`` False only record it (``meta`` says what comes first: the strategy issues it later, e.g. once its
+    VMs are drained)."""
 
     ids: tuple[str, ...]
     floor: int
     settle: float = field(default=0.0, compare=False)  # nothing to see this long after issuing: the first look
+    meta: Mapping[str, object] = field(default_factory=dict, compare=False)
+    issue: bool = True
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,13 @@ class Host(Protocol):
         ...
 
     def update_batch(self, batch: Batch, **fields: Any) -> None:
+        ...
+
+    def issue(self, batch: Batch, ids: list[str]) -> None:
+        """Upgrade these instances of a recorded batch (manualupgrade, or reimage for a 'latest' refresh)."""
+        ...
+
+    def now(self) -> float:
         ...
 
     def emit(self, kind: str, **data: Any) -> None:

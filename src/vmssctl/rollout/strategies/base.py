@@ -37,8 +37,9 @@ class Strategy(Protocol):
     reads_rolling: bool  # does a turn read Azure's own rolling upgrade of the set?
     changes_model: bool  # does the rollout put the image in this set's model (not so: a new set gets it)?
 
-    def observe(self, api: Gateway, phase: Phase) -> Mapping[str, object]:
-        """What a turn reads for this strategy beyond the set's instances (another set, say): ``obs.seen``."""
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
+        """What a turn reads for this strategy beyond the set's instances (another set, the load balancers):
+        ``obs.seen``."""
         ...
 
     def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
@@ -68,7 +69,7 @@ class Common:
     reads_rolling = False
     changes_model = True
 
-    def observe(self, api: Gateway, phase: Phase) -> Mapping[str, object]:
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
         return {}
 
     def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:

@@ -98,7 +98,7 @@ class BlueGreen(Common):
     name = NAME
     changes_model = False  # blue's model is left as it is: green gets the image
 
-    def observe(self, api: Gateway, phase: Phase) -> Mapping[str, object]:
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
         """Green's instances, once its name is recorded (None: not there, or not this rollout's)."""
         green = _green(phase)
         if green is None:

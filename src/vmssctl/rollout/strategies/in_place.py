@@ -3,11 +3,16 @@ floor the unavailability budget leaves."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from vmssctl.model import Instance
 from vmssctl.plan import Plan, fit_to_floor, make_plan
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout import windows
+from vmssctl.rollout.journal import Batch
+from vmssctl.rollout.strategies import drain
 from vmssctl.rollout.strategies.base import PAUSE_POLL, Common, closed, judge_batch, soak
 from vmssctl.rollout.turn import (
     MODEL_WAIT,
@@ -23,11 +28,28 @@ from vmssctl.rollout.turn import (
     poll_delay,
 )
 
+if TYPE_CHECKING:
+    from vmssctl.gateway import Gateway
+
 
 class InPlace(Common):
     """Batches upgraded where they stand (manualupgrade, or reimage for a 'latest' refresh), within the floor."""
 
     name = "in-place"
+
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
+        """The load balancers' view of each VM, when the policy drains."""
+        return drain.observe(api, policy)
+
+    def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:
+        return None if drain.draining(batch) else list(batch.instance_ids)
+
+    def watched(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
+        return [] if drain.draining(batch) else list(batch.instance_ids)
+
+    def on_halt(self) -> list[Action]:
+        """Stopping early: readmit what was drained (nothing when nothing was)."""
+        return [drain.ReadmitDrained()]
 
     def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
         open_batch = phase.open_batch
@@ -39,7 +61,11 @@ class InPlace(Common):
         by_id = obs.by_id
         batch = phase.open_batch
         if batch is not None:
-            if batch.state == "issuing":  # did the call land? re-issue only what has visibly not started
+            draining = drain.step(obs, policy, batch)
+            if draining is not None:
+                return draining
+            if batch.state == "issuing" and not drain.draining(batch):  # did the call land? re-issue what never
+                # visibly started
                 idle = tuple(i for i in batch.instance_ids if i in by_id and needs(by_id[i])
                              and by_id[i].provisioning == "succeeded" and by_id[i].power == "running")
                 if idle:
@@ -67,6 +93,9 @@ class InPlace(Common):
                 return Finish(f"only {obs.healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting "
                               f"the next batch would go below the floor of {plan.floor}")
             return Wait(policy.poll, "the floor", floor_wait_since=since)
+        meta = drain.start_meta(obs, policy, ids)
+        if meta is not None:  # recorded now, upgraded once drained
+            return Start(tuple(ids), plan.floor, 0.0, meta, issue=False)
         # the batch's VMs stop serving now; the first look is a while off (nothing to see the moment it starts)
         return Start(tuple(ids), plan.floor, poll_delay(replace(obs, elapsed=0.0), phase, policy, list(ids)))
 
