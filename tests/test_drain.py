@@ -14,6 +14,8 @@ from tests.helpers import (
     Crash,
     Events,
     Tripwire,
+    in_pool,
+    lb_body,
     make_policy,
     world_behind_a_load_balancer,
 )
@@ -158,3 +160,26 @@ def test_drain_phases(meta, lb, verdicts, now, expected):
         assert (action.ids, action.state) == expected[1:]
     if expected[0] == "Wait":
         assert action.seconds == expected[1]
+
+
+def test_vmssctl_upgrade_drains_over_https_and_no_request_fails(frozen, up):
+    """The CLI against the emulator: the SDK's pool writes set and clear admin state (by address name: the NIC
+    reference is read-only on the wire), the users' requests all served."""
+    from vmssctl.azure import NetworkApi, ScaleSetApi, network_client
+
+    rg = frozen.group()
+    sub = frozen.connection.subscription
+    net = network_client(frozen.connection)
+    net.load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
+    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(4, rg, sub), polling=False)
+    frozen.admin("POST", "clock", {"advance": 900})
+    tid = frozen.admin("POST", "traffic", {"resourceGroup": rg, "loadBalancer": "lb", "rule": "web", "rps": 40})["id"]
+    code, events, err = up(rg, "--version", NEW, "--drain", "lb", "--drain-timeout", "15s", "--max-unavailable", "2")
+    assert code == 0, err
+    kinds = [e["type"] for e in events]
+    assert kinds.count("drained") == kinds.count("readmitted") == kinds.count("batch_started") >= 2
+    row = next(x for x in frozen.admin("GET", "stats")["traffic"] if x["id"] == tid)
+    assert row["failed"] == 0 and row["served"] > 0, row
+    model = ScaleSetApi(frozen.client(), rg, "web").get()
+    assert {b.admin for b in NetworkApi(net).backends(model)} == {"None"}
+    frozen.admin("POST", f"traffic/{tid}/stop")
