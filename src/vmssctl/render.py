@@ -189,6 +189,10 @@ def plan_lines(prepared) -> list[str]:
                "are checked")
     if pol.windows:
         out.append(f"  batches start only in the maintenance windows (UTC): {'; '.join(pol.windows)}")
+    if pol.drain == "lb":
+        out.append(("  drain: each batch out of the set's load balancers first (admin state Down), "
+                    f"{_duration(pol.drain_timeout)} for its connections, readmitted and Up again before the next")
+                   if ss.lb_pools else "  drain: [yellow]the set names no load balancer pool[/]: nothing to drain")
     if pol.strategy == "surge":
         out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s) replaced; each: scale out, wait for the "
                    "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones")

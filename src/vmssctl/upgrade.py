@@ -48,7 +48,8 @@ class Prepared:
 
     def estimate_seconds(self) -> float:
         n = len(self.plan.batches)
-        return n * TYPICAL_BATCH_SECONDS + max(0, n - 1) * self.policy.pause
+        drain = self.policy.drain_timeout if self.policy.drain == "lb" and self.scale_set.lb_pools else 0.0
+        return n * (TYPICAL_BATCH_SECONDS + drain) + max(0, n - 1) * self.policy.pause
 
     def to_json(self) -> dict:
         return {

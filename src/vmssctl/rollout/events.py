@@ -88,6 +88,11 @@ def describe(event: dict) -> str:
         "rollout_rolled_back": lambda: f"rolled back: {d['error']}",
         "rollout_aborted": lambda: "aborted",
         "conflict": lambda: f"ARM refused ({d['code']}): {d['message']}; retrying",
+        "drained": lambda: f"drained {_ids(d['instances'])}: out of the load balancers (admin state Down)",
+        "readmitted": lambda: f"readmitted {_ids(d['instances'])} into the load balancers",
+        "green_creating": lambda: f"creating the green scale set {d['name']} ({d['capacity']} VMs, {d['image']})",
+        "blue_scaled_down": lambda: f"green {d['green']} serves: blue scaled to 0",
+        "green_deleted": lambda: f"green {d['name']} deleted: {d['reason']}",
     }
     fn = texts.get(t)
     try:
