@@ -559,6 +559,7 @@ class Engine:
                       adding=action.adding, floor=action.floor, healthy=obs.healthy)
         try:
             self._hold()
+            issued_at = self.clock.now()  # the new VMs' time starts now (see _issue)
             self._arm(lambda: self.api.set_capacity(action.capacity))
         except ArmError as e:
             if e.status not in (400, 403, 409) and e.code not in ("SkuNotAvailable", "AllocationFailed"):
@@ -571,7 +572,7 @@ class Engine:
             self.journal.update(self.r.id, policy=json.dumps(self.policy.to_json()))
             self.emit(action.refused, reason=str(e), fallback=action.fallback.strategy)
             return None
-        self.journal.set_batch(batch, state="issued")
+        self.journal.set_batch(batch, state="issued", started=issued_at)
         self._canary_started(phase.kind)
         self._sleep(action.settle)  # nothing to see until the new VMs can be up
         return None
@@ -614,6 +615,9 @@ class Engine:
     def _issue(self, batch: Batch, ids: list[str]) -> None:
         """manualupgrade for VMs behind the model; reimage for VMs on a 'latest' model but an older version."""
         self._hold()
+        # the VMs' time starts now: not when the batch was recorded (a wait in between, for a database that went
+        # away, say, is not time they had to become healthy)
+        issued_at = self.clock.now()
         current = {i.instance_id for i in self.instances if i.latest_model}
         stale, behind_model = [i for i in ids if i in current], [i for i in ids if i not in current]
         try:  # timed as ARM time (a throttled or budgeted call is not time the VMs had)
@@ -624,7 +628,7 @@ class Engine:
         except Conflict as e:
             self.emit("conflict", code=e.code or "Conflict", message=str(e).removeprefix(f"({e.code}) "))
             return  # stays 'issuing': the next turn re-issues what has not started
-        self.journal.set_batch(batch, state="issued")
+        self.journal.set_batch(batch, state="issued", started=issued_at)
 
 
 class _Host:
