@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import start_emulator
-from tests.helpers import in_pool, lb_body
-from vmssctl.azure import ScaleSetApi, network_client
+from tests.helpers import set_behind_a_load_balancer
+from vmssctl.azure import ScaleSetApi
 from vmssctl.policy import load
 from vmssctl.rollout.journal import Journal
 from vmssctl.target import ImageChange
@@ -39,19 +39,12 @@ def behind_a_load_balancer(prefix: str, mode: str = "Manual"):
     """A frozen emulator, a group with the load balancer and the set in its pool, the load started."""
     e = start_emulator(Path(tempfile.mkdtemp(prefix=f"bench-traffic-{prefix}-")), "--time-scale", "0",
                        "--throttle", "off")
-    rg = e.group(prefix)
-    sub = e.connection.subscription
-    network_client(e.connection).load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
-    body = in_pool(N, rg, sub, mode=mode)
-    if mode == "Rolling":
-        body["properties"]["upgradePolicy"]["rollingUpgradePolicy"] = {
-            "maxBatchInstancePercent": 20, "pauseTimeBetweenBatches": "PT0S"}
-    client = e.client()
-    client.virtual_machine_scale_sets.begin_create_or_update(rg, "web", body, polling=False)
-    e.admin("POST", "clock", {"advance": 900})
+    rg, _ = set_behind_a_load_balancer(e, N, mode=mode, rolling={"maxBatchInstancePercent": 20,
+                                                                "pauseTimeBetweenBatches": "PT0S"}
+                                       if mode == "Rolling" else None)
     load_id = e.admin("POST", "traffic", {"resourceGroup": rg, "loadBalancer": "lb", **LOAD})["id"]
     e.admin("POST", "clock", {"advance": 60})  # a minute of steady traffic first (nothing fails)
-    return e, rg, client, load_id
+    return e, rg, e.client(), load_id
 
 
 def report(label: str, e, load_id: str, t0: float) -> None:

@@ -291,10 +291,11 @@ class Worker:
     def said(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for(self, needle: str, seconds: float = 60) -> None:
-        """Until the worker has said ``needle`` (it is a process: its output comes in real time)."""
+    def wait_for(self, needle: str, seconds: float = 60, times: int = 1) -> None:
+        """Until the worker has said ``needle`` (``times`` times in all; it is a process: its output comes in real
+        time)."""
         deadline = time.monotonic() + seconds
-        while needle not in self.said():
+        while self.said().count(needle) < times:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"worker {self.name} did not say {needle!r}: {self.said()[-2000:]}")
             time.sleep(0.05)

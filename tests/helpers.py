@@ -162,8 +162,11 @@ def lb_body(rg: str, sub: str = SUB, interval: int = 5, threshold: int = 2, prob
         "loadBalancingRules": [{"name": "web", "properties": rule}]}}
 
 
-def in_pool(capacity: int, rg: str, sub: str = SUB, **kwargs) -> dict:
+def in_pool(capacity: int, rg: str, sub: str = SUB, rolling: dict | None = None, **kwargs) -> dict:
+    """A demo set's body whose NIC names the pool of ``lb`` (``rolling``: its rollingUpgradePolicy)."""
     body = demo_scale_set(capacity, **kwargs)
+    if rolling is not None:
+        body["properties"]["upgradePolicy"]["rollingUpgradePolicy"] = rolling
     ipc = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
     ipc["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
         {"id": f"{lb_id(rg, sub=sub)}/backendAddressPools/pool"}]
@@ -183,4 +186,26 @@ def world_behind_a_load_balancer(capacity: int, seed: int = 1):
     w.clock.advance(900)
     w.advance()
     return w
+
+
+def set_behind_a_load_balancer(emu, capacity: int, **kwargs) -> tuple[str, object]:
+    """On a running emulator: a new group with load balancer lb and set web of ``capacity`` in its pool, created
+    and settled; (group, the Network client)."""
+    from vmssctl.azure import network_client
+
+    rg = emu.group()
+    sub = emu.connection.subscription
+    net = network_client(emu.connection)
+    net.load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(capacity, rg, sub, **kwargs),
+                                                                   polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    return rg, net
+
+
+def admin_states(emu, rg: str, net) -> set[str]:
+    """The admin states of set web's VMs in the load balancers in front of it."""
+    from vmssctl.azure import NetworkApi, ScaleSetApi
+
+    return {b.admin for b in NetworkApi(net).backends(ScaleSetApi(emu.client(), rg, "web").get())}
 

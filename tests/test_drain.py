@@ -14,17 +14,16 @@ from tests.helpers import (
     Crash,
     Events,
     Tripwire,
-    in_pool,
-    lb_body,
+    admin_states,
     make_policy,
     record,
     run,
     run_and_kill,
+    set_behind_a_load_balancer,
     upgrade_args,
     world_behind_a_load_balancer,
 )
 from vmssctl import upgrade
-from vmssctl.azure import NetworkApi, ScaleSetApi, network_client
 from vmssctl.emulator.faults import FaultRule
 from vmssctl.emulator.inprocess import WorldClock, WorldGateway, world_network
 from vmssctl.emulator.resources import availability
@@ -170,12 +169,7 @@ def test_drain_phases(meta, lb, verdicts, now, expected):
 def test_vmssctl_upgrade_drains_over_https_and_no_request_fails(frozen, up):
     """The CLI against the emulator: the SDK's pool writes set and clear admin state (by address name: the NIC
     reference is read-only on the wire), the users' requests all served."""
-    rg = frozen.group()
-    sub = frozen.connection.subscription
-    net = network_client(frozen.connection)
-    net.load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
-    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(4, rg, sub), polling=False)
-    frozen.admin("POST", "clock", {"advance": 900})
+    rg, net = set_behind_a_load_balancer(frozen, 4)
     tid = frozen.admin("POST", "traffic", {"resourceGroup": rg, "loadBalancer": "lb", "rule": "web", "rps": 40})["id"]
     code, events, err = up(rg, "--version", NEW, "--drain", "lb", "--drain-timeout", "15s", "--max-unavailable", "2")
     assert code == 0, err
@@ -183,25 +177,18 @@ def test_vmssctl_upgrade_drains_over_https_and_no_request_fails(frozen, up):
     assert kinds.count("drained") == kinds.count("readmitted") == kinds.count("batch_started") >= 2
     row = next(x for x in frozen.admin("GET", "stats")["traffic"] if x["id"] == tid)
     assert row["failed"] == 0 and row["served"] > 0, row
-    model = ScaleSetApi(frozen.client(), rg, "web").get()
-    assert {b.admin for b in NetworkApi(net).backends(model)} == {"None"}
+    assert admin_states(frozen, rg, net) == {"None"}
     frozen.admin("POST", f"traffic/{tid}/stop")
 
 
 @pytest.mark.parametrize("kill_at", ["drained", "readmitted"])
 def test_a_kill_9_at_a_drain_step_and_the_run_again_leave_nothing_down(frozen, tmp_path, kill_at):
-    rg = frozen.group()
-    sub = frozen.connection.subscription
-    net = network_client(frozen.connection)
-    net.load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
-    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(4, rg, sub), polling=False)
-    frozen.admin("POST", "clock", {"advance": 900})
+    rg, net = set_behind_a_load_balancer(frozen, 4)
     t0 = frozen.now()
     args = upgrade_args(frozen, rg, tmp_path / "journal.sqlite", "--version", NEW, "--drain", "lb",
                         "--drain-timeout", "15s", "--max-unavailable", "2")
     run_and_kill(args, kill_at)
     code, events, err = run(args)  # running it again resumes the rollout
     assert code == 0 and events[-1]["type"] == "rollout_succeeded", err
-    model = ScaleSetApi(frozen.client(), rg, "web").get()
-    assert {b.admin for b in NetworkApi(net).backends(model)} == {"None"}
+    assert admin_states(frozen, rg, net) == {"None"}
     assert record(frozen, rg, t0)["upgrades"] == {str(i): 1 for i in range(4)}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import in_pool, lb_body, lb_id, make_set, world_behind_a_load_balancer
+from tests.helpers import in_pool, lb_body, lb_id, make_set, set_behind_a_load_balancer, world_behind_a_load_balancer
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError
+from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
 
 
@@ -215,13 +216,10 @@ def test_the_network_gateway_reads_each_vm_behind_each_rule_in_process(world):
 def test_show_lists_the_load_balancing_rules_in_front_of_a_set(emu, capsys):
     import json
 
-    from vmssctl.azure import network_client
     from vmssctl.cli import main
 
-    rg = make_set(emu, capacity=1, name="placeholder")
-    sub = emu.connection.subscription
-    network_client(emu.connection).load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
-    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(2, rg, sub), polling=False)
+    rg, net = set_behind_a_load_balancer(emu, 2)
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "placeholder", demo_scale_set(1), polling=False)
     emu.admin("POST", "clock", {"advance": 900})
     capsys.readouterr()
     assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
@@ -232,7 +230,7 @@ def test_show_lists_the_load_balancing_rules_in_front_of_a_set(emu, capsys):
     assert f"{rg}/lb rule web: 2 Up, 0 Down" in capsys.readouterr().out
     assert main(["show", "-g", rg, "-n", "placeholder", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["loadBalancing"] == []  # (a set behind none)
-    network_client(emu.connection).load_balancers.begin_delete(rg, "lb").result()
+    net.load_balancers.begin_delete(rg, "lb").result()
     assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)  # the set is still shown, with why its load balancer is not
     assert shown["name"] == "web" and "cannot read its load balancers" in shown["loadBalancingError"]

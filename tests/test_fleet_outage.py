@@ -4,9 +4,10 @@ run` watcher, `fleet status` and the dashboard wait and carry on; the dead worke
 one live worker, and no live worker is ever taken for dead.
 
 PostgreSQL from Debian's package, stopped with ``pg_ctl -m immediate`` (every connection cut, as in a crash)
-while the workers are idle, for 5 s while the pilot stage runs, and for 20 s while the last stage runs (three
-times the takeover window, ten times the reconnect backoff's longest step): the outages are real time by nature;
-the rollouts' time is the emulator's clock.
+while the workers are idle and while the pilot stage runs (each until every worker has noticed), and for 20 s while
+the last stage runs (three times the takeover window, ten times the reconnect backoff's longest step: how long a
+worker's own heartbeats lapse is what that part tests, so it is real time by nature); the rollouts' time is the
+emulator's clock.
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ concurrency = 5
         fleet = Background("fleet", "run", str(tmp_path / "fleet.toml"), "--yes", "--database", pg.url,
                            "--emulator", str(emu.state_dir), "-o", "json")
         fid = fleet.until("fleet")["fleet"]
-        fleet.until("stage_started", stage="pilot")  # five seconds down while the pilot's sets roll out
+        fleet.until("stage_started", stage="pilot")  # down while the pilot's sets roll out, until every worker
+        seen = [w.said().count("is unreachable") for w in workers]  # has noticed (its heartbeat failed)
         pg.stop()
-        time.sleep(5)
+        for w, before in zip(workers, seen, strict=True):
+            w.wait_for("is unreachable", times=before + 1)
         pg.start()
         fleet.until("stage_started", stage="rest")
         victim = _driving(pg.url, [w.proc for w in workers])  # a worker driving a rollout of the last stage dies...
