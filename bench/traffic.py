@@ -5,7 +5,7 @@ second (0.2 s each, 5 % long-lived connections of 300 s on average) on a frozen 
 rollout's own waits, so every figure is simulated and repeatable. Side by side, each on a fresh set:
 
 - vmssctl in place (batches of 20 %), without and with ``--drain lb`` (30 s),
-- vmssctl surge (20 at a time),
+- vmssctl surge (20 at a time), without and with ``--drain lb`` (30 s: the old VMs it retires),
 - Azure's rolling upgrade (emulated: Rolling policy, 20 % batches, the set's health extension),
 - the 2016 ``vmssupgrade`` way: manualupgrade one update domain after another, waiting a fixed 5 minutes, no
   health check.
@@ -109,9 +109,11 @@ def ud_walk() -> None:
 if __name__ == "__main__":
     print(f"traffic benchmark: {N} VMs behind a load balancer, {RPS} req/s (0.2 s, 5 % long-lived of 300 s), "
           "frozen clock")
-    vmssctl("vmssctl in place, batches of 20 %", {"batch_percent": 20})
+    vmssctl("vmssctl in place, batches of 20 %", {"batch_percent": 20, "drain": "none"})
     vmssctl("vmssctl in place, batches of 20 %, drain 30 s", {"batch_percent": 20, "drain": "lb",
                                                                "drain_timeout": "30s"})
-    vmssctl("vmssctl surge, 20 at a time", {"strategy": "surge", "max_surge": "20"})
+    vmssctl("vmssctl surge, 20 at a time", {"strategy": "surge", "max_surge": "20", "drain": "none"})
+    vmssctl("vmssctl surge, 20 at a time, drain 30 s", {"strategy": "surge", "max_surge": "20", "drain": "lb",
+                                                         "drain_timeout": "30s"})
     azure_rolling()
     ud_walk()

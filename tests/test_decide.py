@@ -108,7 +108,7 @@ def test_the_floor_holds_the_next_batch_then_gives_up():
     assert held == Wait(10.0, "the floor", floor_wait_since=T0 + 300)
     later = replace(done, floor_wait_since=T0 + 300)
     assert run(replace(obs, now=T0 + 300 + 601), later, batch_size=2, max_unavailable="2") == \
-        Finish("only 8 healthy instance(s) for 600s; starting the next batch would go below the floor of 8")
+        Finish("only 8 serving instance(s) for 600s; starting the next batch would go below the floor of 8")
 
 
 @pytest.mark.parametrize("name, verdicts, state, limit, expect", [

@@ -15,6 +15,7 @@ from tests.helpers import (
     Events,
     Tripwire,
     admin_states,
+    lb_body,
     make_policy,
     record,
     run,
@@ -28,11 +29,23 @@ from vmssctl.emulator.faults import FaultRule
 from vmssctl.emulator.inprocess import WorldClock, WorldGateway, world_network
 from vmssctl.emulator.resources import availability
 from vmssctl.emulator.world import World
-from vmssctl.errors import UsageError
+from vmssctl.errors import Forbidden, UsageError
+from vmssctl.model import ImageRef, Instance
 from vmssctl.rollout.engine import EXIT_FAILED, EXIT_OK
 from vmssctl.rollout.gates import BAD, GOOD, WAIT, Verdict
 from vmssctl.rollout.journal import Batch, Journal
-from vmssctl.rollout.strategies.drain import DRAIN, ISSUED, READMITTED, step
+from vmssctl.rollout.strategies.drain import (
+    DRAIN,
+    HOOK,
+    HOOK_DRAINED,
+    HOOK_READMITTED,
+    ISSUED,
+    READMITTED,
+    RETIREES,
+    before_retiring,
+    serving,
+    step,
+)
 from vmssctl.rollout.turn import Observation
 from vmssctl.target import ImageChange
 
@@ -51,7 +64,7 @@ def rollout(world: World, journal: Journal, gateway=None, **policy) -> tuple[int
     api = gateway or WorldGateway(world, "rg", "web")
     sink = Events()
     prepared = upgrade.prepare(api, journal, CONN, ImageChange(version=NEW),
-                               make_policy(max_unavailable="2", **policy))
+                               make_policy(**{"max_unavailable": "2", **policy}))
     return upgrade.start(api, journal, CONN, prepared, [sink], WorldClock(world)), sink
 
 
@@ -79,7 +92,7 @@ def test_drained_batches_fail_no_request_and_undrained_ones_do(world, tmp_path):
     world.traffic.stop(tid)
     tid = users(world)
     undrained = upgrade.prepare(WorldGateway(world, "rg", "web"), Journal(tmp_path / "b.db"), CONN,
-                                ImageChange(version="24.04.202610010"), make_policy(max_unavailable="2"))
+                                ImageChange(version="24.04.202610010"), make_policy(max_unavailable="2", drain="none"))
     assert upgrade.start(WorldGateway(world, "rg", "web"), Journal(tmp_path / "b.db"), CONN, undrained, [Events()],
                          WorldClock(world)) == EXIT_OK
     lost = report(world, tid)
@@ -118,7 +131,7 @@ def test_a_failing_batch_readmits_what_it_drained(world, tmp_path):
 
 @pytest.mark.parametrize("policy, message", [
     ({"drain": "appgw"}, "--drain 'appgw'"),
-    ({"drain": "lb", "strategy": "surge"}, "in-place"),
+    ({"drain": "lb", "strategy": "azure-rolling"}, "in-place and surge"),
     ({"drain": "lb", "drain_timeout": 7200}, "--drain-timeout"),
 ])
 def test_bad_drain_settings_are_refused(policy, message):
@@ -166,6 +179,84 @@ def test_drain_phases(meta, lb, verdicts, now, expected):
         assert action.seconds == expected[1]
 
 
+def test_a_surge_retires_old_vms_only_once_the_new_ones_are_up_and_drains_them_first(world, tmp_path):
+    tid = users(world)
+    before = {str(i) for i in world.scale_sets.get("rg", "web").instances}
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), strategy="surge", max_surge="2", max_unavailable=None,
+                         drain="lb", drain_timeout=15)
+    assert code == EXIT_OK, sink.events[-3:]
+    assert report(world, tid)["failed"] == 0
+    retired = [i for e in sink.of("retiring") for i in e["instances"]]
+    assert sorted(retired) == sorted(before) and len(sink.of("drained")) == len(sink.of("retiring")) == 3
+    assert [i for e in sink.of("drained") for i in e["instances"]] == retired  # each drained, then deleted
+    ss = world.scale_sets.get("rg", "web")
+    assert len(ss.instances) == 6 and not before & {str(i) for i in ss.instances} and admin_down(world) == []
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_a_crash_while_a_surge_drains_resumes_without_deleting_twice(world, tmp_path, nth):
+    tid = users(world)
+    journal, dead = Journal(tmp_path / "j.db"), [False]
+    net = Tripwire(world_network(world), "set_admin", nth, dead)
+    gateway = WorldGateway(world, "rg", "web")
+    gateway.network = lambda: net  # type: ignore[method-assign]
+    settings = {"strategy": "surge", "max_surge": "3", "max_unavailable": None, "drain": "lb", "drain_timeout": 15}
+    with pytest.raises(Crash):
+        rollout(world, Tripwire(journal, "-", 0, dead), Tripwire(gateway, "-", 0, dead), **settings)
+    code, sink = rollout(world, journal, **settings)
+    assert code == EXIT_OK, sink.events[-3:]
+    ss = world.scale_sets.get("rg", "web")
+    assert len(ss.instances) == 6 and admin_down(world) == [] and report(world, tid)["failedBy"]["probe-lag"] == 0
+
+
+def _instance(iid: str, healthy: bool = True) -> Instance:
+    return Instance(iid, 0, 0, None, "running", "succeeded", None if healthy else "unhealthy", True,
+                    ImageRef(publisher="p", offer="o", sku="s", version="1.0.0"))
+
+
+@pytest.mark.parametrize("lb, healthy, counts", [
+    ({}, True, True),  # in no pool: its health alone
+    ({"0": UP}, True, True),
+    ({"0": UP}, False, False),
+    ({"0": {"up": False, "admin": "None"}}, True, False),  # the probe has not seen it Up (yet)
+    ({"0": {"up": True, "admin": "Down"}}, True, False),  # drained: no new connections
+])
+def test_an_instance_serves_only_when_the_load_balancer_sends_it_new_connections(lb, healthy, counts):
+    assert serving(Observation(0.0, (), seen={"lb": lb}))(_instance("0", healthy)) is counts
+
+
+def _surge_batch(**meta) -> Batch:
+    return Batch("r-1", 1, "forward", [], "issued", 100.0, None, [], {"surge": 2, "base": 4, "watermark": 3, **meta})
+
+
+NEW_UP = {"4": UP, "5": UP, "0": UP, "1": UP}
+NEW_NOT_UP = {**NEW_UP, "5": {"up": False, "admin": "None"}}
+
+
+@pytest.mark.parametrize("meta, lb, now, elapsed, expected", [
+    ({}, NEW_NOT_UP, 200.0, 100.0, ("Wait", 5.0)),  # the new VMs count only once the load balancers see them Up
+    ({}, NEW_NOT_UP, 800.0, 700.0, ("DropAdded",)),  # never Up within the health timeout: they failed
+    ({}, NEW_UP, 200.0, 100.0, ("DrainRetirees", ("0", "1"))),
+    ({}, {"4": UP, "5": UP}, 200.0, 100.0, ("Retire", ("0", "1"))),  # the old ones in no pool: nothing to drain
+    ({DRAIN: 200.0, RETIREES: ["0", "1"]}, {**NEW_UP, "1": {"up": True, "admin": "None"}}, 201.0, 101.0,
+     ("SetAdmin", ("0", "1"), "Down")),
+    ({DRAIN: 200.0, RETIREES: ["0", "1"]}, {**NEW_UP, "0": DOWN_ADMIN, "1": DOWN_ADMIN}, 210.0, 110.0,
+     ("Wait", 20.0)),
+    ({DRAIN: 200.0, RETIREES: ["0", "1"]}, {**NEW_UP, "0": DOWN_ADMIN, "1": DOWN_ADMIN}, 230.0, 130.0,
+     ("Retire", ("0", "1"))),
+])
+def test_surge_drain_phases(meta, lb, now, elapsed, expected):
+    policy = make_policy(strategy="surge", drain="lb", drain_timeout=30, health_timeout=600)
+    instances = tuple(_instance(i) for i in ("0", "1", "2", "3", "4", "5"))
+    obs = Observation(now, instances, elapsed=elapsed, seen={"lb": lb})
+    action = before_retiring(obs, policy, _surge_batch(**meta), ["4", "5"], lambda: ["0", "1"])
+    assert type(action).__name__ == expected[0]
+    if expected[0] in ("SetAdmin", "DrainRetirees", "Retire"):
+        assert action.ids == expected[1]
+    if expected[0] == "Wait":
+        assert action.seconds == expected[1]
+
+
 def test_vmssctl_upgrade_drains_over_https_and_no_request_fails(frozen, up):
     """The CLI against the emulator: the SDK's pool writes set and clear admin state (by address name: the NIC
     reference is read-only on the wire), the users' requests all served."""
@@ -192,3 +283,174 @@ def test_a_kill_9_at_a_drain_step_and_the_run_again_leave_nothing_down(frozen, t
     assert code == 0 and events[-1]["type"] == "rollout_succeeded", err
     assert admin_states(frozen, rg, net) == {"None"}
     assert record(frozen, rg, t0)["upgrades"] == {str(i): 1 for i in range(4)}
+
+
+@pytest.mark.parametrize("denied", ["Microsoft.Network/loadBalancers/backendAddressPools/write",
+                                    "Microsoft.Network/loadBalancers/read"])
+def test_a_load_balancer_vmssctl_may_not_drain_is_one_line_before_anything_changes(frozen, up, denied):
+    """Asked of the permissions API before anything is written; --drain none is the explicit way on."""
+    rg, _ = set_behind_a_load_balancer(frozen, 2)
+    frozen.admin("PUT", "permissions", {"deny": [denied]})
+    try:
+        code, events, err = up(rg, "--version", NEW)
+        assert code == 2 and events == [], err
+        line = err.strip().splitlines()
+        assert len(line) == 1 and denied in line[0] and f"on {rg}/lb" in line[0] and "--drain none" in line[0]
+        sdk = frozen.client().virtual_machine_scale_sets.get(rg, "web")
+        assert sdk.virtual_machine_profile.storage_profile.image_reference.version != NEW  # nothing changed
+        code, events, err = up(rg, "--version", NEW, "--drain", "none", "--max-unavailable", "1")
+        assert code == 0 and events[-1]["type"] == "rollout_succeeded", err
+    finally:
+        frozen.admin("PUT", "permissions", {"deny": []})
+
+
+class _Revoked:
+    """The load balancers' write permission taken away after the plan asked: every admin-state write refused."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, attr: str):
+        return getattr(self.inner, attr)
+
+    def set_admin(self, model, ids, state) -> None:
+        raise Forbidden("The client 'x' with object id 'x' does not have authorization to perform action "
+                        "'Microsoft.Network/loadBalancers/backendAddressPools/write' over scope '/s'")
+
+
+def test_a_permission_taken_away_mid_rollout_fails_it_before_any_vm_is_disrupted(world, tmp_path):
+    net = _Revoked(world_network(world))
+    gateway = WorldGateway(world, "rg", "web")
+    gateway.network = lambda: net  # type: ignore[method-assign]
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), gateway, drain="lb", rollback="manual")
+    assert code == EXIT_FAILED
+    error = sink.of("rollout_failed")[0]["error"]
+    assert "refused to drain" in error and "backendAddressPools/write" in error, error
+    assert {i.upgrades for i in world.scale_sets.get("rg", "web").instances.values()} == {0}
+    assert admin_down(world) == []
+
+
+class _SomeoneElse:
+    """Once the first batch is drained, another hand rewrites the load balancer: its rule loses the probe."""
+
+    def __init__(self, world: World) -> None:
+        self.world, self.inner, self.done = world, world_network(world), False
+
+    def __getattr__(self, attr: str):
+        return getattr(self.inner, attr)
+
+    def set_admin(self, model, ids, state) -> None:
+        self.inner.set_admin(model, ids, state)
+        if state == "Down" and not self.done:
+            self.done = True
+            self.world.load_balancers.put("rg", "lb", lb_body("rg", probe=False))
+
+
+@pytest.mark.parametrize("strategy", ["in-place", "surge"])
+def test_a_load_balancer_changed_by_someone_else_mid_drain_stops_the_rollout_with_what_changed(world, tmp_path,
+                                                                                               strategy):
+    net = _SomeoneElse(world)
+    gateway = WorldGateway(world, "rg", "web")
+    gateway.network = lambda: net  # type: ignore[method-assign]
+    before = {str(i) for i in world.scale_sets.get("rg", "web").instances}
+    settings = {"max_surge": "2", "max_unavailable": None} if strategy == "surge" else {}
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), gateway, strategy=strategy, drain="lb", **settings)
+    assert code == EXIT_FAILED
+    error = sink.of("rollout_failed")[0]["error"]
+    assert "changed during the rollout" in error and "gone: rg/lb rule web (pool pool, probe http)" in error, error
+    assert "new: rg/lb rule web (pool pool, probe none)" in error
+    ss = world.scale_sets.get("rg", "web")
+    assert admin_down(world) == [] and before <= {str(i) for i in ss.instances}  # nothing retired
+    assert {ss.instances[int(i)].upgrades for i in before} == {0}  # nothing upgraded
+
+
+def test_the_emulator_refuses_a_denied_action_as_arm_does(frozen):
+    from azure.core.exceptions import HttpResponseError
+
+    rg, net = set_behind_a_load_balancer(frozen, 1)
+    frozen.admin("PUT", "permissions", {"deny": ["Microsoft.Network/loadBalancers/backendAddressPools/*"]})
+    try:
+        with pytest.raises(HttpResponseError) as refused:
+            net.load_balancer_backend_address_pools.get(rg, "lb", "pool")
+        assert refused.value.status_code == 403 and refused.value.error.code == "AuthorizationFailed"
+        assert "'Microsoft.Network/loadBalancers/backendAddressPools/read' over scope '/subscriptions/" in \
+            refused.value.message
+        assert net.load_balancers.get(rg, "lb").name == "lb"  # what is not denied is answered
+        with frozen.http() as h:  # a malformed action is refused whole, the denied ones left as they were
+            r = h.request("PUT", "/_emulator/permissions", json={"deny": ["not an action"]})
+        assert r.status_code == 400 and "is not an action" in r.json()["error"]["message"]
+        assert frozen.admin("GET", "permissions")["deny"] == ["Microsoft.Network/loadBalancers/backendAddressPools/*"]
+    finally:
+        frozen.admin("PUT", "permissions", {"deny": []})
+
+
+def _hook(tmp_path, fail_on: str = "") -> str:
+    """A drain hook that writes down what it was asked (and refuses ``fail_on``)."""
+    log = tmp_path / "hook.log"
+    return (f'if [ "$VMSSCTL_DRAIN" = "{fail_on}" ]; then echo "the app says no" >&2; exit 3; fi; '
+            f'echo "$VMSSCTL_DRAIN $VMSSCTL_INSTANCES $VMSSCTL_RESOURCE_GROUP/$VMSSCTL_NAME" >> {log}')
+
+
+def _asked(tmp_path) -> list[str]:
+    return (tmp_path / "hook.log").read_text().splitlines()
+
+
+def test_a_drain_hook_takes_each_batch_out_before_it_is_upgraded_and_back_once_good(world, tmp_path):
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), drain="hook", drain_hook=_hook(tmp_path),
+                         drain_timeout=15)
+    assert code == EXIT_OK, sink.events[-3:]
+    batches = [e["instances"] for e in sink.of("batch_started")]
+    assert _asked(tmp_path) == [line for ids in batches for line in (f"drain {','.join(ids)} rg/web",
+                                                                      f"readmit {','.join(ids)} rg/web")]
+    assert {e.get("by") for e in sink.of("drained") + sink.of("readmitted")} == {"hook"}
+    assert {i.upgrades for i in world.scale_sets.get("rg", "web").instances.values()} == {1}
+
+
+def test_a_surge_drains_its_retirees_through_the_hook(world, tmp_path):
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), strategy="surge", max_surge="3", max_unavailable=None,
+                         drain="hook", drain_hook=_hook(tmp_path), drain_timeout=15)
+    assert code == EXIT_OK, sink.events[-3:]
+    retired = [e["instances"] for e in sink.of("retiring")]
+    assert _asked(tmp_path) == [f"drain {','.join(ids)} rg/web" for ids in retired] and len(retired) == 2
+
+
+def test_a_drain_hook_that_refuses_stops_the_rollout_before_anything_is_upgraded(world, tmp_path):
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), drain="hook", drain_hook=_hook(tmp_path, "drain"),
+                         rollback="manual")
+    assert code == EXIT_FAILED
+    error = sink.of("rollout_failed")[0]["error"]
+    assert error.startswith("the drain hook could not drain instance(s) 0: exited 3: the app says no"), error
+    assert {i.upgrades for i in world.scale_sets.get("rg", "web").instances.values()} == {0}
+
+
+@pytest.mark.parametrize("meta, verdicts, now, expected", [
+    ({DRAIN: 100.0, HOOK: "x"}, {}, 101.0, ("RunHook", "drain")),
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0}, {}, 110.0, ("Wait",)),  # the drain timeout, from the record
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0}, {}, 130.0, ("IssueDrained",)),
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0, ISSUED: 130.0}, {"0": G, "1": W}, 200.0, None),
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0, ISSUED: 130.0}, {"0": G, "1": G}, 200.0, ("Readmit",)),
+    # a crash after the readmission was recorded, before the hook said it was done: asked again
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0, ISSUED: 130.0, READMITTED: 200.0}, {"0": G, "1": G}, 201.0,
+     ("RunHook", "readmit")),
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0, ISSUED: 130.0, READMITTED: 200.0, HOOK_READMITTED: 200.0},
+     {"0": G, "1": G}, 201.0, None),
+])
+def test_drain_hook_phases(meta, verdicts, now, expected):
+    policy = make_policy(drain="hook", drain_hook="x", drain_timeout=30)
+    action = step(Observation(now, (), verdicts=verdicts), policy, _batch(**meta))
+    if expected is None:
+        assert action is None
+        return
+    assert type(action).__name__ == expected[0]
+    if expected[0] == "RunHook":
+        assert action.op == expected[1] and action.ids == ("0", "1")
+
+
+@pytest.mark.parametrize("policy, message", [
+    ({"drain": "hook"}, "--drain hook needs --drain-hook CMD"),
+    ({"drain": "lb", "drain_hook": "x"}, "--drain-hook applies to --drain hook"),
+    ({"drain": "hook", "drain_hook": "x", "strategy": "azure-rolling"}, "--drain hook applies to --strategy"),
+])
+def test_bad_drain_hook_settings_are_refused(policy, message):
+    with pytest.raises(UsageError, match=message):
+        make_policy(**policy)

@@ -381,7 +381,7 @@ def test_a_rolling_set_goes_through_azures_rolling_upgrade_and_a_failing_probe_c
         server.shutdown()
     assert code == 1, err
     kinds = [e["type"] for e in events]
-    assert "azure_upgrade_cancelled" in kinds and kinds[-1] == "rollout_rolled_back", kinds
+    assert "azure_upgrade_cancelled" in kinds and kinds[-1] == "rollout_rolled_back", (kinds, events[-1])
     failed = next(e for e in events if e["type"] == "batch_failed")
     assert failed["instances"] == ["2", "3"] and "500" in failed["reasons"][0]
     frozen.admin("POST", "clock", {"advance": 1800})

@@ -8,6 +8,7 @@ follows ``Azure-AsyncOperation``.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
@@ -26,6 +27,7 @@ from vmssctl import inputs
 from vmssctl.errors import (
     ArmError,
     Conflict,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     Unreachable,
@@ -73,6 +75,8 @@ def translate(e: BaseException) -> ArmError:
         return PreconditionFailed(text, 412, code)
     if isinstance(e, DecodeError | DeserializationError):
         return ArmError(f"ARM sent a response the Azure SDK cannot read: {text[:300]}", status, code)
+    if isinstance(e, HttpResponseError) and status == 403:
+        return Forbidden(text, status, code)
     if isinstance(e, HttpResponseError):
         return (Conflict if status == 409 else ArmError)(text, status, code)
     if isinstance(e, ServiceRequestError):
@@ -434,7 +438,7 @@ class ScaleSetApi:
         """A Network gateway on the connection this client was made for (compute_client records it)."""
         if self._network is None:
             conn = _CONNECTIONS.get(self.client)
-            self._network = NetworkApi(network_client(conn)) if conn is not None else None
+            self._network = network_api(conn) if conn is not None else None
         return self._network
 
     @_arm
@@ -526,16 +530,48 @@ def network_client(conn: Connection, **kwargs: Any) -> Any:
     return NetworkManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
 
 
-class NetworkApi:
-    """Microsoft.Network as vmssctl reads it (a ``gateway.Network``): the load balancers in front of a set."""
+def authorization_client(conn: Connection, **kwargs: Any) -> Any:
+    """An AuthorizationManagementClient (azure-mgmt-authorization): what the credential may do, asked without
+    trying (the permissions API)."""
+    from azure.mgmt.authorization import AuthorizationManagementClient
 
-    def __init__(self, client: Any) -> None:
+    return AuthorizationManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
+
+
+def network_api(conn: Connection) -> NetworkApi:
+    """The Network gateway on this connection, able to say what the credential may not do there."""
+    return NetworkApi(network_client(conn), authorization_client(conn))
+
+
+class NetworkApi:
+    """Microsoft.Network as vmssctl reads it (a ``gateway.Network``): the load balancers in front of a set.
+    ``authorization``: a client of the permissions API (None: what may be done is learnt by doing it)."""
+
+    def __init__(self, client: Any, authorization: Any = None) -> None:
         self.client = client
+        self.authorization = authorization
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
+        for c in (self.client, self.authorization):
+            close = getattr(c, "close", None)
+            if close is not None:
+                close()
+
+    @_arm
+    def refused(self, model: ScaleSet, actions: tuple[str, ...]) -> list[str]:
+        """Which of ``actions`` the credential may not do on the set's load balancers (``action on rg/lb``), as
+        the permissions API says (the role assignments' actions less their notActions; wildcards as RBAC reads
+        them). Nothing is tried."""
+        if self.authorization is None:
+            return []
+        out = []
+        for rg, name in sorted(_pools_by_lb(model.lb_pools)):
+            grants = list(self.authorization.permissions.list_for_resource(rg, "Microsoft.Network", "",
+                                                                          "loadBalancers", name))
+            for action in actions:
+                if not any(_grants(p, action) for p in grants):
+                    out.append(f"{action} on {rg}/{name}")
+        return out
 
     @_arm
     def backends(self, model: ScaleSet) -> list[Backend]:
@@ -564,7 +600,8 @@ class NetworkApi:
                         continue  # another set's VM in the same pool
                     address, state = admin.get(ref.lower(), ("", "None"))
                     out.append(Backend(f"{rg}/{name}", rule.name or "", pool_id.rsplit("/", 1)[-1], address, iid,
-                                       row.state or "Down", row.reason or "", state))
+                                       row.state or "Down", row.reason or "", state,
+                                       (getattr(rule.probe, "id", None) or "").rsplit("/", 1)[-1]))
         return out
 
     @_arm
@@ -583,8 +620,15 @@ class NetworkApi:
                     current = str(getattr(addr.admin_state, "value", addr.admin_state) or "None")
                     if _instance_of(ref, model) in wanted and current != state:
                         addr.admin_state, changed = state, True
-                if changed:
-                    ops.begin_create_or_update(rg, name, pool_name, pool).result()
+                if changed:  # only over what was read: a change by someone else meanwhile is a 412, not lost
+                    ops.begin_create_or_update(rg, name, pool_name, pool, headers={"If-Match": pool.etag}).result()
+
+
+def _grants(permission: Any, action: str) -> bool:
+    """Does one permission entry (a role's actions and notActions) allow ``action``?"""
+    low = action.lower()
+    return any(fnmatch.fnmatchcase(low, a.lower()) for a in permission.actions or []) and \
+        not any(fnmatch.fnmatchcase(low, a.lower()) for a in permission.not_actions or [])
 
 
 def _pools_by_lb(pool_ids: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:

@@ -119,10 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--surge-fallback", choices=("none", "in-place"),
                      help="when ARM refuses the scale-out (quota, SKU, allocation): stop (none, default) or go on "
                           "in-place")
-    pol.add_argument("--drain", choices=("none", "lb"),
-                     help="lb: before a batch is upgraded, set its VMs' admin state Down in the load balancers in "
-                          "front of the set (no new connections), wait --drain-timeout, upgrade, then readmit them "
-                          "and wait until the load balancers see them Up (in-place; default none)")
+    pol.add_argument("--drain", choices=("auto", "none", "lb", "hook"),
+                     help="lb: before VMs are upgraded (in place) or deleted (surge), set their admin state Down in "
+                          "the load balancers in front of the set (no new connections), wait --drain-timeout; "
+                          "upgraded and new VMs count only once the load balancers see them Up. hook: --drain-hook "
+                          "does it. auto (default): lb when the set is behind a load-balancing rule with a probe")
+    pol.add_argument("--drain-hook", metavar="CMD",
+                     help="with --drain hook: a command run before VMs are disrupted (VMSSCTL_DRAIN=drain) and "
+                          "after they are good again (=readmit), with VMSSCTL_INSTANCES, VMSSCTL_RESOURCE_GROUP, "
+                          "VMSSCTL_NAME; exit 0 is done. It must be idempotent (a resumed rollout may run it again)")
     pol.add_argument("--drain-timeout", metavar="DUR",
                      help="how long drained VMs keep their established connections (default 30s, at most 1h)")
     pol.add_argument("--batch-size", metavar="N", help="instances per batch with --by batch (1-1000)")
@@ -375,7 +380,7 @@ def _policy(args: argparse.Namespace):
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
         "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows", "drain",
-        "drain_timeout")}
+        "drain_timeout", "drain_hook")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

@@ -6,6 +6,8 @@ Everything the user sees ends in one line and one of these codes; no module outs
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 
 
@@ -43,6 +45,15 @@ class ArmError(VmssctlError):
 
 class NotFound(ArmError):
     """404: the resource group or scale set does not exist."""
+
+
+class Forbidden(ArmError):
+    """403: the credential lacks a permission; ``action`` names it when ARM said which (AuthorizationFailed)."""
+
+    def __init__(self, message: str, status: int | None = 403, code: str | None = None) -> None:
+        super().__init__(message, status, code)
+        found = re.search(r"perform action '([^']{1,200})'", message)
+        self.action = found.group(1) if found else None
 
 
 class Conflict(ArmError):

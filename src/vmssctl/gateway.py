@@ -89,6 +89,11 @@ class Network(Protocol):
         (the rule's health), and its admin state."""
         ...
 
+    def refused(self, model: ScaleSet, actions: tuple[str, ...]) -> list[str]:
+        """Which of these RBAC actions the credential may not do on the set's load balancers, asked without
+        trying (``action on rg/lb``); [] when they are all allowed or it cannot be asked."""
+        ...
+
     def set_admin(self, model: ScaleSet, ids: list[str], state: str) -> None:
         """Set these VMs' admin state (``Down``: no new connections, established ones kept; ``None``: the probe
         decides) in every pool of the set; returns once Network accepted it."""

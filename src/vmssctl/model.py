@@ -298,6 +298,7 @@ class Backend:
     state: str  # Up | Down: the rule's health (probe, then admin state)
     reason: str
     admin: str  # None | Up | Down
+    probe: str = ""  # the rule's health probe ("": none, every backend counts as Up)
 
     def to_json(self) -> dict:
         return asdict(self)

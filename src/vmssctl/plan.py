@@ -107,19 +107,21 @@ def make_plan(instances: list[Instance], policy: RolloutPolicy, needs_upgrade: C
                 skipped=skipped)
 
 
-def fit_to_floor(batch: list[str], instances: dict[str, Instance], floor: int) -> list[str]:
-    """The part of ``batch`` that can go down now without the healthy count dropping below ``floor``.
+def fit_to_floor(batch: list[str], instances: dict[str, Instance], floor: int,
+                 serving: Callable[[Instance], bool] | None = None) -> list[str]:
+    """The part of ``batch`` that can go down now without the serving count dropping below ``floor``.
 
-    Unhealthy members cost nothing (they are already down); healthy ones spend the margin.
+    Members not serving cost nothing (they are already down); serving ones spend the margin. ``serving``: does an
+    instance count (default: healthy; behind a load balancer, also in its rotation).
     """
-    healthy_now = sum(1 for i in instances.values() if i.healthy)
-    margin = healthy_now - floor
+    counts = serving or (lambda i: i.healthy)
+    margin = sum(1 for i in instances.values() if counts(i)) - floor
     out = []
     for iid in batch:
         inst = instances.get(iid)
         if inst is None:
             continue
-        if not inst.healthy:
+        if not counts(inst):
             out.append(iid)
         elif margin > 0:
             out.append(iid)

@@ -16,7 +16,8 @@ from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
 STRATEGIES = ("in-place", "surge")
-DRAINS = ("none", "lb")
+DRAINS = ("auto", "none", "lb", "hook")
+DRAINED = ("in-place", "surge")  # the strategies that drain (Azure's own upgrade stops VMs itself)
 AZURE_ROLLING = "azure-rolling"  # not chosen by the user: how a Rolling or Automatic set is upgraded (Azure's own)
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
@@ -73,8 +74,10 @@ class RolloutPolicy:
     surge_fallback: str = "none"  # surge refused by ARM (quota, SKU, allocation): stop, or go on in-place
     allow_automatic: bool = False  # an Automatic-policy set: let Azure upgrade every VM at once (an outage)
     windows: tuple[str, ...] = ()  # maintenance windows (UTC) in which a batch may start; () = any time
-    drain: str = "none"  # lb: before a batch is upgraded, its VMs' admin state goes Down in the load balancers
+    drain: str = "auto"  # lb: before a batch is upgraded, its VMs' admin state goes Down in the load balancers;
+    # auto: lb when the set is behind a load-balancing rule with a health probe (resolved by the plan)
     drain_timeout: float = 30.0  # how long drained VMs keep their established connections before the upgrade
+    drain_hook: str | None = None  # hook: the command that takes VMs out of rotation (and puts them back)
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -103,8 +106,12 @@ class RolloutPolicy:
             raise UsageError("--health-timeout and --poll must be at least 1s")
         if self.drain not in DRAINS:
             raise UsageError(f"--drain '{self.drain}' is not one of {', '.join(DRAINS)}")
-        if self.drain != "none" and self.strategy != "in-place":
-            raise UsageError("--drain applies to --strategy in-place (surge and Azure's rolling upgrade: not yet)")
+        if self.drain in ("lb", "hook") and self.strategy not in DRAINED:
+            raise UsageError(f"--drain {self.drain} applies to --strategy in-place and surge, not {self.strategy} "
+                             "(Azure's rolling upgrade stops VMs itself, without a drain)")
+        if (self.drain == "hook") != (self.drain_hook is not None):
+            raise UsageError("--drain hook needs --drain-hook CMD" if self.drain == "hook" else
+                             "--drain-hook applies to --drain hook")
         if not 0 <= self.drain_timeout <= 3600:
             raise UsageError("--drain-timeout must be from 0s to 1h")
         if self.probe_url is not None and not re.match(r"^https?://", self.probe_url):
@@ -198,7 +205,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             kwargs[key] = inputs.count(value, flag, 0)
         elif key == "batch_percent":
             kwargs[key] = inputs.percent(value, flag, low_open=True)
-        elif key in ("probe_url", "hook"):
+        elif key in ("probe_url", "hook", "drain_hook"):
             kwargs[key] = inputs.text(value, flag)
         elif key in ("prioritize_unhealthy", "no_health_signal", "allow_automatic"):
             if not isinstance(value, bool):

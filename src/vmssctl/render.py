@@ -189,10 +189,27 @@ def plan_lines(prepared) -> list[str]:
                "are checked")
     if pol.windows:
         out.append(f"  batches start only in the maintenance windows (UTC): {'; '.join(pol.windows)}")
-    if pol.drain == "lb":
-        out.append(("  drain: each batch out of the set's load balancers first (admin state Down), "
-                    f"{_duration(pol.drain_timeout)} for its connections, readmitted and Up again before the next")
-                   if ss.lb_pools else "  drain: [yellow]the set names no load balancer pool[/]: nothing to drain")
+    if pol.drain == "hook":
+        from rich.markup import escape
+
+        hook = escape(pol.drain_hook or "")
+        out.append(f"  drain: the drain hook takes each batch out of rotation first ('{hook}', "
+                   f"VMSSCTL_DRAIN=drain), {_duration(pol.drain_timeout)} for its connections, and puts it back "
+                   "once good (=readmit)" if pol.strategy != "surge" else
+                   f"  drain: the drain hook takes the old VMs each batch retires out of rotation first "
+                   f"('{hook}'), {_duration(pol.drain_timeout)} for their connections, then deleted")
+    elif pol.drain == "lb" and not ss.lb_pools:
+        out.append("  drain: [yellow]the set names no load balancer pool[/]: nothing to drain")
+    elif pol.drain == "lb" and pol.strategy == "surge":
+        out.append("  drain: new VMs count once the load balancers see them Up; the old ones each batch retires go "
+                   f"out of rotation first (admin state Down), {_duration(pol.drain_timeout)} for their connections, "
+                   "then deleted")
+    elif pol.drain == "lb":
+        out.append("  drain: each batch out of the set's load balancers first (admin state Down), "
+                   f"{_duration(pol.drain_timeout)} for its connections, readmitted and Up again before the next")
+    elif ss.lb_pools:
+        out.append("  drain: none (requests in flight on a stopping VM fail; the load balancer's probe notices "
+                   "after its interval x threshold)")
     if pol.strategy == "surge":
         out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s) replaced; each: scale out, wait for the "
                    "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones")

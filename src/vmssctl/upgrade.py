@@ -11,11 +11,11 @@ import contextlib
 from dataclasses import dataclass, replace
 
 from vmssctl.azure import Connection
-from vmssctl.errors import UsageError
+from vmssctl.errors import Forbidden, UsageError
 from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
-from vmssctl.policy import AZURE_ROLLING, Amount, RolloutPolicy
+from vmssctl.policy import AZURE_ROLLING, DRAINED, Amount, RolloutPolicy
 from vmssctl.rollout import claim
 from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
@@ -48,7 +48,8 @@ class Prepared:
 
     def estimate_seconds(self) -> float:
         n = len(self.plan.batches)
-        drain = self.policy.drain_timeout if self.policy.drain == "lb" and self.scale_set.lb_pools else 0.0
+        drain = self.policy.drain_timeout if (self.policy.drain == "lb" and self.scale_set.lb_pools) or \
+            self.policy.drain == "hook" else 0.0
         return n * (TYPICAL_BATCH_SECONDS + drain) + max(0, n - 1) * self.policy.pause
 
     def to_json(self) -> dict:
@@ -94,6 +95,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     model_changes = not same_image(ss.image, target)
     if mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
         policy = azure_driven(ss, policy)
+    policy = drain_for(api, ss, policy)
     instances = api.instances()
     known = {i.instance_id for i in instances}
     unknown = [i for i in policy.instances if i not in known]
@@ -156,6 +158,35 @@ def azure_driven(ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
                          f"({how}), so {', '.join(chosen)} cannot apply. Change the scale set's rollingUpgradePolicy, "
                          "or set its policy to Manual to let vmssctl batch")
     return replace(policy, strategy=AZURE_ROLLING)
+
+
+def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
+    """``--drain auto`` (the default) made ``lb`` or ``none``: lb when the strategy drains and the set is behind a
+    load-balancing rule with a health probe. Either way a set behind load balancers is drained only with the
+    permissions it takes, asked before anything changes: a refusal is one line naming what is missing, with
+    ``--drain none`` as the explicit way on."""
+    from vmssctl.rollout.strategies.drain import NEEDS
+
+    if policy.drain in ("none", "hook") or policy.strategy not in DRAINED:
+        return replace(policy, drain="none") if policy.drain == "auto" else policy
+    network = api.network() if ss.lb_pools else None
+    if network is None:
+        return replace(policy, drain="none") if policy.drain == "auto" else policy
+    where = f"{ss.resource_group}/{ss.name}"
+    backends = []
+    try:
+        missing = network.refused(ss, NEEDS)
+        if not missing:
+            backends = network.backends(ss)
+    except Forbidden as e:  # (the permissions API could not tell, or a deny it does not show)
+        missing = [e.action or str(e)]
+    if missing:
+        raise UsageError(f"{where} is behind a load balancer vmssctl may not drain: the credential lacks "
+                         f"{'; '.join(missing)} (Network Contributor on the load balancer has it). Grant it, or "
+                         "pass --drain none to upgrade without draining (requests in flight on a stopping VM fail)")
+    if policy.drain == "auto":
+        return replace(policy, drain="lb" if any(b.probe for b in backends) else "none")
+    return policy
 
 
 def azure_batch(ss: ScaleSet, capacity: int) -> int:

@@ -555,7 +555,8 @@ FORM_FIELDS = {"--by": "by", "--batch-size": "batch size", "--batch-percent": "b
                "--health-timeout": "health timeout", "--max-unhealthy-upgraded": "max unhealthy upgraded",
                "--no-health-signal": "no health signal", "--version": "version", "--sku": "SKU",
                "--image-id": "image id", "--custom-uri": "custom URI", "--strategy": "strategy",
-               "--max-surge": "max surge", "--allow-automatic": "allow automatic"}
+               "--max-surge": "max surge", "--allow-automatic": "allow automatic", "--drain-timeout": "drain timeout",
+               "--drain": "drain"}
 
 
 def form_words(message: str) -> str:
@@ -569,7 +570,7 @@ def _prepare_rollout(d: Dashboard, sid: SetId, body: dict):
     from vmssctl.upgrade import prepare
 
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
-            "max_unhealthy_upgraded", "strategy", "max_surge")
+            "max_unhealthy_upgraded", "strategy", "max_surge", "drain", "drain_timeout")
     overrides: dict = {k: body[k] for k in keys if body.get(k) not in (None, "")}
     for flag in ("no_health_signal", "allow_automatic"):
         if body.get(flag) in (True, "on", "true"):

@@ -310,6 +310,9 @@ def batching_fields(ss) -> str:
         <option>fault-domain</option><option>zone</option></select></label>
       <label>strategy <select name="strategy"><option>in-place</option><option>surge</option></select></label>
       <label>max surge <input name="max_surge" placeholder="batch size"></label>
+      <label>drain <select name="drain"><option value="auto">auto (lb when a probed rule fronts the set)</option>
+        <option>lb</option><option>none</option></select></label>
+      <label>drain timeout <input name="drain_timeout" placeholder="30s"></label>
       <label>batch size <input name="batch_size" type="number" min="1"></label>
       <label>batch % <input name="batch_percent" type="number" min="1" max="100"></label>
       <label>canary <input name="canary" type="number" min="0" value="1"></label>

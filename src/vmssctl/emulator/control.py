@@ -78,7 +78,8 @@ def admin_stats(emu: Emulator, request: Request, body: object) -> Response:
 
 @_admin
 def admin_traffic(emu: Emulator, request: Request, body: dict | None) -> Response:
-    """GET: every load and its counts; POST: start one on a load balancer's rule (see network/traffic.py)."""
+    """GET: every load and its counts (``?since=T``: also those from T on, as ``window``); POST: start one on a
+    load balancer's rule (see network/traffic.py)."""
     world = emu.world
     if request.method == "POST":
         return json_response(world.traffic.start(body or {}).report(), 201)
@@ -109,6 +110,14 @@ def admin_faults(emu: Emulator, request: Request, body: dict | None) -> Response
         emu.faults.update(body or {})
         emu.world.changes += 1
     return json_response(emu.faults.to_json())
+
+
+@_admin
+def admin_permissions(emu: Emulator, request: Request, body: dict | None) -> Response:
+    """The actions every caller is refused (``{"deny": [...]}``), as a role without them would."""
+    if request.method == "PUT":
+        emu.authorization.update(body or {})
+    return json_response(emu.authorization.to_json())
 
 
 @_admin
@@ -165,6 +174,7 @@ def routes() -> list[Route]:
         Route("/_emulator/faults", admin_faults, methods=["GET", "PUT"]),
         Route("/_emulator/clock", admin_clock, methods=["GET", "POST"]),
         Route("/_emulator/throttle", admin_throttle, methods=["GET", "PUT"]),
+        Route("/_emulator/permissions", admin_permissions, methods=["GET", "PUT"]),
         Route("/_emulator/images", admin_images, methods=["GET", "POST"]),
         Route("/_emulator/traffic", admin_traffic, methods=["GET", "POST"]),
         Route("/_emulator/traffic/{tid}/stop", admin_traffic_stop, methods=["POST"]),

@@ -286,9 +286,11 @@ class _Pools:
         except EmulatorArmError as e:
             raise _as_vmssctl(e) from None
 
-    def begin_create_or_update(self, resource_group: str, name: str, pool: str, model: Any) -> object:
+    def begin_create_or_update(self, resource_group: str, name: str, pool: str, model: Any,
+                               headers: dict | None = None) -> object:
         try:
-            self.world.load_balancers.put_pool(resource_group, name, pool, model.as_dict())
+            self.world.load_balancers.put_pool(resource_group, name, pool, model.as_dict(),
+                                               (headers or {}).get("If-Match"))
         except EmulatorArmError as e:
             raise _as_vmssctl(e) from None
         return _Done(self.get(resource_group, name, pool))

@@ -1,6 +1,7 @@
 """The ARM request pipeline: ordered stages each request passes (Azurite's middleware chain, Starlette's
 model): request id → envelope and errors → authentication → api-version → throttling → injected latency →
-route → injected faults → body → scope → handler. A stage answers, or passes the call on to the next one.
+route → authorization → injected faults → body → scope → handler. A stage answers, or passes the call on to the
+next one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from vmssctl.emulator import validate
+from vmssctl.emulator import authorization, validate
 from vmssctl.emulator.envelope import (
     Ctx,
     bearer,
@@ -45,8 +46,10 @@ NETWORK_API_VERSIONS = frozenset({
     "2024-05-01", "2024-07-01", "2024-10-01", "2025-01-01", "2025-03-01", "2025-05-01", "2025-07-01",
     "2025-09-01", "2026-01-01", "2026-03-01",
 })
-# Microsoft.Resources and metadata calls az makes (subscriptions, resource groups).
-RESOURCES_API_VERSIONS = frozenset({"2016-06-01", "2019-11-01", "2020-01-01", "2021-01-01", "2021-04-01",
+# Microsoft.Resources and metadata calls az makes (subscriptions, resource groups), and Microsoft.Authorization's
+# permissions.
+RESOURCES_API_VERSIONS = frozenset({"2015-07-01", "2016-06-01", "2018-01-01-preview", "2022-04-01", "2019-11-01",
+                                    "2020-01-01", "2021-01-01", "2021-04-01",
                                     "2022-01-01", "2022-09-01", "2022-12-01", "2023-07-01", "2024-03-01",
                                     "2024-11-01", "2025-04-01"})
 
@@ -162,6 +165,16 @@ async def routed(call: Call, nxt: Next) -> Response:
     raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.method}' is not supported here.")
 
 
+async def authorize(call: Call, nxt: Next) -> Response:
+    """A denied action is refused before anything happens, in ARM's words (the permissions API itself is always
+    answered: it is how a caller learns what it may do)."""
+    segs = [s for s in call.request.url.path.split("/") if s]
+    action = authorization.action_of(call.method, segs)
+    if not call.emu.authorization.allows(action) and not action.lower().startswith("microsoft.authorization/"):
+        raise ArmError(403, "AuthorizationFailed", authorization.refusal(action, segs))
+    return await nxt(call)
+
+
 async def injected_faults(call: Call, nxt: Next) -> Response:
     """A share of requests fails before acting, as a test asked (``/_emulator/faults``)."""
     emu = call.emu
@@ -206,7 +219,7 @@ async def handle(call: Call, nxt: Next) -> Response:
     return response
 
 
-STAGES: tuple[Stage, ...] = (request_ids, errors, authenticate, api_version, throttle, latency, routed,
+STAGES: tuple[Stage, ...] = (request_ids, errors, authenticate, api_version, throttle, latency, routed, authorize,
                              injected_faults, json_body, scope, handle)
 
 

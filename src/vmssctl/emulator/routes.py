@@ -28,6 +28,7 @@ FLEX = RG + "/providers/microsoft.compute/virtualmachines"
 COMPUTE = "subscriptions/{sub}/providers/microsoft.compute"
 NETWORK = "subscriptions/{sub}/providers/microsoft.network"
 LB = RG + "/providers/microsoft.network/loadbalancers"
+PERMISSIONS = "providers/microsoft.authorization/permissions"
 
 
 def _set_action(p: dict, segs: list[str]) -> str:
@@ -103,6 +104,9 @@ TABLE: list[tuple[str, dict[str, tuple[Name, Handler]]]] = [
     (LB + "/{lb}/{kind:lb_child}/{child}", {"GET": (_lb_child, network.get_child)}),
     (LB + "/{lb}/loadbalancingrules/{rule}/health",
      {"POST": ("LoadBalancerLoadBalancingRules_Health", network.rule_health)}),
+    (RG + "/" + PERMISSIONS, {"GET": ("Permissions_ListForResourceGroup", resources.permissions)}),
+    (RG + "/providers/{namespace}/{type}/{resource}/" + PERMISSIONS,
+     {"GET": ("Permissions_ListForResource", resources.permissions)}),
 ]
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vmssctl.emulator.authorization import Authorization
 from vmssctl.emulator.faults import Faults, RequestDice, Throttle, ThrottleLimits
 from vmssctl.emulator.stats import RequestStats
 from vmssctl.emulator.world import World
@@ -32,6 +33,7 @@ class Emulator:
     dice: RequestDice = field(init=False)
     persistence: dict = field(default_factory=lambda: {"ok": True, "failures": 0})
     on_write: Callable[[], object] | None = None  # persist an acknowledged change before answering
+    authorization: Authorization = field(default_factory=Authorization)  # actions refused to callers (RBAC)
 
     def __post_init__(self) -> None:
         self.dice = RequestDice(self.seed)

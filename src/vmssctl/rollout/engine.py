@@ -333,16 +333,16 @@ class Engine:
         self.emit("rollout_failed", error=outcome)
         return EXIT_FAILED
 
-    def _halt(self, why: str) -> None:
+    def _halt(self, why: str, effects_only: bool = False) -> None:
         """The phase stops early (a failure, an abort, a rollback): carry out what the strategy says to undo
         first (on a Rolling set, cancel Azure's rolling upgrade in progress: the instances it is upgrading
         finish; no new batch starts)."""
         for effect in of_policy(self.policy).on_halt():
             if isinstance(effect, Effect):  # a strategy's own undoing (readmit what it drained, say)
-                kind = self.r.phase or "forward"
+                kind = "rollback" if self.r.phase == "rollback" else "forward"  # (a new rollout's is "model")
                 batches = tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind)
                 effect.apply(_Host(self, self.target), Phase(kind, batches))
-            elif isinstance(effect, CancelUpgrade):
+            elif isinstance(effect, CancelUpgrade) and not effects_only:
                 status = self._arm(self.api.rolling_status)
                 if status is not None and status.running:
                     try:
@@ -405,7 +405,8 @@ class Engine:
                 floor_since = None
             if isinstance(action, Stop):
                 return action.what
-            if isinstance(action, ModelChanged):
+            if isinstance(action, ModelChanged):  # touch nothing more, but undo what the strategy did (readmit)
+                self._halt(action.reason, effects_only=True)
                 raise Halt(action.reason)
             if isinstance(action, Finish):
                 return action.outcome
@@ -509,7 +510,7 @@ class Engine:
                            self.scale_set.health_grace if self.scale_set else None, rolling, seen)
 
     def _verdicts(self, batch: Batch, judged: list[str], by_id: dict[str, Instance], needs: Needs,
-                  elapsed: float) -> tuple[dict[str, Verdict], bool]:
+                  elapsed: float, since: float | None = None) -> tuple[dict[str, Verdict], bool]:
         """Each instance of the batch: ARM's view, then (forward only) the policy's gates; and whether some
         upgraded VM sits idle off the model (someone may have changed it)."""
         timeout = self.policy.health_timeout

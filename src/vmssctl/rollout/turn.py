@@ -202,7 +202,8 @@ class Stop:
 
 @dataclass(frozen=True)
 class ModelChanged:
-    """Stop without touching anything more: someone else changed the model's image."""
+    """Stop without touching anything more (the strategy's own undoing aside: readmit what it drained): someone
+    else changed the model's image, or the load balancers in front of the set."""
 
     reason: str
 

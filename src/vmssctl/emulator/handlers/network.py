@@ -75,7 +75,8 @@ def get_child(ctx: Ctx) -> Response:
 
 def put_pool(ctx: Ctx) -> Response:
     lbs = ctx.world.load_balancers
-    lb = lbs.put_pool(ctx.params["rg"], ctx.params["lb"], ctx.params["child"], ctx.body)
+    lb = lbs.put_pool(ctx.params["rg"], ctx.params["lb"], ctx.params["child"], ctx.body,
+                      ctx.request.headers.get("if-match"))
     op = ctx.world.operations.done("PutLoadBalancerBackendAddressPool", lb.location)
     return json_response(lbs.render_child(lb, "backendAddressPools", ctx.params["child"]), 200,
                          {"Azure-AsyncOperation": _op_urls(ctx, op)["Azure-AsyncOperation"]})

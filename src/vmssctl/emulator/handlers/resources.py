@@ -45,3 +45,8 @@ def put_group(ctx: Ctx) -> Response:
 
 def delete_group(ctx: Ctx) -> Response:
     return accepted(ctx, ctx.world.resource_groups.delete(ctx.params["rg"]))
+
+
+def permissions(ctx: Ctx) -> Response:
+    """``…/providers/Microsoft.Authorization/permissions``: what the caller may do at this scope."""
+    return json_response(ctx.emu.authorization.permissions())

@@ -140,9 +140,11 @@ class LoadBalancers:
         w.changes += 1
         return lb, old is None
 
-    def put_pool(self, rg: str, name: str, pool_name: str, body: Any) -> LoadBalancer:
-        """PUT one backend pool: how a backend's admin state is set (``loadBalancerBackendAddresses``)."""
+    def put_pool(self, rg: str, name: str, pool_name: str, body: Any, if_match: str | None = None) -> LoadBalancer:
+        """PUT one backend pool: how a backend's admin state is set (``loadBalancerBackendAddresses``); with
+        If-Match, only if the load balancer is still as the caller read it (a pool's etag is its load balancer's)."""
         lb = self.get(rg, name)
+        check_etag(lb.etag, if_match, None)
         if not isinstance(body, dict):
             raise invalid("The request body must be a JSON object.")
         pool = {"name": pool_name, "properties": strip_read_only(body.get("properties") or {})}

@@ -61,8 +61,8 @@ def digest(obj: object) -> str:
 def check_etag(current: int | None, if_match: str | None, if_none_match: str | None) -> None:
     """If-Match / If-None-Match against a resource's etag (None: the resource does not exist)."""
     tag = f'"{current}"' if current is not None else None
-    if if_match is not None:
-        wanted = [t.strip() for t in if_match.split(",")]
+    if if_match is not None:  # (Network's etags are weak, W/"n": a client sends back what it read)
+        wanted = [t.strip().removeprefix("W/") for t in if_match.split(",")]
         if tag is None or ("*" not in wanted and tag not in wanted and str(current) not in wanted):
             raise ArmError(412, "PreconditionFailed",
                            "The specified precondition 'If-Match' failed: the resource changed "

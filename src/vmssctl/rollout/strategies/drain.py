@@ -1,29 +1,46 @@
-"""Draining a batch through the load balancers in front of the set (``--drain lb``), as phase state of the
-in-place strategy: nothing blocks, each turn decides from what it sees.
+"""Draining VMs through the load balancers in front of the set (``--drain lb``), as phase state of the in-place
+and surge strategies: nothing blocks, each turn decides from what it sees.
 
-A batch is recorded with the moment its drain began (intent first), then its VMs' admin state is set Down (no new
-connections; established ones kept), the batch waits ``--drain-timeout``, is upgraded, and once every verdict is
-in, its VMs are readmitted (admin state None) and the batch is judged only when the load balancers see its good
-VMs Up again. Every step is re-checked against what Network says: a crash anywhere is resumed by running again
-(an admin state not yet Down is set again, a readmission that did not land is made again), and a rollout that
-stops early readmits what it drained.
+In place, a batch is recorded with the moment its drain began (intent first), then its VMs' admin state is set
+Down (no new connections; established ones kept), the batch waits ``--drain-timeout``, is upgraded, and once every
+verdict is in, its VMs are readmitted (admin state None) and the batch is judged only when the load balancers see
+its good VMs Up again. A surge batch's new VMs count only once the load balancers see them Up; then the old VMs it
+retires are chosen and recorded, drained, and deleted after the drain. Every step is re-checked against what
+Network says: a crash anywhere is resumed by running again (an admin state not yet Down is set again, a
+readmission that did not land is made again), and a rollout that stops early readmits what it drained.
+
+An instance counts toward the floor only while the load balancers would send it new connections (``serving``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from vmssctl.errors import Forbidden, PreconditionFailed
+from vmssctl.inputs import one_line
+from vmssctl.model import Instance
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.gates import BAD, GOOD
 from vmssctl.rollout.journal import Batch
-from vmssctl.rollout.turn import Action, Host, Observation, Phase, Wait
+from vmssctl.rollout.turn import Action, DropAdded, Host, ModelChanged, Observation, Phase, Retire, Wait
 
 if TYPE_CHECKING:
     from vmssctl.gateway import Gateway
 
 DRAIN, ISSUED, READMITTED = "drain", "drainIssued", "readmitted"  # a batch's meta: when each step began
+RETIREES = "retirees"  # a surge batch's meta: the old VMs it drains, then deletes
+FRONTS = "fronts"  # the load balancers' rules and probes in front of the set when a drain began
+HOOK, HOOK_DRAINED, HOOK_READMITTED = "drainHook", "hookDrained", "hookReadmitted"  # --drain hook: the command, and
+# when it said the VMs were out of rotation, and back
+HOOK_TIMEOUT = 300.0  # real seconds a drain hook may take
+# what draining does on the set's load balancers, as RBAC names it (a built-in Network Contributor has them all)
+NEEDS = ("Microsoft.Network/loadBalancers/read", "Microsoft.Network/loadBalancers/loadBalancingRules/health/action",
+         "Microsoft.Network/loadBalancers/backendAddressPools/read",
+         "Microsoft.Network/loadBalancers/backendAddressPools/write")
 UP_POLL = 5.0  # how often to ask whether readmitted VMs are Up again (a probe's usual interval)
 
 
@@ -39,20 +56,61 @@ def observe(api: Gateway, policy: RolloutPolicy) -> Mapping[str, object]:
     if not model.lb_pools:
         return {"lb": {}}
     by: dict[str, dict] = {}
-    for b in network.backends(model):
+    backends = network.backends(model)
+    for b in backends:
         row = by.setdefault(b.instance_id, {"up": True, "admin": "None"})
         row["up"] = row["up"] and b.state == "Up"  # Up only if every rule sends it new connections
         if b.admin != "None":
             row["admin"] = b.admin
-    return {"lb": by}
+    return {"lb": by, FRONTS: fronts(backends)}
+
+
+def fronts(backends: list) -> list[str]:
+    """What stands in front of the set, as a drain relies on it: each rule on its pools and the rule's probe."""
+    return sorted({f"{b.load_balancer} rule {b.rule} (pool {b.pool}, probe {b.probe or 'none'})" for b in backends})
+
+
+def _fronts_seen(obs: Observation) -> list[str]:
+    seen = obs.seen.get(FRONTS)
+    return [str(f) for f in seen] if isinstance(seen, list) else []
+
+
+def changed_fronts(obs: Observation, batch: Batch) -> ModelChanged | None:
+    """Someone else changed the load balancers in front of the set since this batch's drain began (a rule or a
+    probe removed, added or swapped): stop, with what changed; what was drained is readmitted."""
+    was, now = batch.meta.get(FRONTS), obs.seen.get(FRONTS)
+    if not isinstance(was, list) or not isinstance(now, list) or not now or sorted(was) == now:
+        return None
+    gone, new = [f for f in was if f not in now], [f for f in now if f not in was]
+    what = "; ".join([*(f"gone: {f}" for f in gone), *(f"new: {f}" for f in new)])
+    return ModelChanged(f"the load balancers in front of the set changed during the rollout ({what}); drained "
+                        "instances readmitted, nothing more changed: check the load balancers and run again")
+
+
+def _lb(obs: Observation) -> dict:
+    lb = obs.seen.get("lb")
+    return lb if isinstance(lb, dict) else {}
+
+
+def serving(obs: Observation) -> Callable[[Instance], bool]:
+    """Does an instance count toward the floor? Healthy, and, behind a load balancer, sent new connections by
+    every rule (probe Up, admin state not Down): what users see, not only what the health extension says."""
+    lb = _lb(obs)
+
+    def counts(inst: Instance) -> bool:
+        row = lb.get(inst.instance_id)
+        return inst.healthy and (row is None or (row["up"] and row["admin"] != "Down"))
+    return counts
 
 
 def start_meta(obs: Observation, policy: RolloutPolicy, ids: list[str]) -> dict | None:
     """The meta a new batch is recorded with when it is to be drained first (None: not drained)."""
+    if policy.drain == "hook":
+        return {DRAIN: obs.now, HOOK: policy.drain_hook}
     lb = obs.seen.get("lb")
     if policy.drain != "lb" or not isinstance(lb, dict) or not any(i in lb for i in ids):
         return None
-    return {DRAIN: obs.now}
+    return {DRAIN: obs.now, FRONTS: _fronts_seen(obs)}
 
 
 def draining(batch: Batch) -> bool:
@@ -64,10 +122,14 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     """The drain's part of an open batch's turn; None when nothing of it is pending (judge as usual)."""
     if DRAIN not in batch.meta:
         return None
-    lb = obs.seen.get("lb")
-    lb = lb if isinstance(lb, dict) else {}
+    changed = changed_fronts(obs, batch)
+    if changed is not None:
+        return changed
+    lb, hook = _lb(obs), batch.meta.get(HOOK)
     ids = list(batch.instance_ids)
     if not batch.meta.get(ISSUED):
+        if hook and not batch.meta.get(HOOK_DRAINED):
+            return RunHook(batch, "drain", tuple(ids))
         not_down = tuple(i for i in ids if i in lb and lb[i]["admin"] != "Down")
         if not_down:
             return SetAdmin(not_down, "Down")
@@ -76,6 +138,8 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     settled = len(obs.verdicts) >= len(ids) and all(v.state in (GOOD, BAD) for v in obs.verdicts.values())
     if not batch.meta.get(READMITTED):
         return Readmit(batch) if settled else None
+    if hook:  # (nothing to observe: the hook's word, recorded, is all there is)
+        return RunHook(batch, "readmit", tuple(ids)) if not batch.meta.get(HOOK_READMITTED) else None
     still_down = tuple(i for i in ids if i in lb and lb[i]["admin"] == "Down")
     if still_down:
         return SetAdmin(still_down, "None")
@@ -84,6 +148,98 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     if not_up and obs.now - float(batch.meta[READMITTED]) < policy.health_timeout:
         return Wait(min(policy.poll, UP_POLL), "the load balancers to see them Up")
     return None
+
+
+def before_retiring(obs: Observation, policy: RolloutPolicy, batch: Batch, new: list[str],
+                    pick: Callable[[], list[str]]) -> Action:
+    """A surge batch whose new VMs are all good: wait until the load balancers see them Up (they count only then;
+    never Up within the health timeout fails them), choose and record the old VMs to retire, drain them, and
+    retire them once ``--drain-timeout`` is over. Without a drain: retire at once."""
+    lb = _lb(obs)
+    if policy.drain == "hook":
+        return _retire_by_hook(obs, policy, batch, pick)
+    if policy.drain != "lb" or not lb:
+        return Retire(tuple(pick()))
+    if RETIREES not in batch.meta:
+        not_up = [i for i in new if i in lb and not lb[i]["up"]]
+        if not_up and obs.elapsed < policy.health_timeout:
+            return Wait(min(policy.poll, UP_POLL), "the load balancers to see the new instances Up")
+        if not_up:
+            bad = dict.fromkeys(not_up, f"never Up in the load balancers within {policy.health_timeout:.0f}s")
+            return DropAdded(tuple(new), bad, f"{len(not_up)} new instance(s) of the surge never Up in the load "
+                             f"balancers: {', '.join(not_up)}")
+        retirees = pick()
+        if not any(i in lb for i in retirees):
+            return Retire(tuple(retirees))  # in no pool: nothing to drain
+        return DrainRetirees(batch, tuple(retirees), _fronts_seen(obs))
+    changed = changed_fronts(obs, batch)
+    if changed is not None:
+        return changed
+    retirees = [i for i in batch.meta[RETIREES] if i in obs.by_id]
+    not_down = tuple(i for i in retirees if i in lb and lb[i]["admin"] != "Down")
+    if not_down:
+        return SetAdmin(not_down, "Down")
+    ends = float(batch.meta[DRAIN]) + policy.drain_timeout
+    return Wait(ends - obs.now, "draining the instances to retire") if obs.now < ends else Retire(tuple(retirees))
+
+
+def _retire_by_hook(obs: Observation, policy: RolloutPolicy, batch: Batch, pick: Callable[[], list[str]]) -> Action:
+    """``--drain hook`` for a surge batch: choose and record the old VMs, the hook drains them, the drain timeout
+    passes, they are deleted."""
+    if RETIREES not in batch.meta:
+        return DrainRetirees(batch, tuple(pick()), [], policy.drain_hook)
+    retirees = [i for i in batch.meta[RETIREES] if i in obs.by_id]
+    if not batch.meta.get(HOOK_DRAINED):
+        return RunHook(batch, "drain", tuple(retirees))
+    ends = float(batch.meta[DRAIN]) + policy.drain_timeout
+    return Wait(ends - obs.now, "draining the instances to retire") if obs.now < ends else Retire(tuple(retirees))
+
+
+@dataclass(frozen=True)
+class DrainRetirees:
+    """Record the old VMs a surge batch retires and when their drain began (intent first), then drain them."""
+
+    batch: Batch
+    ids: tuple[str, ...]
+    fronts: list[str]
+    hook: str | None = None
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        meta = {**self.batch.meta, DRAIN: host.now(), RETIREES: list(self.ids), FRONTS: self.fronts,
+                **({HOOK: self.hook} if self.hook else {})}
+        host.update_batch(self.batch, meta=meta)
+        if self.hook:
+            return RunHook(replace(self.batch, meta=meta), "drain", self.ids).apply(host, phase)
+        return SetAdmin(self.ids, "Down").apply(host, phase)
+
+
+@dataclass(frozen=True)
+class RunHook:
+    """``--drain hook``: run the batch's drain command for these VMs (``drain``: out of rotation; ``readmit``: back),
+    and record that it said so. It is run again when a crash came between the two (it must be idempotent)."""
+
+    batch: Batch
+    op: str  # drain | readmit
+    ids: tuple[str, ...]
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        command = str(self.batch.meta[HOOK])
+        env = {**os.environ, "VMSSCTL_DRAIN": self.op, "VMSSCTL_INSTANCES": ",".join(self.ids),
+               "VMSSCTL_RESOURCE_GROUP": host.api.resource_group, "VMSSCTL_NAME": host.api.name}
+        try:
+            r = subprocess.run(command, shell=True, env=env, capture_output=True, timeout=HOOK_TIMEOUT)
+            said = one_line((r.stderr or r.stdout).decode(errors="replace"))[:200]
+            why = None if r.returncode == 0 else f"exited {r.returncode}: {said}"
+        except subprocess.TimeoutExpired:
+            why = f"did not end within {HOOK_TIMEOUT:.0f}s"
+        except OSError as e:
+            why = f"could not run: {e}"
+        if why is not None:
+            return f"the drain hook could not {self.op} instance(s) {', '.join(self.ids)}: {why}"
+        host.update_batch(self.batch, meta={**self.batch.meta,
+                                            HOOK_DRAINED if self.op == "drain" else HOOK_READMITTED: host.now()})
+        host.emit("drained" if self.op == "drain" else "readmitted", instances=list(self.ids), by="hook")
+        return None
 
 
 @dataclass(frozen=True)
@@ -98,7 +254,14 @@ class SetAdmin:
         if network is None:
             return "the load balancers in front of the set cannot be reached to drain or readmit its VMs"
         model = host.arm(host.api.get)
-        host.arm(lambda: network.set_admin(model, list(self.ids), self.state))
+        try:
+            host.arm(lambda: network.set_admin(model, list(self.ids), self.state))
+        except PreconditionFailed:  # changed by someone else between our read and write: the next turn looks again
+            return None
+        except Forbidden as e:  # (a permission taken away since the plan asked)
+            what = "drain" if self.state == "Down" else "readmit"
+            return (f"the load balancers refused to {what} instance(s) {', '.join(self.ids)}: the credential lacks "
+                    f"{e.action or e}; grant it and run again")
         host.emit("drained" if self.state == "Down" else "readmitted", instances=list(self.ids))
         return None
 
@@ -123,16 +286,24 @@ class Readmit:
     batch: Batch
 
     def apply(self, host: Host, phase: Phase) -> str | None:
-        host.update_batch(self.batch, meta={**self.batch.meta, READMITTED: host.now()})
-        return SetAdmin(tuple(self.batch.instance_ids), "None").apply(host, phase)
+        meta = {**self.batch.meta, READMITTED: host.now()}
+        host.update_batch(self.batch, meta=meta)
+        ids = tuple(self.batch.meta.get(RETIREES, self.batch.instance_ids))
+        if self.batch.meta.get(HOOK):
+            return RunHook(replace(self.batch, meta=meta), "readmit", ids).apply(host, phase)
+        return SetAdmin(ids, "None").apply(host, phase)
 
 
 @dataclass(frozen=True)
 class ReadmitDrained:
-    """A rollout that stops early readmits what it drained and has not readmitted."""
+    """A rollout that stops early readmits what it drained and has not readmitted (a surge batch's retirees
+    once their deletes were issued are gone, not readmitted)."""
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         for b in phase.batches:
-            if DRAIN in b.meta and not b.meta.get(READMITTED):
-                Readmit(b).apply(host, phase)
+            if DRAIN in b.meta and not b.meta.get(READMITTED) and \
+                    not (RETIREES in b.meta and b.state in ("retiring", "succeeded")):
+                refused = Readmit(b).apply(host, phase)
+                if refused is not None:  # left Down: said, so that a person readmits them
+                    host.emit("readmit_refused", reason=refused)
         return None

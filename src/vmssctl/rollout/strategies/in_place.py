@@ -86,11 +86,13 @@ class InPlace(Common):
             return Wait(policy.poll, "the next instances are busy with another operation")
         if phase.kind == "forward" and not windows.is_open(policy.windows, obs.now):
             return closed(policy, obs)
-        ids = fit_to_floor(ready, by_id, plan.floor)
+        serving = drain.serving(obs)
+        ids = fit_to_floor(ready, by_id, plan.floor, serving)
         if not ids:
             since = phase.floor_wait_since if phase.floor_wait_since is not None else obs.now
             if obs.now - since > policy.health_timeout:
-                return Finish(f"only {obs.healthy} healthy instance(s) for {policy.health_timeout:.0f}s; starting "
+                n = sum(1 for i in obs.instances if serving(i))
+                return Finish(f"only {n} serving instance(s) for {policy.health_timeout:.0f}s; starting "
                               f"the next batch would go below the floor of {plan.floor}")
             return Wait(policy.poll, "the floor", floor_wait_since=since)
         meta = drain.start_meta(obs, policy, ids)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from vmssctl.model import Instance, id_key
 from vmssctl.plan import Plan, retire
@@ -10,6 +12,7 @@ from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout import windows
 from vmssctl.rollout.gates import GOOD
 from vmssctl.rollout.journal import Batch
+from vmssctl.rollout.strategies import drain
 from vmssctl.rollout.strategies.base import PAUSE_POLL, Common, closed, soak
 from vmssctl.rollout.turn import (
     MODEL_WAIT,
@@ -28,6 +31,9 @@ from vmssctl.rollout.turn import (
     poll_delay,
 )
 
+if TYPE_CHECKING:
+    from vmssctl.gateway import Gateway
+
 
 class Surge(Common):
     """Add VMs on the new model, wait until they are good, retire as many old ones; capacity never dips.
@@ -38,6 +44,14 @@ class Surge(Common):
     """
 
     name = "surge"
+
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
+        """The load balancers' view of each VM, when the policy drains."""
+        return drain.observe(api, policy)
+
+    def on_halt(self) -> list[Action]:
+        """Stopping early: readmit the old VMs drained for retiring and not deleted."""
+        return [drain.ReadmitDrained()]
 
     def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
         """Batches of the surge size over the old VMs (the canary first); the floor is all of them."""
@@ -107,7 +121,8 @@ class Surge(Common):
                         "new instances coming up")
         candidates = [i.instance_id for i in obs.instances
                       if _surge_scope(i, policy, needs) and not _is_new(i, batch) and i.provisioning not in busy]
-        return Retire(tuple(retire(list(obs.instances), candidates, meta["surge"])))
+        return drain.before_retiring(obs, policy, batch, [i.instance_id for i in new],
+                                     lambda: retire(list(obs.instances), candidates, meta["surge"]))
 
     @staticmethod
     def _scale_out(capacity: int, meta: dict, obs: Observation, phase: Phase, policy: RolloutPolicy) -> ScaleOut:
