@@ -609,8 +609,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             render.scale_set(api.get(), "table")
             render.heatmap(api.get(), api.instances())
         journal = Journal(Path(tempfile.mkdtemp(prefix="vmssctl-demo-")) / "journal.sqlite")
+        # drained batches, and each one judged on the requests its users lost too (the emulator counts them)
         policy = load(None, {"canary": 1, "batch_percent": 20, "pause": "30s", "rollback": "auto", "drain": "lb",
-                             "drain_timeout": "15s"})
+                             "drain_timeout": "15s", "gates": [{"kind": "requests", "source": "emulator",
+                                                                "load_balancer": f"{DEMO_RG}/{DEMO_LB}",
+                                                                "max_failed": "0.1%"}]})
         prepared = prepare(api, journal, conn, ImageChange(version=args.version), policy)
         render.plan(prepared, args.output)
         t0 = admin.clock()["now"]

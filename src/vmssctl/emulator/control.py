@@ -84,7 +84,9 @@ def admin_traffic(emu: Emulator, request: Request, body: dict | None) -> Respons
     if request.method == "POST":
         return json_response(world.traffic.start(body or {}).report(), 201)
     world.advance()
-    return json_response({"traffic": [load.report() for load in world.loads.values()]})
+    since = _since(request)
+    return json_response({"traffic": [{**load.report(), **({"window": load.window(since)} if since is not None
+                                                           else {})} for load in world.loads.values()]})
 
 
 @_admin

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from vmssctl.rollout.turn import (
     Wait,
     describe,
     protected,
+    window_start,
 )
 from vmssctl.target import behind, diff, runs_image, same_image, wants_latest
 
@@ -79,6 +80,7 @@ class Engine:
         self.target = ImageRef(**rollout.target)
         self.previous = ImageRef(**rollout.previous)
         self.gates = gates or []  # built by the composition root (upgrade.run), with what they need
+        self.figures: dict[int, list[Mapping[str, Any]]] = {}  # batch -> what its gates last measured
         self.simulated = bool(getattr(clock, "simulated", False))
         events = journal.events(rollout.id)
         self.fresh = not events
@@ -86,6 +88,9 @@ class Engine:
         self.interrupted = sum(float(e.get("interrupted") or 0) for e in events if e["type"] == "rollout_resumed")
         self.last: Progress | None = Progress.from_json(rollout.progress) if rollout.progress else None
         self.history = self.last.history if self.last else ()
+        counted = [e for e in events if e["type"] == "measured" and e.get("gate") == "requests"]
+        self.requests: tuple[int, int] | None = (sum(int(e["requests"]) for e in counted),
+                                                  sum(int(e["failed"]) for e in counted)) if counted else None
         self.instances: list[Instance] = []
         self.scale_set: ScaleSet | None = None
         self.newest: str | None = None  # with a 'latest' target: the version that means today
@@ -118,7 +123,8 @@ class Engine:
             elapsed=self._elapsed(), now=now, simulated=self.simulated,
             eta=progress.eta(durations, self._batch_elapsed(open_batch) if open_batch else None, len(plan.batches),
                              self.policy.pause, self.policy.poll),
-            current=tuple(open_batch.instance_ids) if open_batch else (), history=self.history)
+            current=tuple(open_batch.instance_ids) if open_batch else (), history=self.history,
+            requests=self.requests)
         self.last = p
         self.journal.observed(self.r.id, now, p.to_json())
         snap = Snapshot(p, self.instances, self.scale_set.fault_domains if self.scale_set else 5)
@@ -497,7 +503,8 @@ class Engine:
             elapsed = self._batch_elapsed(batch)
             judged = strategy.judged(batch, self.instances)
             if judged is not None:
-                verdicts, off_model = self._verdicts(batch, judged, by_id, needs, elapsed)
+                verdicts, off_model = self._verdicts(batch, judged, by_id, needs, elapsed,
+                                                     window_start(phase, batch))
                 if off_model:
                     model = self._observe_set()
         elif requested != "pause":
@@ -526,8 +533,11 @@ class Engine:
         # ARM says good: now the policy's gates (probe, hook, Prometheus, web). Not when rolling back: that restores
         # the image that was serving, and metrics of the bad one would only hold it up (as Argo skips analysis).
         if ready and self.gates and batch.kind == "forward":
-            ctx = Context(self.api.resource_group, self.api.name, batch.seq, self.clock.now())
+            ctx = Context(self.api.resource_group, self.api.name, batch.seq, self.clock.now(), since)
             answers = [gate.check(ctx, ready) for gate in self.gates]
+            # what the gates measured (users' requests, say), recorded when the batch is judged
+            self.figures[batch.seq] = [f for a in answers
+                                       for f in [next((v.figure for v in a.values() if v.figure), None)] if f]
             for inst in ready:
                 verdicts[inst.instance_id] = combine([a[inst.instance_id] for a in answers if inst.instance_id in a],
                                                      elapsed >= timeout, timeout)
@@ -538,6 +548,11 @@ class Engine:
         out)."""
         no, kind = phase.batches.index(batch) + 1, phase.kind
         now = self.clock.now()
+        for figure in self.figures.pop(batch.seq, []):
+            self.emit("measured", batch=no, phase=kind, **figure)
+            if figure.get("gate") == "requests":  # users' requests so far: part of the progress every view shows
+                was = self.requests or (0, 0)
+                self.requests = (was[0] + int(figure["requests"]), was[1] + int(figure["failed"]))
         meta = {**batch.meta, "soak": action.soak} if action.soak and action.failure is None else batch.meta
         if action.bad:
             self.journal.set_batch(batch, state="failed", finished=now, failed=sorted(action.bad), meta=meta)

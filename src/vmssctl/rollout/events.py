@@ -90,6 +90,11 @@ def describe(event: dict) -> str:
         "conflict": lambda: f"ARM refused ({d['code']}): {d['message']}; retrying",
         "drained": lambda: f"drained {_ids(d['instances'])}: out of the load balancers (admin state Down)",
         "readmitted": lambda: f"readmitted {_ids(d['instances'])} into the load balancers",
+        "readmit_refused": lambda: f"LEFT DRAINED: {d['reason']}",
+        "measured": lambda: (f"batch {d['batch']}: {d['requests']:,} requests, {d['failed']:,} failed "
+                             f"({d['ratio']:.3%}) in {_secs(d['seconds'], d)}") if d.get("gate") == "requests"
+        else f"batch {d['batch']}: " + ", ".join(f"{k} {v}" for k, v in d.items()
+                                                 if k not in ("type", "time", "batch", "phase", "rollout")),
         "green_creating": lambda: f"creating the green scale set {d['name']} ({d['capacity']} VMs, {d['image']})",
         "blue_scaled_down": lambda: f"green {d['green']} serves: blue scaled to 0",
         "green_deleted": lambda: f"green {d['name']} deleted: {d['reason']}",

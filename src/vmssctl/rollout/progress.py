@@ -36,6 +36,7 @@ class Progress:
     now: float
     current: tuple[str, ...] = ()  # the batch in flight
     history: tuple[tuple[float, int], ...] = field(default=(), compare=False)  # (time, healthy) samples
+    requests: tuple[int, int] | None = None  # users' requests and failed ones in the judged batches (a gate's)
 
     @property
     def paused(self) -> bool:
@@ -49,6 +50,7 @@ class Progress:
         d = asdict(self)
         d["current"] = list(self.current)
         d["history"] = [list(p) for p in self.history]
+        d["requests"] = list(self.requests) if self.requests is not None else None
         return d
 
     @classmethod
@@ -56,6 +58,7 @@ class Progress:
         d = dict(d)
         d["current"] = tuple(d.get("current") or ())
         d["history"] = tuple((float(t), int(h)) for t, h in d.get("history") or ())
+        d["requests"] = tuple(d["requests"]) if d.get("requests") else None
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -97,5 +100,6 @@ def summary(p: Progress) -> str:
     sim = " (simulated)" if p.simulated else ""
     verb = "rolled back" if p.phase == "rollback" else "upgraded"
     return (f"batch {p.batch_no} of {p.batches_total}, {p.done}/{p.total} {verb}, "
-            f"healthy {p.healthy}/{p.capacity} (floor {p.floor}), elapsed {clock_text(p.elapsed)}, "
-            f"eta {clock_text(p.eta)}{sim}")
+            f"healthy {p.healthy}/{p.capacity} (floor {p.floor}), "
+            + (f"requests {p.requests[0]:,} ({p.requests[1]:,} failed), " if p.requests is not None else "")
+            + f"elapsed {clock_text(p.elapsed)}, eta {clock_text(p.eta)}{sim}")

@@ -287,6 +287,19 @@ def surging(policy: RolloutPolicy, phase: Phase) -> bool:
     return policy.strategy == "surge" and phase.kind == "forward"
 
 
+def window_start(phase: Phase, batch: Batch) -> float | None:
+    """Where a batch's measured window (users' requests) begins: when the batch before it in the phase was
+    judged (for a surge batch, when its new VMs were good: the old ones it then retired count in the next), or
+    this batch's own start. The windows tile the phase, so every failed request belongs to one batch."""
+    earlier = [b for b in phase.batches if b.seq < batch.seq and b.finished is not None]
+    if not earlier:
+        return batch.started
+    prev = earlier[-1]
+    if "ready_after" in prev.meta and prev.started is not None:
+        return prev.started + float(prev.meta["ready_after"])
+    return prev.finished
+
+
 def poll_delay(obs: Observation, phase: Phase, policy: RolloutPolicy, ids: list[str] | None = None,
                durations: list[float] | None = None) -> float:
     """When to look again at a batch in flight: as late as the answer can come, and no later.

@@ -15,6 +15,7 @@ Every count is exact arithmetic on the seeded world: the same run gives the same
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from vmssctl.emulator.world import World
 
 TICK = 1.0  # simulated seconds between looks when nothing changes in the world
+HISTORY_STEP, HISTORY_SIZE = 30.0, 1440  # the counts every 30 simulated seconds, the last 12 hours of them
 CAUSES = ("probe-lag", "no-backend", "cut")
 
 
@@ -50,6 +52,32 @@ class Load:
     per_vm: dict[str, list[float]] = field(default_factory=dict)  # backend name -> [served, failed]
     routed: dict[str, list[float]] = field(default_factory=dict)  # name -> [rate, routed until, routed since]
     serving: dict[str, bool] = field(default_factory=dict)  # name -> serving at ``last``
+    history: list[list[float]] = field(default_factory=list)  # [time, requests, failed] every HISTORY_STEP
+
+    def totals(self) -> tuple[float, float]:
+        failed = sum(self.failed.values())
+        return self.served + failed, failed
+
+    def sample(self) -> None:
+        """Keep the counts at ``last`` when a step has passed since the last sample (what ``window`` reads)."""
+        if not self.history or self.last - self.history[-1][0] >= HISTORY_STEP:
+            self.history.append([self.last, *self.totals()])
+            del self.history[:-HISTORY_SIZE]
+
+    def window(self, since: float) -> dict:
+        """Requests and failures from ``since`` to ``last`` (counts at ``since`` interpolated between samples;
+        before the oldest sample kept: from it, and ``since`` says so)."""
+        points = [*self.history, [self.last, *self.totals()]]
+        since = min(max(since, points[0][0]), self.last)
+        at = points[0]
+        for a, b in itertools.pairwise(points):
+            if a[0] <= since <= b[0]:
+                f = (since - a[0]) / (b[0] - a[0]) if b[0] > a[0] else 1.0
+                at = [since, a[1] + f * (b[1] - a[1]), a[2] + f * (b[2] - a[2])]
+                break
+        requests, failed = points[-1][1] - at[1], points[-1][2] - at[2]
+        return {"since": since, "upTo": self.last, "requests": round(requests), "failed": round(failed),
+                "failureRatio": failed / requests if requests > 0 else 0.0}
 
     def report(self) -> dict:
         failed = sum(self.failed.values())
@@ -144,6 +172,7 @@ class Traffic:
                     load.failed["probe-lag"] = load.failed.get("probe-lag", 0.0) + share
                     row[1] += share
             load.last = b
+            load.sample()
 
     def _cut(self, load: Load, members: list[Member], at: float) -> None:
         """Backends that stopped serving since the last look lose the requests in flight on them."""

@@ -4,7 +4,8 @@ template fields it may use, and how an instance's verdicts combine."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from vmssctl import inputs
@@ -18,6 +19,7 @@ GOOD, BAD, WAIT = "good", "bad", "wait"
 class Verdict:
     state: str  # GOOD, BAD or WAIT
     reason: str | None = None
+    figure: Mapping[str, object] | None = field(default=None, compare=False)  # what a gate measured, recorded
 
 
 def judge(inst: Instance, on_target: bool, elapsed: float, timeout: float) -> Verdict:
@@ -57,6 +59,7 @@ class Context:
     name: str
     batch: int
     now: float
+    started: float | None = None  # when the batch began (upgraded, drained or scaled out): its window's start
 
 
 class Gate(Protocol):

@@ -30,21 +30,26 @@ class PrometheusGate:
         return cls(url(spec.get("address"), f"{what} address"), query, Measured.from_spec(spec, what))
 
     def _value(self, query: str) -> object:
-        body = get_json(f"{self.address.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}")
-        if not isinstance(body, dict) or body.get("status") != "success":
-            raise GateError(f"Prometheus refused the query: {inputs.shown(str(body))}")
-        data = body.get("data") or {}
-        result = data.get("result")
-        if data.get("resultType") == "scalar" and isinstance(result, list) and len(result) == 2:
-            return float(result[1])
-        if data.get("resultType") == "vector" and isinstance(result, list):
-            if len(result) != 1:
-                raise GateError(f"the query returned {len(result)} series, not one")
-            value = float(result[0]["value"][1])
-            if math.isnan(value):
-                raise GateError("the query returned NaN")
-            return value
-        raise GateError(f"unexpected Prometheus result type {data.get('resultType')!r}")
+        return instant(self.address, query)
 
     def check(self, ctx: Context, instances: list[Instance]) -> dict[str, Verdict]:
         return measure_each(self.measured, self.query, ctx, instances, self._value, "prometheus {}")
+
+
+def instant(address: str, query: str) -> float:
+    """One PromQL instant query's single value (a scalar, or a vector of one series)."""
+    body = get_json(f"{address.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}")
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise GateError(f"Prometheus refused the query: {inputs.shown(str(body))}")
+    data = body.get("data") or {}
+    result = data.get("result")
+    if data.get("resultType") == "scalar" and isinstance(result, list) and len(result) == 2:
+        return float(result[1])
+    if data.get("resultType") == "vector" and isinstance(result, list):
+        if len(result) != 1:
+            raise GateError(f"the query returned {len(result)} series, not one")
+        value = float(result[0]["value"][1])
+        if math.isnan(value):
+            raise GateError("the query returned NaN")
+        return value
+    raise GateError(f"unexpected Prometheus result type {data.get('resultType')!r}")
