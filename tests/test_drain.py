@@ -454,3 +454,22 @@ def test_drain_hook_phases(meta, verdicts, now, expected):
 def test_bad_drain_hook_settings_are_refused(policy, message):
     with pytest.raises(UsageError, match=message):
         make_policy(**policy)
+
+
+@pytest.mark.parametrize("meta, state, settled, needed, health", [
+    (None, None, True, True, True),  # between batches: the floor counts what the load balancers serve
+    ({DRAIN: 1.0}, "issuing", False, True, False),  # draining: admin states only (one GET, no health LRO)
+    ({DRAIN: 1.0, ISSUED: 2.0}, "issued", False, False, False),  # upgrading: nothing depends on it
+    ({DRAIN: 1.0, ISSUED: 2.0}, "issued", True, True, False),  # verdicts in: readmit
+    ({DRAIN: 1.0, ISSUED: 2.0, READMITTED: 3.0}, "issued", True, True, True),  # Up again?
+    ({"surge": 2}, "issued", False, False, True),  # a surge's new VMs coming up
+    ({"surge": 2}, "issued", True, True, True),  # judged: are they Up?
+    ({"surge": 2, DRAIN: 1.0, RETIREES: ["0"]}, "issued", True, True, False),  # its retirees draining
+    ({"surge": 2, DRAIN: 1.0, RETIREES: ["0"]}, "retiring", True, False, False),  # being deleted
+])
+def test_the_load_balancers_are_read_only_when_a_decision_needs_them(meta, state, settled, needed, health):
+    from vmssctl.rollout.strategies.drain import _health_needed, _needed
+
+    batch = None if meta is None else Batch("r-1", 1, "forward", ["0"], state, 1.0, None, [], meta)
+    assert _needed(batch, settled) is needed
+    assert _health_needed(batch) is health

@@ -574,34 +574,40 @@ class NetworkApi:
         return out
 
     @_arm
-    def backends(self, model: ScaleSet) -> list[Backend]:
+    def backends(self, model: ScaleSet, health: bool = True) -> list[Backend]:
         """Each load balancer named by the set's pools: its rules on those pools, each rule's health (one POST,
-        polled by the SDK), each address's admin state; the set's VMs only."""
+        polled by the SDK; with ``health`` False not asked: state Unknown, one GET a load balancer), each
+        address's admin state; the set's VMs only."""
         from vmssctl.model import Backend
 
         out: list[Backend] = []
         for (rg, name), pools in _pools_by_lb(model.lb_pools).items():
             lb = self.client.load_balancers.get(rg, name)
             admin: dict[str, tuple[str, str]] = {}
+            members: dict[str, list[str]] = {}  # pool id -> its addresses' NIC IP configurations
             for pool in lb.backend_address_pools or []:
                 for addr in pool.load_balancer_backend_addresses or []:
                     ref = getattr(addr.network_interface_ip_configuration, "id", None) or ""
                     state = addr.admin_state
                     admin[ref.lower()] = (addr.name or "", str(getattr(state, "value", state) or "None"))
+                    members.setdefault((pool.id or "").lower(), []).append(ref)
             for rule in lb.load_balancing_rules or []:
                 pool_id = (getattr(rule.backend_address_pool, "id", None) or "").lower()
                 if pool_id not in pools:
                     continue
-                health = self.client.load_balancer_load_balancing_rules.begin_health(rg, name, rule.name).result()
-                for row in health.load_balancer_backend_addresses or []:
-                    ref = row.network_interface_ip_configuration_id or ""
+                if health:
+                    said = self.client.load_balancer_load_balancing_rules.begin_health(rg, name, rule.name).result()
+                    rows = [(r.network_interface_ip_configuration_id or "", r.state or "Down", r.reason or "")
+                            for r in said.load_balancer_backend_addresses or []]
+                else:
+                    rows = [(ref, "Unknown", "") for ref in members.get(pool_id, [])]
+                for ref, up, reason in rows:
                     iid = _instance_of(ref, model)
                     if iid is None:
                         continue  # another set's VM in the same pool
                     address, state = admin.get(ref.lower(), ("", "None"))
                     out.append(Backend(f"{rg}/{name}", rule.name or "", pool_id.rsplit("/", 1)[-1], address, iid,
-                                       row.state or "Down", row.reason or "", state,
-                                       (getattr(rule.probe, "id", None) or "").rsplit("/", 1)[-1]))
+                                       up, reason, state, (getattr(rule.probe, "id", None) or "").rsplit("/", 1)[-1]))
         return out
 
     @_arm

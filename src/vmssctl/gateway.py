@@ -84,9 +84,9 @@ class Network(Protocol):
     """What vmssctl needs from Microsoft.Network about a scale set: the load balancers in front of it (the pools its
     NIC configurations name) and what each rule says of each VM. Beside ``Gateway``, as Compute's seam is."""
 
-    def backends(self, model: ScaleSet) -> list[Backend]:
+    def backends(self, model: ScaleSet, health: bool = True) -> list[Backend]:
         """Every VM of the set behind every load-balancing rule of its pools: Up or Down for new connections
-        (the rule's health), and its admin state."""
+        (the rule's health; Unknown when ``health`` is False and it was not asked), and its admin state."""
         ...
 
     def refused(self, model: ScaleSet, actions: tuple[str, ...]) -> list[str]:

@@ -25,7 +25,7 @@ from vmssctl.rollout import claim, progress
 from vmssctl.rollout.clock import Clock
 from vmssctl.rollout.decide import decide, remaining
 from vmssctl.rollout.events import Sink, Snapshot
-from vmssctl.rollout.gates import GOOD, Context, Gate, Verdict, combine, judge
+from vmssctl.rollout.gates import BAD, GOOD, Context, Gate, Verdict, combine, judge
 from vmssctl.rollout.journal import Batch, Journal, Rollout
 from vmssctl.rollout.progress import Progress, sample
 from vmssctl.rollout.strategies import Strategy, for_phase, of_policy
@@ -45,6 +45,7 @@ from vmssctl.rollout.turn import (
     Reissue,
     Retire,
     ScaleOut,
+    Sight,
     Soaked,
     Start,
     Stop,
@@ -512,7 +513,10 @@ class Engine:
         if model is not None:
             self._check_claim(model)
         rolling = self._arm(self.api.rolling_status) if strategy.reads_rolling else None
-        seen = self._arm(lambda: strategy.observe(self.api, phase, self.policy))
+        settled = all(v.state in (GOOD, BAD) for v in verdicts.values()) if batch is not None and verdicts else \
+            batch is None
+        sight = Sight(model or self.scale_set, settled)
+        seen = self._arm(lambda: strategy.observe(self.api, phase, self.policy, sight))
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
                            self.scale_set.health_grace if self.scale_set else None, rolling, seen)
 

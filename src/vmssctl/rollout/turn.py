@@ -91,6 +91,16 @@ class Observation:
         return self.model is not None and self.model.provisioning_state.lower() in ("updating", "creating")
 
 
+@dataclass(frozen=True)
+class Sight:
+    """What a turn already knows when a strategy observes beyond the set's instances: the model last read (None:
+    none yet) and whether the open batch's verdicts are all in (True with no batch open). A strategy reads only
+    what its next decision needs: nothing about the load balancers while a batch is still upgrading, say."""
+
+    model: ScaleSet | None = None
+    settled: bool = True
+
+
 # ------------------------------------------------------------------------------------ actions
 @dataclass(frozen=True)
 class Wait:

@@ -21,6 +21,7 @@ from vmssctl.rollout.turn import (
     Needs,
     Observation,
     Phase,
+    Sight,
     Soaked,
     Wait,
     describe,
@@ -37,9 +38,9 @@ class Strategy(Protocol):
     reads_rolling: bool  # does a turn read Azure's own rolling upgrade of the set?
     changes_model: bool  # does the rollout put the image in this set's model (not so: a new set gets it)?
 
-    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy, sight: Sight) -> Mapping[str, object]:
         """What a turn reads for this strategy beyond the set's instances (another set, the load balancers):
-        ``obs.seen``."""
+        ``obs.seen``; ``sight``: what the turn knows already."""
         ...
 
     def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
@@ -69,7 +70,7 @@ class Common:
     reads_rolling = False
     changes_model = True
 
-    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy, sight: Sight) -> Mapping[str, object]:
         return {}
 
     def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:

@@ -22,7 +22,7 @@ from vmssctl.plan import Plan
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.strategies import Common, register
-from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Wait
+from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Sight, Wait
 
 NAME = "blue-green"
 ROLLOUT_TAG = "vmssctl-rollout"
@@ -98,7 +98,7 @@ class BlueGreen(Common):
     name = NAME
     changes_model = False  # blue's model is left as it is: green gets the image
 
-    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy, sight: Sight) -> Mapping[str, object]:
         """Green's instances, once its name is recorded (None: not there, or not this rollout's)."""
         green = _green(phase)
         if green is None:

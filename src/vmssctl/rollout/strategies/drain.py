@@ -26,7 +26,7 @@ from vmssctl.model import Instance
 from vmssctl.policy import RolloutPolicy
 from vmssctl.rollout.gates import BAD, GOOD
 from vmssctl.rollout.journal import Batch
-from vmssctl.rollout.turn import Action, DropAdded, Host, ModelChanged, Observation, Phase, Retire, Wait
+from vmssctl.rollout.turn import Action, DropAdded, Host, ModelChanged, Observation, Phase, Retire, Sight, Wait
 
 if TYPE_CHECKING:
     from vmssctl.gateway import Gateway
@@ -44,25 +44,47 @@ NEEDS = ("Microsoft.Network/loadBalancers/read", "Microsoft.Network/loadBalancer
 UP_POLL = 5.0  # how often to ask whether readmitted VMs are Up again (a probe's usual interval)
 
 
-def observe(api: Gateway, policy: RolloutPolicy) -> Mapping[str, object]:
+def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> Mapping[str, object]:
     """What the load balancers say of each VM of the set (``lb``: instance id -> up, admin state), when the
-    policy drains; ``lb`` is None when Network cannot be reached from here, {} when the set has no pool."""
-    if policy.drain != "lb":
+    policy drains and the next decision needs it; ``lb`` is None when Network cannot be reached from here, {}
+    when the set has no pool. Not read while the open batch is upgrading (or its new VMs coming up, or its old
+    ones being deleted): nothing then depends on it, and a turn costs Compute's reads alone."""
+    if policy.drain != "lb" or not _needed(phase.open_batch, sight.settled):
         return {}
     network = api.network()
     if network is None:
         return {"lb": None}
-    model = api.get()
+    model = sight.model or api.get()
     if not model.lb_pools:
         return {"lb": {}}
     by: dict[str, dict] = {}
-    backends = network.backends(model)
+    backends = network.backends(model, health=_health_needed(phase.open_batch))
     for b in backends:
         row = by.setdefault(b.instance_id, {"up": True, "admin": "None"})
-        row["up"] = row["up"] and b.state == "Up"  # Up only if every rule sends it new connections
+        row["up"] = row["up"] and b.state == "Up"  # Up only if every rule sends it new connections (Unknown: not
+        # asked, and not used: see _health_needed)
         if b.admin != "None":
             row["admin"] = b.admin
     return {"lb": by, FRONTS: fronts(backends)}
+
+
+def _needed(batch: Batch | None, settled: bool) -> bool:
+    """Does this turn's decision depend on the load balancers? Between batches (the floor, the next drain),
+    while a batch drains or is readmitted, and once a surge batch's new VMs are judged; not while VMs upgrade,
+    come up or are deleted."""
+    if batch is None:
+        return True
+    if batch.state == "retiring":
+        return False
+    if DRAIN in batch.meta:  # in place (drained first) or a surge batch draining its retirees
+        return not batch.meta.get(ISSUED) or bool(batch.meta.get(READMITTED)) or settled or RETIREES in batch.meta
+    return settled and "surge" in batch.meta  # a surge batch's new VMs judged: are they Up?
+
+
+def _health_needed(batch: Batch | None) -> bool:
+    """Is Up-ness needed (the rules' health, an LRO each), or only admin states (one GET)? Needed for the floor
+    between batches, once VMs are readmitted and for a surge's new VMs; not while VMs are being drained."""
+    return batch is None or bool(batch.meta.get(READMITTED)) or DRAIN not in batch.meta
 
 
 def fronts(backends: list) -> list[str]:

@@ -23,6 +23,7 @@ from vmssctl.rollout.turn import (
     Pause,
     Phase,
     Reissue,
+    Sight,
     Start,
     Wait,
     poll_delay,
@@ -37,9 +38,9 @@ class InPlace(Common):
 
     name = "in-place"
 
-    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
-        """The load balancers' view of each VM, when the policy drains."""
-        return drain.observe(api, policy)
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy, sight: Sight) -> Mapping[str, object]:
+        """The load balancers' view of each VM, when the policy drains and the next decision needs it."""
+        return drain.observe(api, policy, phase, sight)
 
     def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:
         return None if drain.draining(batch) else list(batch.instance_ids)

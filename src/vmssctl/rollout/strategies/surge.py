@@ -26,6 +26,7 @@ from vmssctl.rollout.turn import (
     Phase,
     Retire,
     ScaleOut,
+    Sight,
     Wait,
     describe,
     poll_delay,
@@ -45,9 +46,9 @@ class Surge(Common):
 
     name = "surge"
 
-    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy) -> Mapping[str, object]:
-        """The load balancers' view of each VM, when the policy drains."""
-        return drain.observe(api, policy)
+    def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy, sight: Sight) -> Mapping[str, object]:
+        """The load balancers' view of each VM, when the policy drains and the next decision needs it."""
+        return drain.observe(api, policy, phase, sight)
 
     def on_halt(self) -> list[Action]:
         """Stopping early: readmit the old VMs drained for retiring and not deleted."""
