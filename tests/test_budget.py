@@ -84,3 +84,28 @@ def test_a_client_with_a_budget_takes_from_its_subscriptions_bucket(frozen, fres
     api.instances()
     api.update(None, tags={"paced": "yes"})
     assert taken == {"reads": 3, "writes": 1}
+
+
+
+def test_the_network_gateway_of_a_paced_client_spends_the_same_budget(frozen, fresh_buckets):
+    """Draining reads and writes load balancers and asks for permissions: ARM counts those requests against the
+    subscription's limits too, so a fleet's budget paces them with Compute's."""
+    from tests.helpers import set_behind_a_load_balancer
+    from vmssctl.azure import ScaleSetApi, compute_client
+
+    rg, _ = set_behind_a_load_balancer(frozen, 2)
+    budget = Budget(reads=50, writes=5)
+    api = ScaleSetApi(compute_client(frozen.connection, budget=budget), rg, "web")
+    model = api.get()
+    reads, writes = bucket(frozen.subscription, False, budget), bucket(frozen.subscription, True, budget)
+    taken = {"reads": 0, "writes": 0}
+    for name, b in (("reads", reads), ("writes", writes)):
+        original = b.take
+        b.take = lambda original=original, name=name: (taken.__setitem__(name, taken[name] + 1), original())[1]
+    network = api.network()
+    assert network is not None
+    network.refused(model, ("Microsoft.Network/loadBalancers/read",))  # the permissions API: one read
+    network.backends(model, health=False)  # the load balancer: one read
+    network.set_admin(model, ["0"], "Down")  # the pool read, then written
+    assert taken["reads"] >= 3 and taken["writes"] >= 1, taken
+    network.set_admin(model, ["0"], "None")

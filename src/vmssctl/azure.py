@@ -230,18 +230,26 @@ def _endpoint(conn: Connection, kwargs: dict) -> dict:
     return kwargs
 
 
+def _paced(conn: Connection, budget: Any, kwargs: dict) -> dict:
+    """With a ``budget.Budget``, every request of the client is paced by the subscription's process-wide request
+    budget (ARM counts Compute's, Network's and Authorization's requests against the same limits)."""
+    if budget is not None:
+        kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []), _Paced(conn.subscription, budget)]
+    return kwargs
+
+
 def compute_client(conn: Connection, budget: Any = None, **kwargs: Any) -> ComputeManagementClient:
     """A ComputeManagementClient for real Azure or the emulator; kwargs tune the SDK's policies. With a
     ``budget.Budget``, every request is paced by the subscription's process-wide request budget."""
     kwargs.setdefault("polling_interval", 5)
-    if budget is not None:
-        kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []), _Paced(conn.subscription, budget)]
-    client = ComputeManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
-    _CONNECTIONS[client] = conn  # so that a gateway on it can reach Network on the same connection
+    client = ComputeManagementClient(_credential(conn), conn.subscription,
+                                     **_endpoint(conn, _paced(conn, budget, kwargs)))
+    _CONNECTIONS[client] = (conn, budget)  # so that a gateway on it reaches Network the same way, on the same budget
     return client
 
 
-_CONNECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> the Connection it was made for
+# client -> the Connection it was made for, and its budget
+_CONNECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @_arm
@@ -435,10 +443,11 @@ class ScaleSetApi:
         return other
 
     def network(self) -> NetworkApi | None:
-        """A Network gateway on the connection this client was made for (compute_client records it)."""
+        """A Network gateway on the connection (and budget) this client was made for (compute_client records
+        them)."""
         if self._network is None:
-            conn = _CONNECTIONS.get(self.client)
-            self._network = network_api(conn) if conn is not None else None
+            made = _CONNECTIONS.get(self.client)
+            self._network = network_api(*made) if made is not None else None
         return self._network
 
     @_arm
@@ -521,26 +530,28 @@ def _image_reference(image: ImageRef) -> Any:
     return m.ImageReference(publisher=image.publisher, offer=image.offer, sku=image.sku, version=image.version)
 
 
-def network_client(conn: Connection, **kwargs: Any) -> Any:
-    """A NetworkManagementClient (azure-mgmt-network) on the same credential and endpoint as Compute's. Its
-    long-running reads (a rule's health) are polled by the SDK: every 2 s on Azure, 0.1 s on the emulator."""
+def network_client(conn: Connection, budget: Any = None, **kwargs: Any) -> Any:
+    """A NetworkManagementClient (azure-mgmt-network) on the same credential, endpoint and budget as Compute's.
+    Its long-running reads (a rule's health) are polled by the SDK: every 2 s on Azure, 0.1 s on the emulator."""
     from azure.mgmt.network import NetworkManagementClient
 
     kwargs.setdefault("polling_interval", 0.1 if conn.is_emulator else 2)
-    return NetworkManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
+    return NetworkManagementClient(_credential(conn), conn.subscription,
+                                   **_endpoint(conn, _paced(conn, budget, kwargs)))
 
 
-def authorization_client(conn: Connection, **kwargs: Any) -> Any:
+def authorization_client(conn: Connection, budget: Any = None, **kwargs: Any) -> Any:
     """An AuthorizationManagementClient (azure-mgmt-authorization): what the credential may do, asked without
     trying (the permissions API)."""
     from azure.mgmt.authorization import AuthorizationManagementClient
 
-    return AuthorizationManagementClient(_credential(conn), conn.subscription, **_endpoint(conn, kwargs))
+    return AuthorizationManagementClient(_credential(conn), conn.subscription,
+                                         **_endpoint(conn, _paced(conn, budget, kwargs)))
 
 
-def network_api(conn: Connection) -> NetworkApi:
-    """The Network gateway on this connection, able to say what the credential may not do there."""
-    return NetworkApi(network_client(conn), authorization_client(conn))
+def network_api(conn: Connection, budget: Any = None) -> NetworkApi:
+    """The Network gateway on this connection (and budget), able to say what the credential may not do there."""
+    return NetworkApi(network_client(conn, budget), authorization_client(conn, budget))
 
 
 class NetworkApi:
