@@ -270,6 +270,21 @@ def test_zonal_grid_api_operations_and_shared_polling(live_emu, dashboard):
     assert 1 <= listings <= 5
 
 
+def test_a_set_behind_a_load_balancer_shows_its_rules_and_the_plan_drains_it(live_emu, dashboard):
+    from tests.helpers import set_behind_a_load_balancer
+
+    rg, _ = set_behind_a_load_balancer(live_emu, 4)
+    auth = {"Authorization": f"Bearer {dashboard['token']}"}
+    with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:
+        page = c.get(f"/sets/{SUB}/{rg}/web").text
+        assert "load balancing" in page and f"{rg}/lb rule web (probe http): 4 Up, 0 Down" in page
+        r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "drain_timeout": "20s"})
+        assert r.status_code == 200, r.text
+        assert "drain: each batch out of the set's load balancers first" in r.json()["message"]
+        r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "drain": "hook"})
+        assert r.status_code == 400 and "the dashboard runs no commands" in r.json()["message"], r.text
+
+
 def test_a_rollout_run_by_the_cli_shows_live_on_the_page(live_emu, dashboard, browser):
     rg = make_set(live_emu, 6)
     page = open_set(browser, dashboard, rg)

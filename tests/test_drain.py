@@ -473,3 +473,21 @@ def test_the_load_balancers_are_read_only_when_a_decision_needs_them(meta, state
     batch = None if meta is None else Batch("r-1", 1, "forward", ["0"], state, 1.0, None, [], meta)
     assert _needed(batch, settled) is needed
     assert _health_needed(batch) is health
+
+
+@pytest.mark.parametrize("probe, drain", [(True, "lb"), (False, "none")])
+def test_auto_drains_a_set_behind_a_probed_rule_and_the_plan_shows_what_is_in_front(tmp_path, probe, drain):
+    from rich.text import Text
+
+    from vmssctl.render import plan_lines
+
+    world = world_behind_a_load_balancer(4, seed=2)
+    if not probe:
+        world.load_balancers.put("rg", "lb", lb_body("rg", probe=False))
+    prepared = upgrade.prepare(WorldGateway(world, "rg", "web"), Journal(tmp_path / "j.db"), CONN,
+                               ImageChange(version=NEW), make_policy(max_unavailable="1"))
+    assert prepared.policy.drain == drain
+    lines = [Text.from_markup(line).plain for line in plan_lines(prepared)]
+    assert f"  behind rg/lb rule web (probe {'http' if probe else 'none'}): 4 Up, 0 Down" in lines, lines
+    assert prepared.to_json()["loadBalancing"][0]["up"] == 4
+    assert any(line.startswith("  drain: each batch out of") for line in lines) is probe

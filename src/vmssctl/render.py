@@ -58,8 +58,9 @@ def load_balancing(backends: list[Backend]) -> list[dict]:
     which an admin state holds Down."""
     rules: dict[tuple[str, str], dict] = {}
     for b in backends:
-        r = rules.setdefault((b.load_balancer, b.rule), {"loadBalancer": b.load_balancer, "rule": b.rule, "up": 0,
-                                                         "down": 0, "downInstances": [], "adminDown": []})
+        r = rules.setdefault((b.load_balancer, b.rule), {"loadBalancer": b.load_balancer, "rule": b.rule,
+                                                         "probe": b.probe or None, "up": 0, "down": 0,
+                                                         "downInstances": [], "adminDown": []})
         r["up" if b.state == "Up" else "down"] += 1
         if b.state != "Up":
             r["downInstances"].append(b.instance_id)
@@ -189,6 +190,10 @@ def plan_lines(prepared) -> list[str]:
                "are checked")
     if pol.windows:
         out.append(f"  batches start only in the maintenance windows (UTC): {'; '.join(pol.windows)}")
+    for r in load_balancing(prepared.backends or []):
+        admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
+        out.append(f"  behind {r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): {r['up']} Up, "
+                   f"{r['down']} Down{admin}")
     if pol.drain == "hook":
         from rich.markup import escape
 

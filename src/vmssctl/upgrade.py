@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from vmssctl.azure import Connection
 from vmssctl.errors import Forbidden, UsageError
 from vmssctl.gateway import Gateway
-from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
+from vmssctl.model import Backend, ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
 from vmssctl.policy import AZURE_ROLLING, DRAINED, Amount, RolloutPolicy
 from vmssctl.rollout import claim
@@ -36,6 +36,7 @@ class Prepared:
     plan: Plan
     resume: Rollout | None  # an unfinished rollout of the same target: run it instead of a new one
     simulated: bool = False  # against the emulator: times are its simulated seconds
+    backends: list[Backend] | None = None  # the load balancers in front of the set, when the plan read them
 
     @property
     def protected(self) -> list[str]:
@@ -53,6 +54,8 @@ class Prepared:
         return n * (TYPICAL_BATCH_SECONDS + drain) + max(0, n - 1) * self.policy.pause
 
     def to_json(self) -> dict:
+        from vmssctl.render import load_balancing
+
         return {
             "scaleSet": f"{self.scale_set.resource_group}/{self.scale_set.name}",
             "from": self.scale_set.image.to_json(), "to": self.target.to_json(),
@@ -61,6 +64,7 @@ class Prepared:
             "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
             "healthSignal": health_signal(self.scale_set, self.policy), "simulated": self.simulated,
             "protected": self.protected,
+            **({"loadBalancing": load_balancing(self.backends)} if self.backends is not None else {}),
         }
 
 
@@ -95,7 +99,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     model_changes = not same_image(ss.image, target)
     if mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
         policy = azure_driven(ss, policy)
-    policy = drain_for(api, ss, policy)
+    policy, backends = drain_for(api, ss, policy)
     instances = api.instances()
     known = {i.instance_id for i in instances}
     unknown = [i for i in policy.instances if i not in known]
@@ -128,7 +132,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     if policy.canary and plan.capacity > 1 and policy.canary >= plan.capacity and not (active and active.canary_done):
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
-    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator)
+    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends)
 
 
 def azure_driven(ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
@@ -160,18 +164,19 @@ def azure_driven(ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
     return replace(policy, strategy=AZURE_ROLLING)
 
 
-def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:
+def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> tuple[RolloutPolicy, list[Backend] | None]:
     """``--drain auto`` (the default) made ``lb`` or ``none``: lb when the strategy drains and the set is behind a
     load-balancing rule with a health probe. Either way a set behind load balancers is drained only with the
     permissions it takes, asked before anything changes: a refusal is one line naming what is missing, with
-    ``--drain none`` as the explicit way on."""
+    ``--drain none`` as the explicit way on. Returns the policy, and what the load balancers said (None: not
+    read)."""
     from vmssctl.rollout.strategies.drain import NEEDS
 
     if policy.drain in ("none", "hook") or policy.strategy not in DRAINED:
-        return replace(policy, drain="none") if policy.drain == "auto" else policy
+        return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
     network = api.network() if ss.lb_pools else None
     if network is None:
-        return replace(policy, drain="none") if policy.drain == "auto" else policy
+        return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
     where = f"{ss.resource_group}/{ss.name}"
     backends = []
     try:
@@ -185,8 +190,8 @@ def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolic
                          f"{'; '.join(missing)} (Network Contributor on the load balancer has it). Grant it, or "
                          "pass --drain none to upgrade without draining (requests in flight on a stopping VM fail)")
     if policy.drain == "auto":
-        return replace(policy, drain="lb" if any(b.probe for b in backends) else "none")
-    return policy
+        return replace(policy, drain="lb" if any(b.probe for b in backends) else "none"), backends
+    return policy, backends
 
 
 def azure_batch(ss: ScaleSet, capacity: int) -> int:

@@ -18,6 +18,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,7 +35,7 @@ from vmssctl import inputs
 from vmssctl.azure import Connection, Operation, ScaleSetApi, compute_client, list_set_refs, list_subscriptions
 from vmssctl.dashboard import html
 from vmssctl.dashboard.security import COOKIE, Security
-from vmssctl.dashboard.watch import Watchers
+from vmssctl.dashboard.watch import Balancing, Watchers
 from vmssctl.errors import ArmError, UsageError, VmssctlError
 from vmssctl.fleet.view import LIVE
 from vmssctl.policy import load as load_policy
@@ -42,6 +43,7 @@ from vmssctl.rollout.journal import Journal, scale_set_key
 from vmssctl.rollout.progress import Progress
 from vmssctl.target import ImageChange
 
+BALANCING_EVERY = 30.0  # seconds between two reads of a watched set's load balancers (its instances: each poll)
 FLEET_DB_WAIT = 2.0  # seconds a page waits for an unreachable fleet database before it says so (it reloads)
 
 
@@ -124,8 +126,22 @@ class Dashboard:
         return ScaleSetApi(self.client_for(sub), rg, name)
 
     def _fetcher(self, sub: str, rg: str, name: str):
+        """The set, its instances, and (at most every BALANCING_EVERY seconds, kept between) what its load
+        balancers say: one poller's reads, shared by every tab."""
         api = self.api(sub, rg, name)
-        return lambda: (api.get(), api.instances())
+        last: list = [None, 0.0]  # the balancing last read, and when
+
+        def fetch():
+            ss = api.get()
+            if ss.lb_pools and time.monotonic() - last[1] >= BALANCING_EVERY:
+                network = api.network()
+                try:
+                    last[0] = Balancing(network.backends(ss)) if network is not None else None
+                except VmssctlError as e:  # (no permission, say): the set is still shown, with why not
+                    last[0] = Balancing([], f"cannot read its load balancers: {e}")
+                last[1] = time.monotonic()
+            return ss, api.instances(), last[0] if ss.lb_pools else None
+        return fetch
 
     def journal(self) -> Journal:
         """One SQLite connection per thread (the engine runs in its own)."""
@@ -248,7 +264,8 @@ async def set_page(request: Request) -> Response:
         body = html.missing_set(sid.sub, sid.rg, sid.name, view.error, side)
         return HTMLResponse(html.page(f"{sid.rg}/{sid.name} - vmssctl", _csrf(d, request), body), 404)
     body = html.set_page(view.scale_set, view.instances, view.error, side, _panel(d, sid), _history(d, sid),
-                         d.subscription_names().get(sid.sub, sid.sub) if len(d.subscription_names()) > 1 else None)
+                         d.subscription_names().get(sid.sub, sid.sub) if len(d.subscription_names()) > 1 else None,
+                         view.balancing)
     return HTMLResponse(html.page(f"{sid.rg}/{sid.name} - vmssctl", _csrf(d, request), body,
                                   (sid.sub, sid.rg, sid.name)))
 
@@ -409,7 +426,7 @@ async def events(request: Request) -> Response:
                 if view is not None and view.version > version:
                     version = view.version
                     yield _sse("grid", html.grid(view.scale_set, view.instances, view.error))
-                    summary = html.summary(view.scale_set)
+                    summary = html.summary(view.scale_set, view.balancing)
                     if summary != last_summary:
                         last_summary = summary
                         yield _sse("summary", summary)
@@ -572,6 +589,9 @@ def _prepare_rollout(d: Dashboard, sid: SetId, body: dict):
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
             "max_unhealthy_upgraded", "strategy", "max_surge", "drain", "drain_timeout")
     overrides: dict = {k: body[k] for k in keys if body.get(k) not in (None, "")}
+    if overrides.get("drain") == "hook":  # a command from a web form would be a shell for whoever holds a session
+        raise UsageError("the dashboard runs no commands: a drain hook is set with vmssctl upgrade --drain-hook or "
+                         "a policy file")
     for flag in ("no_health_signal", "allow_automatic"):
         if body.get(flag) in (True, "on", "true"):
             overrides[flag] = True

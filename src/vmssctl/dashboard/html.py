@@ -10,6 +10,7 @@ from collections import defaultdict
 from html import escape
 from urllib.parse import quote
 
+from vmssctl.dashboard.watch import Balancing
 from vmssctl.model import Instance, ScaleSet, grid_shape
 from vmssctl.rollout.events import describe
 from vmssctl.rollout.journal import MOVING, Batch, Rollout
@@ -85,13 +86,25 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
     return "".join(out)
 
 
-def summary(ss: ScaleSet | None) -> str:
+def summary(ss: ScaleSet | None, balancing: Balancing | None = None) -> str:
+    """The set's facts, and each load-balancing rule in front of it (Up, Down, admin state Down): the same
+    figures as ``vmssctl show``."""
     if ss is None:
         return ""
-    rows = (("location", ss.location), ("capacity", ss.capacity), ("VM size", ss.vm_size), ("image", ss.image),
-            ("image kind", ss.image.kind), ("upgrade policy", ss.upgrade_mode),
-            ("orchestration", ss.orchestration_mode), ("provisioning", ss.provisioning_state),
-            ("fault domains", ss.fault_domains), ("zones", ", ".join(ss.zones) or "-"))
+    rows: list[tuple[str, object]] = [
+        ("location", ss.location), ("capacity", ss.capacity), ("VM size", ss.vm_size), ("image", ss.image),
+        ("image kind", ss.image.kind), ("upgrade policy", ss.upgrade_mode),
+        ("orchestration", ss.orchestration_mode), ("provisioning", ss.provisioning_state),
+        ("fault domains", ss.fault_domains), ("zones", ", ".join(ss.zones) or "-")]
+    if balancing is not None:
+        from vmssctl.render import load_balancing
+
+        for r in load_balancing(balancing.backends):
+            admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
+            rows.append(("load balancing", f"{r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): "
+                                           f"{r['up']} Up, {r['down']} Down{admin}"))
+        if balancing.error:
+            rows.append(("load balancing", balancing.error))
     return '<table class="kv">' + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
@@ -249,7 +262,7 @@ def page(title: str, csrf: str, body: str, scale_set: tuple[str, str, str] | Non
 
 
 def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, side: str, panel: str,
-             hist: str, subscription: str | None = None) -> str:
+             hist: str, subscription: str | None = None, balancing: Balancing | None = None) -> str:
     image_fields = (
         '<label>version <input name="version" placeholder="22.04.202611200 or latest"></label>'
         '<label>SKU <input name="sku"></label>'
@@ -264,7 +277,7 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
   <h2>{e(ss.resource_group) + "/" + e(ss.name) if ss else "scale set"}{
       f' <small class="muted">{e(subscription)}</small>' if subscription else ""}</h2>
   <div class="cols">
-    <div id="summary">{summary(ss)}</div>
+    <div id="summary">{summary(ss, balancing)}</div>
     <div class="ops">
       <h3>Selection <span id="selcount">0 selected</span></h3>
       <p class="muted">Click instances; click an FD or UD header to select it.</p>

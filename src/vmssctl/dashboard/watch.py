@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from starlette.concurrency import run_in_threadpool
 
 from vmssctl.errors import VmssctlError
-from vmssctl.model import Instance, ScaleSet
+from vmssctl.model import Backend, Instance, ScaleSet
 
 log = logging.getLogger("vmssctl.dashboard")
 
@@ -30,11 +30,20 @@ class View:
     at: float
     version: int
     error: str | None = None
+    balancing: Balancing | None = None  # the load balancers in front of it (read less often than the instances)
+
+
+@dataclass(frozen=True)
+class Balancing:
+    """What the load balancers said of the set's VMs (or why they could not be read)."""
+
+    backends: list[Backend]
+    error: str | None = None
 
 
 @dataclass
 class SetWatcher:
-    fetch: Callable[[], tuple[ScaleSet, list[Instance]]]
+    fetch: Callable[[], tuple[ScaleSet, list[Instance], Balancing | None]]
     interval: float
     view: View | None = None
     subscribers: int = 0
@@ -51,12 +60,13 @@ class SetWatcher:
                 return self.view
             version = self.view.version + 1 if self.view else 1
             try:
-                ss, instances = await run_in_threadpool(self.fetch)
-                self.view = View(ss, instances, time.monotonic(), version)
+                ss, instances, balancing = await run_in_threadpool(self.fetch)
+                self.view = View(ss, instances, time.monotonic(), version, balancing=balancing)
             except VmssctlError as e:  # ARM unreachable or the set deleted: show it, keep polling
                 message = str(e)
                 self.view = View(self.view.scale_set if self.view else None,
-                                 self.view.instances if self.view else [], time.monotonic(), version, message)
+                                 self.view.instances if self.view else [], time.monotonic(), version, message,
+                                 self.view.balancing if self.view else None)
         async with self.changed:
             self.changed.notify_all()
         return self.view
