@@ -224,10 +224,10 @@ def test_show_lists_the_load_balancing_rules_in_front_of_a_set(emu, capsys):
     capsys.readouterr()
     assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["loadBalancing"] == [{"loadBalancer": f"{rg}/lb", "rule": "web", "up": 2, "down": 0,
-                                       "downInstances": [], "adminDown": []}]
+    assert shown["loadBalancing"] == [{"loadBalancer": f"{rg}/lb", "rule": "web", "probe": "http", "up": 2,
+                                       "down": 0, "downInstances": [], "adminDown": []}]
     assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir)]) == 0
-    assert f"{rg}/lb rule web: 2 Up, 0 Down" in capsys.readouterr().out
+    assert f"{rg}/lb rule web (probe http): 2 Up, 0 Down" in capsys.readouterr().out
     assert main(["show", "-g", rg, "-n", "placeholder", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["loadBalancing"] == []  # (a set behind none)
     net.load_balancers.begin_delete(rg, "lb").result()

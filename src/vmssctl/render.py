@@ -43,14 +43,18 @@ def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None, 
                  ("zones", ", ".join(ss.zones) or "-"), ("provisioning", ss.provisioning_state)):
         t.add_row(Text(k, style="bold"), v)
     for r in rules:
-        admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
-        t.add_row(Text("load balancing", style="bold"),
-                  f"{r['loadBalancer']} rule {r['rule']}: {r['up']} Up, {r['down']} Down{admin}")
+        t.add_row(Text("load balancing", style="bold"), rule_line(r))
     if unreadable:
         t.add_row(Text("load balancing", style="bold"), Text(unreadable, style="yellow"))
     elif ss.lb_pools and not rules:
         t.add_row(Text("load balancing", style="bold"), "pools named, no rule on them")
     console().print(t)
+
+
+def rule_line(r: dict) -> str:
+    """One load-balancing rule in front of a set, as ``show``, the plan and the dashboard all say it."""
+    admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
+    return f"{r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): {r['up']} Up, {r['down']} Down{admin}"
 
 
 def load_balancing(backends: list[Backend]) -> list[dict]:
@@ -190,10 +194,7 @@ def plan_lines(prepared) -> list[str]:
                "are checked")
     if pol.windows:
         out.append(f"  batches start only in the maintenance windows (UTC): {'; '.join(pol.windows)}")
-    for r in load_balancing(prepared.backends or []):
-        admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
-        out.append(f"  behind {r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): {r['up']} Up, "
-                   f"{r['down']} Down{admin}")
+    out += [f"  behind {rule_line(r)}" for r in load_balancing(prepared.backends or [])]
     if pol.drain == "hook":
         from rich.markup import escape
 

@@ -97,12 +97,9 @@ def summary(ss: ScaleSet | None, balancing: Balancing | None = None) -> str:
         ("orchestration", ss.orchestration_mode), ("provisioning", ss.provisioning_state),
         ("fault domains", ss.fault_domains), ("zones", ", ".join(ss.zones) or "-")]
     if balancing is not None:
-        from vmssctl.render import load_balancing
+        from vmssctl.render import load_balancing, rule_line
 
-        for r in load_balancing(balancing.backends):
-            admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
-            rows.append(("load balancing", f"{r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): "
-                                           f"{r['up']} Up, {r['down']} Down{admin}"))
+        rows += [("load balancing", rule_line(r)) for r in load_balancing(balancing.backends)]
         if balancing.error:
             rows.append(("load balancing", balancing.error))
     return '<table class="kv">' + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"

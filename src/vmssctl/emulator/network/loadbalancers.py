@@ -15,12 +15,11 @@ from vmssctl import inputs
 from vmssctl.emulator import validate
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.network import probes
+from vmssctl.emulator.network.members import Member, members_of
 from vmssctl.emulator.resources import availability
 from vmssctl.emulator.resources.fields import SetKey, check_etag, check_location, key, strip_read_only
 
 if TYPE_CHECKING:
-    from vmssctl.emulator.resources.scalesets import ScaleSet
-    from vmssctl.emulator.resources.vms import Instance
     from vmssctl.emulator.world import World
 
 TYPE = "Microsoft.Network/loadBalancers"
@@ -64,22 +63,6 @@ class LoadBalancer:
             if c["name"].lower() == name.lower():
                 return c
         raise ArmError(404, "NotFound", f"Resource {self.child_id(kind, name)} not found.")
-
-
-@dataclass(frozen=True)
-class Member:
-    """A VM's IP configuration in a backend pool."""
-
-    ss: ScaleSet
-    inst: Instance
-    ip_configuration: str  # its resource id
-    ip_address: str
-
-    @property
-    def name(self) -> str:
-        """Its name among the pool's ``loadBalancerBackendAddresses`` (how a client names it to set admin state:
-        the NIC reference there is read-only)."""
-        return self.inst.name or f"{self.ss.name}_{self.inst.instance_id}"
 
 
 class LoadBalancers:
@@ -183,16 +166,8 @@ class LoadBalancers:
 
     def members(self, lb: LoadBalancer, pool_name: str) -> list[Member]:
         """The VMs in a pool: every VM (until it is gone) of the scale sets whose NIC IP configurations name it."""
-        pool_id = lb.child_id("backendAddressPools", lb.child("backendAddressPools", pool_name)["name"]).lower()
-        out: list[Member] = []
-        for ss in self.world.scale_sets.select(subscription=lb.subscription):
-            for nic, ipc in _ip_configurations(ss):
-                pools = ((ipc.get("properties") or {}).get("loadBalancerBackendAddressPools") or [])
-                if any(str((p or {}).get("id", "")).lower() == pool_id for p in pools):
-                    out += [Member(ss, inst, _ip_configuration_id(self.world, ss, inst, nic, ipc["name"]),
-                                   _ip_address(ss, inst))
-                            for inst in sorted(ss.instances.values(), key=lambda i: i.instance_id)]
-        return out
+        pool_id = lb.child_id("backendAddressPools", lb.child("backendAddressPools", pool_name)["name"])
+        return members_of(self.world, lb.subscription, pool_id, "loadBalancerBackendAddressPools")
 
     def rule_health(self, lb: LoadBalancer, rule_name: str) -> dict:
         """Each backend of the rule's pool, Up or Down for new connections now, and why."""
@@ -348,30 +323,6 @@ def _ref_name(ref: Any) -> str:
 def _probe_timing(probe: dict | None) -> tuple[float, int]:
     p = (probe or {}).get("properties") or {}
     return float(p.get("intervalInSeconds") or 15), int(p.get("probeThreshold") or p.get("numberOfProbes") or 1)
-
-
-def _ip_configurations(ss: ScaleSet) -> list[tuple[str, dict]]:
-    out = []
-    for nic in (ss.vm_profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []:
-        for ipc in (nic.get("properties") or {}).get("ipConfigurations") or []:
-            if isinstance(ipc, dict) and ipc.get("name"):
-                out.append((str(nic.get("name", "nic")), ipc))
-    return out
-
-
-def _ip_configuration_id(world: World, ss: ScaleSet, inst: Instance, nic: str, ipc: str) -> str:
-    sub = world.scale_sets.subscription_of(ss)
-    if ss.flexible:  # a Flexible set's VM has a network interface of its own in the group
-        return (f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/Microsoft.Network/networkInterfaces/"
-                f"{inst.name}-{nic}/ipConfigurations/{ipc}")
-    return (f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/virtualMachineScaleSets/"
-            f"{ss.name}/virtualMachines/{inst.instance_id}/networkInterfaces/{nic}/ipConfigurations/{ipc}")
-
-
-def _ip_address(ss: ScaleSet, inst: Instance) -> str:
-    """A private address, stable per VM: 10.<set>.<id / 250>.<id % 250 + 4>."""
-    n = inst.instance_id
-    return f"10.{zlib.crc32(repr(ss.key).encode()) % 250 + 1}.{n // 250 % 256}.{n % 250 + 4}"
 
 
 def _guid(lb: LoadBalancer) -> str:

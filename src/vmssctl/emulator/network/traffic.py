@@ -26,7 +26,7 @@ from vmssctl.emulator.network import probes
 from vmssctl.emulator.resources import availability
 
 if TYPE_CHECKING:
-    from vmssctl.emulator.network.loadbalancers import Member
+    from vmssctl.emulator.network.members import Member
     from vmssctl.emulator.world import World
 
 TICK = 1.0  # simulated seconds between looks when nothing changes in the world

@@ -1,0 +1,67 @@
+"""Which VMs are in a backend pool (a load balancer's or an Application Gateway's): every VM, until it is gone, of
+the scale sets whose NIC IP configurations name the pool, Uniform and Flexible; and how such a member is named
+and addressed."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmssctl.emulator.resources.scalesets import ScaleSet
+    from vmssctl.emulator.resources.vms import Instance
+    from vmssctl.emulator.world import World
+
+
+@dataclass(frozen=True)
+class Member:
+    """A VM's IP configuration in a backend pool."""
+
+    ss: ScaleSet
+    inst: Instance
+    ip_configuration: str  # its resource id
+    ip_address: str
+
+    @property
+    def name(self) -> str:
+        """Its name among the pool's ``loadBalancerBackendAddresses`` (how a client names it to set admin state:
+        the NIC reference there is read-only)."""
+        return self.inst.name or f"{self.ss.name}_{self.inst.instance_id}"
+
+
+def members_of(world: World, subscription: str, pool_id: str, key: str) -> list[Member]:
+    """The VMs of ``subscription``'s sets whose NIC IP configurations list ``pool_id`` under ``key``
+    (``loadBalancerBackendAddressPools`` or ``applicationGatewayBackendAddressPools``)."""
+    out: list[Member] = []
+    for ss in world.scale_sets.select(subscription=subscription):
+        for nic, ipc in ip_configurations(ss):
+            pools = (ipc.get("properties") or {}).get(key) or []
+            if any(str((p or {}).get("id", "")).lower() == pool_id.lower() for p in pools):
+                out += [Member(ss, inst, ip_configuration_id(world, ss, inst, nic, ipc["name"]), ip_address(ss, inst))
+                        for inst in sorted(ss.instances.values(), key=lambda i: i.instance_id)]
+    return out
+
+
+def ip_configurations(ss: ScaleSet) -> list[tuple[str, dict]]:
+    out = []
+    for nic in (ss.vm_profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []:
+        for ipc in (nic.get("properties") or {}).get("ipConfigurations") or []:
+            if isinstance(ipc, dict) and ipc.get("name"):
+                out.append((str(nic.get("name", "nic")), ipc))
+    return out
+
+
+def ip_configuration_id(world: World, ss: ScaleSet, inst: Instance, nic: str, ipc: str) -> str:
+    sub = world.scale_sets.subscription_of(ss)
+    if ss.flexible:  # a Flexible set's VM has a network interface of its own in the group
+        return (f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/Microsoft.Network/networkInterfaces/"
+                f"{inst.name}-{nic}/ipConfigurations/{ipc}")
+    return (f"/subscriptions/{sub}/resourceGroups/{ss.rg}/providers/Microsoft.Compute/virtualMachineScaleSets/"
+            f"{ss.name}/virtualMachines/{inst.instance_id}/networkInterfaces/{nic}/ipConfigurations/{ipc}")
+
+
+def ip_address(ss: ScaleSet, inst: Instance) -> str:
+    """A private address, stable per VM: 10.<set>.<id / 250>.<id % 250 + 4>."""
+    n = inst.instance_id
+    return f"10.{zlib.crc32(repr(ss.key).encode()) % 250 + 1}.{n // 250 % 256}.{n % 250 + 4}"
