@@ -162,15 +162,51 @@ def lb_body(rg: str, sub: str = SUB, interval: int = 5, threshold: int = 2, prob
         "loadBalancingRules": [{"name": "web", "properties": rule}]}}
 
 
-def in_pool(capacity: int, rg: str, sub: str = SUB, rolling: dict | None = None, **kwargs) -> dict:
-    """A demo set's body whose NIC names the pool of ``lb`` (``rolling``: its rollingUpgradePolicy)."""
+def in_pool(capacity: int, rg: str, sub: str = SUB, rolling: dict | None = None, gateway: bool = False,
+            **kwargs) -> dict:
+    """A demo set's body whose NIC names the pool of ``lb`` (``rolling``: its rollingUpgradePolicy; ``gateway``:
+    the pool of Application Gateway ``gw`` instead)."""
     body = demo_scale_set(capacity, **kwargs)
     if rolling is not None:
         body["properties"]["upgradePolicy"]["rollingUpgradePolicy"] = rolling
     ipc = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
-    ipc["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
-        {"id": f"{lb_id(rg, sub=sub)}/backendAddressPools/pool"}]
+    key, rid = ("applicationGatewayBackendAddressPools", gw_id(rg, sub=sub)) if gateway else \
+        ("loadBalancerBackendAddressPools", lb_id(rg, sub=sub))
+    ipc["properties"]["ipConfigurations"][0]["properties"][key] = [{"id": f"{rid}/backendAddressPools/pool"}]
     return body
+
+
+def gw_id(rg: str, name: str = "gw", sub: str = SUB) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/applicationGateways/{name}"
+
+
+def gw_body(rg: str, sub: str = SUB, interval: int = 5, threshold: int = 2) -> dict:
+    """An Application Gateway v2: one listener on port 80, one rule to pool ``pool`` through backend setting
+    ``http`` (connection draining 60 s) and probe ``health``."""
+    gid = gw_id(rg, sub=sub)
+    ref = lambda kind, name: {"id": f"{gid}/{kind}/{name}"}  # noqa: E731
+    return {"location": "eastus", "properties": {
+        "sku": {"name": "Standard_v2", "tier": "Standard_v2", "capacity": 2},
+        "gatewayIPConfigurations": [{"name": "gwip", "properties": {"subnet": {"id": f"/subscriptions/{sub}/"
+                                     f"resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/vnet/"
+                                     "subnets/appgw"}}}],
+        "frontendIPConfigurations": [{"name": "fe", "properties": {"privateIPAddress": "10.0.1.10",
+                                                                   "privateIPAllocationMethod": "Static"}}],
+        "frontendPorts": [{"name": "p80", "properties": {"port": 80}}],
+        "backendAddressPools": [{"name": "pool"}],
+        "backendHttpSettingsCollection": [{"name": "http", "properties": {
+            "port": 80, "protocol": "Http", "requestTimeout": 30, "probe": ref("probes", "health"),
+            "connectionDraining": {"enabled": True, "drainTimeoutInSec": 60}}}],
+        "httpListeners": [{"name": "web", "properties": {
+            "frontendIPConfiguration": ref("frontendIPConfigurations", "fe"),
+            "frontendPort": ref("frontendPorts", "p80"), "protocol": "Http"}}],
+        "requestRoutingRules": [{"name": "web", "properties": {
+            "ruleType": "Basic", "priority": 100, "httpListener": ref("httpListeners", "web"),
+            "backendAddressPool": ref("backendAddressPools", "pool"),
+            "backendHttpSettings": ref("backendHttpSettingsCollection", "http")}}],
+        "probes": [{"name": "health", "properties": {"protocol": "Http", "host": "127.0.0.1", "path": "/health",
+                                                     "interval": interval, "timeout": 5,
+                                                     "unhealthyThreshold": threshold}}]}}
 
 
 def world_behind_a_load_balancer(capacity: int, seed: int = 1):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_emulator
-from tests.helpers import lb_body, lb_id
+from tests.helpers import gw_body, gw_id, lb_body, lb_id
 
 REPO = Path(__file__).resolve().parent.parent
 AZ = os.environ.get("VMSSCTL_AZ") or str(REPO / ".venv-az" / "bin" / "az")
@@ -102,3 +102,18 @@ def test_az_reads_a_load_balancer_its_probe_rule_and_pool(az):
     pools = az("network", "lb", "address-pool", "list", "-g", "demo-rg", "--lb-name", "lb")
     assert [p["name"] for p in pools] == ["pool"]
     assert {p["name"] for p in az("network", "lb", "list", "-g", "demo-rg")} == {"lb", "demo-lb"}  # (the demo set's)
+
+
+def test_az_reads_an_application_gateway_its_pool_and_backend_health(az):
+    sub = az("account", "show")["id"]
+    az("rest", "--method", "put", "--url", f"{gw_id('demo-rg', sub=sub)}?api-version=2025-07-01", "--body",
+       json.dumps(gw_body("demo-rg", sub)))
+    gw = az("network", "application-gateway", "show", "-g", "demo-rg", "-n", "gw")
+    assert gw["sku"]["name"] == "Standard_v2" and gw["operationalState"] == "Running"
+    settings = az("network", "application-gateway", "http-settings", "show", "-g", "demo-rg", "--gateway-name",
+                  "gw", "-n", "http")
+    assert settings["connectionDraining"] == {"enabled": True, "drainTimeoutInSec": 60}
+    pools = az("network", "application-gateway", "address-pool", "list", "-g", "demo-rg", "--gateway-name", "gw")
+    assert [p["name"] for p in pools] == ["pool"]
+    health = az("network", "application-gateway", "show-backend-health", "-g", "demo-rg", "-n", "gw")
+    assert health["backendAddressPools"][0]["backendHttpSettingsCollection"][0]["servers"] == []  # (no VM in it)

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import in_pool, lb_body, lb_id, make_set, set_behind_a_load_balancer, world_behind_a_load_balancer
+from tests.helpers import (
+    gw_body,
+    in_pool,
+    lb_body,
+    lb_id,
+    make_set,
+    set_behind_a_load_balancer,
+    world_behind_a_load_balancer,
+)
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.errors import ArmError
 from vmssctl.emulator.server import demo_scale_set
@@ -234,3 +242,110 @@ def test_show_lists_the_load_balancing_rules_in_front_of_a_set(emu, capsys):
     assert main(["show", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "-o", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)  # the set is still shown, with why its load balancer is not
     assert shown["name"] == "web" and "cannot read its load balancers" in shown["loadBalancingError"]
+
+
+# ------------------------------------------------------------------------------ Application Gateways
+def test_the_sdk_creates_an_application_gateway_and_reads_its_pool_and_backend_health(frozen):
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    from vmssctl.azure import network_client
+
+    emu = frozen  # (the probe's lag is asserted on a clock that moves only when told)
+    rg = emu.group()
+    conn = emu.connection
+    net = network_client(conn)
+    gw = net.application_gateways.begin_create_or_update(rg, "gw", gw_body(rg, conn.subscription)).result()
+    assert gw.provisioning_state == "Succeeded" and gw.operational_state == "Running"
+    assert gw.backend_http_settings_collection[0].connection_draining.drain_timeout_in_sec == 60
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(
+        rg, "web", in_pool(3, rg, conn.subscription, gateway=True), polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    pool = net.application_gateways.get(rg, "gw").backend_address_pools[0]
+    assert sum("/virtualMachineScaleSets/web/virtualMachines/" in c.id for c in pool.backend_ip_configurations) == 3
+
+    def health() -> list[str]:
+        said = net.application_gateways.begin_backend_health(rg, "gw").result()
+        return [s.health for s in said.backend_address_pools[0].backend_http_settings_collection[0].servers]
+    assert health() == ["Healthy"] * 3
+    emu.client().virtual_machine_scale_sets.begin_power_off(rg, "web", {"instanceIds": ["0"]}, polling=False)
+    emu.admin("POST", "clock", {"advance": 3})
+    assert health().count("Unhealthy") == 0  # the probe has not missed twice yet (every 5 s, 2 misses)
+    emu.admin("POST", "clock", {"advance": 30})
+    assert health().count("Unhealthy") == 1
+    with pytest.raises(HttpResponseError) as refused:  # a reference to a probe it does not have
+        body = gw_body(rg, conn.subscription)
+        body["properties"]["probes"] = []
+        net.application_gateways.begin_create_or_update(rg, "gw", body).result()
+    assert refused.value.error.code == "InvalidResourceReference"
+    assert net.application_gateways.get(rg, "gw").probes[0].name == "health"  # nothing changed
+    net.application_gateways.begin_delete(rg, "gw").result()
+    with pytest.raises(ResourceNotFoundError):
+        net.application_gateways.get(rg, "gw")
+
+
+def _gw_mutations():
+    def settings(b):
+        return b["properties"]["backendHttpSettingsCollection"][0]["properties"]
+
+    return [
+        (lambda b: b["properties"].update(sku={"name": "Basic"}), "SKU must be one of Standard_v2, WAF_v2"),
+        (lambda b: settings(b).update(connectionDraining={"enabled": True, "drainTimeoutInSec": 0}),
+         "drainTimeoutInSec must be an integer from 1 to 3600"),
+        (lambda b: settings(b).update(port=70000), "port must be an integer from 1 to 65535"),
+        (lambda b: b["properties"]["probes"][0]["properties"].update(unhealthyThreshold=21),
+         "unhealthyThreshold must be an integer from 1 to 20"),
+        (lambda b: b["properties"]["probes"][0]["properties"].update(path="health"), "path must start with '/'"),
+        (lambda b: b["properties"]["requestRoutingRules"][0]["properties"].pop("priority"),
+         "priority must be an integer from 1 to 20000"),
+        (lambda b: b["properties"]["backendAddressPools"].append({"name": "POOL"}), "two backendAddressPools"),
+        (lambda b: b["properties"]["sku"].pop("capacity"), "sku.capacity or an autoscaleConfiguration"),
+    ]
+
+
+@pytest.mark.parametrize("mutate, message", _gw_mutations())
+def test_bad_application_gateways_are_refused_and_change_nothing(world, mutate, message):
+    world.app_gateways.put("rg", "gw", gw_body("rg"))
+    body = gw_body("rg")
+    mutate(body)
+    with pytest.raises(ArmError, match=message):
+        world.app_gateways.put("rg", "gw", body)
+    assert world.app_gateways.get("rg", "gw").etag == 1
+
+
+def test_show_and_the_plan_read_an_application_gateway_in_front_of_a_set(frozen, capsys, tmp_path):
+    """vmssctl reads the gateway as it reads a load balancer (its routing rules on the set's pools, each member's
+    health from backendhealth); --drain auto does not drain by it (it has no admin state) and says so."""
+    import json
+
+    from rich.text import Text
+
+    from tests.helpers import CONN, NEW, make_policy
+    from vmssctl import upgrade
+    from vmssctl.azure import network_client
+    from vmssctl.cli import main
+    from vmssctl.emulator.inprocess import WorldGateway
+    from vmssctl.render import plan_lines
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.target import ImageChange
+
+    rg, sub = frozen.group(), frozen.connection.subscription
+    network_client(frozen.connection).application_gateways.begin_create_or_update(rg, "gw", gw_body(rg, sub)).result()
+    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(3, rg, sub, gateway=True),
+                                                                      polling=False)
+    frozen.admin("POST", "clock", {"advance": 900})
+    capsys.readouterr()
+    assert main(["show", "-g", rg, "-n", "web", "--emulator", str(frozen.state_dir), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loadBalancing"] == [{
+        "loadBalancer": f"{rg}/gw", "rule": "web", "probe": "health", "up": 3, "down": 0, "downInstances": [],
+        "adminDown": [], "gateway": True}]
+
+    world = world_behind_a_load_balancer(2, seed=4)  # in process: the same reads, and the plan
+    world.app_gateways.put("rg", "gw", gw_body("rg"))
+    world.scale_sets.put("rg", "front", in_pool(2, "rg", gateway=True))
+    world.clock.advance(900)
+    prepared = upgrade.prepare(WorldGateway(world, "rg", "front"), Journal(tmp_path / "j.db"), CONN,
+                               ImageChange(version=NEW), make_policy(max_unavailable="1"))
+    lines = [Text.from_markup(line).plain for line in plan_lines(prepared)]
+    assert prepared.policy.drain == "none"
+    assert "  behind application gateway rg/gw rule web (probe health): 2 Up, 0 Down" in lines, lines
+    assert any("an Application Gateway has no admin state: --drain hook" in line for line in lines)

@@ -619,6 +619,43 @@ class NetworkApi:
                     address, state = admin.get(ref.lower(), ("", "None"))
                     out.append(Backend(f"{rg}/{name}", rule.name or "", pool_id.rsplit("/", 1)[-1], address, iid,
                                        up, reason, state, (getattr(rule.probe, "id", None) or "").rsplit("/", 1)[-1]))
+        for (rg, name), pools in _pools_by_lb(model.gateway_pools, "applicationgateways").items():
+            out += self._gateway_backends(model, rg, name, pools, health)
+        return out
+
+    def _gateway_backends(self, model: ScaleSet, rg: str, name: str, pools: set[str], health: bool) -> list[Backend]:
+        """An Application Gateway's routing rules to the set's pools, each member Up (Healthy) or Down as its
+        backend setting's probe says (``backendhealth``, an LRO; Unknown when not asked). No admin state."""
+        from vmssctl.model import Backend
+
+        gw = self.client.application_gateways.get(rg, name)
+        probe_of = {(s.id or "").lower(): (getattr(s.probe, "id", None) or "").rsplit("/", 1)[-1]
+                    for s in gw.backend_http_settings_collection or []}
+        members = {(p.id or "").lower(): [c.id or "" for c in p.backend_ip_configurations or []]
+                   for p in gw.backend_address_pools or []}
+        said: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}  # (pool, setting) -> NIC ref -> (state, log)
+        if health:
+            result = self.client.application_gateways.begin_backend_health(rg, name).result()
+            for p in result.backend_address_pools or []:
+                for s in p.backend_http_settings_collection or []:
+                    said[((p.backend_address_pool.id or "").lower(), (s.backend_http_settings.id or "").lower())] = {
+                        (getattr(v.ip_configuration, "id", None) or "").lower():
+                            ("Up" if str(getattr(v.health, "value", v.health)) == "Healthy" else "Down",
+                             v.health_probe_log or "") for v in s.servers or []}
+        out = []
+        for rule in gw.request_routing_rules or []:
+            pool_id = (getattr(rule.backend_address_pool, "id", None) or "").lower()
+            setting = (getattr(rule.backend_http_settings, "id", None) or "").lower()
+            if pool_id not in pools:
+                continue
+            for ref in members.get(pool_id, []):
+                iid = _instance_of(ref, model)
+                if iid is None:
+                    continue
+                unknown = ("Down" if health else "Unknown", "")
+                up, reason = said.get((pool_id, setting), {}).get(ref.lower(), unknown)
+                out.append(Backend(f"{rg}/{name}", rule.name or "", pool_id.rsplit("/", 1)[-1], "", iid, up, reason,
+                                   "None", probe_of.get(setting, ""), gateway=True))
         return out
 
     @_arm
@@ -648,14 +685,15 @@ def _grants(permission: Any, action: str) -> bool:
         not any(fnmatch.fnmatchcase(low, a.lower()) for a in permission.not_actions or [])
 
 
-def _pools_by_lb(pool_ids: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:
-    """Backend pool ids grouped by their load balancer (resource group, name); the ids lower-cased."""
+def _pools_by_lb(pool_ids: tuple[str, ...], kind: str = "loadbalancers") -> dict[tuple[str, str], set[str]]:
+    """Backend pool ids grouped by their load balancer (or Application Gateway: ``kind``) (resource group,
+    name); the ids lower-cased."""
     out: dict[tuple[str, str], set[str]] = {}
     for pid in pool_ids:
         parts = pid.split("/")
         low = [p.lower() for p in parts]
-        if "loadbalancers" in low and "resourcegroups" in low:
-            rg, name = parts[low.index("resourcegroups") + 1], parts[low.index("loadbalancers") + 1]
+        if kind in low and "resourcegroups" in low:
+            rg, name = parts[low.index("resourcegroups") + 1], parts[low.index(kind) + 1]
             out.setdefault((rg, name), set()).add(pid.lower())
     return out
 

@@ -336,7 +336,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ss = api.get()
     network = NetworkApi(network_client(conn))
     try:
-        backends = network.backends(ss) if ss.lb_pools else []
+        backends = network.backends(ss) if ss.fronted else []
         unreadable = None
     except ArmError as e:  # (no permission on the load balancer, say): the set is still shown, with why not
         backends, unreadable = [], f"cannot read its load balancers: {e}"

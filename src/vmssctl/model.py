@@ -78,10 +78,16 @@ class ScaleSet:
     rolling_batch_percent: int | None = None  # rollingUpgradePolicy.maxBatchInstancePercent (Rolling sets)
     rolling_max_surge: bool = False  # rollingUpgradePolicy.maxSurge: Azure replaces VMs instead of upgrading them
     lb_pools: tuple[str, ...] = ()  # the load balancer backend pools its NIC configurations name (resource ids)
+    gateway_pools: tuple[str, ...] = ()  # the Application Gateway backend pools they name
 
     @property
     def has_health_signal(self) -> bool:
         return self.health_signal is not None
+
+    @property
+    def fronted(self) -> bool:
+        """Does a load balancer or an Application Gateway stand in front of it (its NICs name a pool)?"""
+        return bool(self.lb_pools or self.gateway_pools)
 
     @classmethod
     def from_sdk(cls, vmss: Any, resource_group: str) -> ScaleSet:
@@ -97,7 +103,8 @@ class ScaleSet:
             health_signal=_health_signal(vmp), health_grace=_health_grace(vmp),
             rolling_batch_percent=getattr(_rolling_policy(vmss), "max_batch_instance_percent", None),
             rolling_max_surge=bool(getattr(_rolling_policy(vmss), "max_surge", False)),
-            lb_pools=_lb_pools(vmp),
+            lb_pools=_pools(vmp, "load_balancer_backend_address_pools"),
+            gateway_pools=_pools(vmp, "application_gateway_backend_address_pools"),
         )
 
     def to_json(self) -> dict:
@@ -274,12 +281,13 @@ def _text(value: Any) -> str | None:
     return getattr(value, "value", value)
 
 
-def _lb_pools(vmp: Any) -> tuple[str, ...]:
-    """The load balancer backend pools a model's NIC IP configurations name, once each, in order."""
+def _pools(vmp: Any, attr: str) -> tuple[str, ...]:
+    """The backend pools (a load balancer's or an Application Gateway's: ``attr``) a model's NIC IP configurations
+    name, once each, in order."""
     out: list[str] = []
     for nic in getattr(getattr(vmp, "network_profile", None), "network_interface_configurations", None) or []:
         for ipc in getattr(nic, "ip_configurations", None) or []:
-            for pool in getattr(ipc, "load_balancer_backend_address_pools", None) or []:
+            for pool in getattr(ipc, attr, None) or []:
                 pid = getattr(pool, "id", None)
                 if pid and pid.lower() not in (p.lower() for p in out):
                     out.append(pid)
@@ -299,6 +307,7 @@ class Backend:
     reason: str
     admin: str  # None | Up | Down
     probe: str = ""  # the rule's health probe ("": none, every backend counts as Up)
+    gateway: bool = False  # an Application Gateway's (no admin state: a VM leaves its rotation by leaving the pool)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -46,7 +46,7 @@ def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None, 
         t.add_row(Text("load balancing", style="bold"), rule_line(r))
     if unreadable:
         t.add_row(Text("load balancing", style="bold"), Text(unreadable, style="yellow"))
-    elif ss.lb_pools and not rules:
+    elif ss.fronted and not rules:
         t.add_row(Text("load balancing", style="bold"), "pools named, no rule on them")
     console().print(t)
 
@@ -54,7 +54,9 @@ def scale_set(ss: ScaleSet, output: str, backends: list[Backend] | None = None, 
 def rule_line(r: dict) -> str:
     """One load-balancing rule in front of a set, as ``show``, the plan and the dashboard all say it."""
     admin = f"; admin state Down: {', '.join(r['adminDown'])}" if r["adminDown"] else ""
-    return f"{r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): {r['up']} Up, {r['down']} Down{admin}"
+    what = "application gateway " if r.get("gateway") else ""
+    return (f"{what}{r['loadBalancer']} rule {r['rule']} (probe {r['probe'] or 'none'}): {r['up']} Up, "
+            f"{r['down']} Down{admin}")
 
 
 def load_balancing(backends: list[Backend]) -> list[dict]:
@@ -64,7 +66,8 @@ def load_balancing(backends: list[Backend]) -> list[dict]:
     for b in backends:
         r = rules.setdefault((b.load_balancer, b.rule), {"loadBalancer": b.load_balancer, "rule": b.rule,
                                                          "probe": b.probe or None, "up": 0, "down": 0,
-                                                         "downInstances": [], "adminDown": []})
+                                                         "downInstances": [], "adminDown": [],
+                                                         **({"gateway": True} if b.gateway else {})})
         r["up" if b.state == "Up" else "down"] += 1
         if b.state != "Up":
             r["downInstances"].append(b.instance_id)
@@ -213,6 +216,9 @@ def plan_lines(prepared) -> list[str]:
     elif pol.drain == "lb":
         out.append("  drain: each batch out of the set's load balancers first (admin state Down), "
                    f"{_duration(pol.drain_timeout)} for its connections, readmitted and Up again before the next")
+    elif ss.gateway_pools and not ss.lb_pools:
+        out.append("  drain: none (an Application Gateway has no admin state: --drain hook can take VMs out of its "
+                   "pool first; the gateway's health still decides when they count again)")
     elif ss.lb_pools:
         out.append("  drain: none (requests in flight on a stopping VM fail; the load balancer's probe notices "
                    "after its interval x threshold)")

@@ -174,7 +174,7 @@ def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> tuple[Rollou
 
     if policy.drain in ("none", "hook") or policy.strategy not in DRAINED:
         return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
-    network = api.network() if ss.lb_pools else None
+    network = api.network() if ss.fronted else None
     if network is None:
         return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
     where = f"{ss.resource_group}/{ss.name}"
@@ -190,7 +190,8 @@ def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> tuple[Rollou
                          f"{'; '.join(missing)} (Network Contributor on the load balancer has it). Grant it, or "
                          "pass --drain none to upgrade without draining (requests in flight on a stopping VM fail)")
     if policy.drain == "auto":
-        return replace(policy, drain="lb" if any(b.probe for b in backends) else "none"), backends
+        # (an Application Gateway has no admin state to drain by: lb only for a load balancer's probed rule)
+        return replace(policy, drain="lb" if any(b.probe and not b.gateway for b in backends) else "none"), backends
     return policy, backends
 
 

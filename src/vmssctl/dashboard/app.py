@@ -133,14 +133,14 @@ class Dashboard:
 
         def fetch():
             ss = api.get()
-            if ss.lb_pools and time.monotonic() - last[1] >= BALANCING_EVERY:
+            if ss.fronted and time.monotonic() - last[1] >= BALANCING_EVERY:
                 network = api.network()
                 try:
                     last[0] = Balancing(network.backends(ss)) if network is not None else None
                 except VmssctlError as e:  # (no permission, say): the set is still shown, with why not
                     last[0] = Balancing([], f"cannot read its load balancers: {e}")
                 last[1] = time.monotonic()
-            return ss, api.instances(), last[0] if ss.lb_pools else None
+            return ss, api.instances(), last[0] if ss.fronted else None
         return fetch
 
     def journal(self) -> Journal:

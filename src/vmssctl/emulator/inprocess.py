@@ -296,10 +296,37 @@ class _Pools:
         return _Done(self.get(resource_group, name, pool))
 
 
+class _AppGateways:
+    """Application Gateways as the SDK's client reads them (and their backend health)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def get(self, resource_group: str, name: str) -> object:
+        from vmssctl.azure import network_model
+
+        gws = self.world.app_gateways
+        try:
+            return network_model("ApplicationGateway", gws.render(gws.get(resource_group, name)))
+        except EmulatorArmError as e:
+            raise _as_vmssctl(e) from None
+
+    def begin_backend_health(self, resource_group: str, name: str) -> object:
+        from vmssctl.azure import network_model
+
+        gws = self.world.app_gateways
+        try:
+            health = gws.backend_health(gws.get(resource_group, name))
+        except EmulatorArmError as e:
+            raise _as_vmssctl(e) from None
+        return _Done(network_model("ApplicationGatewayBackendHealth", health))
+
+
 class _NetworkClient:
     def __init__(self, world: World) -> None:
         self.load_balancers = self.load_balancer_load_balancing_rules = _LoadBalancers(world)
         self.load_balancer_backend_address_pools = _Pools(world)
+        self.application_gateways = _AppGateways(world)
 
 
 def world_network(world: World) -> Network:

@@ -28,6 +28,7 @@ FLEX = RG + "/providers/microsoft.compute/virtualmachines"
 COMPUTE = "subscriptions/{sub}/providers/microsoft.compute"
 NETWORK = "subscriptions/{sub}/providers/microsoft.network"
 LB = RG + "/providers/microsoft.network/loadbalancers"
+AG = RG + "/providers/microsoft.network/applicationgateways"
 PERMISSIONS = "providers/microsoft.authorization/permissions"
 
 
@@ -104,6 +105,12 @@ TABLE: list[tuple[str, dict[str, tuple[Name, Handler]]]] = [
     (LB + "/{lb}/{kind:lb_child}/{child}", {"GET": (_lb_child, network.get_child)}),
     (LB + "/{lb}/loadbalancingrules/{rule}/health",
      {"POST": ("LoadBalancerLoadBalancingRules_Health", network.rule_health)}),
+    (NETWORK + "/applicationgateways", {"GET": ("ApplicationGateways_ListAll", network.all_gateways)}),
+    (AG, {"GET": ("ApplicationGateways_List", network.gateways_in_group)}),
+    (AG + "/{gw}", {"GET": ("ApplicationGateways_Get", network.get_gateway),
+                    "PUT": ("ApplicationGateways_CreateOrUpdate", network.put_gateway),
+                    "DELETE": ("ApplicationGateways_Delete", network.delete_gateway)}),
+    (AG + "/{gw}/backendhealth", {"POST": ("ApplicationGateways_BackendHealth", network.backend_health)}),
     (RG + "/" + PERMISSIONS, {"GET": ("Permissions_ListForResourceGroup", resources.permissions)}),
     (RG + "/providers/{namespace}/{type}/{resource}/" + PERMISSIONS,
      {"GET": ("Permissions_ListForResource", resources.permissions)}),

@@ -18,6 +18,7 @@ from dataclasses import asdict, fields
 from vmssctl.emulator import images, timing
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.faults import Faults
+from vmssctl.emulator.network.appgateways import AppGateway, AppGateways
 from vmssctl.emulator.network.loadbalancers import LoadBalancer, LoadBalancers
 from vmssctl.emulator.network.traffic import Load, Traffic
 from vmssctl.emulator.resources.fields import SetKey
@@ -47,6 +48,7 @@ class World:
         self.sets: dict[SetKey, ScaleSet] = {}
         self.ops: dict[str, Operation] = {}
         self.lbs: dict[SetKey, LoadBalancer] = {}
+        self.appgws: dict[SetKey, AppGateway] = {}
         self.loads: dict[str, Load] = {}
         self.catalog = images.Catalog()
         # the resource types' behaviour
@@ -56,6 +58,7 @@ class World:
         self.operations = Operations(self)
         self.rolling_upgrades = RollingUpgrades(self)
         self.load_balancers = LoadBalancers(self)
+        self.app_gateways = AppGateways(self)
         self.traffic = Traffic(self)
         self._heap: list = []
         self._seq = 0
@@ -105,6 +108,7 @@ class World:
                       "instances": [dict(vars(i)) for i in s.instances.values()],
                       "rolling": asdict(s.rolling) if s.rolling else None} for s in self.sets.values()],
             "loadBalancers": [dict(vars(lb)) for lb in self.lbs.values()],
+            "applicationGateways": [dict(vars(gw)) for gw in self.appgws.values()],
             "loads": [dict(vars(load)) for load in self.loads.values()],
         }
 
@@ -135,6 +139,9 @@ class World:
         for d in state.get("loadBalancers", []):  # (a state saved before there were any: none)
             lb = LoadBalancer(**d)
             world.lbs[lb.key] = lb
+        for d in state.get("applicationGateways", []):  # (a state saved before there were any: none)
+            gw = AppGateway(**d)
+            world.appgws[gw.key] = gw
         for d in state.get("loads", []):
             load = Load(**d)
             world.loads[load.id] = load

@@ -7,20 +7,21 @@ with a probe, as Azure documents it). The rule's health (``POST …/loadBalancin
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmssctl import inputs
 from vmssctl.emulator import validate
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.network import probes
+from vmssctl.emulator.network.fields import guid, number, ref_name
 from vmssctl.emulator.network.members import Member, members_of
+from vmssctl.emulator.network.resource import Parent, Store
 from vmssctl.emulator.resources import availability
-from vmssctl.emulator.resources.fields import SetKey, check_etag, check_location, key, strip_read_only
+from vmssctl.emulator.resources.fields import check_etag, strip_read_only
 
 if TYPE_CHECKING:
-    from vmssctl.emulator.world import World
+    pass
 
 TYPE = "Microsoft.Network/loadBalancers"
 CHILDREN = ("frontendIPConfigurations", "backendAddressPools", "probes", "loadBalancingRules")
@@ -32,7 +33,7 @@ MAX_CHILDREN = 1000
 
 
 @dataclass
-class LoadBalancer:
+class LoadBalancer(Parent):
     rg: str
     name: str
     location: str
@@ -43,71 +44,24 @@ class LoadBalancer:
     created: float
     etag: int = 1
     admin: dict[str, str] = field(default_factory=dict)  # "pool|backend address name" (lower case) -> Up | Down
-
-    @property
-    def key(self) -> SetKey:
-        return key(self.rg, self.name)
-
-    @property
-    def id(self) -> str:
-        return f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/{TYPE}/{self.name}"
-
-    def child_id(self, kind: str, name: str) -> str:
-        return f"{self.id}/{kind}/{name}"
-
-    def children(self, kind: str) -> list[dict]:
-        return list(self.properties.get(kind) or [])
-
-    def child(self, kind: str, name: str) -> dict:
-        for c in self.children(kind):
-            if c["name"].lower() == name.lower():
-                return c
-        raise ArmError(404, "NotFound", f"Resource {self.child_id(kind, name)} not found.")
+    TYPE: ClassVar[str] = TYPE
 
 
-class LoadBalancers:
+class LoadBalancers(Store[LoadBalancer]):
     """The world's load balancers (``world.lbs``, by group and name)."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
-
-    def get(self, rg: str, name: str) -> LoadBalancer:
-        self.world.resource_groups.get(rg)
-        lb = self.world.lbs.get(key(rg, name))
-        if lb is None:
-            raise ArmError(404, "ResourceNotFound",
-                           f"The Resource '{TYPE}/{name}' under resource group '{rg}' was not found.")
-        return lb
-
-    def select(self, rg: str | None = None, subscription: str | None = None) -> list[LoadBalancer]:
-        if rg is not None:
-            self.world.resource_groups.get(rg)
-        return [lb for lb in self.world.lbs.values() if (rg is None or lb.rg.lower() == rg.lower())
-                and (subscription is None or lb.subscription.lower() == subscription.lower())]
+    TYPE, attr, what = TYPE, "lbs", "load balancer"
 
     def put(self, rg: str, name: str, body: Any, if_match: str | None = None,
             if_none_match: str | None = None) -> tuple[LoadBalancer, bool]:
         """Create or replace a load balancer; returns it and whether it was created."""
         w = self.world
-        grp = w.resource_groups.get(rg)
-        old = w.lbs.get(key(rg, name))
-        check_etag(old.etag if old else None, if_match, if_none_match)
-        if not isinstance(body, dict):
-            raise invalid("The request body must be a JSON object.")
-        if old is None:
-            validate.check_network_name(name, "load balancer")
-        location = body.get("location") or (old.location if old else None)
-        if not location:
-            raise invalid("Required parameter 'location' is missing (null).", "location")
-        check_location(location)
+        grp, old, location, props = self.preamble(rg, name, body, if_match, if_none_match)
         sku = body.get("sku") or {"name": "Basic"}
         if not isinstance(sku, dict) or sku.get("name") not in SKUS:
             raise invalid(f"The load balancer SKU must be one of {', '.join(SKUS)}.", "sku.name")
         if old is not None and old.sku.get("name") != sku["name"]:
             raise ArmError(400, "CannotChangeSkuOfLoadBalancer", "The SKU of a load balancer cannot be changed.")
-        props = strip_read_only(body.get("properties") or {})
-        if not isinstance(props, dict):
-            raise invalid("The value of parameter 'properties' must be an object.", "properties")
         tags = validate.check_tags(body.get("tags"))
         lb = LoadBalancer(rg=grp["name"], name=name, location=str(location),
                           subscription=w.resource_groups.subscription_of(grp), sku={"name": sku["name"],
@@ -136,12 +90,6 @@ class LoadBalancers:
                    "properties": {**lb.properties, "backendAddressPools": [*pools, pool]}}
         updated, _ = self.put(rg, name, desired)
         return updated
-
-    def delete(self, rg: str, name: str) -> bool:
-        self.world.resource_groups.get(rg)
-        gone = self.world.lbs.pop(key(rg, name), None)
-        self.world.changes += 1
-        return gone is not None
 
     # -------------------------------------------------------------------- backends
     def _admin_states(self, lb: LoadBalancer, pool: dict) -> dict[str, str]:
@@ -175,8 +123,8 @@ class LoadBalancers:
         now = self.world.now()
         rule = lb.child("loadBalancingRules", rule_name)
         rp = rule.get("properties") or {}
-        pool = _ref_name(rp.get("backendAddressPool"))
-        probe = lb.child("probes", _ref_name(rp["probe"])) if rp.get("probe") else None
+        pool = ref_name(rp.get("backendAddressPool"))
+        probe = lb.child("probes", ref_name(rp["probe"])) if rp.get("probe") else None
         interval, threshold = _probe_timing(probe)
         rows = []
         for m in self.members(lb, pool) if pool else []:
@@ -195,7 +143,7 @@ class LoadBalancers:
 
     # ----------------------------------------------------------------------- shapes
     def render(self, lb: LoadBalancer) -> dict:
-        props: dict[str, Any] = {"provisioningState": "Succeeded", "resourceGuid": _guid(lb)}
+        props: dict[str, Any] = {"provisioningState": "Succeeded", "resourceGuid": guid(lb.id, lb.name)}
         for kind in CHILDREN:
             props[kind] = [self.render_child(lb, kind, c["name"]) for c in lb.children(kind)]
         props["inboundNatRules"], props["outboundRules"], props["inboundNatPools"] = [], [], []
@@ -259,10 +207,10 @@ def _check_probe(name: str, p: dict) -> None:
     protocol = p.get("protocol")
     if protocol not in PROBE_PROTOCOLS:
         raise invalid(f"Probe {name}: protocol must be one of {', '.join(PROBE_PROTOCOLS)}.", "protocol")
-    _number(p, "port", 1, 65535, name, required=True)
-    _number(p, "intervalInSeconds", 5, 3600, name)
-    _number(p, "numberOfProbes", 1, 100, name)
-    _number(p, "probeThreshold", 1, 100, name)
+    number(p, "port", 1, 65535, name, required=True)
+    number(p, "intervalInSeconds", 5, 3600, name)
+    number(p, "numberOfProbes", 1, 100, name)
+    number(p, "probeThreshold", 1, 100, name)
     path = p.get("requestPath")
     if protocol == "Tcp" and path is not None:
         raise invalid(f"Probe {name}: a Tcp probe takes no requestPath.", "requestPath")
@@ -273,9 +221,9 @@ def _check_probe(name: str, p: dict) -> None:
 def _check_rule(lb: LoadBalancer, name: str, p: dict, names: dict[str, set[str]]) -> None:
     if p.get("protocol") not in RULE_PROTOCOLS:
         raise invalid(f"Rule {name}: protocol must be one of {', '.join(RULE_PROTOCOLS)}.", "protocol")
-    _number(p, "frontendPort", 0, 65534, name, required=True)
-    _number(p, "backendPort", 0, 65535, name)
-    _number(p, "idleTimeoutInMinutes", 4, 100, name)
+    number(p, "frontendPort", 0, 65534, name, required=True)
+    number(p, "backendPort", 0, 65535, name)
+    number(p, "idleTimeoutInMinutes", 4, 100, name)
     for flag in ("enableTcpReset", "enableFloatingIP", "disableOutboundSnat"):
         if flag in p and not isinstance(p[flag], bool):
             raise invalid(f"Rule {name}: {flag} must be true or false.", flag)
@@ -285,7 +233,7 @@ def _check_rule(lb: LoadBalancer, name: str, p: dict, names: dict[str, set[str]]
             if required:
                 raise invalid(f"Rule {name}: {ref} is required.", ref)
             continue
-        target = _ref_name(p[ref])
+        target = ref_name(p[ref])
         prefix = f"{lb.id}/{kind}/".lower()
         if not str((p[ref] or {}).get("id", "")).lower().startswith(prefix) or target.lower() not in names[kind]:
             raise ArmError(400, "InvalidResourceReference", f"Resource {(p[ref] or {}).get('id')} referenced by "
@@ -307,24 +255,7 @@ def _admin_entries(pool: dict) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _number(p: dict, field_name: str, low: int, high: int, owner: str, required: bool = False) -> None:
-    v = p.get(field_name)
-    if v is None and not required:
-        return
-    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
-        raise invalid(f"{owner}: {field_name} must be an integer from {low} to {high}.", field_name)
-
-
 # --------------------------------------------------------------------------------- helpers
-def _ref_name(ref: Any) -> str:
-    return str((ref or {}).get("id", "")).rstrip("/").rsplit("/", 1)[-1]
-
-
 def _probe_timing(probe: dict | None) -> tuple[float, int]:
     p = (probe or {}).get("properties") or {}
     return float(p.get("intervalInSeconds") or 15), int(p.get("probeThreshold") or p.get("numberOfProbes") or 1)
-
-
-def _guid(lb: LoadBalancer) -> str:
-    h = f"{zlib.crc32(lb.id.lower().encode()):08x}"
-    return f"{h}-0000-4000-8000-{zlib.crc32(lb.name.encode()):012x}"

@@ -55,12 +55,13 @@ def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> 
     if network is None:
         return {"lb": None}
     model = sight.model or api.get()
-    if not model.lb_pools:
+    if not model.fronted:
         return {"lb": {}}
     by: dict[str, dict] = {}
     backends = network.backends(model, health=_health_needed(phase.open_batch))
     for b in backends:
-        row = by.setdefault(b.instance_id, {"up": True, "admin": "None"})
+        row = by.setdefault(b.instance_id, {"up": True, "admin": "None", "drains": False})
+        row["drains"] = row["drains"] or not b.gateway  # in a load balancer's pool: an admin state drains it
         row["up"] = row["up"] and b.state == "Up"  # Up only if every rule sends it new connections (Unknown: not
         # asked, and not used: see _health_needed)
         if b.admin != "None":
@@ -114,6 +115,12 @@ def _lb(obs: Observation) -> dict:
     return lb if isinstance(lb, dict) else {}
 
 
+def _drains(lb: dict, iid: str) -> bool:
+    """Is the VM in a load balancer's pool, where an admin state takes it out of rotation? (An Application
+    Gateway's member only counts: Up or not.)"""
+    return iid in lb and bool(lb[iid].get("drains", True))
+
+
 def serving(obs: Observation) -> Callable[[Instance], bool]:
     """Does an instance count toward the floor? Healthy, and, behind a load balancer, sent new connections by
     every rule (probe Up, admin state not Down): what users see, not only what the health extension says."""
@@ -130,7 +137,7 @@ def start_meta(obs: Observation, policy: RolloutPolicy, ids: list[str]) -> dict 
     if policy.drain == "hook":
         return {DRAIN: obs.now, HOOK: policy.drain_hook}
     lb = obs.seen.get("lb")
-    if policy.drain != "lb" or not isinstance(lb, dict) or not any(i in lb for i in ids):
+    if policy.drain != "lb" or not isinstance(lb, dict) or not any(_drains(lb, i) for i in ids):
         return None
     return {DRAIN: obs.now, FRONTS: _fronts_seen(obs)}
 
@@ -152,7 +159,7 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     if not batch.meta.get(ISSUED):
         if hook and not batch.meta.get(HOOK_DRAINED):
             return RunHook(batch, "drain", tuple(ids))
-        not_down = tuple(i for i in ids if i in lb and lb[i]["admin"] != "Down")
+        not_down = tuple(i for i in ids if _drains(lb, i) and lb[i]["admin"] != "Down")
         if not_down:
             return SetAdmin(not_down, "Down")
         ends = float(batch.meta[DRAIN]) + policy.drain_timeout
@@ -191,14 +198,14 @@ def before_retiring(obs: Observation, policy: RolloutPolicy, batch: Batch, new: 
             return DropAdded(tuple(new), bad, f"{len(not_up)} new instance(s) of the surge never Up in the load "
                              f"balancers: {', '.join(not_up)}")
         retirees = pick()
-        if not any(i in lb for i in retirees):
+        if not any(_drains(lb, i) for i in retirees):
             return Retire(tuple(retirees))  # in no pool: nothing to drain
         return DrainRetirees(batch, tuple(retirees), _fronts_seen(obs))
     changed = changed_fronts(obs, batch)
     if changed is not None:
         return changed
     retirees = [i for i in batch.meta[RETIREES] if i in obs.by_id]
-    not_down = tuple(i for i in retirees if i in lb and lb[i]["admin"] != "Down")
+    not_down = tuple(i for i in retirees if _drains(lb, i) and lb[i]["admin"] != "Down")
     if not_down:
         return SetAdmin(not_down, "Down")
     ends = float(batch.meta[DRAIN]) + policy.drain_timeout
