@@ -423,7 +423,7 @@ def test_a_drain_hook_that_refuses_stops_the_rollout_before_anything_is_upgraded
     assert {i.upgrades for i in world.scale_sets.get("rg", "web").instances.values()} == {0}
 
 
-@pytest.mark.parametrize("meta, verdicts, now, expected", [
+HOOK_PHASES = [
     ({DRAIN: 100.0, HOOK: "x"}, {}, 101.0, ("RunHook", "drain")),
     ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0}, {}, 110.0, ("Wait",)),  # the drain timeout, from the record
     ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0}, {}, 130.0, ("IssueDrained",)),
@@ -434,10 +434,16 @@ def test_a_drain_hook_that_refuses_stops_the_rollout_before_anything_is_upgraded
      ("RunHook", "readmit")),
     ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0, ISSUED: 130.0, READMITTED: 200.0, HOOK_READMITTED: 200.0},
      {"0": G, "1": G}, 201.0, None),
-])
-def test_drain_hook_phases(meta, verdicts, now, expected):
+    # the hook put them back: they count once what stands in front (a gateway, say) sees them Up
+    ({DRAIN: 100.0, HOOK: "x", HOOK_DRAINED: 101.0, ISSUED: 130.0, READMITTED: 200.0, HOOK_READMITTED: 200.0},
+     {"0": G, "1": G}, 201.0, ("Wait",), {"0": {"up": False, "admin": "None", "drains": False}, "1": UP}),
+]
+
+
+@pytest.mark.parametrize("meta, verdicts, now, expected, lb", [(*r, None) if len(r) == 4 else r for r in HOOK_PHASES])
+def test_drain_hook_phases(meta, verdicts, now, expected, lb):
     policy = make_policy(drain="hook", drain_hook="x", drain_timeout=30)
-    action = step(Observation(now, (), verdicts=verdicts), policy, _batch(**meta))
+    action = step(Observation(now, (), verdicts=verdicts, seen={"lb": lb or {}}), policy, _batch(**meta))
     if expected is None:
         assert action is None
         return
@@ -466,6 +472,8 @@ def test_bad_drain_hook_settings_are_refused(policy, message):
     ({"surge": 2}, "issued", True, True, True),  # judged: are they Up?
     ({"surge": 2, DRAIN: 1.0, RETIREES: ["0"]}, "issued", True, True, False),  # its retirees draining
     ({"surge": 2, DRAIN: 1.0, RETIREES: ["0"]}, "retiring", True, False, False),  # being deleted
+    ({DRAIN: 1.0, HOOK: "x"}, "issuing", False, False, False),  # a hook drains: nothing to read meanwhile
+    ({DRAIN: 1.0, HOOK: "x", ISSUED: 2.0, READMITTED: 3.0}, "issued", True, True, True),  # back: Up in front?
 ])
 def test_the_load_balancers_are_read_only_when_a_decision_needs_them(meta, state, settled, needed, health):
     from vmssctl.rollout.strategies.drain import _health_needed, _needed
@@ -491,3 +499,29 @@ def test_auto_drains_a_set_behind_a_probed_rule_and_the_plan_shows_what_is_in_fr
     assert f"  behind rg/lb rule web (probe {'http' if probe else 'none'}): 4 Up, 0 Down" in lines, lines
     assert prepared.to_json()["loadBalancing"][0]["up"] == 4
     assert any(line.startswith("  drain: each batch out of") for line in lines) is probe
+
+
+def test_a_drain_hook_on_a_set_behind_an_application_gateway_counts_vms_once_the_gateway_sees_them(tmp_path):
+    """What an operator with a gateway does today: the hook takes VMs out of its pool and puts them back; vmssctl
+    reads the gateway's backend health to know when they count again."""
+    from tests.helpers import gw_body, in_pool
+
+    world = world_behind_a_load_balancer(1, seed=5)
+    world.app_gateways.put("rg", "gw", gw_body("rg"))
+    world.scale_sets.put("rg", "front", in_pool(4, "rg", gateway=True))
+    world.clock.advance(900)
+    gateway = WorldGateway(world, "rg", "front")
+    health: list[float] = []
+    real = world.app_gateways.backend_health
+    world.app_gateways.backend_health = lambda gw: (health.append(world.now()), real(gw))[1]  # type: ignore
+    sink = Events()
+    prepared = upgrade.prepare(gateway, Journal(tmp_path / "j.db"), CONN, ImageChange(version=NEW),
+                               make_policy(max_unavailable="2", drain="hook", drain_hook=_hook(tmp_path)))
+    assert [b.gateway for b in prepared.backends or []] == [True] * 4
+    assert upgrade.start(gateway, Journal(tmp_path / "j.db"), CONN, prepared, [sink], WorldClock(world)) == EXIT_OK
+    readmits = [e["time"] for e in sink.of("readmitted")]
+    judged = [e["time"] for e in sink.of("batch_succeeded")]
+    assert len(readmits) == len(judged) >= 2
+    # each batch is judged only after the gateway was asked about its VMs once they were back
+    assert all(any(r <= h <= j for h in health) for r, j in zip(readmits, judged, strict=True))
+    assert _asked(tmp_path)[0].endswith("rg/front")

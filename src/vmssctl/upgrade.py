@@ -172,12 +172,18 @@ def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> tuple[Rollou
     read)."""
     from vmssctl.rollout.strategies.drain import NEEDS
 
-    if policy.drain in ("none", "hook") or policy.strategy not in DRAINED:
+    if policy.drain == "none" or policy.strategy not in DRAINED:
         return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
     network = api.network() if ss.fronted else None
     if network is None:
         return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
     where = f"{ss.resource_group}/{ss.name}"
+    if policy.drain == "hook":  # the hook drains; what stands in front says when readmitted VMs count again
+        try:
+            return policy, network.backends(ss)
+        except Forbidden as e:
+            raise UsageError(f"{where} is behind load balancers vmssctl may not read: the credential lacks "
+                             f"{e.action or e}. Grant it, or pass --drain none") from None
     backends = []
     try:
         missing = network.refused(ss, NEEDS)

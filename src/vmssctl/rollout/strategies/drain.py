@@ -49,7 +49,7 @@ def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> 
     policy drains and the next decision needs it; ``lb`` is None when Network cannot be reached from here, {}
     when the set has no pool. Not read while the open batch is upgrading (or its new VMs coming up, or its old
     ones being deleted): nothing then depends on it, and a turn costs Compute's reads alone."""
-    if policy.drain != "lb" or not _needed(phase.open_batch, sight.settled):
+    if policy.drain not in ("lb", "hook") or not _needed(phase.open_batch, sight.settled):
         return {}
     network = api.network()
     if network is None:
@@ -77,6 +77,8 @@ def _needed(batch: Batch | None, settled: bool) -> bool:
         return True
     if batch.state == "retiring":
         return False
+    if HOOK in batch.meta:  # the hook drains: only whether readmitted VMs are Up again matters
+        return bool(batch.meta.get(READMITTED))
     if DRAIN in batch.meta:  # in place (drained first) or a surge batch draining its retirees
         return not batch.meta.get(ISSUED) or bool(batch.meta.get(READMITTED)) or settled or RETIREES in batch.meta
     return settled and "surge" in batch.meta  # a surge batch's new VMs judged: are they Up?
@@ -167,10 +169,10 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     settled = len(obs.verdicts) >= len(ids) and all(v.state in (GOOD, BAD) for v in obs.verdicts.values())
     if not batch.meta.get(READMITTED):
         return Readmit(batch) if settled else None
-    if hook:  # (nothing to observe: the hook's word, recorded, is all there is)
-        return RunHook(batch, "readmit", tuple(ids)) if not batch.meta.get(HOOK_READMITTED) else None
+    if hook and not batch.meta.get(HOOK_READMITTED):  # (the hook's word, recorded, is all there is of it)
+        return RunHook(batch, "readmit", tuple(ids))
     still_down = tuple(i for i in ids if i in lb and lb[i]["admin"] == "Down")
-    if still_down:
+    if still_down and not hook:
         return SetAdmin(still_down, "None")
     good = [i for i, v in obs.verdicts.items() if v.state == GOOD]
     not_up = [i for i in good if i in lb and not lb[i]["up"]]
@@ -186,17 +188,13 @@ def before_retiring(obs: Observation, policy: RolloutPolicy, batch: Batch, new: 
     retire them once ``--drain-timeout`` is over. Without a drain: retire at once."""
     lb = _lb(obs)
     if policy.drain == "hook":
-        return _retire_by_hook(obs, policy, batch, pick)
+        return _retire_by_hook(obs, policy, batch, new, pick)
     if policy.drain != "lb" or not lb:
         return Retire(tuple(pick()))
     if RETIREES not in batch.meta:
-        not_up = [i for i in new if i in lb and not lb[i]["up"]]
-        if not_up and obs.elapsed < policy.health_timeout:
-            return Wait(min(policy.poll, UP_POLL), "the load balancers to see the new instances Up")
-        if not_up:
-            bad = dict.fromkeys(not_up, f"never Up in the load balancers within {policy.health_timeout:.0f}s")
-            return DropAdded(tuple(new), bad, f"{len(not_up)} new instance(s) of the surge never Up in the load "
-                             f"balancers: {', '.join(not_up)}")
+        waiting = _until_new_up(obs, policy, new, lb)
+        if waiting is not None:
+            return waiting
         retirees = pick()
         if not any(_drains(lb, i) for i in retirees):
             return Retire(tuple(retirees))  # in no pool: nothing to drain
@@ -212,11 +210,26 @@ def before_retiring(obs: Observation, policy: RolloutPolicy, batch: Batch, new: 
     return Wait(ends - obs.now, "draining the instances to retire") if obs.now < ends else Retire(tuple(retirees))
 
 
-def _retire_by_hook(obs: Observation, policy: RolloutPolicy, batch: Batch, pick: Callable[[], list[str]]) -> Action:
-    """``--drain hook`` for a surge batch: choose and record the old VMs, the hook drains them, the drain timeout
-    passes, they are deleted."""
+def _until_new_up(obs: Observation, policy: RolloutPolicy, new: list[str], lb: dict) -> Action | None:
+    """A surge batch's new VMs count once the load balancers (or gateways) in front see them Up: wait for that,
+    within the health timeout; never Up: they failed. None: they are Up (or in front of nothing)."""
+    not_up = [i for i in new if i in lb and not lb[i]["up"]]
+    if not_up and obs.elapsed < policy.health_timeout:
+        return Wait(min(policy.poll, UP_POLL), "the load balancers to see the new instances Up")
+    if not_up:
+        bad = dict.fromkeys(not_up, f"never Up in the load balancers within {policy.health_timeout:.0f}s")
+        return DropAdded(tuple(new), bad, f"{len(not_up)} new instance(s) of the surge never Up in the load "
+                         f"balancers: {', '.join(not_up)}")
+    return None
+
+
+def _retire_by_hook(obs: Observation, policy: RolloutPolicy, batch: Batch, new: list[str],
+                    pick: Callable[[], list[str]]) -> Action:
+    """``--drain hook`` for a surge batch: once its new VMs are Up in front (when something stands there),
+    choose and record the old VMs, the hook drains them, the drain timeout passes, they are deleted."""
     if RETIREES not in batch.meta:
-        return DrainRetirees(batch, tuple(pick()), [], policy.drain_hook)
+        return _until_new_up(obs, policy, new, _lb(obs)) or DrainRetirees(batch, tuple(pick()), [],
+                                                                          policy.drain_hook)
     retirees = [i for i in batch.meta[RETIREES] if i in obs.by_id]
     if not batch.meta.get(HOOK_DRAINED):
         return RunHook(batch, "drain", tuple(retirees))
