@@ -289,3 +289,13 @@ def test_several_subscriptions_each_with_its_groups_sets_and_throttle(tmp_path):
                          params={"api-version": "2022-09-01"}).status_code == 200
     finally:
         e.stop()
+
+
+def test_the_printed_az_hint_keeps_the_users_own_az_profile_untouched():
+    """Following the hint must not switch the user's real az profile to the emulator cloud."""
+    from vmssctl.emulator.server import instructions
+
+    text = instructions({"endpoint": "https://127.0.0.1:8443", "ca": "/s/ca.pem", "subscription": "sub",
+                         "stateDir": "/s"})
+    export = text.index("export AZURE_CONFIG_DIR=/s/az")
+    assert export < text.index("az cloud register") < text.index("az login --identity")

@@ -47,8 +47,8 @@ def test_a_rollout_its_batches_and_events_round_trip(journal):
     assert second.seq == 2
     ids = [journal.add_event(r.id, WHEN + k, kind, {"n": k}) for k, kind in enumerate(("plan", "batch_started"))]
     assert ids[1] > ids[0]
-    assert journal.events(r.id) == [{"id": ids[0], "time": WHEN, "type": "plan", "n": 0},
-                                    {"id": ids[1], "time": WHEN + 1, "type": "batch_started", "n": 1}]
+    assert journal.events(r.id) == [{"id": ids[0], "rollout": r.id, "time": WHEN, "type": "plan", "n": 0},
+                                    {"id": ids[1], "rollout": r.id, "time": WHEN + 1, "type": "batch_started", "n": 1}]
     assert journal.events(r.id, after=ids[0])[0]["type"] == "batch_started"
     journal.update(r.id, state="succeeded")
     assert journal.active_for(r.scale_set) is None
@@ -168,3 +168,35 @@ def test_the_database_keeps_one_active_rollout_per_set(journal):
         assert journal.active_for(first.scale_set).id == first.id
     finally:
         other.close()
+
+
+def test_rollout_list_never_cuts_the_id_at_80_columns_and_status_names_the_rollout(tmp_path, capsys):
+    from vmssctl import render
+    from vmssctl.rollout.events import describe
+    from vmssctl.rollout.journal import Journal
+
+    j = Journal(tmp_path / "j.sqlite")
+    r = j.create("sub", "a-long-resource-group-name", "a-long-scale-set-name", None,
+                 {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "24.04.202611200"},
+                 {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "24.04.202610010"},
+                 {}, {})
+    j.add_event(r.id, 1.0, "rollout_started", {"scaleSet": "a-long-resource-group-name/a-long-scale-set-name",
+                                               "from": "a", "to": "b"})
+    render.console.cache_clear()
+    render.rollouts([r], "table")
+    out = capsys.readouterr().out
+    assert r.id in out and "…" not in out, out  # the id whole; names and images folded onto more lines, not cut
+    assert describe(j.events(r.id)[0]).startswith(f"rollout {r.id} on a-long-resource-group-name/")
+
+
+def test_instances_of_a_flexible_set_show_no_update_domain_as_a_dash(capsys):
+    from vmssctl import render
+    from vmssctl.model import ImageRef, Instance
+
+    vm = Instance("flex_1a2b3c4d", None, 0, "1", "running", "succeeded", None, True,
+                  ImageRef(publisher="Canonical", offer="ubuntu-24_04-lts", sku="server", version="24.04.202611200"))
+    render.console.cache_clear()
+    render.instances([vm], "table")
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "flex_1a2b3c4d" in line)  # the id whole
+    assert row.split("│")[2].strip() == "-" and "None" not in out, out

@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from vmssctl.model import Backend, ImageRef, Instance, ScaleSet, grid_shape
@@ -80,13 +80,19 @@ def instances(items: list[Instance], output: str) -> None:
     if output == "json":
         print(json.dumps([i.to_json() for i in items], indent=2))
         return
-    t = Table("id", "UD", "FD", "zone", "state", "power", "provisioning", "health", "latest", "image")
+    # (a Flexible set's VMs have no update domain: "-", not "None"; ids are never cut)
+    t = Table(Column("id", no_wrap=True), "UD", "FD", "zone", "state", "power", "provisioning", "health", "latest",
+              "image")
     for i in items:
         label, colour = state_of(i)
-        t.add_row(i.instance_id, str(i.update_domain), str(i.fault_domain), i.zone or "-",
+        t.add_row(i.instance_id, _domain(i.update_domain), _domain(i.fault_domain), i.zone or "-",
                   Text(label, style=colour), i.power, i.provisioning, i.health or "-",
                   "yes" if i.latest_model else "no", str(i.image))
     console().print(t)
+
+
+def _domain(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
@@ -277,7 +283,9 @@ def rollouts(items: list, output: str) -> None:
     if output == "json":
         print(json.dumps([r.to_json() for r in items], indent=2, default=str))
         return
-    t = Table("id", "scale set", "state", "phase", "target", "started", "error")
+    # the id every other command needs is never cut, at any width; names and images fold rather than end in "…"
+    t = Table(Column("id", no_wrap=True), Column("scale set", overflow="fold"), "state", "phase",
+              Column("target", overflow="fold"), "started", "error")
     for r in items:
         t.add_row(r.id, f"{r.resource_group}/{r.name}", r.state, r.phase, str(ImageRef(**r.target)),
                   datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"), (r.error or "")[:60])

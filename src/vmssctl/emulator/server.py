@@ -354,7 +354,9 @@ def instructions(info: dict) -> str:
   vmssctl:  vmssctl show -g demo-rg -n demo-vmss --emulator {state}
   SDK:      ComputeManagementClient(credential, "{sub}", base_url="{ep}", connection_verify="{ca}")
             (credential.get_token() returns the token from emulator.json)
-  az:       export REQUESTS_CA_BUNDLE={ca} IDENTITY_ENDPOINT={ep}/metadata/identity/oauth2/token \\
+  az:       (a profile of its own, so your own az login and cloud are left as they are)
+            export AZURE_CONFIG_DIR={state}/az REQUESTS_CA_BUNDLE={ca} \\
+                   IDENTITY_ENDPOINT={ep}/metadata/identity/oauth2/token \\
                    IDENTITY_HEADER=$(python3 -c "import json;print(json.load(open('{state}/emulator.json'))['token'])")
             az cloud register -n vmssctl-emulator --endpoint-resource-manager {ep}/ && az cloud set -n vmssctl-emulator
             az login --identity && az vmss list -o table

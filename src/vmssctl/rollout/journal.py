@@ -412,4 +412,6 @@ class Journal:
 
     def events(self, rid: str, after: int = 0) -> list[dict]:
         rows = self._x("SELECT * FROM events WHERE rollout_id = ? AND id > ? ORDER BY id", (rid, after)).fetchall()
-        return [{"id": r["id"], "time": r["time"], "type": r["type"], **json.loads(r["data"])} for r in rows]
+        # (the rollout's id too: what its lines name, e.g. "rollout r-… on rg/name")
+        return [{"id": r["id"], "rollout": rid, "time": r["time"], "type": r["type"], **json.loads(r["data"])}
+                for r in rows]
