@@ -133,3 +133,22 @@ def test_protected_instances_are_left_alone_and_reported(frozen, up, strategy):
     assert all(by_id[i].image.exact_version == OLD for i in left)  # still there, never touched
     assert all(i.image.exact_version == NEW for iid, i in by_id.items() if iid not in left)
     assert len(by_id) == 6
+
+
+def test_a_surge_plan_says_what_a_surge_does(tmp_path):
+    """'by batches of 4' with --max-surge 5 misled: the plan says it adds 5, then retires as many, chosen then."""
+    from rich.text import Text
+
+    from tests.helpers import CONN, make_policy, world_behind_a_load_balancer
+    from vmssctl import upgrade
+    from vmssctl.emulator.inprocess import WorldGateway
+    from vmssctl.render import plan_lines
+    from vmssctl.rollout.journal import Journal
+    from vmssctl.target import ImageChange
+
+    world = world_behind_a_load_balancer(20, seed=6)
+    prepared = upgrade.prepare(WorldGateway(world, "rg", "web"), Journal(tmp_path / "j.db"), CONN,
+                               ImageChange(version=NEW), make_policy(strategy="surge", max_surge="5"))
+    text = "\n".join(Text.from_markup(line).plain for line in plan_lines(prepared))
+    assert "policy: by surges of 5 (adds that many, then retires as many)" in text and "batches of" not in text
+    assert "chosen then to keep zones, fault and update domains even" in text

@@ -181,7 +181,8 @@ def plan_lines(prepared) -> list[str]:
     else:
         out.append(f"  image: already {ss.image} in the model; upgrading instances still behind it")
     group = {"batch": f"batches of {pol.batch_count(p.capacity)}", "update-domain": "update domain",
-             "fault-domain": "fault domain", "zone": "zone"}[pol.by]
+             "fault-domain": "fault domain", "zone": "zone"}[pol.by] if pol.strategy != "surge" else \
+        f"surges of {pol.surge_count(p.capacity)} (adds that many, then retires as many)"
     if pol.strategy == "surge":
         out.append(f"  strategy: surge - add {pol.surge_count(p.capacity)} VM(s) on the new image, wait until they "
                    f"pass, then delete as many old ones; healthy never below {p.capacity}")
@@ -230,7 +231,9 @@ def plan_lines(prepared) -> list[str]:
                    "after its interval x threshold)")
     if pol.strategy == "surge":
         out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s) replaced; each: scale out, wait for the "
-                   "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones")
+                   "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones, "
+                   "chosen then to keep zones, fault and update domains even (the lists below are what each batch "
+                   "replaces in number, not who goes first)")
     else:
         out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s); each: stop, OS disk replaced from the "
                    "new image, boot, wait for ProvisioningState/succeeded + running + latest model + healthy")
