@@ -525,3 +525,20 @@ def test_a_drain_hook_on_a_set_behind_an_application_gateway_counts_vms_once_the
     # each batch is judged only after the gateway was asked about its VMs once they were back
     assert all(any(r <= h <= j for h in health) for r, j in zip(readmits, judged, strict=True))
     assert _asked(tmp_path)[0].endswith("rg/front")
+
+
+def test_when_the_permissions_api_cannot_answer_nothing_is_called_refused():
+    """Unknown is not refused: what is missing then shows at the first read or write, before a batch is disrupted."""
+    from types import SimpleNamespace
+
+    from azure.core.exceptions import HttpResponseError
+
+    from vmssctl.azure import NetworkApi
+
+    def refuse(*args, **kwargs):
+        raise HttpResponseError(message="The client does not have authorization to perform action "
+                                        "'Microsoft.Authorization/permissions/read'")
+
+    api = NetworkApi(None, SimpleNamespace(permissions=SimpleNamespace(list_for_resource=refuse)))
+    model = WorldGateway(world_behind_a_load_balancer(1), "rg", "web").get()
+    assert api.refused(model, ("Microsoft.Network/loadBalancers/read",)) == []

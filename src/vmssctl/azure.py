@@ -575,10 +575,15 @@ class NetworkApi:
         them). Nothing is tried."""
         if self.authorization is None:
             return []
+        from azure.core.exceptions import HttpResponseError
+
         out = []
         for rg, name in sorted(_pools_by_lb(model.lb_pools)):
-            grants = list(self.authorization.permissions.list_for_resource(rg, "Microsoft.Network", "",
-                                                                          "loadBalancers", name))
+            try:
+                grants = list(self.authorization.permissions.list_for_resource(rg, "Microsoft.Network", "",
+                                                                              "loadBalancers", name))
+            except HttpResponseError:  # the permissions API itself unavailable: unknown, not refused (what is
+                continue  # missing then shows at the first read or write, before the batch is disrupted)
             for action in actions:
                 if not any(_grants(p, action) for p in grants):
                     out.append(f"{action} on {rg}/{name}")
