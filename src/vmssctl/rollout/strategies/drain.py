@@ -1,5 +1,6 @@
-"""Draining VMs through the load balancers in front of the set (``--drain lb``), as phase state of the in-place
-and surge strategies: nothing blocks, each turn decides from what it sees.
+"""Draining VMs before they are disrupted, through the load balancers in front of the set (``--drain lb``) or a
+command (``--drain hook``), as phase state of the in-place and surge strategies: nothing blocks, each turn decides
+from what it sees (what stands in front, Application Gateways included, and what the journal recorded).
 
 In place, a batch is recorded with the moment its drain began (intent first), then its VMs' admin state is set
 Down (no new connections; established ones kept), the batch waits ``--drain-timeout``, is upgraded, and once every
@@ -8,6 +9,9 @@ its good VMs Up again. A surge batch's new VMs count only once the load balancer
 retires are chosen and recorded, drained, and deleted after the drain. Every step is re-checked against what
 Network says: a crash anywhere is resumed by running again (an admin state not yet Down is set again, a
 readmission that did not land is made again), and a rollout that stops early readmits what it drained.
+
+A hook's word cannot be observed, so it is recorded: a resumed rollout runs it again only when no answer was
+recorded (hooks must be idempotent); its readmitted VMs, too, count once what stands in front sees them Up.
 
 An instance counts toward the floor only while the load balancers would send it new connections (``serving``).
 """
