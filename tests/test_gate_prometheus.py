@@ -88,4 +88,6 @@ def test_a_prometheus_query_catches_a_bad_canary_and_rolls_back(frozen, up, prom
     _wait_scraped(prometheus, "0", 0.0)
     code, events, err = up(rg, "--version", NEW, "--canary", "1", *gate)  # all good now: it passes the gate
     assert code == 0, err
+    measured = [e for e in events if e["type"] == "measured"]  # a passing gate leaves what it measured
+    assert measured and all(e["gate"] == "prometheus" and "vm_error_ratio" in e["measured"] for e in measured)
     assert all(i.image.exact_version == NEW for i in instances(frozen, rg))

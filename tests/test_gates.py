@@ -63,9 +63,12 @@ def test_measurements_follow_count_interval_and_failure_limit():
     assert m.measure((1, "0"), 10, take, "q").state == WAIT       # within the interval: not measured again
     assert m.measure((1, "0"), 30, take, "q").state == WAIT       # 1 failure: within the limit
     assert m.measure((1, "0"), 60, take, "q").state == WAIT       # 2 successes
-    assert m.measure((1, "0"), 90, take, "q").state == GOOD       # 3 successes
+    passed = m.measure((1, "0"), 90, take, "prometheus q")
+    assert passed.state == GOOD  # 3 successes; and what it measured goes into the batch's record
+    assert passed.figure == {"gate": "prometheus", "measured": "prometheus q = 0.0 (4 measurement(s), 1 failed)"}
     strict = Measured(Condition.parse("result < 0.1", "s"), Condition.parse("result > 0.3", "f"), 1, 5, 0)
-    assert strict.measure((1, "0"), 0, lambda: 0.5, "q").state == BAD  # the failure condition: at once
+    failed = strict.measure((1, "0"), 0, lambda: 0.5, "web u")
+    assert failed.state == BAD and failed.figure["measured"] == "web u = 0.5 (1 measurement(s), 1 failed)"
 
 
 def test_policy_file_gates(tmp_path):

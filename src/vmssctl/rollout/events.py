@@ -93,6 +93,7 @@ def describe(event: dict) -> str:
         "readmit_refused": lambda: f"LEFT DRAINED: {d['reason']}",
         "measured": lambda: (f"batch {d['batch']}: {d['requests']:,} requests, {d['failed']:,} failed "
                              f"({d['ratio']:.3%}) in {_secs(d['seconds'], d)}") if d.get("gate") == "requests"
+        else f"batch {d['batch']}: {d['measured']}" if "measured" in d
         else f"batch {d['batch']}: " + ", ".join(f"{k} {v}" for k, v in d.items()
                                                  if k not in ("type", "time", "batch", "phase", "rollout")),
         "green_creating": lambda: f"creating the green scale set {d['name']} ({d['capacity']} VMs, {d['image']})",

@@ -56,11 +56,14 @@ class Measured:
             runs.append((now, outcome))
             self.last = detail
         failures = sum(1 for _, o in runs if o in ("failed", "error"))
+        # what it measured, for the record of the batch (a passing gate leaves its figure too, not only a failing)
+        figure = {"gate": what.split(" ", 1)[0], "measured": f"{self.last} ({len(runs)} measurement(s), "
+                                                             f"{failures} failed)"}
         if failures > self.failure_limit:
             return Verdict(BAD, f"{self.last} ({failures} of {len(runs)} measurements failed, limit "
-                                f"{self.failure_limit})")
+                                f"{self.failure_limit})", figure)
         if sum(1 for _, o in runs if o == "successful") >= self.count:
-            return Verdict(GOOD)
+            return Verdict(GOOD, None, figure)
         return Verdict(WAIT, f"{self.last} ({len(runs)} of {self.count} measurements)")
 
 
