@@ -415,6 +415,8 @@ def test_batches_start_only_inside_the_maintenance_window(tmp_path):
     assert len(starts) == 3 and starts[0] >= opens
     assert all(windows.is_open((window,), t) for t in starts)
     assert starts[-1] - opens >= 86400  # one batch waited for the next day's window
+    said = [e for e in out.of("waiting") if "outside the maintenance windows: the next opens" in e["why"]]
+    assert len(said) == 2 and said[0]["seconds"] >= 7000, said  # each long wait said once, when it begins
 
 
 def test_a_flexible_rolling_set_goes_through_azures_rolling_upgrade(tmp_path):

@@ -396,6 +396,7 @@ class Engine:
         The actions are generic effects; which strategy chose them is not the engine's business."""
         wanted = self.target if kind == "forward" else self.previous
         floor_since: float | None = None
+        announced: str | None = None  # the announced wait going on (said once)
         while True:
             self._hold()
             batches = tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind)
@@ -422,6 +423,9 @@ class Engine:
             elif isinstance(action, Wait):
                 if action.floor_wait_since is not None and floor_since is None:
                     self.emit("waiting_for_floor", healthy=obs.healthy, floor=plan.floor)
+                if action.announce and action.why != announced:  # a long wait is said once, when it begins
+                    self.emit("waiting", why=action.why, seconds=round(action.seconds))
+                announced = action.why if action.announce else None
                 floor_since = action.floor_wait_since
                 if batch is not None and batch.state == "issuing":
                     self.journal.set_batch(batch, state="issued")  # nothing left that never started

@@ -79,6 +79,7 @@ def describe(event: dict) -> str:
         "batch_succeeded": lambda: f"batch {d['batch']} healthy after {_secs(d['seconds'], d)}",
         "batch_failed": lambda: f"batch {d['batch']} FAILED: " + "; ".join(d["reasons"]),
         "waiting_for_floor": lambda: f"waiting: {d['healthy']} healthy, floor {d['floor']}",
+        "waiting": lambda: f"waiting {_secs(d['seconds'], d)}: {d['why']}",
         "soak": lambda: f"soaking {_secs(d['seconds'], d)}",
         "paused": lambda: "paused (vmssctl rollout resume to continue)",
         "resumed": lambda: "resumed",

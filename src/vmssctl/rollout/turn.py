@@ -107,6 +107,7 @@ class Wait:
     seconds: float
     why: str
     floor_wait_since: float | None = None  # set: the floor holds the next batch back since then
+    announce: bool = field(default=False, compare=False)  # say it (a "waiting" event) when this wait begins
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ state all of them honour (the soak after a batch, a batch judged, the maintenanc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -105,7 +106,9 @@ def soak(obs: Observation, phase: Phase, policy: RolloutPolicy) -> Action | None
 def closed(policy: RolloutPolicy, obs: Observation) -> Wait:
     """Outside every maintenance window: wait until the next one opens (a started batch is never held back; a
     rollback does not wait for a window)."""
-    return Wait(max(1.0, windows.next_open(policy.windows, obs.now) - obs.now), "outside the maintenance windows")
+    opens = windows.next_open(policy.windows, obs.now)
+    at = time.strftime("%a %H:%M UTC", time.gmtime(opens))
+    return Wait(max(1.0, opens - obs.now), f"outside the maintenance windows: the next opens {at}", announce=True)
 
 
 def judge_batch(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Batch, plan: Plan) -> Action:
