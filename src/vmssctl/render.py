@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from functools import cache
 
+from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
@@ -80,19 +81,28 @@ def instances(items: list[Instance], output: str) -> None:
     if output == "json":
         print(json.dumps([i.to_json() for i in items], indent=2))
         return
-    # (a Flexible set's VMs have no update domain: "-", not "None"; ids are never cut)
-    t = Table(Column("id", no_wrap=True), "UD", "FD", "zone", "state", "power", "provisioning", "health", "latest",
-              "image")
+    # Fits 80 columns whole: the state label already combines power, provisioning, health and model (-o json has
+    # each), the image is its version (the set's image is in `show`); a Flexible set's VMs have no update domain
+    t = Table(Column("id", no_wrap=True), "UD", "FD", "zone", Column("state", no_wrap=True), "health", "latest",
+              Column("image", overflow="fold"), box=box.SIMPLE_HEAD)
     for i in items:
         label, colour = state_of(i)
         t.add_row(i.instance_id, _domain(i.update_domain), _domain(i.fault_domain), i.zone or "-",
-                  Text(label, style=colour), i.power, i.provisioning, i.health or "-",
-                  "yes" if i.latest_model else "no", str(i.image))
+                  Text(label, style=colour), i.health or "-", "yes" if i.latest_model else "no", _version(i.image))
     console().print(t)
 
 
 def _domain(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def _version(image: ImageRef) -> str:
+    """What tells an instance's image from the next: a platform image's exact version, a gallery image's version
+    (the id's last part), a VHD's file name."""
+    if image.kind == "platform":
+        return image.exact_version or image.version or "-"
+    text = str(image).rstrip("/")
+    return text.rsplit("/", 1)[-1] if image.kind == "uri" else "/".join(text.split("/")[-3::2])
 
 
 def heatmap(ss: ScaleSet, items: list[Instance]) -> None:
