@@ -130,7 +130,7 @@ def test_a_failing_batch_readmits_what_it_drained(world, tmp_path):
 
 
 @pytest.mark.parametrize("policy, message", [
-    ({"drain": "appgw"}, "--drain 'appgw'"),
+    ({"drain": "nlb"}, "--drain 'nlb'"),
     ({"drain": "lb", "strategy": "azure-rolling"}, "in-place and surge"),
     ({"drain": "lb", "drain_timeout": 7200}, "--drain-timeout"),
 ])
@@ -542,3 +542,87 @@ def test_when_the_permissions_api_cannot_answer_nothing_is_called_refused():
     api = NetworkApi(None, SimpleNamespace(permissions=SimpleNamespace(list_for_resource=refuse)))
     model = WorldGateway(world_behind_a_load_balancer(1), "rg", "web").get()
     assert api.refused(model, ("Microsoft.Network/loadBalancers/read",)) == []
+
+
+def _gateway_world(n: int = 6, flexible: bool = False):
+    from tests.helpers import gw_body, in_pool
+
+    world = world_behind_a_load_balancer(1, seed=7)
+    world.app_gateways.put("rg", "gw", gw_body("rg"))
+    world.scale_sets.put("rg", "front", in_pool(n, "rg", gateway=True, flexible=flexible))
+    world.clock.advance(900)
+    world.advance()
+    return world
+
+
+def _in_gateway(world) -> set[str]:
+    gw = world.app_gateways.get("rg", "gw")
+    return {str(m.inst.instance_id) for m in world.app_gateways.members(gw, "pool")}
+
+
+@pytest.mark.parametrize("strategy", ["in-place", "surge"])
+def test_drain_appgw_takes_vms_out_of_the_gateway_pool_before_they_are_disrupted(tmp_path, strategy):
+    """Each VM leaves the gateway's pool (its own network configuration) before it is upgraded or deleted; an
+    upgrade to the latest model puts it back, and the batch counts once the gateway sees it Healthy."""
+    world = _gateway_world()
+    disrupted: list[tuple[str, bool]] = []  # (instance, still in the gateway's pool when disrupted)
+    act = world.vms.act
+
+    def watching(rg, name, action, ids):
+        if action in ("manualupgrade", "delete") and name == "front":
+            members = _in_gateway(world)
+            disrupted.extend((str(i), str(i) in members) for i in ids or [])
+        return act(rg, name, action, ids)
+    world.vms.act = watching  # type: ignore[method-assign]
+    gateway, sink = WorldGateway(world, "rg", "front"), Events()
+    settings = {"max_surge": "2", "max_unavailable": None} if strategy == "surge" else {"max_unavailable": "2"}
+    prepared = upgrade.prepare(gateway, Journal(tmp_path / "j.db"), CONN, ImageChange(version=NEW),
+                               make_policy(strategy=strategy, drain="appgw", drain_timeout=20, **settings))
+    assert upgrade.start(gateway, Journal(tmp_path / "j.db"), CONN, prepared, [sink], WorldClock(world)) == EXIT_OK
+    assert disrupted and not any(still for _, still in disrupted), disrupted
+    assert {e.get("by") for e in sink.of("drained")} == {"appgw"}
+    ss = world.scale_sets.get("rg", "front")
+    assert _in_gateway(world) == {str(i) for i in ss.instances} and len(ss.instances) == 6
+
+
+def test_a_failing_batch_drained_from_the_gateway_is_put_back(tmp_path):
+    world = _gateway_world(4)
+    world.faults.rules.append(FaultRule(match={"version": NEW}, effect="fail"))
+    gateway, sink = WorldGateway(world, "rg", "front"), Events()
+    prepared = upgrade.prepare(gateway, Journal(tmp_path / "j.db"), CONN, ImageChange(version=NEW),
+                               make_policy(max_unavailable="2", drain="appgw", drain_timeout=20, rollback="manual",
+                                           health_timeout=300))
+    assert upgrade.start(gateway, Journal(tmp_path / "j.db"), CONN, prepared, [sink], WorldClock(world)) == \
+        EXIT_FAILED
+    assert _in_gateway(world) == {"0", "1", "2", "3"}  # nobody left out of the pool
+
+
+@pytest.mark.parametrize("setup, name, message", [
+    (lambda: world_behind_a_load_balancer(2), "web", "names no Application Gateway pool"),  # (a load balancer's)
+    (lambda: _gateway_world(2, flexible=True), "front", "is Flexible"),
+])
+def test_drain_appgw_where_it_cannot_apply_is_one_line_before_anything_changes(tmp_path, setup, name, message):
+    world = setup()
+    with pytest.raises(UsageError, match=message):
+        upgrade.prepare(WorldGateway(world, "rg", name), Journal(tmp_path / "j.db"), CONN,
+                        ImageChange(version=NEW), make_policy(max_unavailable="1", drain="appgw"))
+
+
+def test_vmssctl_upgrade_drains_through_an_application_gateway_over_https(frozen, up):
+    """The SDK's per-VM network configuration writes (If-Match on each VM's etag) take VMs out and upgrades put
+    them back."""
+    from tests.helpers import gw_body, in_pool
+    from vmssctl.azure import network_client
+
+    rg, sub = frozen.group(), frozen.connection.subscription
+    net = network_client(frozen.connection)
+    net.application_gateways.begin_create_or_update(rg, "gw", gw_body(rg, sub)).result()
+    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(4, rg, sub, gateway=True),
+                                                                      polling=False)
+    frozen.admin("POST", "clock", {"advance": 900})
+    code, events, err = up(rg, "--version", NEW, "--drain", "appgw", "--drain-timeout", "15s", "--max-unavailable", "2")
+    assert code == 0, err
+    kinds = [e["type"] for e in events]
+    assert kinds.count("drained") == kinds.count("batch_started") >= 2
+    pool = net.application_gateways.get(rg, "gw").backend_address_pools[0]
+    assert len(pool.backend_ip_configurations) == 4  # every VM back in the pool

@@ -348,4 +348,4 @@ def test_show_and_the_plan_read_an_application_gateway_in_front_of_a_set(frozen,
     lines = [Text.from_markup(line).plain for line in plan_lines(prepared)]
     assert prepared.policy.drain == "none"
     assert "  behind application gateway rg/gw rule web (probe health): 2 Up, 0 Down" in lines, lines
-    assert any("an Application Gateway has no admin state: --drain hook" in line for line in lines)
+    assert any("an Application Gateway has no admin state: --drain appgw takes VMs out" in line for line in lines)

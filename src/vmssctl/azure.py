@@ -393,6 +393,30 @@ class ScaleSetApi:
                 instance_ids=ids), polling=False)
 
     @_arm
+    def set_gateway_pools(self, ids: list[str], member: bool) -> None:
+        """Each VM's own network configuration: the model's, without its Application Gateway pools (``member``
+        False) or with them; one PUT a VM, If-Match on the etag just read, not awaited (the next turn sees from
+        the gateway's pool whether it landed, and writes again if not)."""
+        import copy
+
+        from azure.core import MatchConditions
+        from azure.mgmt.compute import models as m
+
+        vmss = self.client.virtual_machine_scale_sets.get(self.resource_group, self.name)
+        nics = copy.deepcopy(vmss.virtual_machine_profile.network_profile.network_interface_configurations or [])
+        if not member:
+            for nic in nics:
+                for ipc in nic.ip_configurations or []:
+                    ipc.application_gateway_backend_address_pools = []
+        ops = self.client.virtual_machine_scale_set_vms
+        for iid in ids:
+            vm = ops.get(self.resource_group, self.name, iid)
+            vm.network_profile_configuration = m.VirtualMachineScaleSetVMNetworkProfileConfiguration(
+                network_interface_configurations=nics)
+            ops.begin_update(self.resource_group, self.name, iid, vm, etag=vm.etag,
+                             match_condition=MatchConditions.IfNotModified, polling=False)
+
+    @_arm
     def upgrade(self, ids: list[str]) -> None:
         """One manualupgrade call for a whole batch."""
         from azure.mgmt.compute import models as m

@@ -119,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--surge-fallback", choices=("none", "in-place"),
                      help="when ARM refuses the scale-out (quota, SKU, allocation): stop (none, default) or go on "
                           "in-place")
-    pol.add_argument("--drain", choices=("auto", "none", "lb", "hook"),
+    pol.add_argument("--drain", choices=("auto", "none", "lb", "appgw", "hook"),
                      help="lb: before VMs are upgraded (in place) or deleted (surge), set their admin state Down in "
                           "the load balancers in front of the set (no new connections), wait --drain-timeout; "
-                          "upgraded and new VMs count only once the load balancers see them Up. hook: --drain-hook "
+                          "upgraded and new VMs count only once the load balancers see them Up. appgw: out of the "
+                          "Application Gateways' pools instead (Uniform sets; connection draining). hook: --drain-hook "
                           "does it. auto (default): lb when the set is behind a load-balancing rule with a probe")
     pol.add_argument("--drain-hook", metavar="CMD",
                      help="with --drain hook: a command run before VMs are disrupted (VMSSCTL_DRAIN=drain) and "

@@ -62,6 +62,12 @@ class Gateway(Protocol):
         """Cancel Azure's rolling upgrade in progress (instances in flight finish their upgrade)."""
         ...
 
+    def set_gateway_pools(self, ids: list[str], member: bool) -> None:
+        """Take these VMs out of every Application Gateway pool of the set's model (``member`` False: their own
+        network configuration without them; the gateway drains their connections), or put them back (the
+        model's). A Uniform set's VMs; an upgrade to the latest model puts them back too."""
+        ...
+
     def network(self) -> Network | None:
         """The load balancers' side of the same connection (None: not reachable from here)."""
         ...

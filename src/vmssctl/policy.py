@@ -16,7 +16,7 @@ from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
 STRATEGIES = ("in-place", "surge")
-DRAINS = ("auto", "none", "lb", "hook")
+DRAINS = ("auto", "none", "lb", "appgw", "hook")
 DRAINED = ("in-place", "surge")  # the strategies that drain (Azure's own upgrade stops VMs itself)
 AZURE_ROLLING = "azure-rolling"  # not chosen by the user: how a Rolling or Automatic set is upgraded (Azure's own)
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
@@ -106,7 +106,7 @@ class RolloutPolicy:
             raise UsageError("--health-timeout and --poll must be at least 1s")
         if self.drain not in DRAINS:
             raise UsageError(f"--drain '{self.drain}' is not one of {', '.join(DRAINS)}")
-        if self.drain in ("lb", "hook") and self.strategy not in DRAINED:
+        if self.drain in ("lb", "appgw", "hook") and self.strategy not in DRAINED:
             raise UsageError(f"--drain {self.drain} applies to --strategy in-place and surge, not {self.strategy} "
                              "(Azure's rolling upgrade stops VMs itself, without a drain)")
         if (self.drain == "hook") != (self.drain_hook is not None):

@@ -224,6 +224,12 @@ def plan_lines(prepared) -> list[str]:
                    "once good (=readmit)" if pol.strategy != "surge" else
                    f"  drain: the drain hook takes the old VMs each batch retires out of rotation first "
                    f"('{hook}'), {_duration(pol.drain_timeout)} for their connections, then deleted")
+    elif pol.drain == "appgw":
+        out.append("  drain: " + ("each batch" if pol.strategy != "surge" else "the old VMs each batch retires")
+                   + " out of the Application Gateways' pools first (each VM's own network configuration; the "
+                   f"gateway's connection draining), {_duration(pol.drain_timeout)} for the connections, then "
+                   + ("upgraded (the latest model puts them back) and Healthy again before the next"
+                      if pol.strategy != "surge" else "deleted"))
     elif pol.drain == "lb" and not ss.lb_pools:
         out.append("  drain: [yellow]the set names no load balancer pool[/]: nothing to drain")
     elif pol.drain == "lb" and pol.strategy == "surge":
@@ -234,8 +240,8 @@ def plan_lines(prepared) -> list[str]:
         out.append("  drain: each batch out of the set's load balancers first (admin state Down), "
                    f"{_duration(pol.drain_timeout)} for its connections, readmitted and Up again before the next")
     elif ss.gateway_pools and not ss.lb_pools:
-        out.append("  drain: none (an Application Gateway has no admin state: --drain hook can take VMs out of its "
-                   "pool first; the gateway's health still decides when they count again)")
+        out.append("  drain: none (an Application Gateway has no admin state: --drain appgw takes VMs out of its "
+                   "pools first, --drain hook by a command of yours)")
     elif ss.lb_pools:
         out.append("  drain: none (requests in flight on a stopping VM fail; the load balancer's probe notices "
                    "after its interval x threshold)")

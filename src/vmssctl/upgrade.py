@@ -50,7 +50,7 @@ class Prepared:
     def estimate_seconds(self) -> float:
         n = len(self.plan.batches)
         drain = self.policy.drain_timeout if (self.policy.drain == "lb" and self.scale_set.lb_pools) or \
-            self.policy.drain == "hook" else 0.0
+            self.policy.drain in ("hook", "appgw") else 0.0
         return n * (TYPICAL_BATCH_SECONDS + drain) + max(0, n - 1) * self.policy.pause
 
     def to_json(self) -> dict:
@@ -174,11 +174,15 @@ def drain_for(api: Gateway, ss: ScaleSet, policy: RolloutPolicy) -> tuple[Rollou
 
     if policy.drain == "none" or policy.strategy not in DRAINED:
         return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
+    where = f"{ss.resource_group}/{ss.name}"
+    if policy.drain == "appgw" and (not ss.gateway_pools or ss.orchestration_mode.lower() == "flexible"):
+        raise UsageError(f"--drain appgw: {where} names no Application Gateway pool" if not ss.gateway_pools else
+                         f"--drain appgw takes a Uniform set's VMs out of a gateway's pool; {where} is Flexible (its "
+                         "VMs' network interfaces are resources of their own): use --drain hook")
     network = api.network() if ss.fronted else None
     if network is None:
         return (replace(policy, drain="none") if policy.drain == "auto" else policy), None
-    where = f"{ss.resource_group}/{ss.name}"
-    if policy.drain == "hook":  # the hook drains; what stands in front says when readmitted VMs count again
+    if policy.drain in ("hook", "appgw"):  # (what stands in front says when readmitted VMs count again)
         try:
             return policy, network.backends(ss)
         except Forbidden as e:

@@ -182,6 +182,20 @@ class WorldGateway:
     def upgrade(self, ids: list[str]) -> None:
         self.world.vms.act(self.resource_group, self.name, "manualupgrade", ids)
 
+    @_call("write")
+    def set_gateway_pools(self, ids: list[str], member: bool) -> None:
+        import copy
+
+        ss = self.world.scale_sets.get(self.resource_group, self.name)
+        nics = copy.deepcopy((ss.vm_profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or [])
+        if not member:
+            for nic in nics:
+                for ipc in (nic.get("properties") or {}).get("ipConfigurations") or []:
+                    (ipc.get("properties") or {}).pop("applicationGatewayBackendAddressPools", None)
+        for iid in ids:
+            self.world.vms.update(self.resource_group, self.name, iid, {"properties": {
+                "networkProfileConfiguration": {"networkInterfaceConfigurations": nics}}}, None, None)
+
     @_call("reimage")
     def reimage(self, ids: list[str]) -> None:
         self.world.vms.act(self.resource_group, self.name, "reimage", ids)

@@ -174,6 +174,8 @@ def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> 
         "provisioningState": inst.provisioning,
         "timeCreated": iso(inst.created),
     }
+    if inst.nics is not None:  # its own network configuration (else the model's, as the set shows it)
+        props["networkProfileConfiguration"] = {"networkInterfaceConfigurations": inst.nics}
     if inst.protection:
         props["protectionPolicy"] = {"protectFromScaleIn": bool(inst.protection.get("protectFromScaleIn")),
                                      "protectFromScaleSetActions":

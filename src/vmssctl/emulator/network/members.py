@@ -35,17 +35,22 @@ def members_of(world: World, subscription: str, pool_id: str, key: str) -> list[
     (``loadBalancerBackendAddressPools`` or ``applicationGatewayBackendAddressPools``)."""
     out: list[Member] = []
     for ss in world.scale_sets.select(subscription=subscription):
-        for nic, ipc in ip_configurations(ss):
-            pools = (ipc.get("properties") or {}).get(key) or []
-            if any(str((p or {}).get("id", "")).lower() == pool_id.lower() for p in pools):
-                out += [Member(ss, inst, ip_configuration_id(world, ss, inst, nic, ipc["name"]), ip_address(ss, inst))
-                        for inst in sorted(ss.instances.values(), key=lambda i: i.instance_id)]
+        model = ip_configurations(ss)
+        for inst in sorted(ss.instances.values(), key=lambda i: i.instance_id):
+            own = ip_configurations(ss, inst.nics) if inst.nics is not None else model  # (a VM's own, once set)
+            for nic, ipc in own:
+                pools = (ipc.get("properties") or {}).get(key) or []
+                if any(str((p or {}).get("id", "")).lower() == pool_id.lower() for p in pools):
+                    out.append(Member(ss, inst, ip_configuration_id(world, ss, inst, nic, ipc["name"]),
+                                      ip_address(ss, inst)))
     return out
 
 
-def ip_configurations(ss: ScaleSet) -> list[tuple[str, dict]]:
+def ip_configurations(ss: ScaleSet, nics: list | None = None) -> list[tuple[str, dict]]:
+    """(NIC configuration name, IP configuration) of the set's model, or of ``nics`` (a VM's own)."""
     out = []
-    for nic in (ss.vm_profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []:
+    for nic in nics if nics is not None else \
+            (ss.vm_profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []:
         for ipc in (nic.get("properties") or {}).get("ipConfigurations") or []:
             if isinstance(ipc, dict) and ipc.get("name"):
                 out.append((str(nic.get("name", "nic")), ipc))

@@ -47,6 +47,9 @@ class Instance:
     etag: int = 1
     upgrades: int = 0  # OS disk replacements (upgrade/reimage), to prove nothing was upgraded twice
     protection: dict = field(default_factory=dict)  # protectionPolicy: protectFromScaleIn, protectFromScaleSetActions
+    # its own networkInterfaceConfigurations (networkProfileConfiguration), when set on the VM: which backend pools
+    # it is in; None: the model's (an upgrade to the latest model puts the model's back)
+    nics: list | None = None
     name: str | None = None  # a Flexible set's VM: its name (Microsoft.Compute/virtualMachines/{name}) is its id
     # when it last started / stopped serving (what a load balancer's probe sees, with its lag: network.probes)
     healthy_at: float | None = None
@@ -132,6 +135,11 @@ class Vms:
             inst.protection = {k: v for k, v in policy.items() if v}
             inst.etag += 1
             w.changes += 1
+        network = props.get("networkProfileConfiguration") if isinstance(props, dict) else None
+        if network is not None and not ss.flexible:
+            inst.nics = _check_nics(network)
+            inst.etag += 1
+            w.changes += 1
         now = w.now()
         op = w.operations.new("UpdateScaleSetVM", ss.location, now)
         w.operations.seal(op, now)
@@ -188,6 +196,8 @@ class Vms:
         image, profile = inst.image, inst.profile
         if kind in ("upgrade", "reimage"):
             inst.upgrades += 1
+        if kind == "upgrade":
+            inst.nics = None  # the latest model, its network configuration included
         if kind in ("upgrade", "create"):
             image, profile = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
         elif kind == "reimage" and inst.profile == ss.profile_digest:
@@ -304,3 +314,19 @@ def _facts(ss: ScaleSet, inst: Instance, image: dict) -> dict[str, str]:
         "scaleSet": ss.name, "instanceId": inst.external_id,
     }
 
+
+def _check_nics(network: object) -> list:
+    """A VM's own ``networkProfileConfiguration``: up to 8 network interface configurations, each named, with up to
+    32 named IP configurations (what decides which backend pools the VM is in)."""
+    nics = network.get("networkInterfaceConfigurations") if isinstance(network, dict) else None
+    if not isinstance(nics, list) or not 0 < len(nics) <= 8:
+        raise invalid("networkProfileConfiguration.networkInterfaceConfigurations must be a list of 1 to 8.",
+                      "properties.networkProfileConfiguration")
+    for nic in nics:
+        ipcs = (nic.get("properties") or {}).get("ipConfigurations") if isinstance(nic, dict) else None
+        if not isinstance(nic, dict) or not isinstance(nic.get("name"), str) or not isinstance(ipcs, list) or \
+                not 0 < len(ipcs) <= 32 or not all(isinstance(i, dict) and isinstance(i.get("name"), str)
+                                                  for i in ipcs):
+            raise invalid("Every network interface configuration needs a name and 1 to 32 named IP configurations.",
+                          "properties.networkProfileConfiguration")
+    return [dict(n) for n in nics]

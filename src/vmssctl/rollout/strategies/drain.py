@@ -41,6 +41,7 @@ FRONTS = "fronts"  # the load balancers' rules and probes in front of the set wh
 HOOK, HOOK_DRAINED, HOOK_READMITTED = "drainHook", "hookDrained", "hookReadmitted"  # --drain hook: the command, and
 # when it said the VMs were out of rotation, and back
 HOOK_TIMEOUT = 300.0  # real seconds a drain hook may take
+GATEWAY = "viaGateway"  # --drain appgw: the batch's VMs leave the Application Gateways' pools (not an admin state)
 # what draining does on the set's load balancers, as RBAC names it (a built-in Network Contributor has them all)
 NEEDS = ("Microsoft.Network/loadBalancers/read", "Microsoft.Network/loadBalancers/loadBalancingRules/health/action",
          "Microsoft.Network/loadBalancers/backendAddressPools/read",
@@ -53,7 +54,7 @@ def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> 
     policy drains and the next decision needs it; ``lb`` is None when Network cannot be reached from here, {}
     when the set has no pool. Not read while the open batch is upgrading (or its new VMs coming up, or its old
     ones being deleted): nothing then depends on it, and a turn costs Compute's reads alone."""
-    if policy.drain not in ("lb", "hook") or not _needed(phase.open_batch, sight.settled):
+    if policy.drain not in ("lb", "hook", "appgw") or not _needed(phase.open_batch, sight.settled):
         return {}
     network = api.network()
     if network is None:
@@ -64,8 +65,9 @@ def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> 
     by: dict[str, dict] = {}
     backends = network.backends(model, health=_health_needed(phase.open_batch))
     for b in backends:
-        row = by.setdefault(b.instance_id, {"up": True, "admin": "None", "drains": False})
+        row = by.setdefault(b.instance_id, {"up": True, "admin": "None", "drains": False, "gw": False})
         row["drains"] = row["drains"] or not b.gateway  # in a load balancer's pool: an admin state drains it
+        row["gw"] = row["gw"] or b.gateway  # in an Application Gateway's pool
         row["up"] = row["up"] and b.state == "Up"  # Up only if every rule sends it new connections (Unknown: not
         # asked, and not used: see _health_needed)
         if b.admin != "None":
@@ -143,9 +145,26 @@ def start_meta(obs: Observation, policy: RolloutPolicy, ids: list[str]) -> dict 
     if policy.drain == "hook":
         return {DRAIN: obs.now, HOOK: policy.drain_hook}
     lb = obs.seen.get("lb")
-    if policy.drain != "lb" or not isinstance(lb, dict) or not any(_drains(lb, i) for i in ids):
+    way = "appgw" if policy.drain == "appgw" else "lb"
+    if policy.drain not in ("lb", "appgw") or not isinstance(lb, dict) or not _still_in(lb, ids, way):
         return None
-    return {DRAIN: obs.now, FRONTS: _fronts_seen(obs)}
+    return {DRAIN: obs.now, FRONTS: _fronts_seen(obs), **({GATEWAY: True} if way == "appgw" else {})}
+
+
+def _way(batch: Batch) -> str:
+    return "appgw" if batch.meta.get(GATEWAY) else "lb"
+
+
+def _still_in(lb: dict, ids: list[str] | tuple[str, ...], way: str) -> tuple[str, ...]:
+    """The VMs not drained yet: still in an Application Gateway's pool (``appgw``), or in a load balancer's pool
+    with an admin state other than Down (``lb``)."""
+    if way == "appgw":
+        return tuple(i for i in ids if i in lb and lb[i].get("gw"))
+    return tuple(i for i in ids if _drains(lb, i) and lb[i]["admin"] != "Down")
+
+
+def _take_out(ids: tuple[str, ...], way: str) -> SetAdmin | GatewayPools:
+    return GatewayPools(ids, False) if way == "appgw" else SetAdmin(ids, "Down")
 
 
 def draining(batch: Batch) -> bool:
@@ -165,9 +184,9 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     if not batch.meta.get(ISSUED):
         if hook and not batch.meta.get(HOOK_DRAINED):
             return RunHook(batch, "drain", tuple(ids))
-        not_down = tuple(i for i in ids if _drains(lb, i) and lb[i]["admin"] != "Down")
-        if not_down:
-            return SetAdmin(not_down, "Down")
+        not_out = () if hook else _still_in(lb, ids, _way(batch))
+        if not_out:
+            return _take_out(not_out, _way(batch))
         ends = float(batch.meta[DRAIN]) + policy.drain_timeout
         return Wait(ends - obs.now, "draining") if obs.now < ends else IssueDrained(batch)
     settled = len(obs.verdicts) >= len(ids) and all(v.state in (GOOD, BAD) for v in obs.verdicts.values())
@@ -175,8 +194,12 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
         return Readmit(batch) if settled else None
     if hook and not batch.meta.get(HOOK_READMITTED):  # (the hook's word, recorded, is all there is of it)
         return RunHook(batch, "readmit", tuple(ids))
+    if _way(batch) == "appgw" and not hook:  # (an upgrade to the latest model puts them back already)
+        out = tuple(i for i in ids if i in obs.by_id and not (i in lb and lb[i].get("gw")))
+        if out:
+            return GatewayPools(out, True)
     still_down = tuple(i for i in ids if i in lb and lb[i]["admin"] == "Down")
-    if still_down and not hook:
+    if still_down and not hook and _way(batch) == "lb":
         return SetAdmin(still_down, "None")
     good = [i for i, v in obs.verdicts.items() if v.state == GOOD]
     not_up = [i for i in good if i in lb and not lb[i]["up"]]
@@ -193,23 +216,24 @@ def before_retiring(obs: Observation, policy: RolloutPolicy, batch: Batch, new: 
     lb = _lb(obs)
     if policy.drain == "hook":
         return _retire_by_hook(obs, policy, batch, new, pick)
-    if policy.drain != "lb" or not lb:
+    if policy.drain not in ("lb", "appgw") or not lb:
         return Retire(tuple(pick()))
+    way = "appgw" if policy.drain == "appgw" else "lb"
     if RETIREES not in batch.meta:
         waiting = _until_new_up(obs, policy, new, lb)
         if waiting is not None:
             return waiting
         retirees = pick()
-        if not any(_drains(lb, i) for i in retirees):
+        if not _still_in(lb, retirees, way):
             return Retire(tuple(retirees))  # in no pool: nothing to drain
-        return DrainRetirees(batch, tuple(retirees), _fronts_seen(obs))
+        return DrainRetirees(batch, tuple(retirees), _fronts_seen(obs), gateway=way == "appgw")
     changed = changed_fronts(obs, batch)
     if changed is not None:
         return changed
     retirees = [i for i in batch.meta[RETIREES] if i in obs.by_id]
-    not_down = tuple(i for i in retirees if _drains(lb, i) and lb[i]["admin"] != "Down")
-    if not_down:
-        return SetAdmin(not_down, "Down")
+    not_out = _still_in(lb, retirees, way)
+    if not_out:
+        return _take_out(not_out, way)
     ends = float(batch.meta[DRAIN]) + policy.drain_timeout
     return Wait(ends - obs.now, "draining the instances to retire") if obs.now < ends else Retire(tuple(retirees))
 
@@ -249,14 +273,15 @@ class DrainRetirees:
     ids: tuple[str, ...]
     fronts: list[str]
     hook: str | None = None
+    gateway: bool = False
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         meta = {**self.batch.meta, DRAIN: host.now(), RETIREES: list(self.ids), FRONTS: self.fronts,
-                **({HOOK: self.hook} if self.hook else {})}
+                **({HOOK: self.hook} if self.hook else {}), **({GATEWAY: True} if self.gateway else {})}
         host.update_batch(self.batch, meta=meta)
         if self.hook:
             return RunHook(replace(self.batch, meta=meta), "drain", self.ids).apply(host, phase)
-        return SetAdmin(self.ids, "Down").apply(host, phase)
+        return _take_out(self.ids, "appgw" if self.gateway else "lb").apply(host, phase)
 
 
 @dataclass(frozen=True)
@@ -313,6 +338,27 @@ class SetAdmin:
 
 
 @dataclass(frozen=True)
+class GatewayPools:
+    """These VMs out of the Application Gateways' pools (``member`` False: each VM's own network configuration
+    without them; the gateway's connection draining lets their requests finish) or back in."""
+
+    ids: tuple[str, ...]
+    member: bool
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        try:
+            host.arm(lambda: host.api.set_gateway_pools(list(self.ids), self.member))
+        except PreconditionFailed:  # a VM changed between our read and write: the next turn looks again
+            return None
+        except Forbidden as e:
+            what = "take" if not self.member else "put back"
+            return (f"Compute refused to {what} instance(s) {', '.join(self.ids)} out of/into the Application "
+                    f"Gateway pools: the credential lacks {e.action or e}; grant it and run again")
+        host.emit("readmitted" if self.member else "drained", instances=list(self.ids), by="appgw")
+        return None
+
+
+@dataclass(frozen=True)
 class IssueDrained:
     """The drain is over: upgrade the batch (its health timeout starts now)."""
 
@@ -337,6 +383,8 @@ class Readmit:
         ids = tuple(self.batch.meta.get(RETIREES, self.batch.instance_ids))
         if self.batch.meta.get(HOOK):
             return RunHook(replace(self.batch, meta=meta), "readmit", ids).apply(host, phase)
+        if self.batch.meta.get(GATEWAY):
+            return GatewayPools(ids, True).apply(host, phase)
         return SetAdmin(ids, "None").apply(host, phase)
 
 
