@@ -99,13 +99,16 @@ concurrency = 5
         victim = _driving(pg.url, [w.proc for w in workers])  # a worker driving a rollout of the last stage dies...
         workers[victim].proc.send_signal(signal.SIGKILL)
         workers[victim].proc.wait(10)
-        pg.stop()  # ... and the database is down for longer than the takeover window
+        # ... and the database goes down; when it comes back it holds what an outage longer than the takeover
+        # window (6 s) leaves: every heartbeat 20 s old, the survivors' too (aged on the database's own clock, not
+        # waited for in real time), so a survivor must not take a peer over before it has watched for the window
+        _age_heartbeats(pg.url, 20)
+        pg.stop()
         status = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "status", fid, "--database", pg.url,
                                    "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "VMSSCTL_DB_WAIT": "300"})
         page = api.get(f"/fleets/{fid}")
         assert page.status_code == 200 and "Cannot show the fleet" in page.text and 'http-equiv="refresh"' in page.text
-        time.sleep(20)
         pg.start()
         out, err = status.communicate(timeout=120)  # it waited for the database, then answered
         assert status.returncode == 0 and '"type": "fleet_view"' in out and "internal error" not in err, err
@@ -146,6 +149,20 @@ concurrency = 5
         for w in workers:
             w.stop()
         emu.stop()
+
+
+def _age_heartbeats(database: str, seconds: float) -> None:
+    """Every worker's last heartbeat ``seconds`` older, as the database would hold them after that long an outage."""
+    from vmssctl.fleet.worker import engine_for
+
+    engine = engine_for(database)
+    try:
+        import sqlalchemy as sa
+
+        with engine.begin() as db:
+            db.execute(sa.text("UPDATE vmssctl_workers SET beat = beat - :s"), {"s": seconds})
+    finally:
+        engine.dispose()
 
 
 def _driving(database: str, workers: list, seconds: float = 30) -> int:
