@@ -249,31 +249,31 @@ class WorldGateway:
         return world_network(self.world)
 
 
+def _as_sdk(name: str, answer: Callable[[], dict]) -> Any:
+    """What the world answers, as azure-mgmt-network's model ``name`` (its refusals as vmssctl's errors, as the SDK
+    gateway raises them): the in-process network client reads the world with the very code that reads HTTPS."""
+    from vmssctl.azure import network_model
+
+    try:
+        return network_model(name, answer())
+    except EmulatorArmError as e:
+        raise _as_vmssctl(e) from None
+
+
 class _LoadBalancers:
-    """The world's load balancers as azure-mgmt-network's client answers (its own models), so that the in-process
-    network gateway reads them with the very code that reads them over HTTPS."""
+    """The world's load balancers as azure-mgmt-network's client answers (its own models)."""
 
     def __init__(self, world: World) -> None:
         self.world = world
 
     def get(self, resource_group: str, name: str) -> object:
-        from vmssctl.azure import network_model
-
         lbs = self.world.load_balancers
-        try:
-            return network_model("LoadBalancer", lbs.render(lbs.get(resource_group, name)))
-        except EmulatorArmError as e:
-            raise _as_vmssctl(e) from None
+        return _as_sdk("LoadBalancer", lambda: lbs.render(lbs.get(resource_group, name)))
 
     def begin_health(self, resource_group: str, name: str, rule: str) -> object:
-        from vmssctl.azure import network_model
-
         lbs = self.world.load_balancers
-        try:
-            health = network_model("LoadBalancerHealthPerRule", lbs.rule_health(lbs.get(resource_group, name), rule))
-        except EmulatorArmError as e:
-            raise _as_vmssctl(e) from None
-        return _Done(health)
+        return _Done(_as_sdk("LoadBalancerHealthPerRule",
+                             lambda: lbs.rule_health(lbs.get(resource_group, name), rule)))
 
 
 @dataclass(frozen=True)
@@ -291,14 +291,9 @@ class _Pools:
         self.world = world
 
     def get(self, resource_group: str, name: str, pool: str) -> object:
-        from vmssctl.azure import network_model
-
         lbs = self.world.load_balancers
-        try:
-            return network_model("BackendAddressPool",
-                                 lbs.render_child(lbs.get(resource_group, name), "backendAddressPools", pool))
-        except EmulatorArmError as e:
-            raise _as_vmssctl(e) from None
+        return _as_sdk("BackendAddressPool",
+                       lambda: lbs.render_child(lbs.get(resource_group, name), "backendAddressPools", pool))
 
     def begin_create_or_update(self, resource_group: str, name: str, pool: str, model: Any,
                                headers: dict | None = None) -> object:
@@ -317,23 +312,13 @@ class _AppGateways:
         self.world = world
 
     def get(self, resource_group: str, name: str) -> object:
-        from vmssctl.azure import network_model
-
         gws = self.world.app_gateways
-        try:
-            return network_model("ApplicationGateway", gws.render(gws.get(resource_group, name)))
-        except EmulatorArmError as e:
-            raise _as_vmssctl(e) from None
+        return _as_sdk("ApplicationGateway", lambda: gws.render(gws.get(resource_group, name)))
 
     def begin_backend_health(self, resource_group: str, name: str) -> object:
-        from vmssctl.azure import network_model
-
         gws = self.world.app_gateways
-        try:
-            health = gws.backend_health(gws.get(resource_group, name))
-        except EmulatorArmError as e:
-            raise _as_vmssctl(e) from None
-        return _Done(network_model("ApplicationGatewayBackendHealth", health))
+        return _Done(_as_sdk("ApplicationGatewayBackendHealth",
+                             lambda: gws.backend_health(gws.get(resource_group, name))))
 
 
 class _NetworkClient:
