@@ -191,7 +191,11 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
         return Wait(ends - obs.now, "draining") if obs.now < ends else IssueDrained(batch)
     settled = len(obs.verdicts) >= len(ids) and all(v.state in (GOOD, BAD) for v in obs.verdicts.values())
     if not batch.meta.get(READMITTED):
-        return Readmit(batch) if settled else None
+        if not settled:
+            return None
+        if _way(batch) == "appgw" and not hook:  # only those an upgrade to the latest model has not put back
+            return Readmit(batch, tuple(i for i in ids if i in obs.by_id and not (i in lb and lb[i].get("gw"))))
+        return Readmit(batch)
     if hook and not batch.meta.get(HOOK_READMITTED):  # (the hook's word, recorded, is all there is of it)
         return RunHook(batch, "readmit", tuple(ids))
     if _way(batch) == "appgw" and not hook:  # (an upgrade to the latest model puts them back already)
@@ -373,18 +377,20 @@ class IssueDrained:
 
 @dataclass(frozen=True)
 class Readmit:
-    """Every verdict is in: the batch's VMs go back into rotation (intent recorded first)."""
+    """Every verdict is in: the batch's VMs go back into rotation (intent recorded first); ``only``: the ones seen
+    still out (None: all of them, unobserved)."""
 
     batch: Batch
+    only: tuple[str, ...] | None = None
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         meta = {**self.batch.meta, READMITTED: host.now()}
         host.update_batch(self.batch, meta=meta)
-        ids = tuple(self.batch.meta.get(RETIREES, self.batch.instance_ids))
+        ids = tuple(self.batch.meta.get(RETIREES, self.batch.instance_ids)) if self.only is None else self.only
         if self.batch.meta.get(HOOK):
             return RunHook(replace(self.batch, meta=meta), "readmit", ids).apply(host, phase)
         if self.batch.meta.get(GATEWAY):
-            return GatewayPools(ids, True).apply(host, phase)
+            return GatewayPools(ids, True).apply(host, phase) if ids else None
         return SetAdmin(ids, "None").apply(host, phase)
 
 
