@@ -349,3 +349,76 @@ def test_show_and_the_plan_read_an_application_gateway_in_front_of_a_set(frozen,
     assert prepared.policy.drain == "none"
     assert "  behind application gateway rg/gw rule web (probe health): 2 Up, 0 Down" in lines, lines
     assert any("an Application Gateway has no admin state: --drain appgw takes VMs out" in line for line in lines)
+
+
+# ------------------------------------------------------------------------------ traffic through a gateway
+def _gateway_world(draining: bool = True) -> World:
+    """Set web of 3 in Application Gateway gw's pool (probe every 5 s, 2 misses; connection draining 60 s)."""
+    w = World(SimClock(0, start=1_000_000.0), seed=1)
+    w.resource_groups.put("rg", "eastus")
+    body = gw_body("rg")
+    body["properties"]["backendHttpSettingsCollection"][0]["properties"]["connectionDraining"]["enabled"] = draining
+    w.app_gateways.put("rg", "gw", body)
+    w.scale_sets.put("rg", "web", in_pool(3, "rg", gateway=True))
+    step(w, 900)
+    return w
+
+
+def _out_of_the_pool(world: World, iid: str, back: bool = False) -> None:
+    """VM ``iid``'s own network configuration without the gateway's pool (what ``--drain appgw`` writes), or
+    (``back``) with it again."""
+    nics = world.scale_sets.get("rg", "web").vm_profile["networkProfile"]["networkInterfaceConfigurations"]
+    bare = [{**n, "properties": {**n["properties"], "ipConfigurations": [
+        {**c, "properties": {k: v for k, v in c["properties"].items() if k != "applicationGatewayBackendAddressPools"}}
+        for c in n["properties"]["ipConfigurations"]]}} for n in nics]
+    world.vms.update("rg", "web", iid, {"properties": {"networkProfileConfiguration": {
+        "networkInterfaceConfigurations": nics if back else bare}}}, None, None)
+
+
+def _gateway_traffic(world: World) -> str:
+    return world.traffic.start({"resourceGroup": "rg", "applicationGateway": "gw", "rule": "web", "rps": 300,
+                                "meanDurationSeconds": 0.2, "longLivedShare": 0.05, "longLivedSeconds": 20}).id
+
+
+@pytest.mark.parametrize("draining, stop_after, cut", [
+    # connection draining: the VM's requests finish for 60 s; long-lived ones left then (e^-3 of 100) are cut
+    (True, 120, (4, 6)),
+    # stopped 5 s into its draining: what is still in flight then (e^-0.25 of 100 long-lived) is cut
+    (True, 5, (75, 82)),
+    # no connection draining: leaving the pool cuts everything in flight (19 short, 100 long-lived)
+    (False, 120, (115, 122)),
+])
+def test_traffic_through_a_gateway_drains_a_vm_out_of_its_pool(draining, stop_after, cut):
+    world = _gateway_world(draining)
+    tid = _gateway_traffic(world)
+    step(world, 120)
+    assert counts(world, tid)["failed"] == 0
+    _out_of_the_pool(world, "1")
+    step(world, stop_after)
+    world.vms.act("rg", "web", "poweroff", ["1"])
+    step(world, 200)
+    c = counts(world, tid)
+    assert c["failedBy"]["probe-lag"] == 0 and c["failedBy"]["no-backend"] == 0, c  # it got no new requests
+    assert cut[0] <= c["failedBy"]["cut"] <= cut[1], c
+    assert c["applicationGateway"] == "gw" and "loadBalancer" not in c
+    assert c["backends"]["web_1"]["served"] <= 120 * 100  # nothing after it left
+
+
+def test_a_vm_back_in_the_gateway_pool_while_draining_keeps_its_connections_and_gets_requests_again():
+    world = _gateway_world()
+    tid = _gateway_traffic(world)
+    step(world, 60)
+    _out_of_the_pool(world, "1")
+    step(world, 30)
+    before = counts(world, tid)["backends"]["web_1"]["served"]
+    _out_of_the_pool(world, "1", back=True)  # 30 s into its 60 s of draining
+    step(world, 120)
+    c = counts(world, tid)
+    # it gets requests again once the gateway has probed it (within 5 s)
+    assert before + 100 * 114 <= c["backends"]["web_1"]["served"] <= before + 100 * 116
+    assert world.loads[tid].leaving == {}
+    assert c["failed"] == 0, c  # nothing in flight was cut: its draining ended by coming back
+    with pytest.raises(ArmError, match="either a loadBalancer or an applicationGateway"):
+        world.traffic.start({"resourceGroup": "rg", "rule": "web", "rps": 1})
+    with pytest.raises(ArmError, match="requestRoutingRules/nope"):
+        world.traffic.start({"resourceGroup": "rg", "applicationGateway": "gw", "rule": "nope", "rps": 1})

@@ -2,25 +2,23 @@
 connection draining) and health probes, as Microsoft.Network serves them; which VMs are in a pool (the scale sets
 whose NIC IP configurations name it in ``applicationGatewayBackendAddressPools``, as for a load balancer), and what
 each backend setting's probe says of each of them (``POST …/backendhealth``: Healthy or Unhealthy, with the probe's
-lag of ``probes``). Smaller than the load balancer: no traffic through it yet, no per-member admin state (an
-Application Gateway has none: a VM leaves rotation by leaving the pool).
+lag of ``probes``); where a rule sends requests (``route``: users' traffic, ``traffic``), and what connection draining
+gives a VM that leaves a pool. Smaller than the load balancer: no per-member admin state (an Application Gateway
+has none: a VM leaves rotation by leaving the pool).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from vmssctl.emulator import validate
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.network import probes
 from vmssctl.emulator.network.fields import guid, number, ref_name
-from vmssctl.emulator.network.members import Member, members_of
+from vmssctl.emulator.network.members import Member, Route, members_of
 from vmssctl.emulator.network.resource import Parent, Store
 from vmssctl.emulator.resources import availability
-
-if TYPE_CHECKING:
-    pass
 
 TYPE = "Microsoft.Network/applicationGateways"
 CHILDREN = ("gatewayIPConfigurations", "frontendIPConfigurations", "frontendPorts", "backendAddressPools",
@@ -79,11 +77,32 @@ class AppGateways(Store[AppGateway]):
         pool_id = gw.child_id("backendAddressPools", gw.child("backendAddressPools", pool_name)["name"])
         return members_of(self.world, gw.subscription, pool_id, "applicationGatewayBackendAddressPools")
 
+    def route(self, gw: AppGateway, rule_name: str) -> Route:
+        """Where a request routing rule sends requests: to the members of its pool its backend setting's probe has
+        Healthy; a VM that leaves the pool keeps its requests in flight for the setting's connection draining
+        (``drainTimeoutInSec`` when enabled; without it they are cut)."""
+        rp = gw.child("requestRoutingRules", rule_name).get("properties") or {}
+        return self._route(gw, ref_name(rp.get("backendAddressPool")), ref_name(rp.get("backendHttpSettings")))
+
+    def _route(self, gw: AppGateway, pool: str, settings: str) -> Route:
+        sp = gw.child("backendHttpSettingsCollection", settings).get("properties") or {}
+        probe = gw.child("probes", ref_name(sp["probe"])) if sp.get("probe") else None
+        interval, threshold = _probe_timing(probe)
+        draining = sp.get("connectionDraining") or {}
+
+        def state(m: Member, at: float) -> tuple[str, str]:
+            up = probes.state(m.inst, availability.healthy(m.ss, m.inst), at, interval, threshold)
+            return ("Healthy", "Success. Received 200 status code") if up == probes.UP else \
+                ("Unhealthy", "Time taken by the backend to respond to application gateway's health probe is more "
+                              "than the time-out threshold in the probe configuration.")
+
+        return Route(self.members(gw, pool), state,
+                     float(draining["drainTimeoutInSec"]) if draining.get("enabled") else None)
+
     def backend_health(self, gw: AppGateway) -> dict:
         """Every pool a routing rule uses, under each backend setting it is used with: each member Healthy or
         Unhealthy as the setting's probe has it now."""
-        self.world.advance()
-        now = self.world.now()
+        now = self.world.advance()
         pairs: dict[str, list[str]] = {}  # pool -> its backend settings (in the rules' order)
         for r in gw.children("requestRoutingRules"):
             rp = r.get("properties") or {}
@@ -92,20 +111,14 @@ class AppGateways(Store[AppGateway]):
                 pairs[pool].append(settings)
         out = []
         for pool, settings_names in pairs.items():
-            members = self.members(gw, pool)
             per_settings = []
             for s in settings_names:
-                sp = gw.child("backendHttpSettingsCollection", s).get("properties") or {}
-                probe = gw.child("probes", ref_name(sp["probe"])) if sp.get("probe") else None
-                interval, threshold = _probe_timing(probe)
+                route = self._route(gw, pool, s)
                 servers = []
-                for m in members:
-                    up = probes.state(m.inst, availability.healthy(m.ss, m.inst), now, interval, threshold)
+                for m in route.members:
+                    health, log = route.state(m, now)
                     servers.append({"address": m.ip_address, "ipConfiguration": {"id": m.ip_configuration},
-                                    "health": "Healthy" if up == probes.UP else "Unhealthy",
-                                    "healthProbeLog": "Success. Received 200 status code" if up == probes.UP
-                                    else "Time taken by the backend to respond to application gateway's health "
-                                         "probe is more than the time-out threshold in the probe configuration."})
+                                    "health": health, "healthProbeLog": log})
                 per_settings.append({"backendHttpSettings": {"id": gw.child_id("backendHttpSettingsCollection", s)},
                                      "servers": servers})
             out.append({"backendAddressPool": {"id": gw.child_id("backendAddressPools", pool)},
@@ -233,10 +246,6 @@ def _check_probe(name: str, p: dict) -> None:
     number(p, "unhealthyThreshold", 1, 20, f"Probe {name}", required=True)
     if not p.get("host") and not p.get("pickHostNameFromBackendHttpSettings"):
         raise invalid(f"Probe {name}: needs a host, or pickHostNameFromBackendHttpSettings.", "host")
-
-
-
-
 
 
 def _probe_timing(probe: dict | None) -> tuple[float, int]:

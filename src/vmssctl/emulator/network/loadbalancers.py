@@ -8,20 +8,17 @@ with a probe, as Azure documents it). The rule's health (``POST …/loadBalancin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from vmssctl import inputs
 from vmssctl.emulator import validate
 from vmssctl.emulator.errors import ArmError, invalid
 from vmssctl.emulator.network import probes
 from vmssctl.emulator.network.fields import guid, number, ref_name
-from vmssctl.emulator.network.members import Member, members_of
+from vmssctl.emulator.network.members import Member, Route, members_of
 from vmssctl.emulator.network.resource import Parent, Store
 from vmssctl.emulator.resources import availability
 from vmssctl.emulator.resources.fields import check_etag, strip_read_only
-
-if TYPE_CHECKING:
-    pass
 
 TYPE = "Microsoft.Network/loadBalancers"
 CHILDREN = ("frontendIPConfigurations", "backendAddressPools", "probes", "loadBalancingRules")
@@ -117,25 +114,34 @@ class LoadBalancers(Store[LoadBalancer]):
         pool_id = lb.child_id("backendAddressPools", lb.child("backendAddressPools", pool_name)["name"])
         return members_of(self.world, lb.subscription, pool_id, "loadBalancerBackendAddressPools")
 
-    def rule_health(self, lb: LoadBalancer, rule_name: str) -> dict:
-        """Each backend of the rule's pool, Up or Down for new connections now, and why."""
-        self.world.advance()
-        now = self.world.now()
-        rule = lb.child("loadBalancingRules", rule_name)
-        rp = rule.get("properties") or {}
+    def route(self, lb: LoadBalancer, rule_name: str) -> Route:
+        """Where the rule sends new connections: Up by admin state when set (only on a rule with a probe, as Azure
+        documents it), else by the probe, or always Up on a rule without one. A VM that leaves the pool (deleted)
+        loses its connections."""
+        rp = lb.child("loadBalancingRules", rule_name).get("properties") or {}
         pool = ref_name(rp.get("backendAddressPool"))
         probe = lb.child("probes", ref_name(rp["probe"])) if rp.get("probe") else None
         interval, threshold = _probe_timing(probe)
+        admin = {k: v for k, v in lb.admin.items() if k.startswith(f"{pool.lower()}|")}
+
+        def state(m: Member, at: float) -> tuple[str, str]:
+            if probe is None:
+                return probes.UP, "No health probe on the rule"
+            set_to = admin.get(f"{pool.lower()}|{m.name.lower()}", "None")
+            if set_to != "None":
+                return set_to, f"Admin state {set_to}"
+            up = probes.state(m.inst, availability.healthy(m.ss, m.inst), at, interval, threshold)
+            return up, "Probe answered" if up == probes.UP else "Probe failed"
+
+        return Route(self.members(lb, pool) if pool else [], state)
+
+    def rule_health(self, lb: LoadBalancer, rule_name: str) -> dict:
+        """Each backend of the rule's pool, Up or Down for new connections now, and why."""
+        now = self.world.advance()
+        route = self.route(lb, rule_name)
         rows = []
-        for m in self.members(lb, pool) if pool else []:
-            admin = lb.admin.get(f"{pool.lower()}|{m.name.lower()}", "None")
-            if probe is not None and admin != "None":  # admin state counts only on a rule with a probe
-                state, reason = admin, f"Admin state {admin}"
-            elif probe is None:
-                state, reason = probes.UP, "No health probe on the rule"
-            else:
-                state = probes.state(m.inst, availability.healthy(m.ss, m.inst), now, interval, threshold)
-                reason = "Probe answered" if state == probes.UP else "Probe failed"
+        for m in route.members:
+            state, reason = route.state(m, now)
             rows.append({"ipAddress": m.ip_address, "networkInterfaceIPConfigurationId": m.ip_configuration,
                          "state": state, "reason": reason})
         up = sum(1 for r in rows if r["state"] == probes.UP)

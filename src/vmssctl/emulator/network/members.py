@@ -5,6 +5,7 @@ and addressed."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,29 @@ class Member:
     def name(self) -> str:
         """Its name among the pool's ``loadBalancerBackendAddresses`` (how a client names it to set admin state:
         the NIC reference there is read-only)."""
-        return self.inst.name or f"{self.ss.name}_{self.inst.instance_id}"
+        return member_name(self.ss, self.inst)
+
+
+def member_name(ss: ScaleSet, inst: Instance) -> str:
+    """A VM's name as a pool member: a Flexible VM's own name, a Uniform one's ``set_instanceid``."""
+    return inst.name or f"{ss.name}_{inst.instance_id}"
+
+
+UP = ("Up", "Healthy")  # what a load balancer's rule and an Application Gateway's backend health call serving
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a rule (a load balancer's, an Application Gateway's) sends new requests: its pool's members, what it
+    says of each at a moment (Up or Down for new requests, and why), and what becomes of the requests in flight on a
+    VM that leaves the pool (``drain``: seconds they may finish, the gateway's connection draining; None: cut)."""
+
+    members: list[Member]
+    state: Callable[[Member, float], tuple[str, str]]
+    drain: float | None = None
+
+    def up(self, m: Member, at: float) -> bool:
+        return self.state(m, at)[0] in UP
 
 
 def members_of(world: World, subscription: str, pool_id: str, key: str) -> list[Member]:

@@ -16,13 +16,18 @@ UP, DOWN = "Up", "Down"
 
 
 def state(inst: Instance, serving: bool, now: float, interval: float, threshold: int) -> str:
-    """Up or Down, as the probe has it at ``now`` (``serving``: the VM answers its probe now)."""
+    """Up or Down, as the probe has it at ``now`` (``serving``: the VM answers its probe now). A VM whose network
+    configuration changed (``nics_at``: it joined its pools then) counts as probed only from then."""
+    joined = inst.nics_at
     if serving:
         # serving since healthy_at (None: since before its transitions were recorded): Up once probed
-        return UP if inst.healthy_at is None or now - inst.healthy_at >= interval else DOWN
+        since = inst.healthy_at if joined is None else max(inst.healthy_at or joined, joined)
+        return UP if since is None or now - since >= interval else DOWN
     if inst.unhealthy_at is None:
         return DOWN  # never served (being created)
-    was_up = inst.prev_healthy_at is not None and inst.unhealthy_at - inst.prev_healthy_at >= interval
+    before = inst.prev_healthy_at if joined is None or inst.prev_healthy_at is None else \
+        max(inst.prev_healthy_at, joined)
+    was_up = before is not None and inst.unhealthy_at - before >= interval
     return UP if was_up and now - inst.unhealthy_at < threshold * interval else DOWN
 
 

@@ -1,14 +1,18 @@
-"""Client load on a load balancer's rule, simulated on the emulator's clock: what users would count.
+"""Client load on a load balancer's rule or an Application Gateway's routing rule, simulated on the emulator's
+clock: what users would count.
 
 A fluid model, not an event per request (1,000 requests a second at 600x stays cheap): each tick (a simulated
-second, and every moment the world changes) the rule's new requests go evenly to the backends the load balancer
-deems eligible (admin state Up, or not Down and the probe says Up). A request fails when
+second, and every moment the world changes) the rule's new requests go evenly to the backends it deems eligible
+(the front's ``route``: on a load balancer admin state Up, or not Down and the probe says Up; on a gateway the
+probe says Healthy). A request fails when
 
 - ``probe-lag``: it is sent to a VM that stopped serving but is not yet probed down;
 - ``no-backend``: no backend is eligible;
-- ``cut``: its VM stops serving while the request is in flight. A VM's in-flight requests are its arrival rate
-  times their mean duration (and, for the long-lived share, their lifetime), decaying exponentially from the
-  moment it stopped getting new ones (admin state Down, or probed down): a drained VM is cut with what is left.
+- ``cut``: its VM stops serving while the request is in flight, or leaves the pool with it (deleted, or out of a
+  gateway's pool: with connection draining the requests in flight have ``drainTimeoutInSec`` to finish, and the
+  ones left then are cut). A VM's in-flight requests are its arrival rate times their mean duration (and, for the
+  long-lived share, their lifetime), decaying exponentially from the moment it stopped getting new ones (admin
+  state Down, probed down, out of the pool): a drained VM is cut with what is left.
 
 Every count is exact arithmetic on the seeded world: the same run gives the same figures.
 """
@@ -22,11 +26,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vmssctl.emulator.errors import ArmError, invalid
-from vmssctl.emulator.network import probes
+from vmssctl.emulator.network.members import member_name
 from vmssctl.emulator.resources import availability
 
 if TYPE_CHECKING:
-    from vmssctl.emulator.network.members import Member
+    from vmssctl.emulator.network.members import Route
+    from vmssctl.emulator.network.resource import Parent
     from vmssctl.emulator.world import World
 
 TICK = 1.0  # simulated seconds between looks when nothing changes in the world
@@ -38,8 +43,8 @@ CAUSES = ("probe-lag", "no-backend", "cut")
 class Load:
     id: str
     rg: str
-    lb: str
-    rule: str
+    lb: str  # the load balancer ("" for a gateway's load)
+    rule: str  # its load-balancing rule, or the gateway's request routing rule
     rps: float  # new requests a second
     mean_duration: float  # seconds a short request is in flight
     long_share: float  # share of requests that are long-lived connections
@@ -53,6 +58,8 @@ class Load:
     routed: dict[str, list[float]] = field(default_factory=dict)  # name -> [rate, routed until, routed since]
     serving: dict[str, bool] = field(default_factory=dict)  # name -> serving at ``last``
     history: list[list[float]] = field(default_factory=list)  # [time, requests, failed] every HISTORY_STEP
+    gateway: str = ""  # the Application Gateway ("" for a load balancer's load)
+    leaving: dict[str, float] = field(default_factory=dict)  # name -> until when a VM out of the pool drains
 
     def totals(self) -> tuple[float, float]:
         failed = sum(self.failed.values())
@@ -82,7 +89,8 @@ class Load:
     def report(self) -> dict:
         failed = sum(self.failed.values())
         total = self.served + failed
-        return {"id": self.id, "loadBalancer": self.lb, "resourceGroup": self.rg, "rule": self.rule, "rps": self.rps,
+        front = {"applicationGateway": self.gateway} if self.gateway else {"loadBalancer": self.lb}
+        return {"id": self.id, **front, "resourceGroup": self.rg, "rule": self.rule, "rps": self.rps,
                 "start": self.start, "end": self.end, "upTo": self.last, "requests": round(total),
                 "served": round(self.served), "failed": round(failed),
                 "failedBy": {c: round(self.failed.get(c, 0.0)) for c in CAUSES},
@@ -97,16 +105,21 @@ class Traffic:
         self.world = world
 
     def start(self, body: dict) -> Load:
-        """A new load (the admin API's body): loadBalancer, resourceGroup, rule, rps, and optionally
-        meanDurationSeconds, longLivedShare, longLivedSeconds, durationSeconds."""
+        """A new load (the admin API's body): resourceGroup, loadBalancer or applicationGateway, rule, rps, and
+        optionally meanDurationSeconds, longLivedShare, longLivedSeconds, durationSeconds."""
         w = self.world
-        rg, name, rule = str(body.get("resourceGroup", "")), str(body.get("loadBalancer", "")), body.get("rule")
-        lb = w.load_balancers.get(rg, name)
-        lb.child("loadBalancingRules", str(rule))
+        rg, rule = str(body.get("resourceGroup", "")), str(body.get("rule"))
+        if ("loadBalancer" in body) == ("applicationGateway" in body):
+            raise invalid("Name either a loadBalancer or an applicationGateway.", "loadBalancer")
+        gateway = "applicationGateway" in body
+        front: Parent = w.app_gateways.get(rg, str(body["applicationGateway"])) if gateway else \
+            w.load_balancers.get(rg, str(body["loadBalancer"]))
+        front.child("requestRoutingRules" if gateway else "loadBalancingRules", rule)
         rps = _bounded(body, "rps", 0.001, 100_000, None)
         duration = _bounded(body, "durationSeconds", 1, 10 ** 8, None) if "durationSeconds" in body else 0.0
         now = w.advance()
-        load = Load(id=str(uuid.UUID(int=w.rng.getrandbits(128))), rg=lb.rg, lb=lb.name, rule=str(rule), rps=rps,
+        load = Load(id=str(uuid.UUID(int=w.rng.getrandbits(128))), rg=front.rg, lb="" if gateway else front.name,
+                    gateway=front.name if gateway else "", rule=rule, rps=rps,
                     mean_duration=_bounded(body, "meanDurationSeconds", 0.001, 3600, 0.2),
                     long_share=_bounded(body, "longLivedShare", 0, 1, 0),
                     long_lifetime=_bounded(body, "longLivedSeconds", 1, 86_400, 300),
@@ -133,28 +146,24 @@ class Traffic:
             if stop > load.last:
                 self._run(load, stop)
 
-    def _run(self, load: Load, t: float) -> None:
+    def _route(self, load: Load) -> Route:
         w = self.world
+        if load.gateway:
+            return w.app_gateways.route(w.app_gateways.get(load.rg, load.gateway), load.rule)
+        return w.load_balancers.route(w.load_balancers.get(load.rg, load.lb), load.rule)
+
+    def _run(self, load: Load, t: float) -> None:
         try:
-            lb = w.load_balancers.get(load.rg, load.lb)
-            rule = lb.child("loadBalancingRules", load.rule)
-        except ArmError:  # the load balancer or rule is gone: every request fails
+            route = self._route(load)
+        except ArmError:  # the front or its rule is gone: every request fails
             load.failed["no-backend"] = load.failed.get("no-backend", 0.0) + load.rps * (t - load.last)
             load.last = t
             return
-        rp = rule.get("properties") or {}
-        pool = str((rp.get("backendAddressPool") or {}).get("id", "")).rsplit("/", 1)[-1]
-        probe_ref = rp.get("probe")
-        interval, threshold = _timing(lb.child("probes", str(probe_ref["id"]).rsplit("/", 1)[-1])) \
-            if probe_ref else (0.0, 1)
-        members = w.load_balancers.members(lb, pool) if pool else []
-        admin = {m.name: lb.admin.get(f"{pool.lower()}|{m.name.lower()}", "None") for m in members}
-        self._cut(load, members, load.last)
+        self._look(load, route, load.last)
         while load.last < t:
             a = load.last
-            b = min(t, a + TICK)
-            eligible = [m for m in members if _eligible(m, admin[m.name], probe_ref is not None, a, interval,
-                                                        threshold)]
+            b = min(t, a + TICK, *(d for d in load.leaving.values() if d > a))
+            eligible = [m for m in route.members if route.up(m, a)]
             arrivals = load.rps * (b - a)
             for m in eligible:  # what each gets, since and until when (its in-flight requests build up, then decay)
                 was = load.routed.get(m.name)
@@ -172,42 +181,56 @@ class Traffic:
                     load.failed["probe-lag"] = load.failed.get("probe-lag", 0.0) + share
                     row[1] += share
             load.last = b
+            for name in [n for n, d in load.leaving.items() if d <= b]:  # its connection draining is over
+                del load.leaving[name]
+                self._lose(load, name, b)
             load.sample()
 
-    def _cut(self, load: Load, members: list[Member], at: float) -> None:
-        """Backends that stopped serving since the last look lose the requests in flight on them."""
-        for m in members:
+    def _look(self, load: Load, route: Route, at: float) -> None:
+        """What changed since the last look: a VM that stopped serving, or left the pool (deleted, or out of a
+        gateway's pool: draining, then cut), loses the requests in flight on it; a draining VM back in the pool
+        keeps them."""
+        if load.leaving:
+            vms = {member_name(ss, inst): (ss, inst) for ss in self.world.sets.values()
+                   for inst in ss.instances.values()}
+            for name in list(load.leaving):
+                vm = vms.get(name)
+                if vm is None or not availability.healthy(*vm):  # stopped or deleted while draining
+                    del load.leaving[name]
+                    self._lose(load, name, at)
+        names = set()
+        for m in route.members:
+            names.add(m.name)
+            load.leaving.pop(m.name, None)
             serving = availability.healthy(m.ss, m.inst)
             if load.serving.get(m.name, serving) and not serving:
-                rate, until, since = load.routed.get(m.name, [0.0, at, at])
-                gap, served_for = max(0.0, at - until), max(0.0, until - since)
-                short = rate * (1 - load.long_share) * _in_flight(load.mean_duration, served_for, gap)
-                long = rate * load.long_share * _in_flight(load.long_lifetime, served_for, gap)
-                lost = min(short + long, load.per_vm.get(m.name, [0.0, 0.0])[0])  # (counted served as they came)
-                load.failed["cut"] = load.failed.get("cut", 0.0) + lost
-                load.served -= lost
-                row = load.per_vm.setdefault(m.name, [0.0, 0.0])
-                row[0], row[1] = row[0] - lost, row[1] + lost
+                self._lose(load, m.name, at)
             load.serving[m.name] = serving
+        for name in [n for n in load.serving if n not in names]:
+            if load.serving.pop(name):
+                if route.drain:
+                    load.leaving[name] = at + route.drain
+                else:
+                    self._lose(load, name, at)
+
+    @staticmethod
+    def _lose(load: Load, name: str, at: float) -> None:
+        """The requests still in flight on VM ``name`` at ``at`` fail (they were counted served as they came)."""
+        rate, until, since = load.routed.get(name, [0.0, at, at])
+        gap, served_for = max(0.0, at - until), max(0.0, until - since)
+        short = rate * (1 - load.long_share) * _in_flight(load.mean_duration, served_for, gap)
+        long = rate * load.long_share * _in_flight(load.long_lifetime, served_for, gap)
+        row = load.per_vm.setdefault(name, [0.0, 0.0])
+        lost = min(short + long, row[0])
+        load.failed["cut"] = load.failed.get("cut", 0.0) + lost
+        load.served -= lost
+        row[0], row[1] = row[0] - lost, row[1] + lost
 
 
 def _in_flight(lifetime: float, served_for: float, since_last: float) -> float:
     """Requests in flight per unit of arrival rate: they arrived for ``served_for`` seconds and each lasts
     ``lifetime`` on average (exponentially), the last of them ``since_last`` seconds ago."""
     return lifetime * (1 - math.exp(-served_for / lifetime)) * math.exp(-since_last / lifetime)
-
-
-def _eligible(m: Member, admin: str, has_probe: bool, at: float, interval: float, threshold: int) -> bool:
-    if has_probe and admin in ("Up", "Down"):  # admin state counts only on a rule with a probe
-        return admin == "Up"
-    if not has_probe:
-        return True
-    return probes.state(m.inst, availability.healthy(m.ss, m.inst), at, interval, threshold) == probes.UP
-
-
-def _timing(probe: dict) -> tuple[float, int]:
-    p = probe.get("properties") or {}
-    return float(p.get("intervalInSeconds") or 15), int(p.get("probeThreshold") or p.get("numberOfProbes") or 1)
 
 
 def _bounded(body: dict, key: str, low: float, high: float, default: float | None) -> float:

@@ -50,6 +50,7 @@ class Instance:
     # its own networkInterfaceConfigurations (networkProfileConfiguration), when set on the VM: which backend pools
     # it is in; None: the model's (an upgrade to the latest model puts the model's back)
     nics: list | None = None
+    nics_at: float | None = None  # when its network configuration last changed: pools it joined have not probed it
     name: str | None = None  # a Flexible set's VM: its name (Microsoft.Compute/virtualMachines/{name}) is its id
     # when it last started / stopped serving (what a load balancer's probe sees, with its lag: network.probes)
     healthy_at: float | None = None
@@ -137,7 +138,7 @@ class Vms:
             w.changes += 1
         network = props.get("networkProfileConfiguration") if isinstance(props, dict) else None
         if network is not None and not ss.flexible:
-            inst.nics = _check_nics(network)
+            inst.nics, inst.nics_at = _check_nics(network), w.now()
             inst.etag += 1
             w.changes += 1
         now = w.now()
@@ -196,8 +197,8 @@ class Vms:
         image, profile = inst.image, inst.profile
         if kind in ("upgrade", "reimage"):
             inst.upgrades += 1
-        if kind == "upgrade":
-            inst.nics = None  # the latest model, its network configuration included
+        if kind == "upgrade" and inst.nics is not None:
+            inst.nics, inst.nics_at = None, now  # the latest model, its network configuration included
         if kind in ("upgrade", "create"):
             image, profile = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
         elif kind == "reimage" and inst.profile == ss.profile_digest:
