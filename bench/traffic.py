@@ -8,7 +8,10 @@ rollout's own waits, so every figure is simulated and repeatable. Side by side, 
 - vmssctl surge (20 at a time), without and with ``--drain lb`` (30 s: the old VMs it retires),
 - Azure's rolling upgrade (emulated: Rolling policy, 20 % batches, the set's health extension),
 - the 2016 ``vmssupgrade`` way: manualupgrade one update domain after another, waiting a fixed 5 minutes, no
-  health check.
+  health check;
+- a service whose requests are all short (no long-lived connections): in place with a 5 s drain;
+- and behind an Application Gateway instead (probe every 5 s, unhealthy after 2 misses, connection draining 60 s):
+  vmssctl in place and surge, without and with ``--drain appgw`` (30 s).
 
 Printed per row: requests failed (count and share, by cause), the rollout's simulated time (and, for a drained
 run, its ratio to the same strategy without a drain), and ARM requests per instance (Compute and Network: the
@@ -35,16 +38,19 @@ from vmssctl.upgrade import prepare, start
 
 N, RPS, NEW = 100, 500, "24.04.202611200"
 LOAD = {"rule": "web", "rps": RPS, "meanDurationSeconds": 0.2, "longLivedShare": 0.05, "longLivedSeconds": 300}
+SHORT = {**LOAD, "longLivedShare": 0.0}  # a service whose requests are all short: what a short drain is for
 
 
-def behind_a_load_balancer(prefix: str, mode: str = "Manual"):
-    """A frozen emulator, a group with the load balancer and the set in its pool, the load started."""
+def behind_a_load_balancer(prefix: str, mode: str = "Manual", gateway: bool = False, users: dict = LOAD):
+    """A frozen emulator, a group with the load balancer (or Application Gateway) and the set in its pool, the load
+    started."""
     e = start_emulator(Path(tempfile.mkdtemp(prefix=f"bench-traffic-{prefix}-")), "--time-scale", "0",
                        "--throttle", "off")
-    rg, _ = set_behind_a_load_balancer(e, N, mode=mode, rolling={"maxBatchInstancePercent": 20,
-                                                                "pauseTimeBetweenBatches": "PT0S"}
+    rg, _ = set_behind_a_load_balancer(e, N, gateway=gateway, mode=mode,
+                                       rolling={"maxBatchInstancePercent": 20, "pauseTimeBetweenBatches": "PT0S"}
                                        if mode == "Rolling" else None)
-    load_id = e.admin("POST", "traffic", {"resourceGroup": rg, "loadBalancer": "lb", **LOAD})["id"]
+    front = {"applicationGateway": "gw"} if gateway else {"loadBalancer": "lb"}
+    load_id = e.admin("POST", "traffic", {"resourceGroup": rg, **front, **users})["id"]
     e.admin("POST", "clock", {"advance": 60})  # a minute of steady traffic first (nothing fails)
     return e, rg, e.client(), load_id
 
@@ -57,14 +63,14 @@ def report(label: str, e, load_id: str, t0: float, arm0: int, baseline: str | No
     row = next(x for x in stats["traffic"] if x["id"] == load_id)
     by, took = row["failedBy"], e.now() - t0 - 60  # (the minute of traffic after the rollout left out)
     ratio = f" = {took / TIMES[baseline]:.2f}x undrained" if baseline in TIMES else ""
-    print(f"{label:<50} failed {row['failed']:>7,} of {row['requests']:>9,} ({row['failureRatio']:.3%}): "
+    print(f"{label:<62} failed {row['failed']:>7,} of {row['requests']:>9,} ({row['failureRatio']:.3%}): "
           f"cut {by['cut']:,}, probe lag {by['probe-lag']:,}, no backend {by['no-backend']:,}; "
           f"simulated {took:6.0f}s{ratio}; {(stats['requests']['total'] - arm0) / N:.2f} ARM requests per instance")
     return took
 
 
-def vmssctl(label: str, settings: dict) -> None:
-    e, rg, client, load_id = behind_a_load_balancer("ours")
+def vmssctl(label: str, settings: dict, gateway: bool = False, users: dict = LOAD) -> None:
+    e, rg, client, load_id = behind_a_load_balancer("ours", gateway=gateway, users=users)
     try:
         api = ScaleSetApi(client, rg, "web")
         journal = Journal(Path(tempfile.mkdtemp()) / "journal.sqlite")
@@ -72,7 +78,7 @@ def vmssctl(label: str, settings: dict) -> None:
         prepared = prepare(api, journal, e.connection, ImageChange(version=NEW), load(None, settings))
         assert start(api, journal, e.connection, prepared, []) == 0
         e.admin("POST", "clock", {"advance": 60})  # and a minute after
-        strategy = settings.get("strategy", "in-place")
+        strategy = settings.get("strategy", "in-place") + (" behind a gateway" if gateway else "")
         took = report(label, e, load_id, t0, arm0, strategy if settings.get("drain") != "none" else None)
         if settings.get("drain") == "none":
             TIMES[strategy] = took
@@ -130,3 +136,12 @@ if __name__ == "__main__":
                                                          "drain_timeout": "30s"})
     azure_rolling()
     ud_walk()
+    vmssctl("short requests only: vmssctl in place, 20 %, drain 5 s", {"batch_percent": 20, "drain": "lb",
+                                                                       "drain_timeout": "5s"}, users=SHORT)
+    behind = "Application Gateway: vmssctl"
+    vmssctl(f"{behind} in place, 20 %", {"batch_percent": 20, "drain": "none"}, gateway=True)
+    vmssctl(f"{behind} in place, 20 %, drain 30 s", {"batch_percent": 20, "drain": "appgw", "drain_timeout": "30s"},
+            gateway=True)
+    vmssctl(f"{behind} surge, 20", {"strategy": "surge", "max_surge": "20", "drain": "none"}, gateway=True)
+    vmssctl(f"{behind} surge, 20, drain 30 s", {"strategy": "surge", "max_surge": "20", "drain": "appgw",
+                                                 "drain_timeout": "30s"}, gateway=True)

@@ -224,17 +224,20 @@ def world_behind_a_load_balancer(capacity: int, seed: int = 1):
     return w
 
 
-def set_behind_a_load_balancer(emu, capacity: int, **kwargs) -> tuple[str, object]:
-    """On a running emulator: a new group with load balancer lb and set web of ``capacity`` in its pool, created
-    and settled; (group, the Network client)."""
+def set_behind_a_load_balancer(emu, capacity: int, gateway: bool = False, **kwargs) -> tuple[str, object]:
+    """On a running emulator: a new group with load balancer lb (``gateway``: Application Gateway gw instead) and
+    set web of ``capacity`` in its pool, created and settled; (group, the Network client)."""
     from vmssctl.azure import network_client
 
     rg = emu.group()
     sub = emu.connection.subscription
     net = network_client(emu.connection)
-    net.load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
-    emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(capacity, rg, sub, **kwargs),
-                                                                   polling=False)
+    if gateway:
+        net.application_gateways.begin_create_or_update(rg, "gw", gw_body(rg, sub)).result()
+    else:
+        net.load_balancers.begin_create_or_update(rg, "lb", lb_body(rg, sub)).result()
+    emu.client().virtual_machine_scale_sets.begin_create_or_update(
+        rg, "web", in_pool(capacity, rg, sub, gateway=gateway, **kwargs), polling=False)
     emu.admin("POST", "clock", {"advance": 900})
     return rg, net
 

@@ -608,21 +608,25 @@ def test_drain_appgw_where_it_cannot_apply_is_one_line_before_anything_changes(t
                         ImageChange(version=NEW), make_policy(max_unavailable="1", drain="appgw"))
 
 
-def test_vmssctl_upgrade_drains_through_an_application_gateway_over_https(frozen, up):
+def test_vmssctl_upgrade_drains_through_an_application_gateway_over_https(frozen, up, tmp_path):
     """The SDK's per-VM network configuration writes (If-Match on each VM's etag) take VMs out and upgrades put
-    them back."""
-    from tests.helpers import gw_body, in_pool
-    from vmssctl.azure import network_client
-
-    rg, sub = frozen.group(), frozen.connection.subscription
-    net = network_client(frozen.connection)
-    net.application_gateways.begin_create_or_update(rg, "gw", gw_body(rg, sub)).result()
-    frozen.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web", in_pool(4, rg, sub, gateway=True),
-                                                                      polling=False)
-    frozen.admin("POST", "clock", {"advance": 900})
-    code, events, err = up(rg, "--version", NEW, "--drain", "appgw", "--drain-timeout", "15s", "--max-unavailable", "2")
-    assert code == 0, err
+    them back; users' requests through the gateway meanwhile: none failed."""
+    rg, net = set_behind_a_load_balancer(frozen, 4, gateway=True)
+    tid = frozen.admin("POST", "traffic", {"resourceGroup": rg, "applicationGateway": "gw", "rule": "web",
+                                           "rps": 40})["id"]
+    policy = tmp_path / "policy.toml"  # users' requests through the gateway judge each batch
+    policy.write_text(f'[[gates]]\nkind = "requests"\nsource = "emulator"\napplication_gateway = "{rg}/gw"\n'
+                      'max_failed = "0%"\n')
+    try:
+        code, events, err = up(rg, "--version", NEW, "--drain", "appgw", "--drain-timeout", "15s",
+                               "--max-unavailable", "2", "--policy", str(policy))
+    finally:
+        frozen.admin("POST", f"traffic/{tid}/stop")
+    assert code == 0, (err, [e for e in events if e["type"] in ("batch_failed", "failed")])
     kinds = [e["type"] for e in events]
-    assert kinds.count("drained") == kinds.count("batch_started") >= 2
+    assert kinds.count("drained") == kinds.count("batch_started") == kinds.count("measured") >= 2
+    assert all(e["failed"] == 0 and e["requests"] > 0 for e in events if e["type"] == "measured")
     pool = net.application_gateways.get(rg, "gw").backend_address_pools[0]
     assert len(pool.backend_ip_configurations) == 4  # every VM back in the pool
+    users = next(x for x in frozen.admin("GET", "stats")["traffic"] if x["id"] == tid)
+    assert users["failed"] == 0 and users["served"] > 0, users

@@ -29,6 +29,9 @@ PROM = {"kind": "requests", "address": "http://127.0.0.1:9", "total": "sum(incre
     ({k: v for k, v in PROM.items() if k != "total"}, "total"),
     ({**PROM, "address": "ftp://x"}, "is not an http(s) URL"),
     ({"kind": "requests", "source": "emulator", "load_balancer": "no-slash"}, "is not RESOURCE_GROUP/NAME"),
+    ({"kind": "requests", "source": "emulator"}, "needs one of load_balancer or application_gateway"),
+    ({"kind": "requests", "source": "emulator", "load_balancer": "rg/lb", "application_gateway": "rg/gw"},
+     "needs one of load_balancer or application_gateway"),
     ({**PROM, "query": "x"}, "unknown setting(s) query"),
 ])
 def test_bad_requests_gate_settings_are_refused(spec, message):

@@ -3,7 +3,8 @@
 Counted over the batch's own window, from when it started (upgraded, drained or scaled out) to now: from
 Prometheus (two PromQL queries whose ``{window}`` is that span in seconds, e.g.
 ``sum(increase(http_requests_total[{window}s]))`` and the same for the failed ones), or from the emulator's
-traffic on a load balancer (``source = "emulator"``: what ``make demo`` and the tests measure). Stateless: a
+traffic on a load balancer or an Application Gateway (``source = "emulator"``: what ``make demo`` and the tests
+measure). Stateless: a
 resumed rollout asks again over the batch's recorded start. Each verdict carries the figures, so a judged batch
 records them (the ``measured`` event: the rollout's record, live view and dashboard timeline).
 """
@@ -22,6 +23,7 @@ from vmssctl.rollout.gates.prometheus import instant
 from vmssctl.rollout.gates.registry import Deps, register
 
 SOURCES = ("prometheus", "emulator")
+FRONTS = {"load_balancer": "loadBalancer", "application_gateway": "applicationGateway"}  # setting -> traffic's key
 
 
 @register
@@ -33,11 +35,11 @@ class RequestsGate:
     address: str = ""
     total: str = ""
     failed: str = ""
-    load_balancer: str = ""  # emulator: resource group/name (its traffic; every rule)
+    front: tuple[str, str, str] = ("", "", "")  # emulator: (loadBalancer | applicationGateway, group, name)
     deps: Any = None
     kind: ClassVar[str] = "requests"
     settings: ClassVar[frozenset[str]] = frozenset({"source", "max_failed", "min_window", "address", "total",
-                                                    "failed", "load_balancer"})
+                                                    "failed", *FRONTS})
 
     @classmethod
     def from_spec(cls, spec: dict, what: str, deps: Deps) -> RequestsGate:
@@ -47,10 +49,14 @@ class RequestsGate:
         ratio = inputs.percent(spec.get("max_failed", "0%"), f"{what} max_failed") / 100
         window = inputs.duration(spec.get("min_window", "0s"), f"{what} min_window", 3600)
         if source == "emulator":
-            lb = inputs.text(spec.get("load_balancer"), f"{what} load_balancer", 200)
-            if lb.count("/") != 1 or not all(lb.split("/")):
-                raise UsageError(f"{what} load_balancer '{inputs.shown(lb)}' is not RESOURCE_GROUP/NAME")
-            return cls(source, ratio, window, load_balancer=lb, deps=deps)
+            named = [k for k in FRONTS if k in spec]
+            if len(named) != 1:
+                raise UsageError(f"{what} needs one of load_balancer or application_gateway (RESOURCE_GROUP/NAME)")
+            front = inputs.text(spec.get(named[0]), f"{what} {named[0]}", 200)
+            if front.count("/") != 1 or not all(front.split("/")):
+                raise UsageError(f"{what} {named[0]} '{inputs.shown(front)}' is not RESOURCE_GROUP/NAME")
+            rg, name = front.split("/")
+            return cls(source, ratio, window, front=(FRONTS[named[0]], rg, name), deps=deps)
         queries = {k: inputs.text(spec.get(k), f"{what} {k}") for k in ("total", "failed")}
         return cls(source, ratio, window, url(spec.get("address"), f"{what} address"), queries["total"],
                    queries["failed"])
@@ -63,13 +69,13 @@ class RequestsGate:
             conn = getattr(self.deps, "connection", None)
             if conn is None or not conn.is_emulator:
                 raise GateError("source 'emulator' needs a rollout on the emulator")
-            rg, name = self.load_balancer.split("/")
+            key, rg, name = self.front
             try:
                 loads = AdminClient(conn).call("GET", f"traffic?since={since}")["traffic"]
             except VmssctlError as e:
                 raise GateError(str(e)) from None
             mine = [x["window"] for x in loads if x["resourceGroup"].lower() == rg.lower()
-                    and x["loadBalancer"].lower() == name.lower()]
+                    and str(x.get(key, "")).lower() == name.lower()]
             return float(sum(w["requests"] for w in mine)), float(sum(w["failed"] for w in mine))
         window = str(max(1, round(now - since)))
         return (instant(self.address, self.total.replace("{window}", window)),
