@@ -130,6 +130,17 @@ class Tripwire:
         return call
 
 
+def dies_at_admin_write(world, nth: int, dead: list[bool], rg: str = "rg", name: str = "web"):
+    """An in-process gateway to set ``name`` whose load balancers' admin-state writes (``set_admin``) kill the
+    process at the ``nth``."""
+    from vmssctl.emulator.inprocess import WorldGateway, world_network
+
+    net = Tripwire(world_network(world), "set_admin", nth, dead)
+    gateway = WorldGateway(world, rg, name)
+    gateway.network = lambda: net  # type: ignore[method-assign]
+    return gateway
+
+
 def make_policy(**policy) -> RolloutPolicy:
     """A policy from keyword arguments, amounts written as on the command line ("2", "25%")."""
     for key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):

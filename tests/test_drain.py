@@ -15,6 +15,7 @@ from tests.helpers import (
     Events,
     Tripwire,
     admin_states,
+    dies_at_admin_write,
     lb_body,
     make_policy,
     record,
@@ -105,9 +106,7 @@ def test_a_crash_at_each_drain_step_resumes_with_nothing_left_down(world, tmp_pa
     tid = users(world)
     journal = Journal(tmp_path / "j.db")
     dead = [False]
-    net = Tripwire(world_network(world), "set_admin", nth, dead)
-    gateway = WorldGateway(world, "rg", "web")
-    gateway.network = lambda: net  # type: ignore[method-assign]
+    gateway = dies_at_admin_write(world, nth, dead)
     with pytest.raises(Crash):
         rollout(world, Tripwire(journal, "-", 0, dead), Tripwire(gateway, "-", 0, dead), drain="lb",
                 drain_timeout=15)
@@ -197,9 +196,7 @@ def test_a_surge_retires_old_vms_only_once_the_new_ones_are_up_and_drains_them_f
 def test_a_crash_while_a_surge_drains_resumes_without_deleting_twice(world, tmp_path, nth):
     tid = users(world)
     journal, dead = Journal(tmp_path / "j.db"), [False]
-    net = Tripwire(world_network(world), "set_admin", nth, dead)
-    gateway = WorldGateway(world, "rg", "web")
-    gateway.network = lambda: net  # type: ignore[method-assign]
+    gateway = dies_at_admin_write(world, nth, dead)
     settings = {"strategy": "surge", "max_surge": "3", "max_unavailable": None, "drain": "lb", "drain_timeout": 15}
     with pytest.raises(Crash):
         rollout(world, Tripwire(journal, "-", 0, dead), Tripwire(gateway, "-", 0, dead), **settings)

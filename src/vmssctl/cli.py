@@ -112,9 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TOML file with the settings below (underscored names)")
     pol.add_argument("--by", choices=("update-domain", "fault-domain", "zone", "batch"),
                      help="group batches by update domain, fault domain, zone, or plain batches (default batch)")
-    pol.add_argument("--strategy", choices=("in-place", "surge"),
+    pol.add_argument("--strategy", choices=("in-place", "surge", "blue-green"),
                      help="in-place (default): upgrade batches where they stand, down to the healthy floor; surge: "
-                          "add new VMs on the new image, then delete as many old ones (capacity never below 100%%)")
+                          "add new VMs on the new image, then delete as many old ones (capacity never below 100%%); "
+                          "blue-green: a new set on the new image beside this one, in the same load balancer pools, "
+                          "then this one drained, kept for --bake (a rollback readmits it), and scaled to 0")
+    pol.add_argument("--green-capacity", metavar="N", help="blue-green: the new set's capacity (default: this set's)")
+    pol.add_argument("--bake", metavar="DUR",
+                     help="blue-green: how long the old set stays drained but ready after the switch (default 10m)")
+    pol.add_argument("--delete-blue", action="store_true", default=None,
+                     help="blue-green: delete the old set after --bake (default: scale it to 0, model kept)")
     pol.add_argument("--max-surge", metavar="N|P%", help="surge: VMs added at a time (default: the batch size)")
     pol.add_argument("--surge-fallback", choices=("none", "in-place"),
                      help="when ARM refuses the scale-out (quota, SKU, allocation): stop (none, default) or go on "
@@ -381,7 +388,7 @@ def _policy(args: argparse.Namespace):
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
         "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows", "drain",
-        "drain_timeout", "drain_hook")}
+        "drain_timeout", "drain_hook", "green_capacity", "bake", "delete_blue")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

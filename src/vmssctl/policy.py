@@ -15,9 +15,10 @@ from vmssctl import inputs
 from vmssctl.errors import UsageError
 
 GROUPINGS = ("update-domain", "fault-domain", "zone", "batch")
-STRATEGIES = ("in-place", "surge")
+STRATEGIES = ("in-place", "surge", "blue-green")
+BLUE_GREEN = "blue-green"
 DRAINS = ("auto", "none", "lb", "appgw", "hook")
-DRAINED = ("in-place", "surge")  # the strategies that drain (Azure's own upgrade stops VMs itself)
+DRAINED = ("in-place", "surge", BLUE_GREEN)  # the strategies that drain (Azure's own upgrade stops VMs itself)
 AZURE_ROLLING = "azure-rolling"  # not chosen by the user: how a Rolling or Automatic set is upgraded (Azure's own)
 SMALL_SET = 5  # below this many instances, one at a time unless told otherwise
 
@@ -78,6 +79,11 @@ class RolloutPolicy:
     # auto: lb when the set is behind a load-balancing rule with a health probe (resolved by the plan)
     drain_timeout: float = 30.0  # how long drained VMs keep their established connections before the upgrade
     drain_hook: str | None = None  # hook: the command that takes VMs out of rotation (and puts them back)
+    # blue-green: the new set's capacity (None: the old one's), how long the old set stays drained but ready to
+    # take traffic back after the switch, and whether it is then deleted (else scaled to 0, its model kept)
+    green_capacity: int | None = None
+    bake: float = 600.0
+    delete_blue: bool = False
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -109,6 +115,14 @@ class RolloutPolicy:
         if self.drain in ("lb", "appgw", "hook") and self.strategy not in DRAINED:
             raise UsageError(f"--drain {self.drain} applies to --strategy in-place and surge, not {self.strategy} "
                              "(Azure's rolling upgrade stops VMs itself, without a drain)")
+        if self.strategy == BLUE_GREEN and self.drain in ("appgw", "hook"):
+            raise UsageError(f"--drain {self.drain} does not apply to --strategy blue-green yet: it drains the old set "
+                             "by the load balancers (--drain lb, or auto) or not at all (--drain none)")
+        blue_green_only = [flag for flag, given in (("--green-capacity", self.green_capacity is not None),
+                                                    ("--bake", self.bake != 600.0), ("--delete-blue", self.delete_blue))
+                           if given]
+        if blue_green_only and self.strategy != BLUE_GREEN:
+            raise UsageError(f"{', '.join(blue_green_only)} applies to --strategy blue-green")
         if (self.drain == "hook") != (self.drain_hook is not None):
             raise UsageError("--drain hook needs --drain-hook CMD" if self.drain == "hook" else
                              "--drain-hook applies to --drain hook")
@@ -193,13 +207,13 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
     kwargs: dict = {}
     for key, value in merged.items():
         flag = f"--{key.replace('_', '-')}"
-        if key in ("pause", "health_timeout", "poll", "drain_timeout"):
+        if key in ("pause", "health_timeout", "poll", "drain_timeout", "bake"):
             kwargs[key] = inputs.duration(value, flag)
         elif key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
             kwargs[key] = Amount.parse(value, flag)
         elif key == "instances":
             kwargs[key] = inputs.instance_ids(value, flag)
-        elif key == "batch_size":
+        elif key in ("batch_size", "green_capacity"):
             kwargs[key] = inputs.count(value, flag, 1)
         elif key == "canary":
             kwargs[key] = inputs.count(value, flag, 0)
@@ -207,7 +221,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
             kwargs[key] = inputs.percent(value, flag, low_open=True)
         elif key in ("probe_url", "hook", "drain_hook"):
             kwargs[key] = inputs.text(value, flag)
-        elif key in ("prioritize_unhealthy", "no_health_signal", "allow_automatic"):
+        elif key in ("prioritize_unhealthy", "no_health_signal", "allow_automatic", "delete_blue"):
             if not isinstance(value, bool):
                 raise UsageError(f"{key} must be true or false")
             kwargs[key] = value

@@ -199,6 +199,9 @@ def plan_lines(prepared) -> list[str]:
     if pol.strategy == "azure-rolling":
         out += azure_plan_lines(prepared)
         return out
+    if pol.strategy == "blue-green":
+        out += blue_green_plan_lines(prepared)
+        return out
     out.append(f"  policy: by {group}" + (f", canary {pol.canary}" if pol.canary else "")
                + (f", max unavailable {p.max_unavailable}: EVERY INSTANCE MAY BE DOWN AT ONCE (floor 0)"
                   if p.floor == 0 else f", max unavailable {p.max_unavailable} (healthy floor {p.floor} of "
@@ -267,6 +270,41 @@ def plan_lines(prepared) -> list[str]:
                    + (" ..." if len(p.skipped) > 30 else ""))
     out.append(f"  estimate: ~{_duration(prepared.estimate_seconds())} (typical 4 min a batch"
                + (" plus pauses" if pol.pause else "")
+               + ("; simulated time on the emulator)" if prepared.simulated else ")"))
+    return out
+
+
+def blue_green_plan_lines(prepared) -> list[str]:
+    """Blue/green: a new set beside this one, traffic moved by draining this one, which is kept for the bake."""
+    from vmssctl.rollout.strategies.blue_green import green_name
+    from vmssctl.upgrade import health_signal
+
+    ss, pol = prepared.scale_set, prepared.policy
+    blue, green = ss.name, green_name(ss.name, prepared.target)
+    size = pol.green_capacity or len(prepared.instances)
+    signal = health_signal(ss, pol)
+    fronted = pol.drain == "lb" and ss.lb_pools
+    after = "deleted" if pol.delete_blue else "scaled to 0 (its model kept: back in minutes)"
+    out = [f"  strategy: blue/green - a new scale set [bold]{green}[/] of {size} {ss.vm_size} VM(s) on the new image "
+           f"beside {blue} (its model: every profile, extension, zones, the same pools), tagged as this rollout's; "
+           f"{blue}'s model is not changed",
+           "  green is ready once every VM is healthy" + (", passes the gates" if pol.all_gates() else "")
+           + (" and is Up in the load balancers" if fronted else "") + f", within {_duration(pol.health_timeout)};"
+           " a green that fails is drained and deleted (blue never stops serving)",
+           f"  health signal: {signal}" if signal else "  health signal: [bold red]NONE[/] (no health signal "
+           "accepted): only power and provisioning state are checked"]
+    out += [f"  behind {rule_line(r)}" for r in load_balancing(prepared.backends or [])]
+    why = "--drain none" if pol.drain == "none" else "the set names no load balancer pool"
+    out.append(f"  switch: {blue}'s VMs out of the load balancers (admin state Down, {_duration(pol.drain_timeout)} "
+               "for their connections)" if fronted else
+               f"  switch: [yellow]no load balancer drain[/] ({why}): green serves beside {blue} until {blue} goes")
+    out.append(f"  bake: {_duration(max(pol.bake, pol.drain_timeout if fronted else 0))} with {blue} "
+               + ("drained but running" if fronted else "running")
+               + f" (a rollback readmits it in seconds), then {blue} {after}")
+    out.append(f"  cost: {size} more VM(s) while both sets run; rollback {pol.rollback}: before {blue} goes, it is "
+               "readmitted and green drained and deleted"
+               + ("" if pol.delete_blue else f"; after, {blue} is scaled back first"))
+    out.append(f"  estimate: ~{_duration(prepared.estimate_seconds())} (a typical 4 min for green, then the bake"
                + ("; simulated time on the emulator)" if prepared.simulated else ")"))
     return out
 

@@ -11,11 +11,11 @@ import contextlib
 from dataclasses import dataclass, replace
 
 from vmssctl.azure import Connection
-from vmssctl.errors import Forbidden, UsageError
+from vmssctl.errors import Forbidden, NotFound, UsageError
 from vmssctl.gateway import Gateway
 from vmssctl.model import Backend, ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
-from vmssctl.policy import AZURE_ROLLING, DRAINED, Amount, RolloutPolicy
+from vmssctl.policy import AZURE_ROLLING, BLUE_GREEN, DRAINED, Amount, RolloutPolicy
 from vmssctl.rollout import claim
 from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
@@ -48,6 +48,8 @@ class Prepared:
         return diff(self.scale_set.image, self.target)
 
     def estimate_seconds(self) -> float:
+        if self.policy.strategy == BLUE_GREEN:  # green comes up, then the bake (which covers the drain)
+            return TYPICAL_BATCH_SECONDS + max(self.policy.bake, self.policy.drain_timeout)
         n = len(self.plan.batches)
         drain = self.policy.drain_timeout if (self.policy.drain == "lb" and self.scale_set.lb_pools) or \
             self.policy.drain in ("hook", "appgw") else 0.0
@@ -97,7 +99,9 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
                          "--by fault-domain, --by zone or --by batch")
     mode = ss.upgrade_mode.lower()
     model_changes = not same_image(ss.image, target)
-    if mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
+    if policy.strategy == BLUE_GREEN:
+        _green_is_free(api, ss, target, active)
+    elif mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
         policy = azure_driven(ss, policy)
     policy, backends = drain_for(api, ss, policy)
     instances = api.instances()
@@ -126,6 +130,9 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         plan = Plan(([pending[:canary]] if canary else []) +
                     [pending[k:k + size] for k in range(canary, len(pending), size)], plan.capacity, 0,
                     plan.capacity, plan.skipped)
+    elif policy.strategy == BLUE_GREEN:  # one batch: the whole set, replaced by a new one beside it
+        pending = [i for b in plan.batches for i in b]
+        plan = Plan([pending] if pending else [], plan.capacity, 0, plan.capacity, plan.skipped)
     elif plan.pending and takes_everything_down(policy, plan):
         raise UsageError(f"{api.resource_group}/{api.name} has {plan.capacity} instance(s): this plan would take "
                          "every one down at once. Pass --max-unavailable 100% to accept that")
@@ -133,6 +140,20 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
     return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends)
+
+
+def _green_is_free(api: Gateway, ss: ScaleSet, target: ImageRef, active: Rollout | None) -> None:
+    """Blue/green: the new set's name must be free, or that of this rollout's green set (a resumed one)."""
+    from vmssctl.rollout.strategies.blue_green import ROLLOUT_TAG, green_name
+
+    name = green_name(ss.name, target)
+    try:
+        other = api.for_set(name).get()
+    except NotFound:
+        return
+    if active is None or other.tags.get(ROLLOUT_TAG) != active.id:
+        raise UsageError(f"--strategy blue-green would create {api.resource_group}/{name}, and a scale set of that "
+                         "name exists that is not this rollout's: delete or rename it, or choose another image")
 
 
 def azure_driven(ss: ScaleSet, policy: RolloutPolicy) -> RolloutPolicy:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from vmssctl.errors import ArmError, Conflict, PreconditionFailed, UsageError
+from vmssctl.errors import ArmError, Conflict, NotFound, PreconditionFailed, UsageError
 from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan
@@ -347,8 +347,7 @@ class Engine:
         for effect in of_policy(self.policy).on_halt():
             if isinstance(effect, Effect):  # a strategy's own undoing (readmit what it drained, say)
                 kind = "rollback" if self.r.phase == "rollback" else "forward"  # (a new rollout's is "model")
-                batches = tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind)
-                effect.apply(_Host(self, self.target), Phase(kind, batches))
+                effect.apply(_Host(self, self.target), self._phase(kind))
             elif isinstance(effect, CancelUpgrade) and not effects_only:
                 status = self._arm(self.api.rolling_status)
                 if status is not None and status.running:
@@ -399,9 +398,7 @@ class Engine:
         announced: str | None = None  # the announced wait going on (said once)
         while True:
             self._hold()
-            batches = tuple(b for b in self.journal.batches(self.r.id) if b.kind == kind)
-            soured = frozenset(i for b in batches for i in b.meta.get("soured", []))
-            phase = Phase(kind, batches, self.r.canary_done, floor_since, soured)
+            phase = self._phase(kind, floor_since)
             strategy = for_phase(self.policy, phase)
             obs = self._observe_turn(phase, needs, strategy)
             plan = remaining(obs, phase, self.policy, needs)
@@ -487,6 +484,14 @@ class Engine:
                 if outcome is not None:
                     return outcome
 
+    def _phase(self, kind: str, floor_since: float | None = None) -> Phase:
+        """The phase as the journal records it (a rollback sees what the forward phase did, to undo it)."""
+        every = self.journal.batches(self.r.id)
+        batches = tuple(b for b in every if b.kind == kind)
+        soured = frozenset(i for b in batches for i in b.meta.get("soured", []))
+        forward = tuple(b for b in every if b.kind == "forward") if kind == "rollback" else ()
+        return Phase(kind, batches, self.r.canary_done, floor_since, soured, forward)
+
     def _observe_turn(self, phase: Phase, needs: Needs, strategy: Strategy) -> Observation:
         """The one place a turn reads: what was requested, the instances, the open batch's verdicts (ARM's view
         and the gates, on the instances the strategy judges), the model when a batch may start or upgraded VMs
@@ -504,13 +509,21 @@ class Engine:
         by_id = self._observe()
         batch, elapsed, model = phase.open_batch, 0.0, None
         verdicts: dict[str, Verdict] = {}
+        elsewhere: tuple[Instance, ...] | None = None
         if batch is not None:
             elapsed = self._batch_elapsed(batch)
-            judged = strategy.judged(batch, self.instances)
+            where = strategy.elsewhere(batch)
+            if where is not None:  # the batch's instances are on another set (blue/green's new one)
+                try:
+                    elsewhere = tuple(self._arm(self.api.for_set(where).instances))
+                except NotFound:
+                    elsewhere = None
+            pool = list(elsewhere) if elsewhere is not None else self.instances
+            judged = strategy.judged(batch, pool) if where is None or elsewhere is not None else None
             if judged is not None:
-                verdicts, off_model = self._verdicts(batch, judged, by_id, needs, elapsed,
-                                                     window_start(phase, batch))
-                if off_model:
+                verdicts, off_model = self._verdicts(batch, judged, {i.instance_id: i for i in pool} if where
+                                                     else by_id, needs, elapsed, window_start(phase, batch), where)
+                if off_model and where is None:
                     model = self._observe_set()
         elif requested != "pause":
             model = self._observe_set()
@@ -519,15 +532,17 @@ class Engine:
         rolling = self._arm(self.api.rolling_status) if strategy.reads_rolling else None
         settled = all(v.state in (GOOD, BAD) for v in verdicts.values()) if batch is not None and verdicts else \
             batch is None
-        sight = Sight(model or self.scale_set, settled)
+        sight = Sight(model or self.scale_set, settled, elsewhere)
         seen = self._arm(lambda: strategy.observe(self.api, phase, self.policy, sight))
         return Observation(self.clock.now(), tuple(self.instances), requested, verdicts, elapsed, model,
                            self.scale_set.health_grace if self.scale_set else None, rolling, seen)
 
     def _verdicts(self, batch: Batch, judged: list[str], by_id: dict[str, Instance], needs: Needs,
-                  elapsed: float, since: float | None = None) -> tuple[dict[str, Verdict], bool]:
+                  elapsed: float, since: float | None = None, where: str | None = None) -> tuple[dict[str, Verdict],
+                                                                                                 bool]:
         """Each instance of the batch: ARM's view, then (forward only) the policy's gates; and whether some
-        upgraded VM sits idle off the model (someone may have changed it)."""
+        upgraded VM sits idle off the model (someone may have changed it). ``where``: the set they are on, when
+        not the rollout's."""
         timeout = self.policy.health_timeout
         verdicts, off_model = {}, False
         for iid in judged:
@@ -541,7 +556,7 @@ class Engine:
         # ARM says good: now the policy's gates (probe, hook, Prometheus, web). Not when rolling back: that restores
         # the image that was serving, and metrics of the bad one would only hold it up (as Argo skips analysis).
         if ready and self.gates and batch.kind == "forward":
-            ctx = Context(self.api.resource_group, self.api.name, batch.seq, self.clock.now(), since)
+            ctx = Context(self.api.resource_group, where or self.api.name, batch.seq, self.clock.now(), since)
             answers = [gate.check(ctx, ready) for gate in self.gates]
             # what the gates measured (users' requests, say), recorded when the batch is judged
             self.figures[batch.seq] = [f for a in answers

@@ -38,6 +38,7 @@ class Phase:
     canary_done: bool = False
     floor_wait_since: float | None = None  # when the floor first held the next batch back
     soured: frozenset[str] = frozenset()  # upgraded instances that went bad while soaking
+    forward: tuple[Batch, ...] = ()  # in a rollback: the forward phase's batches (what it did, to undo)
 
     @property
     def open_batch(self) -> Batch | None:
@@ -99,6 +100,7 @@ class Sight:
 
     model: ScaleSet | None = None
     settled: bool = True
+    elsewhere: tuple[Instance, ...] | None = None  # the instances the open batch is judged on, when on another set
 
 
 # ------------------------------------------------------------------------------------ actions

@@ -47,3 +47,5 @@ def of_policy(policy: RolloutPolicy) -> Strategy:
 
 __all__ = ["AZURE", "IN_PLACE", "PAUSE_POLL", "REGISTERED", "SURGE", "Common", "Strategy", "for_phase",
            "judge_batch", "of_policy", "ready_times", "register", "soak", "surge_judged"]
+
+from vmssctl.rollout.strategies import blue_green as _blue_green  # noqa: E402,F401  (registers itself)

@@ -60,6 +60,11 @@ class Strategy(Protocol):
         """The instances whose operations a wait on the open batch watches."""
         ...
 
+    def elsewhere(self, batch: Batch) -> str | None:
+        """The scale set whose instances the open batch is judged on (ARM's view and the gates), when it is not the
+        rollout's own (blue/green's new set); None: the rollout's set."""
+        ...
+
     def on_halt(self) -> list[Action]:
         """What to undo when the phase stops early (abort, rollback, a failure)."""
         ...
@@ -79,6 +84,9 @@ class Common:
 
     def watched(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
         return list(batch.instance_ids)
+
+    def elsewhere(self, batch: Batch) -> str | None:
+        return None
 
     def on_halt(self) -> list[Action]:
         return []

@@ -1,12 +1,14 @@
-"""Blue/green, a skeleton: a new scale set ("green") on the new image beside the serving one ("blue"), and blue
-scaled to nothing once green is healthy. It proves the strategy seam: this file and three gateway methods
-(``for_set``, ``clone``, ``delete_set``) are all it took; the engine was not touched.
+"""Blue/green: a new scale set ("green") on the new image beside the serving one ("blue"), in the same load balancer
+pools (it is blue's model), traffic moved by draining blue, blue kept drained for ``--bake`` (a rollback readmits
+it in seconds), then scaled to 0 (its model kept) or deleted (``--delete-blue``).
 
-Not yet what the blue/green issue asks: no load balancer (green is not admitted, blue not drained), no gates on
-green, no quota check, no --keep-blue/--bake, not offered on the command line. Registered when imported.
-
-Crash-safe as the others: the green set's name is recorded (a batch's meta) before it is created, and created
-with If-None-Match, so a resumed rollout finds it by name and never makes a second one.
+One batch, the green set, whose instances the engine judges (``elsewhere``: ARM's view and the gates, as any
+batch's), and whose meta records each step before it is taken: the green set's name (created If-None-Match, so a
+resumed rollout finds it by name and never makes a second one), when it was ready (healthy, passed the gates, Up in
+every load balancer rule), when blue's drain began, when blue was retired. Undoing (green failed, or a rollback)
+is the same steps backwards, also recorded: blue back to its capacity if it was scaled to 0, readmitted and seen
+Up in the load balancers, and only then green drained and deleted, so the set that serves is never the one
+drained: blue never stops serving before green serves, and never after, until the switch.
 """
 
 from __future__ import annotations
@@ -17,15 +19,23 @@ from dataclasses import dataclass
 
 from vmssctl.errors import NotFound, PreconditionFailed
 from vmssctl.gateway import Gateway
-from vmssctl.model import ImageRef, Instance
+from vmssctl.model import ImageRef, Instance, id_key
 from vmssctl.plan import Plan
 from vmssctl.policy import RolloutPolicy
+from vmssctl.rollout.gates import GOOD
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.strategies import Common, register
-from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Sight, Wait
+from vmssctl.rollout.strategies.base import poll_delay
+from vmssctl.rollout.strategies.drain import UP_POLL, SetAdmin, by_instance
+from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Sight, Wait, describe
 
 NAME = "blue-green"
 ROLLOUT_TAG = "vmssctl-rollout"
+# the green batch's meta: what was done, and when (intent first)
+GREEN, BLUE_CAPACITY, GREEN_CAPACITY = "green", "blue_capacity", "green_capacity"
+READY, BLUE_DRAINED, BLUE_DOWN = "ready", "blue_drained", "blue_down"
+UNDO, UNDO_AT, BLUE_RESTORING, GREEN_DRAINED, GREEN_DELETING = (
+    "undo", "undo_at", "blue_restoring", "green_drained", "green_deleting")
 
 
 def green_name(blue: str, image: ImageRef) -> str:
@@ -36,19 +46,22 @@ def green_name(blue: str, image: ImageRef) -> str:
     return f"{blue[: 63 - len(tag)]}-{tag}"
 
 
+# ------------------------------------------------------------------------------------ effects
 @dataclass(frozen=True)
 class CreateGreen:
-    """Record the green set's name (intent first), then create it: this set's model, the wanted image, blue's
+    """Record the green set's name (intent first), then create it: this set's model, the wanted image, the
     capacity, tagged as this rollout's."""
 
     capacity: int
+    blue_capacity: int
     name: str | None = None  # None: a new one, named now; else the recorded one (a create that never landed)
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         name = self.name
         if name is None:
             name = green_name(host.api.name, host.wanted)
-            host.record_batch(phase.kind, [], {"green": name, "blue_capacity": self.capacity})
+            host.record_batch(phase.kind, [], {GREEN: name, BLUE_CAPACITY: self.blue_capacity,
+                                               GREEN_CAPACITY: self.capacity})
             host.emit("green_creating", name=name, capacity=self.capacity, image=str(host.wanted))
         with contextlib.suppress(PreconditionFailed):  # it exists: created before a crash (observe says whose)
             host.arm(lambda: host.api.clone(name, host.wanted, self.capacity, {ROLLOUT_TAG: host.rollout_id}))
@@ -56,15 +69,50 @@ class CreateGreen:
 
 
 @dataclass(frozen=True)
-class RetireBlue:
-    """Green serves: blue goes to capacity 0 (its model stays, so it comes back in minutes). Intent first."""
+class Mark:
+    """Record a step of the batch (``key``: now), then say it (``event``)."""
 
     batch: Batch
+    key: str
+    event: str
+    data: Mapping[str, object] | None = None
 
     def apply(self, host: Host, phase: Phase) -> str | None:
-        host.update_batch(self.batch, meta={**self.batch.meta, "blue_down": True})
+        host.update_batch(self.batch, meta={**self.batch.meta, self.key: host.now(), **(self.data or {})})
+        host.emit(self.event, green=self.batch.meta[GREEN], **(self.data or {}))
+        return None
+
+
+@dataclass(frozen=True)
+class DrainBlue:
+    """The switch: record that blue's drain began, then set blue's VMs Down in the load balancers (none there:
+    nothing to drain, the bake still holds blue)."""
+
+    batch: Batch
+    ids: tuple[str, ...]
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        Mark(self.batch, BLUE_DRAINED, "switching", {"drained": len(self.ids)}).apply(host, phase)
+        return SetAdmin(self.ids, "Down").apply(host, phase) if self.ids else None
+
+
+@dataclass(frozen=True)
+class RetireBlue:
+    """Green has served through the bake: blue goes to capacity 0 (its model stays, so it comes back in minutes),
+    or is deleted (``--delete-blue``: the rollout ends there, nothing of blue left to look at). Intent first."""
+
+    batch: Batch
+    delete: bool
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        host.update_batch(self.batch, meta={**self.batch.meta, BLUE_DOWN: host.now(), "blue_deleted": self.delete})
+        if self.delete:
+            host.arm(host.api.delete_set)
+            host.update_batch(self.batch, state="succeeded", finished=host.now())
+            host.emit("blue_deleted", green=self.batch.meta[GREEN])
+            return "done"
         host.arm(lambda: host.api.set_capacity(0))
-        host.emit("blue_scaled_down", green=self.batch.meta["green"])
+        host.emit("blue_scaled_down", green=self.batch.meta[GREEN])
         return None
 
 
@@ -75,44 +123,112 @@ class Switched:
     batch: Batch
 
     def apply(self, host: Host, phase: Phase) -> str | None:
-        host.update_batch(self.batch, state="succeeded")
+        host.update_batch(self.batch, state="succeeded", finished=host.now())
+        host.emit("switched", green=self.batch.meta[GREEN])
         return "done"
 
 
 @dataclass(frozen=True)
-class DropGreen:
-    """Green failed: delete it (blue never stopped serving), and end the phase with why."""
+class BeginUndo:
+    """Green failed, or a rollback was asked: record why and when undoing began (a rollback records its own batch,
+    with what the forward one did), then the next turns undo step by step."""
 
     batch: Batch
-    failure: str
+    reason: str
+    kind: str = "forward"
 
     def apply(self, host: Host, phase: Phase) -> str | None:
-        name = str(self.batch.meta["green"])
-        host.update_batch(self.batch, state="failed")
-        host.arm(lambda: host.api.for_set(name).delete_set())
-        host.emit("green_deleted", name=name, reason=self.failure)
-        return self.failure
+        meta = {**self.batch.meta, UNDO: self.reason, UNDO_AT: host.now()}
+        if self.kind == "forward":
+            host.update_batch(self.batch, meta=meta)
+        else:
+            host.record_batch(self.kind, [], meta)
+        host.emit("green_undoing", green=self.batch.meta[GREEN], reason=self.reason)
+        return None
 
 
+@dataclass(frozen=True)
+class RestoreBlue:
+    """Blue was scaled to 0: back to its capacity (on its own model, the old image). Intent first."""
+
+    batch: Batch
+    capacity: int
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        Mark(self.batch, BLUE_RESTORING, "blue_restoring", {"capacity": self.capacity}).apply(host, phase)
+        host.arm(lambda: host.api.set_capacity(self.capacity))
+        return None
+
+
+@dataclass(frozen=True)
+class DrainGreen:
+    """Blue serves again: green's VMs Down in the load balancers (its requests in flight finish), intent first."""
+
+    batch: Batch
+    ids: tuple[str, ...]
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        Mark(self.batch, GREEN_DRAINED, "green_draining", {"drained": len(self.ids)}).apply(host, phase)
+        return SetAdmin(self.ids, "Down", on=str(self.batch.meta[GREEN])).apply(host, phase) if self.ids else None
+
+
+@dataclass(frozen=True)
+class DeleteGreen:
+    """Delete the green set (blue serves), intent first; the phase ends with ``outcome``."""
+
+    batch: Batch
+    outcome: str
+
+    def apply(self, host: Host, phase: Phase) -> str | None:
+        name = str(self.batch.meta[GREEN])
+        host.update_batch(self.batch, state="failed" if self.batch.kind == "forward" else "succeeded",
+                          finished=host.now(), meta={**self.batch.meta, GREEN_DELETING: host.now()})
+        with contextlib.suppress(NotFound):
+            host.arm(lambda: host.api.for_set(name).delete_set())
+        host.emit("green_deleted", name=name, reason=str(self.batch.meta[UNDO]))
+        return self.outcome
+
+
+# ------------------------------------------------------------------------------------ the strategy
 class BlueGreen(Common):
     name = NAME
     changes_model = False  # blue's model is left as it is: green gets the image
 
+    def elsewhere(self, batch: Batch) -> str | None:
+        """Green's VMs are what the batch is judged on, until it is being undone."""
+        return str(batch.meta[GREEN]) if GREEN in batch.meta and UNDO not in batch.meta else None
+
+    def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:
+        if GREEN not in batch.meta or UNDO in batch.meta:
+            return None
+        return [i.instance_id for i in instances]
+
+    def watched(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
+        return []  # (green's operations are its own set's: its VMs are judged, not waited on)
+
     def observe(self, api: Gateway, phase: Phase, policy: RolloutPolicy, sight: Sight) -> Mapping[str, object]:
-        """Green's instances, once its name is recorded (None: not there, or not this rollout's)."""
-        green = _green(phase)
-        if green is None:
+        """Green's instances (None: not there), whose tag it carries, and what the load balancers say of blue's
+        and green's VMs when the policy drains."""
+        batch = _green(phase) or _green(Phase("forward", phase.forward))
+        if batch is None:
             return {}
-        other = api.for_set(str(green.meta["green"]))
+        other = api.for_set(str(batch.meta[GREEN]))
         try:
             model = other.get()
         except NotFound:
-            return {"green": None}
-        return {"green": other.instances(), "tag": model.tags.get(ROLLOUT_TAG),
-                "rollout": api.get().tags.get(ROLLOUT_TAG)}
-
-    def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:
-        return None  # green is judged on what observe saw of it, not blue's instances
+            model = None
+        seen: dict[str, object] = {"green": None} if model is None else {
+            "green": list(sight.elsewhere) if sight.elsewhere is not None else other.instances(),
+            "tag": model.tags.get(ROLLOUT_TAG), "rollout": (sight.model or api.get()).tags.get(ROLLOUT_TAG)}
+        network = api.network() if policy.drain == "lb" else None
+        if policy.drain == "lb" and network is None:
+            seen["lb"] = None
+        elif network is not None:
+            blue = sight.model or api.get()
+            seen["lb_blue"] = by_instance(network.backends(blue))[0] if blue.fronted else {}
+            seen["lb_green"] = by_instance(network.backends(model))[0] if model is not None and model.fronted \
+                else {}
+        return seen
 
     def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
         behind = [i.instance_id for i in obs.instances if needs(i)]
@@ -120,32 +236,121 @@ class BlueGreen(Common):
 
     def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, plan: Plan) -> Action:
         if phase.kind != "forward":
-            return Finish("a blue/green rollback (readmit blue, delete green) is not in this skeleton")
-        green = _green(phase)
-        if green is None:
+            return _rollback(obs, phase, policy)
+        batch = _green(phase)
+        if batch is None:
             live = [i for i in obs.instances if i.provisioning != "deleting"]
-            return CreateGreen(len(live)) if live else Finish("done")
-        name, capacity = str(green.meta["green"]), int(green.meta["blue_capacity"])
-        down = bool(green.meta.get("blue_down"))
+            if not live:
+                return Finish("done")
+            return CreateGreen(policy.green_capacity or len(live), len(live))
+        if UNDO in batch.meta:
+            return _undo(obs, batch, policy, str(batch.meta[UNDO]))
+        name, capacity = str(batch.meta[GREEN]), int(batch.meta[GREEN_CAPACITY])
         vms = obs.seen.get("green")
         if not isinstance(vms, list):  # not there: the create never landed (If-None-Match keeps it to one)
-            return Finish(f"the green scale set {name} is gone") if down else CreateGreen(capacity, name)
+            if BLUE_DRAINED in batch.meta:
+                return BeginUndo(batch, f"the green scale set {name} is gone")
+            return CreateGreen(capacity, int(batch.meta[BLUE_CAPACITY]), name)
         if obs.seen.get("tag") != obs.seen.get("rollout"):
             return Finish(f"a scale set named {name} exists and is not this rollout's; nothing was changed")
-        failed = [i.instance_id for i in vms if i.provisioning == "failed"]
-        if failed and not down:
-            return DropGreen(green, f"{len(failed)} green instance(s) failed to provision: {', '.join(failed)}")
-        if not down:
-            if len(vms) < capacity or not all(i.healthy for i in vms):
-                if obs.now - (green.started or obs.now) > policy.health_timeout:
-                    return DropGreen(green, f"green not healthy after {policy.health_timeout:.0f}s")
-                return Wait(policy.poll, "green coming up")
-            return RetireBlue(green)
-        return Wait(policy.poll, "blue scaling down") if obs.instances else Switched(green)
+        if obs.seen.get("lb", {}) is None:
+            return Finish("the load balancers in front of the set cannot be reached to move its traffic")
+        if obs.bad:
+            when = "after the switch" if BLUE_DRAINED in batch.meta else "before the switch"
+            return BeginUndo(batch, f"green failed {when}: {'; '.join(describe(obs.bad))}")
+        if READY not in batch.meta:
+            return _warm_up(obs, phase, policy, batch, vms, capacity)
+        lb_blue = _lb(obs, "lb_blue")
+        serving_blue = tuple(sorted((i for i in lb_blue if lb_blue[i]["drains"] and lb_blue[i]["admin"] != "Down"),
+                                    key=id_key))
+        if BLUE_DRAINED not in batch.meta:
+            return DrainBlue(batch, serving_blue)
+        if BLUE_DOWN not in batch.meta:
+            if serving_blue:  # (a crash between the record and the write, or a VM blue got meanwhile)
+                return SetAdmin(serving_blue, "Down")
+            ends = float(batch.meta[BLUE_DRAINED]) + max(policy.drain_timeout, policy.bake)
+            if obs.now < ends:  # green serves alone; blue kept drained, ready to take the traffic back
+                return Wait(min(ends - obs.now, policy.poll), "baking: blue drained, ready for a rollback",
+                            announce=True)
+            return RetireBlue(batch, policy.delete_blue)
+        return Wait(policy.poll, "blue scaling down") if obs.instances else Switched(batch)
+
+
+def _warm_up(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Batch, vms: list,
+             capacity: int) -> Action:
+    """Green coming up: every VM healthy and past the gates (the engine's verdicts), then Up in every load
+    balancer rule (it gets traffic from then on); within the health timeout."""
+    late = obs.elapsed > policy.health_timeout
+    if len(vms) < capacity or not vms or any(obs.verdicts.get(i.instance_id) is None or
+                                              obs.verdicts[i.instance_id].state != GOOD for i in vms):
+        if late:
+            return BeginUndo(batch, f"green not healthy after {policy.health_timeout:.0f}s")
+        return Wait(poll_delay(obs, phase, policy), "green coming up")
+    lb_green = _lb(obs, "lb_green")
+    not_up = [i.instance_id for i in vms if i.instance_id in lb_green and not lb_green[i.instance_id]["up"]]
+    if not_up:
+        if late:
+            return BeginUndo(batch, f"green instance(s) {', '.join(not_up)} never Up in the load balancers within "
+                                    f"{policy.health_timeout:.0f}s")
+        return Wait(min(policy.poll, UP_POLL), "the load balancers to see green Up")
+    return Mark(batch, READY, "green_ready", {"instances": len(vms)})
+
+
+def _undo(obs: Observation, batch: Batch, policy: RolloutPolicy, reason: str, outcome: str | None = None) -> Action:
+    """Back to blue, step by step: blue at its capacity again (when it was scaled to 0), readmitted, seen serving;
+    then green drained and deleted. ``outcome``: how the phase ends (None: with ``reason``, a failure)."""
+    cap = int(batch.meta[BLUE_CAPACITY])
+    if batch.meta.get("blue_deleted"):
+        return Finish(f"{reason}; the old set was deleted after the bake: roll back with a new rollout of "
+                      f"{batch.meta[GREEN]}")
+    live = [i for i in obs.instances if i.provisioning != "deleting"]
+    if BLUE_DOWN in batch.meta and len(live) < cap and BLUE_RESTORING not in batch.meta:
+        return RestoreBlue(batch, cap)
+    lb_blue, lb_green = _lb(obs, "lb_blue"), _lb(obs, "lb_green")
+    ids = {i.instance_id for i in live}
+    down = tuple(sorted((i for i in lb_blue if lb_blue[i]["admin"] == "Down" and i in ids), key=id_key))
+    if down:  # (not the ones being deleted: readmitted, they would be sent requests as they go)
+        return SetAdmin(down, "None")
+    waiting = [i.instance_id for i in live if not i.healthy or (i.instance_id in lb_blue and
+                                                                not lb_blue[i.instance_id]["up"])]
+    if waiting or (BLUE_RESTORING in batch.meta and len(live) < cap):
+        since = float(batch.meta.get(BLUE_RESTORING) or batch.meta[UNDO_AT])
+        if obs.now - since > policy.health_timeout:
+            return Finish(f"{reason}; the old set did not serve again within {policy.health_timeout:.0f}s "
+                          f"(instance(s) {', '.join(waiting) or 'missing'}): both sets left as they are")
+        return Wait(min(policy.poll, UP_POLL), "the old set to serve again")
+    vms = obs.seen.get("green")
+    if isinstance(vms, list) and GREEN_DELETING not in batch.meta:
+        if GREEN_DRAINED not in batch.meta:
+            serving = tuple(sorted((i for i in lb_green if lb_green[i]["drains"] and lb_green[i]["admin"] != "Down"),
+                                   key=id_key))
+            return DrainGreen(batch, serving)
+        ends = float(batch.meta[GREEN_DRAINED]) + (policy.drain_timeout if lb_green else 0.0)
+        if obs.now < ends:
+            return Wait(ends - obs.now, "draining green")
+        return DeleteGreen(batch, outcome or reason)
+    return Finish(outcome or reason)
+
+
+def _rollback(obs: Observation, phase: Phase, policy: RolloutPolicy) -> Action:
+    """A rollback: nothing created, nothing to undo; else the forward batch's steps undone (recorded in a rollback
+    batch of its own)."""
+    forward = _green(Phase("forward", phase.forward))
+    if forward is None:
+        return Finish("done")
+    mine = _green(phase)
+    if mine is None:
+        return BeginUndo(forward, "rollback requested", kind="rollback")
+    return _undo(obs, mine, policy, str(mine.meta[UNDO]), outcome="done")
 
 
 def _green(phase: Phase) -> Batch | None:
-    return next((b for b in phase.batches if "green" in b.meta), None)
+    return next((b for b in phase.batches if GREEN in b.meta), None)
+
+
+def _lb(obs: Observation, key: str) -> dict:
+    seen = obs.seen.get(key)
+    return seen if isinstance(seen, dict) else {}
 
 
 register(BlueGreen())

@@ -62,8 +62,14 @@ def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> 
     model = sight.model or api.get()
     if not model.fronted:
         return {"lb": {}}
+    by, seen = by_instance(network.backends(model, health=_health_needed(phase.open_batch)))
+    return {"lb": by, FRONTS: seen}
+
+
+def by_instance(backends: list) -> tuple[dict[str, dict], list[str]]:
+    """What the load balancers and gateways say of each VM (instance id -> up, admin state, in a load balancer's
+    pool, in a gateway's), and the rules in front (``fronts``)."""
     by: dict[str, dict] = {}
-    backends = network.backends(model, health=_health_needed(phase.open_batch))
     for b in backends:
         row = by.setdefault(b.instance_id, {"up": True, "admin": "None", "drains": False, "gw": False})
         row["drains"] = row["drains"] or not b.gateway  # in a load balancer's pool: an admin state drains it
@@ -72,7 +78,7 @@ def observe(api: Gateway, policy: RolloutPolicy, phase: Phase, sight: Sight) -> 
         # asked, and not used: see _health_needed)
         if b.admin != "None":
             row["admin"] = b.admin
-    return {"lb": by, FRONTS: fronts(backends)}
+    return by, fronts(backends)
 
 
 def _needed(batch: Batch | None, settled: bool) -> bool:
@@ -319,16 +325,19 @@ class RunHook:
 
 @dataclass(frozen=True)
 class SetAdmin:
-    """These VMs' admin state in every pool of the set (Down: drained; None: the probe decides)."""
+    """These VMs' admin state in every pool of the set (Down: drained; None: the probe decides); ``on``: of
+    another set than the rollout's (blue/green's new one)."""
 
     ids: tuple[str, ...]
     state: str
+    on: str | None = None
 
     def apply(self, host: Host, phase: Phase) -> str | None:
-        network = host.api.network()
+        api = host.api.for_set(self.on) if self.on else host.api
+        network = api.network()
         if network is None:
             return "the load balancers in front of the set cannot be reached to drain or readmit its VMs"
-        model = host.arm(host.api.get)
+        model = host.arm(api.get)
         try:
             host.arm(lambda: network.set_admin(model, list(self.ids), self.state))
         except PreconditionFailed:  # changed by someone else between our read and write: the next turn looks again
@@ -337,7 +346,8 @@ class SetAdmin:
             what = "drain" if self.state == "Down" else "readmit"
             return (f"the load balancers refused to {what} instance(s) {', '.join(self.ids)}: the credential lacks "
                     f"{e.action or e}; grant it and run again")
-        host.emit("drained" if self.state == "Down" else "readmitted", instances=list(self.ids))
+        host.emit("drained" if self.state == "Down" else "readmitted", instances=list(self.ids),
+                  **({"set": self.on} if self.on else {}))
         return None
 
 
