@@ -9,13 +9,16 @@ rollout's own waits, so every figure is simulated and repeatable. Side by side, 
 - Azure's rolling upgrade (emulated: Rolling policy, 20 % batches, the set's health extension),
 - the 2016 ``vmssupgrade`` way: manualupgrade one update domain after another, waiting a fixed 5 minutes, no
   health check;
+- vmssctl blue-green (a new set of 100 beside the old one, the old one drained at the switch and kept for a bake
+  of 10 minutes, or 30 s, then scaled to 0);
 - a service whose requests are all short (no long-lived connections): in place with a 5 s drain;
 - and behind an Application Gateway instead (probe every 5 s, unhealthy after 2 misses, connection draining 60 s):
   vmssctl in place and surge, without and with ``--drain appgw`` (30 s).
 
 Printed per row: requests failed (count and share, by cause), the rollout's simulated time (and, for a drained
-run, its ratio to the same strategy without a drain), and ARM requests per instance (Compute and Network: the
-drain's reads and writes included). Draining removes what the probe's lag and short requests cost; long-lived
+run, its ratio to the same strategy without a drain), ARM requests per instance (Compute and Network: the
+drain's reads and writes included), and the VM-hours paid beyond the set's own (a surge's extra VMs, blue/green's
+second set). Draining removes what the probe's lag and short requests cost; long-lived
 connections still open when the drain ends are cut (they last 300 s on average, exponentially: even a 300 s
 drain leaves a third of them, at a cost in time the 10 % target cannot pay).
 Run: .venv/bin/python bench/traffic.py
@@ -58,14 +61,27 @@ def behind_a_load_balancer(prefix: str, mode: str = "Manual", gateway: bool = Fa
 TIMES: dict[str, float] = {}  # simulated seconds of each undrained run, by strategy: what a drain is set against
 
 
+def extra_vm_hours(stats: dict, t0: float) -> float:
+    """VM-hours paid beyond the N the rollout started with: every set's capacity over time (a stopped VM being
+    upgraded is still paid for), less N for the whole span."""
+    now, paid = stats["now"], 0.0
+    for s in stats["scaleSets"].values():
+        rows = s.get("records") or []
+        for a, b in zip(rows, [*rows[1:], {"time": now}], strict=True):
+            start, end = max(a["time"], t0), max(b["time"], t0)
+            paid += a["capacity"] * max(0.0, end - start)
+    return max(0.0, paid - N * (now - t0)) / 3600
+
+
 def report(label: str, e, load_id: str, t0: float, arm0: int, baseline: str | None = None) -> float:
-    stats = e.admin("GET", "stats")
+    stats = e.admin("GET", f"stats?since={t0}&records=true")
     row = next(x for x in stats["traffic"] if x["id"] == load_id)
     by, took = row["failedBy"], e.now() - t0 - 60  # (the minute of traffic after the rollout left out)
-    ratio = f" = {took / TIMES[baseline]:.2f}x undrained" if baseline in TIMES else ""
+    ratio = f" = {took / TIMES[baseline]:.2f}x {baseline} undrained" if baseline in TIMES else ""
     print(f"{label:<62} failed {row['failed']:>7,} of {row['requests']:>9,} ({row['failureRatio']:.3%}): "
           f"cut {by['cut']:,}, probe lag {by['probe-lag']:,}, no backend {by['no-backend']:,}; "
-          f"simulated {took:6.0f}s{ratio}; {(stats['requests']['total'] - arm0) / N:.2f} ARM requests per instance")
+          f"simulated {took:6.0f}s{ratio}; {(stats['requests']['total'] - arm0) / N:.2f} ARM requests per instance; "
+          f"{extra_vm_hours(stats, t0):.1f} extra VM-hours")
     return took
 
 
@@ -79,7 +95,8 @@ def vmssctl(label: str, settings: dict, gateway: bool = False, users: dict = LOA
         assert start(api, journal, e.connection, prepared, []) == 0
         e.admin("POST", "clock", {"advance": 60})  # and a minute after
         strategy = settings.get("strategy", "in-place") + (" behind a gateway" if gateway else "")
-        took = report(label, e, load_id, t0, arm0, strategy if settings.get("drain") != "none" else None)
+        baseline = "in-place" if strategy == "blue-green" else strategy  # (blue/green against the plain rollout)
+        took = report(label, e, load_id, t0, arm0, baseline if settings.get("drain") != "none" else None)
         if settings.get("drain") == "none":
             TIMES[strategy] = took
     finally:
@@ -136,6 +153,10 @@ if __name__ == "__main__":
                                                          "drain_timeout": "30s"})
     azure_rolling()
     ud_walk()
+    vmssctl("vmssctl blue-green, drain 30 s, bake 10 min", {"strategy": "blue-green", "drain": "lb",
+                                                           "drain_timeout": "30s", "bake": "10m"})
+    vmssctl("vmssctl blue-green, drain 30 s, bake 30 s", {"strategy": "blue-green", "drain": "lb",
+                                                          "drain_timeout": "30s", "bake": "30s"})
     vmssctl("short requests only: vmssctl in place, 20 %, drain 5 s", {"batch_percent": 20, "drain": "lb",
                                                                        "drain_timeout": "5s"}, users=SHORT)
     behind = "Application Gateway: vmssctl"

@@ -312,6 +312,10 @@ def test_the_confirmation_shows_the_plan_and_errors_name_the_form_fields(live_em
         r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "batch_size": "100000"})
         assert r.status_code == 400 and "the 'batch size' field" in r.json()["message"]
         assert "--" not in r.json()["message"]
+        r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "strategy": "blue-green", "bake": "5m"})
+        assert r.status_code == 200 and "strategy: blue/green" in r.json()["message"], r.text
+        r = c.post(f"/sets/{SUB}/{rg}/web/plan", json={"version": NEW, "bake": "5m"})
+        assert r.status_code == 400 and "the 'bake (blue-green)' field applies to" in r.json()["message"]
     assert not any(i.latest_model and i.image.exact_version == NEW for i in instances(live_emu, rg))
 
 

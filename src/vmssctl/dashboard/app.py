@@ -573,7 +573,7 @@ FORM_FIELDS = {"--by": "by", "--batch-size": "batch size", "--batch-percent": "b
                "--no-health-signal": "no health signal", "--version": "version", "--sku": "SKU",
                "--image-id": "image id", "--custom-uri": "custom URI", "--strategy": "strategy",
                "--max-surge": "max surge", "--allow-automatic": "allow automatic", "--drain-timeout": "drain timeout",
-               "--drain": "drain"}
+               "--drain": "drain", "--bake": "bake (blue-green)"}
 
 
 def form_words(message: str) -> str:
@@ -587,7 +587,7 @@ def _prepare_rollout(d: Dashboard, sid: SetId, body: dict):
     from vmssctl.upgrade import prepare
 
     keys = ("by", "batch_size", "batch_percent", "canary", "pause", "max_unavailable", "rollback", "health_timeout",
-            "max_unhealthy_upgraded", "strategy", "max_surge", "drain", "drain_timeout")
+            "max_unhealthy_upgraded", "strategy", "max_surge", "drain", "drain_timeout", "bake")
     overrides: dict = {k: body[k] for k in keys if body.get(k) not in (None, "")}
     if overrides.get("drain") == "hook":  # a command from a web form would be a shell for whoever holds a session
         raise UsageError("the dashboard runs no commands: a drain hook is set with vmssctl upgrade --drain-hook or "

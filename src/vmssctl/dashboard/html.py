@@ -318,8 +318,10 @@ def batching_fields(ss) -> str:
                 "once (an outage)</label>")
     return """<label>by <select name="by"><option>batch</option><option>update-domain</option>
         <option>fault-domain</option><option>zone</option></select></label>
-      <label>strategy <select name="strategy"><option>in-place</option><option>surge</option></select></label>
+      <label>strategy <select name="strategy"><option>in-place</option><option>surge</option>
+        <option>blue-green</option></select></label>
       <label>max surge <input name="max_surge" placeholder="batch size"></label>
+      <label>bake (blue-green) <input name="bake" placeholder="10m"></label>
       <label>drain <select name="drain"><option value="auto">auto (lb when a probed rule fronts the set)</option>
         <option>lb</option><option>none</option></select></label>
       <label>drain timeout <input name="drain_timeout" placeholder="30s"></label>

@@ -30,6 +30,7 @@ from vmssctl.rollout.strategies.drain import UP_POLL, SetAdmin, by_instance
 from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Sight, Wait, describe
 
 NAME = "blue-green"
+BAKE_POLL = 30.0  # how often green is judged again while blue bakes (a rollback asked for is seen as soon)
 ROLLOUT_TAG = "vmssctl-rollout"
 # the green batch's meta: what was done, and when (intent first)
 GREEN, BLUE_CAPACITY, GREEN_CAPACITY = "green", "blue_capacity", "green_capacity"
@@ -220,14 +221,18 @@ class BlueGreen(Common):
         seen: dict[str, object] = {"green": None} if model is None else {
             "green": list(sight.elsewhere) if sight.elsewhere is not None else other.instances(),
             "tag": model.tags.get(ROLLOUT_TAG), "rollout": (sight.model or api.get()).tags.get(ROLLOUT_TAG)}
-        network = api.network() if policy.drain == "lb" else None
-        if policy.drain == "lb" and network is None:
+        blue_reads, green_reads = _reads(batch, sight.settled)
+        if policy.drain != "lb" or (blue_reads is None and green_reads is None):
+            return seen
+        network = api.network()
+        if network is None:
             seen["lb"] = None
-        elif network is not None:
-            blue = sight.model or api.get()
-            seen["lb_blue"] = by_instance(network.backends(blue))[0] if blue.fronted else {}
-            seen["lb_green"] = by_instance(network.backends(model))[0] if model is not None and model.fronted \
-                else {}
+            return seen
+        blue = sight.model or api.get()
+        if blue_reads is not None:
+            seen["lb_blue"] = by_instance(network.backends(blue, health=blue_reads))[0] if blue.fronted else {}
+        if green_reads is not None and model is not None:
+            seen["lb_green"] = by_instance(network.backends(model, health=green_reads))[0] if model.fronted else {}
         return seen
 
     def remaining(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs) -> Plan:
@@ -270,8 +275,8 @@ class BlueGreen(Common):
                 return SetAdmin(serving_blue, "Down")
             ends = float(batch.meta[BLUE_DRAINED]) + max(policy.drain_timeout, policy.bake)
             if obs.now < ends:  # green serves alone; blue kept drained, ready to take the traffic back
-                return Wait(min(ends - obs.now, policy.poll), "baking: blue drained, ready for a rollback",
-                            announce=True)
+                return Wait(min(ends - obs.now, max(policy.poll, BAKE_POLL)), "baking: blue drained, ready for a "
+                            "rollback", announce=True)
             return RetireBlue(batch, policy.delete_blue)
         return Wait(policy.poll, "blue scaling down") if obs.instances else Switched(batch)
 
@@ -342,6 +347,20 @@ def _rollback(obs: Observation, phase: Phase, policy: RolloutPolicy) -> Action:
     if mine is None:
         return BeginUndo(forward, "rollback requested", kind="rollback")
     return _undo(obs, mine, policy, str(mine.meta[UNDO]), outcome="done")
+
+
+def _reads(batch: Batch, settled: bool) -> tuple[bool | None, bool | None]:
+    """What the next decision needs of the load balancers, for blue and for green: None, nothing; False, admin
+    states (one GET); True, Up-ness too (the rules' health, an LRO each). Green's Up-ness once its VMs are judged
+    (``settled``) and before it is ready;
+    blue's admin states at the switch and through the bake; blue's Up-ness and green's admin states when undoing;
+    nothing while blue scales down."""
+    meta = batch.meta
+    if UNDO in meta:
+        return True, False
+    if READY not in meta:
+        return None, (True if settled else None)
+    return (None, None) if BLUE_DOWN in meta else (False, None)
 
 
 def _green(phase: Phase) -> Batch | None:
