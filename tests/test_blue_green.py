@@ -35,6 +35,7 @@ from vmssctl.emulator.world import World
 from vmssctl.errors import NotFound, PreconditionFailed, UsageError
 from vmssctl.model import ImageRef
 from vmssctl.rollout.engine import EXIT_FAILED, EXIT_OK
+from vmssctl.rollout.gates import BAD, GOOD, Verdict
 from vmssctl.rollout.journal import Journal
 from vmssctl.rollout.strategies.blue_green import green_name
 from vmssctl.target import ImageChange
@@ -261,3 +262,98 @@ def test_vmssctl_upgrade_blue_green_over_https_then_a_bad_image_leaves_the_servi
     finally:
         frozen.admin("POST", f"traffic/{tid}/stop")
         frozen.admin("PUT", "faults", {"rules": []})
+
+
+# ------------------------------------------------------------------------------ the phases, as a table
+def _phase_case(meta: dict | None, seen: dict, verdicts: dict | None = None, now: float = 2_000.0,
+                kind: str = "forward", blue: int = 3, elapsed: float = 100.0):
+    from tests.test_decide import vm
+    from vmssctl.rollout.journal import Batch
+    from vmssctl.rollout.turn import Observation, Phase
+
+    green = [Batch("r", 1, "forward", [], "issued", 1_000.0, None, [], meta)] if meta is not None else []
+    phase = Phase(kind, tuple(green) if kind == "forward" else (), forward=tuple(green) if kind != "forward" else ())
+    obs = Observation(now, tuple(vm(i) for i in range(blue)), verdicts=verdicts or {}, elapsed=elapsed, seen=seen)
+    return obs, phase
+
+
+_G = {"green": "web-2", "blue_capacity": 3, "green_capacity": 3}
+
+
+def _green_vms(n: int = 3) -> dict:
+    from tests.test_decide import NEW as NEW_IMAGE
+    from tests.test_decide import vm
+
+    return {"green": [vm(i, NEW_IMAGE) for i in range(n)], "tag": "r", "rollout": "r"}
+
+
+def _good(n: int = 3) -> dict:
+    return {str(i): Verdict(GOOD) for i in range(n)}
+
+
+_UP = {str(i): {"up": True, "admin": "None", "drains": True, "gw": False} for i in range(3)}
+_DOWN = {str(i): {"up": True, "admin": "Down", "drains": True, "gw": False} for i in range(3)}
+_NOT_UP = {**_UP, "2": {"up": False, "admin": "None", "drains": True, "gw": False}}
+
+
+@pytest.mark.parametrize("meta, seen, verdicts, now, kind, blue, expect", [
+    # nothing yet: create green at blue's capacity
+    (None, {}, None, 2_000.0, "forward", 3, ("CreateGreen", None)),
+    # recorded, the create never landed: create it again, by the recorded name
+    (_G, {"green": None}, None, 2_000.0, "forward", 3, ("CreateGreen", "web-2")),
+    # a set of that name that is not this rollout's
+    (_G, {**_green_vms(), "tag": "other"}, _good(), 2_000.0, "forward", 3, ("Finish", "not this rollout's")),
+    # green coming up: wait
+    (_G, _green_vms(2), _good(2), 2_000.0, "forward", 3, ("Wait", "green coming up")),
+    # green healthy, not yet Up in the load balancers: wait; then ready
+    (_G, {**_green_vms(), "lb_green": _NOT_UP}, _good(), 2_000.0, "forward", 3, ("Wait", "to see green Up")),
+    (_G, {**_green_vms(), "lb_green": _UP}, _good(), 2_000.0, "forward", 3, ("Mark", "ready")),
+    # ready: the switch drains blue's VMs still in rotation
+    ({**_G, "ready": 1_500.0}, {**_green_vms(), "lb_blue": _UP}, _good(), 2_000.0, "forward", 3,
+     ("DrainBlue", ("0", "1", "2"))),
+    # drained, baking (bake 300 s from 1,800): wait; one readmitted by someone: Down again
+    ({**_G, "ready": 1, "blue_drained": 1_800.0}, {**_green_vms(), "lb_blue": _DOWN}, _good(), 2_000.0, "forward", 3,
+     ("Wait", "baking")),
+    ({**_G, "ready": 1, "blue_drained": 1_800.0}, {**_green_vms(), "lb_blue": {**_DOWN, "1": _UP["1"]}}, _good(),
+     2_000.0, "forward", 3, ("SetAdmin", ("1",))),
+    # the bake is over: blue retired; then, blue empty: switched
+    ({**_G, "ready": 1, "blue_drained": 1_800.0}, {**_green_vms(), "lb_blue": _DOWN}, _good(), 2_200.0, "forward", 3,
+     ("RetireBlue", None)),
+    ({**_G, "ready": 1, "blue_drained": 1_800.0, "blue_down": 2_100.0}, _green_vms(), _good(), 2_200.0, "forward", 0,
+     ("Switched", None)),
+    # green bad during the bake: undo; undoing: blue readmitted first, then green drained, then deleted
+    ({**_G, "ready": 1, "blue_drained": 1_800.0}, _green_vms(), {**_good(), "1": Verdict(BAD, "unhealthy")}, 2_000.0,
+     "forward", 3, ("BeginUndo", "after the switch")),
+    ({**_G, "undo": "x", "undo_at": 1_900.0, "blue_drained": 1}, {**_green_vms(), "lb_blue": _DOWN, "lb_green": _UP},
+     None, 2_000.0, "forward", 3, ("SetAdmin", ("0", "1", "2"))),
+    ({**_G, "undo": "x", "undo_at": 1_900.0}, {**_green_vms(), "lb_blue": _NOT_UP, "lb_green": _UP}, None, 2_000.0,
+     "forward", 3, ("Wait", "the old set to serve again")),
+    ({**_G, "undo": "x", "undo_at": 1_900.0}, {**_green_vms(), "lb_blue": _UP, "lb_green": _UP}, None, 2_000.0,
+     "forward", 3, ("DrainGreen", ("0", "1", "2"))),
+    ({**_G, "undo": "x", "undo_at": 1_900.0, "green_drained": 1_990.0}, {**_green_vms(), "lb_blue": _UP,
+                                                                          "lb_green": _DOWN}, None, 2_000.0, "forward",
+     3, ("Wait", "draining green")),
+    ({**_G, "undo": "x", "undo_at": 1_900.0, "green_drained": 1_900.0}, {**_green_vms(), "lb_blue": _UP}, None,
+     2_000.0, "forward", 3, ("DeleteGreen", "x")),
+    # blue scaled to 0 already: scaled back first; deleted: no way back but a new rollout
+    ({**_G, "undo": "x", "undo_at": 1_900.0, "blue_down": 1}, _green_vms(), None, 2_000.0, "forward", 0,
+     ("RestoreBlue", None)),
+    ({**_G, "undo": "x", "undo_at": 1_900.0, "blue_down": 1, "blue_deleted": True}, _green_vms(), None, 2_000.0,
+     "forward", 0, ("Finish", "the old set was deleted")),
+    # a rollback: nothing created, nothing to do; else undo in a batch of its own
+    (None, {}, None, 2_000.0, "rollback", 3, ("Finish", "done")),
+    ({**_G, "ready": 1}, _green_vms(), None, 2_000.0, "rollback", 3, ("BeginUndo", "rollback requested")),
+])
+def test_blue_green_phases(meta, seen, verdicts, now, kind, blue, expect):
+    from vmssctl.rollout.strategies.blue_green import BlueGreen
+
+    obs, phase = _phase_case(meta, seen, verdicts, now, kind, blue)
+    policy = make_policy(strategy="blue-green", bake=300, drain_timeout=20, drain="lb")
+    action = BlueGreen().next(obs, phase, policy, lambda i: True, None)  # type: ignore[arg-type]
+    name, detail = expect
+    assert type(action).__name__ == name, action
+    if isinstance(detail, tuple):
+        assert tuple(getattr(action, "ids", ())) == detail, action
+    elif detail is not None:
+        said = " ".join(str(v) for v in vars(action).values())
+        assert detail in said, action
