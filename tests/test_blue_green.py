@@ -357,3 +357,49 @@ def test_blue_green_phases(meta, seen, verdicts, now, kind, blue, expect):
     elif detail is not None:
         said = " ".join(str(v) for v in vars(action).values())
         assert detail in said, action
+
+
+@pytest.mark.parametrize("settings, limit, message", [
+    # a second set of 6 D2s_v5 needs 12 vCPUs; 12 are in use
+    ({"strategy": "blue-green"}, 20, "blue-green on rg/web: 6 more Standard_D2s_v5 VM(s) need 12 standardDSv5Family "
+                                     "vCPUs; 8 of 20 are free"),
+    ({"strategy": "surge", "max_surge": "6", "max_unavailable": None}, 20, "lower --max-surge (at most 4 fit)"),
+    ({"strategy": "surge", "max_surge": "6", "max_unavailable": None, "surge_fallback": "in-place"}, 20, None),
+    ({"strategy": "blue-green"}, 24, None),
+])
+def test_the_plan_checks_the_vcpu_quota_before_anything_changes(tmp_path, settings, limit, message):
+    world = behind_a_load_balancer()
+    world.quotas.set_limits({"location": "eastus", "limits": {"standardDSv5Family": limit}})
+    api = WorldGateway(world, "rg", "web")
+    policy = make_policy(**settings)
+    if message:
+        with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            upgrade.prepare(api, Journal(tmp_path / "j.db"), CONN, ImageChange(version=NEW), policy)
+        assert sets(world) == ["web"] and "vmssctl-rollout" not in world.scale_sets.get("rg", "web").model["tags"]
+        return
+    prepared = upgrade.prepare(api, Journal(tmp_path / "j.db"), CONN, ImageChange(version=NEW), policy)
+    assert ("go on in place" in (prepared.quota or "")) is (settings["strategy"] == "surge")
+    assert ("fit (standardDSv5Family: 12 of 24 free" in (prepared.quota or "")) is (limit == 24)
+
+
+def test_compute_refuses_a_scale_out_past_the_quota_as_azure_words_it_over_https(emu):
+    """The usages and resource SKUs APIs through the SDK; a scale-out past the limit refused (409
+    OperationNotAllowed) with nothing changed."""
+    from azure.core.exceptions import HttpResponseError
+
+    from vmssctl.azure import ScaleSetApi
+
+    rg = make_set(emu, capacity=2)
+    emu.admin("PUT", "quota", {"location": "eastus", "limits": {"cores": 6}})
+    try:
+        quota = ScaleSetApi(emu.client(), rg, "web").quota("eastus", "Standard_D2s_v5")
+        assert quota is not None and (quota.family, quota.vcpus) == ("standardDSv5Family", 2)
+        assert quota.regional_limit == 6 and quota.fits() == quota.regional_free // 2
+        compute = emu.client()
+        with pytest.raises(HttpResponseError) as refused:
+            compute.virtual_machine_scale_sets.begin_update(rg, "web", {"sku": {"capacity": 50}}).result()
+        assert refused.value.error.code == "OperationNotAllowed"
+        assert "exceeding approved Total Regional Cores quota" in refused.value.error.message
+        assert compute.virtual_machine_scale_sets.get(rg, "web").sku.capacity == 2
+    finally:
+        emu.admin("PUT", "quota", {"location": "eastus", "limits": {"cores": 100_000}})

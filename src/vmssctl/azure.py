@@ -36,7 +36,7 @@ from vmssctl.errors import (
 )
 
 if TYPE_CHECKING:
-    from vmssctl.model import Backend, ImageRef, ScaleSet
+    from vmssctl.model import Backend, ImageRef, Quota, ScaleSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -382,6 +382,25 @@ class ScaleSetApi:
                                                                             image.sku)]
         numeric = [v for v in versions if all(p.isdigit() for p in v.split("."))]
         return max(numeric, key=lambda v: tuple(int(p) for p in v.split(".")), default=None)
+
+    @_arm
+    def quota(self, location: str, size: str) -> Quota | None:
+        """The size's family and vCPUs (resource SKUs, filtered to the region) and the region's usages."""
+        from vmssctl.model import Quota
+
+        sku = next((k for k in self.client.resource_skus.list(filter=f"location eq '{location}'")
+                    if (k.resource_type or "").lower() == "virtualmachines" and (k.name or "").lower() == size.lower()),
+                   None)
+        if sku is None or not sku.family:
+            return None
+        vcpus = next((int(str(c.value)) for c in sku.capabilities or [] if c.name == "vCPUs" and
+                      str(c.value).isdigit()), 0)
+        usage = {(u.name.value or "").lower(): (u.current_value, u.limit) for u in self.client.usage.list(location)
+                 if u.name is not None}
+        family_used, family_limit = usage.get(sku.family.lower(), (0, 0))
+        used, limit = usage.get("cores", (0, 0))
+        return Quota(size, sku.family, vcpus, max(0, family_limit - family_used), family_limit,
+                     max(0, limit - used), limit)
 
     @_arm
     def reimage(self, ids: list[str]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vmssctl.model import Backend, ImageRef, Instance, RollingStatus, ScaleSet
+from vmssctl.model import Backend, ImageRef, Instance, Quota, RollingStatus, ScaleSet
 
 
 class Gateway(Protocol):
@@ -36,6 +36,10 @@ class Gateway(Protocol):
 
     def newest_version(self, location: str, image: ImageRef) -> str | None:
         """The newest published version of a platform image (what 'latest' means today)."""
+        ...
+
+    def quota(self, location: str, size: str) -> Quota | None:
+        """What the region's vCPU quota leaves for more VMs of ``size`` (None: a size Compute does not list)."""
         ...
 
     def upgrade(self, ids: list[str]) -> None:

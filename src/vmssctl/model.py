@@ -312,3 +312,30 @@ class Backend:
     def to_json(self) -> dict:
         return asdict(self)
 
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What a region's vCPU quota leaves for more VMs of one size: Compute's usages (the total and the size's
+    family) and the size's vCPUs (resource SKUs)."""
+
+    size: str
+    family: str
+    vcpus: int  # per VM
+    family_free: int
+    family_limit: int
+    regional_free: int
+    regional_limit: int
+
+    def fits(self) -> int:
+        """How many more VMs of the size the quota takes."""
+        return min(self.family_free, self.regional_free) // max(1, self.vcpus)
+
+    def shortfall(self, vms: int) -> str | None:
+        """Why ``vms`` more VMs would be refused (None: they fit)."""
+        need = vms * self.vcpus
+        for label, free, limit in ((f"{self.family} vCPUs", self.family_free, self.family_limit),
+                                   ("total regional vCPUs", self.regional_free, self.regional_limit)):
+            if need > free:
+                return f"{vms} more {self.size} VM(s) need {need} {label}; {free} of {limit} are free"
+        return None

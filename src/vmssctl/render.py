@@ -248,6 +248,8 @@ def plan_lines(prepared) -> list[str]:
     elif ss.lb_pools:
         out.append("  drain: none (requests in flight on a stopping VM fail; the load balancer's probe notices "
                    "after its interval x threshold)")
+    if pol.strategy == "surge" and prepared.quota:
+        out.append(f"  quota: {prepared.quota}")
     if pol.strategy == "surge":
         out.append(f"  {len(p.batches)} batch(es), {p.pending} instance(s) replaced; each: scale out, wait for the "
                    "new VMs (ProvisioningState/succeeded + running + healthy + gates), delete as many old ones, "
@@ -301,6 +303,8 @@ def blue_green_plan_lines(prepared) -> list[str]:
     out.append(f"  bake: {_duration(max(pol.bake, pol.drain_timeout if fronted else 0))} with {blue} "
                + ("drained but running" if fronted else "running")
                + f" (a rollback readmits it in seconds), then {blue} {after}")
+    if prepared.quota:
+        out.append(f"  quota: {prepared.quota}")
     out.append(f"  cost: {size} more VM(s) while both sets run; rollback {pol.rollback}: before {blue} goes, it is "
                "readmitted and green drained and deleted"
                + ("" if pol.delete_blue else f"; after, {blue} is scaled back first"))

@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import dataclass, replace
 
 from vmssctl.azure import Connection
-from vmssctl.errors import Forbidden, NotFound, UsageError
+from vmssctl.errors import Forbidden, NotFound, UsageError, VmssctlError
 from vmssctl.gateway import Gateway
 from vmssctl.model import Backend, ImageRef, Instance, ScaleSet, id_key
 from vmssctl.plan import Plan, make_plan, takes_everything_down
@@ -37,6 +37,7 @@ class Prepared:
     resume: Rollout | None  # an unfinished rollout of the same target: run it instead of a new one
     simulated: bool = False  # against the emulator: times are its simulated seconds
     backends: list[Backend] | None = None  # the load balancers in front of the set, when the plan read them
+    quota: str | None = None  # what the region's vCPU quota says of the VMs a surge or blue/green adds
 
     @property
     def protected(self) -> list[str]:
@@ -65,7 +66,7 @@ class Prepared:
             "policy": self.policy.to_json(), "plan": self.plan.to_json(),
             "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
             "healthSignal": health_signal(self.scale_set, self.policy), "simulated": self.simulated,
-            "protected": self.protected,
+            "protected": self.protected, "quota": _plain(self.quota) if self.quota else None,
             **({"loadBalancing": load_balancing(self.backends)} if self.backends is not None else {}),
         }
 
@@ -139,7 +140,42 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
     if policy.canary and plan.capacity > 1 and policy.canary >= plan.capacity and not (active and active.canary_done):
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
-    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends)
+    quota = _quota(api, ss, policy, plan, len(instances)) if plan.pending and active is None else None
+    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends, quota)
+
+
+def _plain(text: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(text).plain
+
+
+def _quota(api: Gateway, ss: ScaleSet, policy: RolloutPolicy, plan: Plan, live: int) -> str | None:
+    """The VMs a surge or blue/green adds, against the region's vCPU quota (Compute's usages), before anything
+    changes: blue/green, or a surge with no fallback, that does not fit is refused; a surge that falls back in place
+    says it will. Returns what the plan says of it (None: nothing added)."""
+    if policy.strategy not in ("surge", BLUE_GREEN):
+        return None
+    adding = (policy.green_capacity or live) if policy.strategy == BLUE_GREEN else policy.surge_count(plan.capacity)
+    try:
+        quota = api.quota(ss.location, ss.vm_size)
+    except (VmssctlError, ValueError) as e:  # (a credential that may not read usages: the scale-out will say)
+        return f"not checked ({str(e)[:120]})"
+    if quota is None:
+        return f"not checked (Compute lists no size {ss.vm_size} in {ss.location})"
+    short = quota.shortfall(adding)
+    if short is None:
+        return (f"{adding} more {ss.vm_size} VM(s) = {adding * quota.vcpus} vCPUs fit ({quota.family}: "
+                f"{quota.family_free:,} of {quota.family_limit:,} free; regional: {quota.regional_free:,} of "
+                f"{quota.regional_limit:,})")
+    where = f"{api.resource_group}/{api.name}"
+    if policy.strategy == BLUE_GREEN:
+        raise UsageError(f"--strategy blue-green on {where}: {short} in {ss.location}. Ask for a quota increase, or "
+                         f"use --strategy surge (at most {quota.fits()} at a time fit) or in-place")
+    if policy.surge_fallback != "in-place":
+        raise UsageError(f"--strategy surge on {where}: {short} in {ss.location}. Ask for a quota increase, lower "
+                         f"--max-surge (at most {quota.fits()} fit), or pass --surge-fallback in-place")
+    return f"[yellow]{short}[/]: the surge will be refused and go on in place (--surge-fallback in-place)"
 
 
 def _green_is_free(api: Gateway, ss: ScaleSet, target: ImageRef, active: Rollout | None) -> None:

@@ -162,6 +162,15 @@ def admin_images(emu: Emulator, request: Request, body: dict | None) -> Response
 
 
 @_admin
+def admin_quota(emu: Emulator, request: Request, body: object) -> Response:
+    """Lower (or raise) a region's vCPU quotas: what a refused scale-out or blue/green clone is tested against."""
+    if request.method == "PUT":
+        return json_response(emu.world.quotas.set_limits(body))
+    location = request.query_params.get("location", "eastus")[:40]
+    return json_response({"value": emu.world.quotas.usages(emu.world.subscription, location)})
+
+
+@_admin
 def admin_state(emu: Emulator, request: Request, body: object) -> Response:
     """The whole simulated state, exactly as it is saved (what a restart must bring back)."""
     return json_response(emu.world.dump())
@@ -178,6 +187,7 @@ def routes() -> list[Route]:
         Route("/_emulator/throttle", admin_throttle, methods=["GET", "PUT"]),
         Route("/_emulator/permissions", admin_permissions, methods=["GET", "PUT"]),
         Route("/_emulator/images", admin_images, methods=["GET", "POST"]),
+        Route("/_emulator/quota", admin_quota, methods=["GET", "PUT"]),
         Route("/_emulator/traffic", admin_traffic, methods=["GET", "POST"]),
         Route("/_emulator/traffic/{tid}/stop", admin_traffic_stop, methods=["POST"]),
     ]

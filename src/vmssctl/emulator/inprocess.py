@@ -24,7 +24,7 @@ from vmssctl.emulator.errors import ArmError as EmulatorArmError
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
 from vmssctl.gateway import Network
-from vmssctl.model import ImageRef, Instance, RollingStatus, ScaleSet, id_key
+from vmssctl.model import ImageRef, Instance, Quota, RollingStatus, ScaleSet, id_key
 from vmssctl.target import same_image
 
 P = ParamSpec("P")
@@ -177,6 +177,17 @@ class WorldGateway:
     def newest_version(self, location: str, image: ImageRef) -> str | None:
         versions = self.world.catalog.versions(image.publisher or "", image.offer or "", image.sku or "")
         return versions[-1] if versions else None
+
+    def quota(self, location: str, size: str) -> Quota | None:
+        from vmssctl.emulator.resources.quota import SIZES
+
+        known = SIZES.get(size.lower())
+        if known is None:
+            return None
+        sub = self.world.scale_sets.subscription_of(self.world.scale_sets.get(self.resource_group, self.name))
+        usage = {u["name"]["value"]: (u["currentValue"], u["limit"]) for u in self.world.quotas.usages(sub, location)}
+        (fu, fl), (ru, rl) = usage[known[0]], usage["cores"]
+        return Quota(size, known[0], known[2], max(0, fl - fu), fl, max(0, rl - ru), rl)
 
     @_call("manualupgrade")
     def upgrade(self, ids: list[str]) -> None:

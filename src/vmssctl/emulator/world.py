@@ -24,6 +24,7 @@ from vmssctl.emulator.network.traffic import Load, Traffic
 from vmssctl.emulator.resources.fields import SetKey
 from vmssctl.emulator.resources.groups import ResourceGroups
 from vmssctl.emulator.resources.operations import Operation, Operations
+from vmssctl.emulator.resources.quota import Quotas
 from vmssctl.emulator.resources.rolling import RollingUpgrade, RollingUpgrades
 from vmssctl.emulator.resources.scalesets import ScaleSet, ScaleSets
 from vmssctl.emulator.resources.vms import Instance, Vms
@@ -50,6 +51,7 @@ class World:
         self.lbs: dict[SetKey, LoadBalancer] = {}
         self.appgws: dict[SetKey, AppGateway] = {}
         self.loads: dict[str, Load] = {}
+        self.limits: dict[str, int] = {}  # vCPU quotas lowered by an admin call (resources/quota.py)
         self.catalog = images.Catalog()
         # the resource types' behaviour
         self.resource_groups = ResourceGroups(self)
@@ -60,6 +62,7 @@ class World:
         self.load_balancers = LoadBalancers(self)
         self.app_gateways = AppGateways(self)
         self.traffic = Traffic(self)
+        self.quotas = Quotas(self)
         self._heap: list = []
         self._seq = 0
         # what each kind of timed work on the heap wakes: (key, time it is due)
@@ -110,6 +113,7 @@ class World:
             "loadBalancers": [dict(vars(lb)) for lb in self.lbs.values()],
             "applicationGateways": [dict(vars(gw)) for gw in self.appgws.values()],
             "loads": [dict(vars(load)) for load in self.loads.values()],
+            "limits": self.limits,
         }
 
     @classmethod
@@ -145,6 +149,7 @@ class World:
         for d in state.get("loads", []):
             load = Load(**d)
             world.loads[load.id] = load
+        world.limits = dict(state.get("limits") or {})
         return world
 
 

@@ -1,4 +1,5 @@
-"""Microsoft.Compute's subscription-level reads: operation status and the platform image catalogue."""
+"""Microsoft.Compute's subscription-level reads: operation status, the platform image catalogue, quota usages and
+the VM sizes (resource SKUs)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,19 @@ def list_image_versions(ctx: Ctx) -> Response:
     base = (f"/Subscriptions/{ctx.world.subscription}/Providers/Microsoft.Compute/Locations/{p['location']}/"
             f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
     return json_response([{"name": v, "location": p["location"], "id": f"{base}/{v}"} for v in versions])
+
+
+def list_usages(ctx: Ctx) -> Response:
+    """vCPUs used and allowed in a region: the total, and by VM family (``quota``)."""
+    ctx.world.resource_groups.check_subscription(ctx.params["sub"])
+    ctx.world.advance()
+    return json_response({"value": ctx.world.quotas.usages(ctx.params["sub"], ctx.params["location"])})
+
+
+def list_skus(ctx: Ctx) -> Response:
+    """The resource SKUs of virtual machines, each with its family and vCPUs (``$filter=location eq 'x'``; without
+    it, the world's default location)."""
+    ctx.world.resource_groups.check_subscription(ctx.params["sub"])
+    wanted = ctx.request.query_params.get("$filter", "")
+    location = wanted.split("eq", 1)[1].strip().strip("'\" ").lower() if "eq" in wanted else "eastus"
+    return json_response({"value": ctx.world.quotas.skus(location[:40])})

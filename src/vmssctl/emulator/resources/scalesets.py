@@ -165,6 +165,8 @@ class ScaleSets:
         if old is not None:
             _keep_image_identity(old, model)
         self._validate_model(model, old)
+        sub = self.subscription_of(old) if old else w.resource_groups.subscription_of(w.resource_groups.get(rg))
+        w.quotas.check(sub, str(location), model, old)
         defaults.apply(model)
         props = model["properties"]
         props.setdefault("upgradePolicy", {"mode": "Manual"})
@@ -202,6 +204,7 @@ class ScaleSets:
         if "tags" in patch:
             model["tags"] = patch["tags"] or {}
         self._validate_model(model, ss)
+        self.world.quotas.check(self.subscription_of(ss), ss.location, model, ss)
         _fill_rolling_defaults(model)
         return ss, self._apply_model(ss, model, now)
 
