@@ -403,3 +403,20 @@ def test_compute_refuses_a_scale_out_past_the_quota_as_azure_words_it_over_https
         assert compute.virtual_machine_scale_sets.get(rg, "web").sku.capacity == 2
     finally:
         emu.admin("PUT", "quota", {"location": "eastus", "limits": {"cores": 100_000}})
+
+
+def test_arm_refusing_the_green_set_ends_the_rollout_with_nothing_created(tmp_path):
+    """The quota taken by someone else between the plan and the create: Compute refuses the green set; the rollout
+    fails with its words, blue untouched."""
+    world = behind_a_load_balancer()
+    api = WorldGateway(world, "rg", "web")
+    journal = Journal(tmp_path / "j.db")
+    prepared = upgrade.prepare(api, journal, CONN, ImageChange(version=NEW),
+                               make_policy(strategy="blue-green", bake=60, drain_timeout=20))
+    world.quotas.set_limits({"location": "eastus", "limits": {"cores": 14}})
+    sink = Events()
+    assert upgrade.start(api, journal, CONN, prepared, [sink], WorldClock(world)) == EXIT_FAILED
+    assert "exceeding approved Total Regional Cores quota" in sink.of("green_refused")[0]["reason"]
+    assert "nothing was created" in sink.of("rollout_failed")[0]["error"]
+    assert sets(world) == ["web"] and world.scale_sets.get("rg", "web").capacity == 6
+    assert users(world)["failed"] == 0 and admin_down(world) == set()

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from vmssctl.errors import NotFound, PreconditionFailed
+from vmssctl.errors import ArmError, NotFound, PreconditionFailed
 from vmssctl.gateway import Gateway
 from vmssctl.model import ImageRef, Instance, id_key
 from vmssctl.plan import Plan
@@ -58,14 +58,22 @@ class CreateGreen:
     name: str | None = None  # None: a new one, named now; else the recorded one (a create that never landed)
 
     def apply(self, host: Host, phase: Phase) -> str | None:
-        name = self.name
+        name, green = self.name, _green(phase)
         if name is None:
             name = green_name(host.api.name, host.wanted)
-            host.record_batch(phase.kind, [], {GREEN: name, BLUE_CAPACITY: self.blue_capacity,
-                                               GREEN_CAPACITY: self.capacity})
+            green = host.record_batch(phase.kind, [], {GREEN: name, BLUE_CAPACITY: self.blue_capacity,
+                                                       GREEN_CAPACITY: self.capacity})
             host.emit("green_creating", name=name, capacity=self.capacity, image=str(host.wanted))
-        with contextlib.suppress(PreconditionFailed):  # it exists: created before a crash (observe says whose)
+        try:
             host.arm(lambda: host.api.clone(name, host.wanted, self.capacity, {ROLLOUT_TAG: host.rollout_id}))
+        except PreconditionFailed:  # it exists: created before a crash (observe says whose)
+            pass
+        except ArmError as e:  # refused outright (quota, SKU, a reference gone): nothing was created
+            if green is not None:
+                host.update_batch(green, state="failed", finished=host.now(), meta={**green.meta, UNDO: str(e),
+                                                                                   GREEN_DELETING: host.now()})
+            host.emit("green_refused", name=name, reason=str(e))
+            return f"ARM refused to create the green scale set {name}: {e}; nothing was created"
         return None
 
 
