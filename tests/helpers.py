@@ -143,7 +143,7 @@ def dies_at_admin_write(world, nth: int, dead: list[bool], rg: str = "rg", name:
 
 def make_policy(**policy) -> RolloutPolicy:
     """A policy from keyword arguments, amounts written as on the command line ("2", "25%")."""
-    for key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
+    for key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge", "green_weight"):
         if isinstance(policy.get(key), str):
             text = policy[key]
             policy[key] = Amount(float(text.rstrip("%")), text.endswith("%"))

@@ -420,3 +420,22 @@ def test_arm_refusing_the_green_set_ends_the_rollout_with_nothing_created(tmp_pa
     assert "nothing was created" in sink.of("rollout_failed")[0]["error"]
     assert sets(world) == ["web"] and world.scale_sets.get("rg", "web").capacity == 6
     assert users(world)["failed"] == 0 and admin_down(world) == set()
+
+
+def test_green_weight_admits_a_share_of_green_first_then_all_of_it(tmp_path):
+    """--green-weight 2: of green's 6 VMs, 2 take traffic beside blue for the pause (the others held Down from
+    the moment they are in the pool), then all six, then the switch. No request fails."""
+    world = behind_a_load_balancer()
+    code, sink = rollout(world, Journal(tmp_path / "j.db"), green_weight="2", pause=300)
+    assert code == EXIT_OK, sink.events[-3:]
+    assert steps(sink) == ["green_creating", "green_weighted", "green_ready", "switching", "blue_scaled_down",
+                           "switched"]
+    weighted, ready = (next(e["time"] for e in sink.of(k)) for k in ("green_weighted", "green_ready"))
+    assert sink.of("green_weighted")[0]["admitted"] == 2 and ready - weighted >= 300
+    served = {k: v["served"] for k, v in users(world)["backends"].items() if k.startswith(GREEN)}
+    first, rest = sorted(served.items())[:2], sorted(served.items())[2:]
+    # the two admitted first served for the pause (about a quarter of 100 req/s among 8) before the rest began
+    assert min(v for _, v in first) > max(v for _, v in rest) + 3_000, served
+    assert users(world)["failed"] == 0 and admin_down(world) == set()
+    with pytest.raises(UsageError, match="needs --drain lb"):
+        make_policy(strategy="blue-green", green_weight="2", drain="none")

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--green-capacity", metavar="N", help="blue-green: the new set's capacity (default: this set's)")
     pol.add_argument("--bake", metavar="DUR",
                      help="blue-green: how long the old set stays drained but ready after the switch (default 10m)")
+    pol.add_argument("--green-weight", metavar="N|P%",
+                     help="blue-green: admit only this many green VMs (by admin state) for --pause, judged by the "
+                          "gates, before all of them take traffic")
     pol.add_argument("--delete-blue", action="store_true", default=None,
                      help="blue-green: delete the old set after --bake (default: scale it to 0, model kept)")
     pol.add_argument("--max-surge", metavar="N|P%", help="surge: VMs added at a time (default: the batch size)")
@@ -388,7 +391,7 @@ def _policy(args: argparse.Namespace):
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
         "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows", "drain",
-        "drain_timeout", "drain_hook", "green_capacity", "bake", "delete_blue")}
+        "drain_timeout", "drain_hook", "green_capacity", "bake", "delete_blue", "green_weight")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

@@ -84,6 +84,7 @@ class RolloutPolicy:
     green_capacity: int | None = None
     bake: float = 600.0
     delete_blue: bool = False
+    green_weight: Amount | None = None  # blue-green: admit only this many green VMs first, for --pause, then all
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -119,10 +120,13 @@ class RolloutPolicy:
             raise UsageError(f"--drain {self.drain} does not apply to --strategy blue-green yet: it drains the old set "
                              "by the load balancers (--drain lb, or auto) or not at all (--drain none)")
         blue_green_only = [flag for flag, given in (("--green-capacity", self.green_capacity is not None),
-                                                    ("--bake", self.bake != 600.0), ("--delete-blue", self.delete_blue))
-                           if given]
+                                                    ("--bake", self.bake != 600.0), ("--delete-blue", self.delete_blue),
+                                                    ("--green-weight", self.green_weight is not None)) if given]
         if blue_green_only and self.strategy != BLUE_GREEN:
             raise UsageError(f"{', '.join(blue_green_only)} applies to --strategy blue-green")
+        if self.green_weight is not None and (self.green_weight.of(100) == 0 or self.drain == "none"):
+            raise UsageError("--green-weight admits that many green VMs first by the load balancers' admin state: it "
+                             "must be at least 1 (or 1%), and needs --drain lb (or auto on a set behind one)")
         if (self.drain == "hook") != (self.drain_hook is not None):
             raise UsageError("--drain hook needs --drain-hook CMD" if self.drain == "hook" else
                              "--drain-hook applies to --drain hook")
@@ -163,6 +167,7 @@ class RolloutPolicy:
         d["max_unavailable"] = str(self.max_unavailable) if self.max_unavailable else None
         d["max_unhealthy_upgraded"] = str(self.max_unhealthy_upgraded)
         d["max_surge"] = str(self.max_surge) if self.max_surge else None
+        d["green_weight"] = str(self.green_weight) if self.green_weight else None
         d["instances"] = list(self.instances)
         d["gates"] = [dict(g) for g in self.gates]
         d["windows"] = list(self.windows)
@@ -178,6 +183,7 @@ class RolloutPolicy:
         d["gates"] = tuple(d.get("gates") or ())
         d["windows"] = tuple(d.get("windows") or ())
         d["max_surge"] = Amount.parse(d["max_surge"], "max_surge") if d.get("max_surge") else None
+        d["green_weight"] = Amount.parse(d["green_weight"], "green_weight") if d.get("green_weight") else None
         return cls(**d)
 
 
@@ -209,7 +215,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
         flag = f"--{key.replace('_', '-')}"
         if key in ("pause", "health_timeout", "poll", "drain_timeout", "bake"):
             kwargs[key] = inputs.duration(value, flag)
-        elif key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge"):
+        elif key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge", "green_weight"):
             kwargs[key] = Amount.parse(value, flag)
         elif key == "instances":
             kwargs[key] = inputs.instance_ids(value, flag)

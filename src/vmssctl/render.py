@@ -296,6 +296,10 @@ def blue_green_plan_lines(prepared) -> list[str]:
            f"  health signal: {signal}" if signal else "  health signal: [bold red]NONE[/] (no health signal "
            "accepted): only power and provisioning state are checked"]
     out += [f"  behind {rule_line(r)}" for r in load_balancing(prepared.backends or [])]
+    if pol.green_weight is not None:
+        out.append(f"  green weight: only {max(1, pol.green_weight.of(size))} of green's {size} VM(s) admitted first "
+                   f"(the others held Down by admin state) for {_duration(max(pol.pause, pol.poll))}, judged by the "
+                   "gates, then all of them")
     why = "--drain none" if pol.drain == "none" else "the set names no load balancer pool"
     out.append(f"  switch: {blue}'s VMs out of the load balancers (admin state Down, {_duration(pol.drain_timeout)} "
                "for their connections)" if fronted else

@@ -34,7 +34,7 @@ BAKE_POLL = 30.0  # how often green is judged again while blue bakes (a rollback
 ROLLOUT_TAG = "vmssctl-rollout"
 # the green batch's meta: what was done, and when (intent first)
 GREEN, BLUE_CAPACITY, GREEN_CAPACITY = "green", "blue_capacity", "green_capacity"
-READY, BLUE_DRAINED, BLUE_DOWN = "ready", "blue_drained", "blue_down"
+READY, BLUE_DRAINED, BLUE_DOWN, WEIGHTED = "ready", "blue_drained", "blue_down", "weighted"
 UNDO, UNDO_AT, BLUE_RESTORING, GREEN_DRAINED, GREEN_DELETING = (
     "undo", "undo_at", "blue_restoring", "green_drained", "green_deleting")
 
@@ -229,7 +229,7 @@ class BlueGreen(Common):
         seen: dict[str, object] = {"green": None} if model is None else {
             "green": list(sight.elsewhere) if sight.elsewhere is not None else other.instances(),
             "tag": model.tags.get(ROLLOUT_TAG), "rollout": (sight.model or api.get()).tags.get(ROLLOUT_TAG)}
-        blue_reads, green_reads = _reads(batch, sight.settled)
+        blue_reads, green_reads = _reads(batch, sight.settled, policy.green_weight is not None)
         if policy.drain != "lb" or (blue_reads is None and green_reads is None):
             return seen
         network = api.network()
@@ -292,15 +292,36 @@ class BlueGreen(Common):
 def _warm_up(obs: Observation, phase: Phase, policy: RolloutPolicy, batch: Batch, vms: list,
              capacity: int) -> Action:
     """Green coming up: every VM healthy and past the gates (the engine's verdicts), then Up in every load
-    balancer rule (it gets traffic from then on); within the health timeout."""
+    balancer rule (it gets traffic from then on); within the health timeout. With ``--green-weight``, only that
+    many green VMs are admitted (the others held Down by admin state from the moment they are in the pool), for
+    ``--pause`` with the gates judging them, before all are."""
     late = obs.elapsed > policy.health_timeout
+    lb_green = _lb(obs, "lb_green")
+    ids = sorted((i.instance_id for i in vms), key=id_key)
+    admitted = set(ids[:max(1, policy.green_weight.of(capacity))]) if policy.green_weight else set(ids)
+    if WEIGHTED not in batch.meta:
+        held = tuple(i for i in ids if i not in admitted and i in lb_green and lb_green[i]["drains"]
+                     and lb_green[i]["admin"] != "Down")
+        if held:  # (before they can be Up: a VM boots for minutes, a turn is seconds)
+            return SetAdmin(held, "Down", on=str(batch.meta[GREEN]))
     if len(vms) < capacity or not vms or any(obs.verdicts.get(i.instance_id) is None or
                                               obs.verdicts[i.instance_id].state != GOOD for i in vms):
         if late:
             return BeginUndo(batch, f"green not healthy after {policy.health_timeout:.0f}s")
         return Wait(poll_delay(obs, phase, policy), "green coming up")
-    lb_green = _lb(obs, "lb_green")
-    not_up = [i.instance_id for i in vms if i.instance_id in lb_green and not lb_green[i.instance_id]["up"]]
+    if policy.green_weight and WEIGHTED not in batch.meta:
+        not_up = [i for i in ids if i in admitted and i in lb_green and not lb_green[i]["up"]]
+        if not not_up:
+            return Mark(batch, WEIGHTED, "green_weighted", {"admitted": len(admitted), "of": len(ids)})
+    elif policy.green_weight:
+        ends = float(batch.meta[WEIGHTED]) + max(policy.pause, policy.poll)
+        if obs.now < ends:  # its share of the traffic, judged by the gates meanwhile
+            return Wait(min(ends - obs.now, max(policy.poll, BAKE_POLL)), f"green taking {len(admitted)} of "
+                        f"{len(ids)} shares", announce=True)
+        held = tuple(i for i in ids if i in lb_green and lb_green[i]["admin"] == "Down")
+        if held:
+            return SetAdmin(held, "None", on=str(batch.meta[GREEN]))
+    not_up = [i for i in ids if i in lb_green and not lb_green[i]["up"]]
     if not_up:
         if late:
             return BeginUndo(batch, f"green instance(s) {', '.join(not_up)} never Up in the load balancers within "
@@ -357,7 +378,7 @@ def _rollback(obs: Observation, phase: Phase, policy: RolloutPolicy) -> Action:
     return _undo(obs, mine, policy, str(mine.meta[UNDO]), outcome="done")
 
 
-def _reads(batch: Batch, settled: bool) -> tuple[bool | None, bool | None]:
+def _reads(batch: Batch, settled: bool, weighted: bool) -> tuple[bool | None, bool | None]:
     """What the next decision needs of the load balancers, for blue and for green: None, nothing; False, admin
     states (one GET); True, Up-ness too (the rules' health, an LRO each). Green's Up-ness once its VMs are judged
     (``settled``) and before it is ready;
@@ -366,8 +387,8 @@ def _reads(batch: Batch, settled: bool) -> tuple[bool | None, bool | None]:
     meta = batch.meta
     if UNDO in meta:
         return True, False
-    if READY not in meta:
-        return None, (True if settled else None)
+    if READY not in meta:  # (with --green-weight, green's admin states all along: it holds some VMs Down)
+        return None, True if settled else (False if weighted else None)
     return (None, None) if BLUE_DOWN in meta else (False, None)
 
 
