@@ -75,6 +75,20 @@ def test_a_finished_fleet_run_again_with_a_set_added_upgrades_only_the_new_one(e
     assert [f["state"] for f in listed][:2] == ["succeeded", "succeeded"]
 
 
+def test_a_fleet_of_blue_green_rollouts_leaves_each_set_beside_its_green_one(emu, tmp_path, capsys):
+    """strategy = "blue-green" in a fleet's policy: every set gets its green set on the new image, the old ones go
+    to 0 after the bake; the fleet's view counts them as any other rollout."""
+    emu.create_sets({(0, f"bg-{n}"): ["web"] for n in range(3)}, 2)
+    (tmp_path / "fleet.toml").write_text(fleet_file("bg-*").replace(
+        "batch_percent = 50\n", 'strategy = "blue-green"\nbake = "1m"\n'))
+    code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), "--yes", *flags(emu, tmp_path))
+    assert code == 0, err
+    assert events[-1]["counts"]["succeeded"] == 3
+    sets = emu.stats()["scaleSets"]
+    for n in range(3):
+        assert sets[f"bg-{n}/web"]["capacity"] == 0 and sets[f"bg-{n}/web-{NEW}"]["healthy"] == 2
+
+
 # ------------------------------------------------------------------------------------ one state, every view
 def _dashboard(emu, tmp_path):
     """A dashboard process on the fleets' journal (and so their database): its base URL and API headers."""
