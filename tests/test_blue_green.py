@@ -21,6 +21,7 @@ from tests.helpers import (
     Events,
     Tripwire,
     dies_at_admin_write,
+    gw_body,
     in_pool,
     lb_body,
     make_policy,
@@ -43,17 +44,20 @@ from vmssctl.target import ImageChange
 GREEN = green_name("web", ImageRef(publisher="p", offer="o", sku="s", version=NEW))
 
 
-def behind_a_load_balancer(capacity: int = 6, flexible: bool = False) -> World:
-    """Set web of ``capacity`` in load balancer lb's pool (probe every 5 s, 2 misses), settled, users' requests
-    (100 a second, 0.2 s each) on its rule."""
+def behind_a_load_balancer(capacity: int = 6, flexible: bool = False, gateway: bool = False) -> World:
+    """Set web of ``capacity`` in load balancer lb's pool (probe every 5 s, 2 misses) or Application Gateway gw's
+    (``gateway``; connection draining 60 s), settled, users' requests (100 a second, 0.2 s each) on its rule."""
     w = World(SimClock(0, start=1_000_000.0), seed=3)
     w.resource_groups.put("rg", "eastus")
-    w.load_balancers.put("rg", "lb", lb_body("rg"))
-    w.scale_sets.put("rg", "web", in_pool(capacity, "rg", flexible=flexible))
+    if gateway:
+        w.app_gateways.put("rg", "gw", gw_body("rg"))
+    else:
+        w.load_balancers.put("rg", "lb", lb_body("rg"))
+    w.scale_sets.put("rg", "web", in_pool(capacity, "rg", flexible=flexible, gateway=gateway))
     w.clock.advance(900)
     w.advance()
-    w.traffic.start({"resourceGroup": "rg", "loadBalancer": "lb", "rule": "web", "rps": 100,
-                     "meanDurationSeconds": 0.2})
+    front = {"applicationGateway": "gw"} if gateway else {"loadBalancer": "lb"}
+    w.traffic.start({"resourceGroup": "rg", **front, "rule": "web", "rps": 100, "meanDurationSeconds": 0.2})
     return w
 
 
@@ -174,7 +178,8 @@ def test_a_crash_at_each_step_resumes_with_one_green_and_nothing_left_down(tmp_p
 @pytest.mark.parametrize("policy, message", [
     ({"strategy": "in-place", "bake": 60}, "--bake applies to --strategy blue-green"),
     ({"strategy": "surge", "delete_blue": True}, "--delete-blue applies to --strategy blue-green"),
-    ({"strategy": "blue-green", "drain": "appgw"}, "does not apply to --strategy blue-green yet"),
+    ({"strategy": "blue-green", "drain": "hook", "drain_hook": "true"}, "does not apply to --strategy blue-green yet"),
+    ({"strategy": "blue-green", "drain": "appgw", "green_weight": "2"}, "needs --drain lb"),
 ])
 def test_blue_green_settings_where_they_do_not_apply_are_refused(policy, message):
     with pytest.raises(UsageError, match=message):
@@ -439,3 +444,23 @@ def test_green_weight_admits_a_share_of_green_first_then_all_of_it(tmp_path):
     assert users(world)["failed"] == 0 and admin_down(world) == set()
     with pytest.raises(UsageError, match="needs --drain lb"):
         make_policy(strategy="blue-green", green_weight="2", drain="none")
+
+
+@pytest.mark.parametrize("ask", [None, "switching"])
+def test_blue_green_behind_an_application_gateway_moves_vms_out_of_its_pool(tmp_path, ask):
+    """--drain appgw: at the switch blue's VMs leave the gateway's pool (the gateway's connection draining lets
+    their requests finish); a rollback asked then puts them back before green leaves it and is deleted."""
+    world = behind_a_load_balancer(gateway=True)
+    journal = Journal(tmp_path / "j.db")
+    code, sink = rollout(world, journal, drain="appgw", sink=AskOn(journal=journal, on=ask or "-"))
+    assert code == EXIT_OK, sink.events[-3:]
+    gw = world.app_gateways.get("rg", "gw")
+    members = {m.ss.name for m in world.app_gateways.members(gw, "pool")}
+    if ask:
+        world.advance(world.now() + 3600)
+        assert sets(world) == ["web"] and members == {"web"}
+        assert len(world.app_gateways.members(gw, "pool")) == 6
+    else:
+        assert members == {GREEN} and world.scale_sets.get("rg", "web").capacity == 0
+        assert {e.get("by") for e in sink.of("drained")} == {"appgw"}
+    assert users(world)["failed"] == 0

@@ -116,15 +116,16 @@ class RolloutPolicy:
         if self.drain in ("lb", "appgw", "hook") and self.strategy not in DRAINED:
             raise UsageError(f"--drain {self.drain} applies to --strategy in-place and surge, not {self.strategy} "
                              "(Azure's rolling upgrade stops VMs itself, without a drain)")
-        if self.strategy == BLUE_GREEN and self.drain in ("appgw", "hook"):
-            raise UsageError(f"--drain {self.drain} does not apply to --strategy blue-green yet: it drains the old set "
-                             "by the load balancers (--drain lb, or auto) or not at all (--drain none)")
+        if self.strategy == BLUE_GREEN and self.drain == "hook":
+            raise UsageError("--drain hook does not apply to --strategy blue-green yet: it drains the old set by the "
+                             "load balancers (--drain lb, or auto), the Application Gateways (appgw) or not at all "
+                             "(--drain none)")
         blue_green_only = [flag for flag, given in (("--green-capacity", self.green_capacity is not None),
                                                     ("--bake", self.bake != 600.0), ("--delete-blue", self.delete_blue),
                                                     ("--green-weight", self.green_weight is not None)) if given]
         if blue_green_only and self.strategy != BLUE_GREEN:
             raise UsageError(f"{', '.join(blue_green_only)} applies to --strategy blue-green")
-        if self.green_weight is not None and (self.green_weight.of(100) == 0 or self.drain == "none"):
+        if self.green_weight is not None and (self.green_weight.of(100) == 0 or self.drain in ("none", "appgw")):
             raise UsageError("--green-weight admits that many green VMs first by the load balancers' admin state: it "
                              "must be at least 1 (or 1%), and needs --drain lb (or auto on a set behind one)")
         if (self.drain == "hook") != (self.drain_hook is not None):

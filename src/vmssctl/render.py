@@ -285,7 +285,7 @@ def blue_green_plan_lines(prepared) -> list[str]:
     blue, green = ss.name, green_name(ss.name, prepared.target)
     size = pol.green_capacity or len(prepared.instances)
     signal = health_signal(ss, pol)
-    fronted = pol.drain == "lb" and ss.lb_pools
+    fronted = (pol.drain == "lb" and ss.lb_pools) or (pol.drain == "appgw" and ss.gateway_pools)
     after = "deleted" if pol.delete_blue else "scaled to 0 (its model kept: back in minutes)"
     out = [f"  strategy: blue/green - a new scale set [bold]{green}[/] of {size} {ss.vm_size} VM(s) on the new image "
            f"beside {blue} (its model: every profile, extension, zones, the same pools), tagged as this rollout's; "
@@ -301,8 +301,10 @@ def blue_green_plan_lines(prepared) -> list[str]:
                    f"(the others held Down by admin state) for {_duration(max(pol.pause, pol.poll))}, judged by the "
                    "gates, then all of them")
     why = "--drain none" if pol.drain == "none" else "the set names no load balancer pool"
-    out.append(f"  switch: {blue}'s VMs out of the load balancers (admin state Down, {_duration(pol.drain_timeout)} "
-               "for their connections)" if fronted else
+    how = "the Application Gateways' pools (each VM's own network configuration; the gateway's connection " \
+        "draining" if pol.drain == "appgw" else "the load balancers (admin state Down"
+    out.append(f"  switch: {blue}'s VMs out of {how}, {_duration(pol.drain_timeout)} for their connections)"
+               if fronted else
                f"  switch: [yellow]no load balancer drain[/] ({why}): green serves beside {blue} until {blue} goes")
     out.append(f"  bake: {_duration(max(pol.bake, pol.drain_timeout if fronted else 0))} with {blue} "
                + ("drained but running" if fronted else "running")

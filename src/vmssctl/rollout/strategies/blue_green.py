@@ -26,7 +26,7 @@ from vmssctl.rollout.gates import GOOD
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.strategies import Common, register
 from vmssctl.rollout.strategies.base import poll_delay
-from vmssctl.rollout.strategies.drain import UP_POLL, SetAdmin, by_instance
+from vmssctl.rollout.strategies.drain import UP_POLL, GatewayPools, SetAdmin, by_instance
 from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Sight, Wait, describe
 
 NAME = "blue-green"
@@ -99,10 +99,11 @@ class DrainBlue:
 
     batch: Batch
     ids: tuple[str, ...]
+    gateway: bool = False  # out of the Application Gateways' pools, not by admin state
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         Mark(self.batch, BLUE_DRAINED, "switching", {"drained": len(self.ids)}).apply(host, phase)
-        return SetAdmin(self.ids, "Down").apply(host, phase) if self.ids else None
+        return _out(self.ids, self.gateway).apply(host, phase) if self.ids else None
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,11 @@ class DrainGreen:
 
     batch: Batch
     ids: tuple[str, ...]
+    gateway: bool = False
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         Mark(self.batch, GREEN_DRAINED, "green_draining", {"drained": len(self.ids)}).apply(host, phase)
-        return SetAdmin(self.ids, "Down", on=str(self.batch.meta[GREEN])).apply(host, phase) if self.ids else None
+        return _out(self.ids, self.gateway, str(self.batch.meta[GREEN])).apply(host, phase) if self.ids else None
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ class BlueGreen(Common):
             "green": list(sight.elsewhere) if sight.elsewhere is not None else other.instances(),
             "tag": model.tags.get(ROLLOUT_TAG), "rollout": (sight.model or api.get()).tags.get(ROLLOUT_TAG)}
         blue_reads, green_reads = _reads(batch, sight.settled, policy.green_weight is not None)
-        if policy.drain != "lb" or (blue_reads is None and green_reads is None):
+        if policy.drain not in ("lb", "appgw") or (blue_reads is None and green_reads is None):
             return seen
         network = api.network()
         if network is None:
@@ -273,14 +275,13 @@ class BlueGreen(Common):
             return BeginUndo(batch, f"green failed {when}: {'; '.join(describe(obs.bad))}")
         if READY not in batch.meta:
             return _warm_up(obs, phase, policy, batch, vms, capacity)
-        lb_blue = _lb(obs, "lb_blue")
-        serving_blue = tuple(sorted((i for i in lb_blue if lb_blue[i]["drains"] and lb_blue[i]["admin"] != "Down"),
-                                    key=id_key))
+        gateway = policy.drain == "appgw"
+        serving_blue = _serving(_lb(obs, "lb_blue"), gateway)
         if BLUE_DRAINED not in batch.meta:
-            return DrainBlue(batch, serving_blue)
+            return DrainBlue(batch, serving_blue, gateway)
         if BLUE_DOWN not in batch.meta:
             if serving_blue:  # (a crash between the record and the write, or a VM blue got meanwhile)
-                return SetAdmin(serving_blue, "Down")
+                return _out(serving_blue, gateway)
             ends = float(batch.meta[BLUE_DRAINED]) + max(policy.drain_timeout, policy.bake)
             if obs.now < ends:  # green serves alone; blue kept drained, ready to take the traffic back
                 return Wait(min(ends - obs.now, max(policy.poll, BAKE_POLL)), "baking: blue drained, ready for a "
@@ -341,10 +342,10 @@ def _undo(obs: Observation, batch: Batch, policy: RolloutPolicy, reason: str, ou
     if BLUE_DOWN in batch.meta and len(live) < cap and BLUE_RESTORING not in batch.meta:
         return RestoreBlue(batch, cap)
     lb_blue, lb_green = _lb(obs, "lb_blue"), _lb(obs, "lb_green")
-    ids = {i.instance_id for i in live}
-    down = tuple(sorted((i for i in lb_blue if lb_blue[i]["admin"] == "Down" and i in ids), key=id_key))
+    gateway = policy.drain == "appgw"
+    down = _held(lb_blue, gateway, [i.instance_id for i in live])
     if down:  # (not the ones being deleted: readmitted, they would be sent requests as they go)
-        return SetAdmin(down, "None")
+        return _back(down, gateway)
     waiting = [i.instance_id for i in live if not i.healthy or (i.instance_id in lb_blue and
                                                                 not lb_blue[i.instance_id]["up"])]
     if waiting or (BLUE_RESTORING in batch.meta and len(live) < cap):
@@ -356,9 +357,7 @@ def _undo(obs: Observation, batch: Batch, policy: RolloutPolicy, reason: str, ou
     vms = obs.seen.get("green")
     if isinstance(vms, list) and GREEN_DELETING not in batch.meta:
         if GREEN_DRAINED not in batch.meta:
-            serving = tuple(sorted((i for i in lb_green if lb_green[i]["drains"] and lb_green[i]["admin"] != "Down"),
-                                   key=id_key))
-            return DrainGreen(batch, serving)
+            return DrainGreen(batch, _serving(lb_green, gateway), gateway)
         ends = float(batch.meta[GREEN_DRAINED]) + (policy.drain_timeout if lb_green else 0.0)
         if obs.now < ends:
             return Wait(ends - obs.now, "draining green")
@@ -390,6 +389,28 @@ def _reads(batch: Batch, settled: bool, weighted: bool) -> tuple[bool | None, bo
     if READY not in meta:  # (with --green-weight, green's admin states all along: it holds some VMs Down)
         return None, True if settled else (False if weighted else None)
     return (None, None) if BLUE_DOWN in meta else (False, None)
+
+
+def _serving(lb: dict, gateway: bool) -> tuple[str, ...]:
+    """The VMs still in rotation: in an Application Gateway's pool (``gateway``), or in a load balancer's with an
+    admin state other than Down."""
+    ids = (i for i in lb if lb[i]["gw"]) if gateway else (i for i in lb if lb[i]["drains"] and lb[i]["admin"] != "Down")
+    return tuple(sorted(ids, key=id_key))
+
+
+def _held(lb: dict, gateway: bool, ids: list[str]) -> tuple[str, ...]:
+    """Of ``ids``, the VMs held out of rotation: out of the gateways' pools (``gateway``), or admin state Down."""
+    out = (i for i in ids if not (i in lb and lb[i]["gw"])) if gateway else \
+        (i for i in ids if i in lb and lb[i]["admin"] == "Down")
+    return tuple(sorted(out, key=id_key))
+
+
+def _out(ids: tuple[str, ...], gateway: bool, on: str | None = None) -> SetAdmin | GatewayPools:
+    return GatewayPools(ids, False, on) if gateway else SetAdmin(ids, "Down", on)
+
+
+def _back(ids: tuple[str, ...], gateway: bool, on: str | None = None) -> SetAdmin | GatewayPools:
+    return GatewayPools(ids, True, on) if gateway else SetAdmin(ids, "None", on)
 
 
 def _green(phase: Phase) -> Batch | None:

@@ -358,17 +358,20 @@ class GatewayPools:
 
     ids: tuple[str, ...]
     member: bool
+    on: str | None = None  # of another set than the rollout's (blue/green's new one)
 
     def apply(self, host: Host, phase: Phase) -> str | None:
+        api = host.api.for_set(self.on) if self.on else host.api
         try:
-            host.arm(lambda: host.api.set_gateway_pools(list(self.ids), self.member))
+            host.arm(lambda: api.set_gateway_pools(list(self.ids), self.member))
         except PreconditionFailed:  # a VM changed between our read and write: the next turn looks again
             return None
         except Forbidden as e:
             what = "take" if not self.member else "put back"
             return (f"Compute refused to {what} instance(s) {', '.join(self.ids)} out of/into the Application "
                     f"Gateway pools: the credential lacks {e.action or e}; grant it and run again")
-        host.emit("readmitted" if self.member else "drained", instances=list(self.ids), by="appgw")
+        host.emit("readmitted" if self.member else "drained", instances=list(self.ids), by="appgw",
+                  **({"set": self.on} if self.on else {}))
         return None
 
 
