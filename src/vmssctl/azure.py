@@ -378,10 +378,16 @@ class ScaleSetApi:
     @_arm
     def newest_version(self, location: str, image) -> str | None:
         """The highest published version of a platform image SKU (what 'latest' means today)."""
+        versions = self.image_versions(location, image)
+        return versions[-1] if versions else None
+
+    @_arm
+    def image_versions(self, location: str, image) -> list[str]:
+        """The published versions of a platform image SKU in a region, oldest first."""
         versions = [v.name for v in self.client.virtual_machine_images.list(location, image.publisher, image.offer,
                                                                             image.sku)]
         numeric = [v for v in versions if all(p.isdigit() for p in v.split("."))]
-        return max(numeric, key=lambda v: tuple(int(p) for p in v.split(".")), default=None)
+        return sorted(numeric, key=lambda v: tuple(int(p) for p in v.split(".")))
 
     @_arm
     def quota(self, location: str, size: str) -> Quota | None:
@@ -616,21 +622,29 @@ class NetworkApi:
         """Which of ``actions`` the credential may not do on the set's load balancers (``action on rg/lb``), as
         the permissions API says (the role assignments' actions less their notActions; wildcards as RBAC reads
         them). Nothing is tried."""
-        if self.authorization is None:
-            return []
-        from azure.core.exceptions import HttpResponseError
-
         out = []
         for rg, name in sorted(_pools_by_lb(model.lb_pools)):
-            try:
-                grants = list(self.authorization.permissions.list_for_resource(rg, "Microsoft.Network", "",
-                                                                              "loadBalancers", name))
-            except HttpResponseError:  # the permissions API itself unavailable: unknown, not refused (what is
-                continue  # missing then shows at the first read or write, before the batch is disrupted)
-            for action in actions:
-                if not any(_grants(p, action) for p in grants):
-                    out.append(f"{action} on {rg}/{name}")
+            # (None: the permissions API itself unavailable: unknown, not refused; what is missing then shows at
+            # the first read or write, before the batch is disrupted)
+            out += [f"{action} on {rg}/{name}" for action in
+                    self.refused_on(rg, "Microsoft.Network", "loadBalancers", name, actions) or []]
         return out
+
+    def refused_on(self, rg: str, provider: str, kind: str, name: str | None,
+                   actions: tuple[str, ...]) -> list[str] | None:
+        """Which of ``actions`` the credential may not do on one resource (``name`` None: on its resource group),
+        as the permissions API says; None when it cannot say."""
+        if self.authorization is None:
+            return None
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            perms = self.authorization.permissions
+            grants = list(perms.list_for_resource_group(rg) if name is None else
+                          perms.list_for_resource(rg, provider, "", kind, name))
+        except HttpResponseError:
+            return None
+        return [a for a in actions if not any(_grants(p, a) for p in grants)]
 
     @_arm
     def backends(self, model: ScaleSet, health: bool = True) -> list[Backend]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from vmssctl import __version__, inputs
+from vmssctl import __version__, emulator, inputs
 from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, connection_from_json, resolve_connection
 from vmssctl.errors import NotConfirmed
 from vmssctl.fleet.spec import DEFAULT_MAX_SETS, HIGHEST_MAX_SETS
@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     _target_flags(inst)
     _connection_flags(inst)
     inst.set_defaults(func=cmd_instances)
+
+    doc = sub.add_parser("doctor", help="what would stop a rollout of a scale set, one line each (nothing is "
+                                        "written): sign-in, subscription, the set, permissions, health signal, "
+                                        "load balancers, the image")
+    _target_flags(doc)
+    doc.add_argument("--version", help="check that this platform image version is published in the set's region")
+    doc.add_argument("--sku", help="with --version: another SKU of the same offer")
+    doc.add_argument("--strategy", choices=("in-place", "surge", "blue-green"), default="in-place",
+                     help="check the permissions this strategy needs (default in-place)")
+    _connection_flags(doc)
+    doc.set_defaults(func=cmd_doctor)
 
     up = sub.add_parser("upgrade", help="move a scale set to a new image, batch by batch, with health gates")
     _target_flags(up)
@@ -278,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="rehearse an upgrade of demo-vmss on an embedded emulator")
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    demo.add_argument("--version", default="24.04.202611200", type=_bounded(inputs.version, "--version"),
+    demo.add_argument("--version", default=emulator.DEMO_NEW, type=_bounded(inputs.version, "--version"),
                       help="image version to upgrade to")
     demo.add_argument("--time-scale", type=_bounded(inputs.number, "--time-scale", 1, 100_000), default=120.0,
                       help="simulated seconds per real second")
@@ -356,6 +367,28 @@ def cmd_show(args: argparse.Namespace) -> int:
         api.close()
     render.scale_set(ss, args.output, backends, unreadable)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Read-only checks before a first rollout; exit 0 when nothing stands in the way, 1 when something does."""
+    from vmssctl import doctor, render
+    from vmssctl.azure import network_api
+    from vmssctl.policy import RolloutPolicy
+    from vmssctl.target import ImageChange
+
+    policy = RolloutPolicy(strategy=args.strategy)
+    change = ImageChange(sku=args.sku, version=args.version) if args.version or args.sku else None
+    if change is not None:
+        change.validate()
+    conn, api = _api(args)
+    network = network_api(conn)
+    try:
+        checks = doctor.run(conn, api, network, policy, change)
+    finally:
+        network.close()
+        api.close()
+    render.checks(checks, args.output)
+    return EXIT_OK if all(c.ok is not False for c in checks) else EXIT_FAILED
 
 
 def cmd_instances(args: argparse.Namespace) -> int:

@@ -38,6 +38,10 @@ class Gateway(Protocol):
         """The newest published version of a platform image (what 'latest' means today)."""
         ...
 
+    def image_versions(self, location: str, image: ImageRef) -> list[str]:
+        """The published versions of a platform image SKU in a region, oldest first."""
+        ...
+
     def quota(self, location: str, size: str) -> Quota | None:
         """What the region's vCPU quota leaves for more VMs of ``size`` (None: a size Compute does not list)."""
         ...

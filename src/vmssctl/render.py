@@ -9,6 +9,7 @@ from functools import cache
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -219,8 +220,6 @@ def plan_lines(prepared) -> list[str]:
         out.append(f"  batches start only in the maintenance windows (UTC): {'; '.join(pol.windows)}")
     out += [f"  behind {rule_line(r)}" for r in load_balancing(prepared.backends or [])]
     if pol.drain == "hook":
-        from rich.markup import escape
-
         hook = escape(pol.drain_hook or "")
         out.append(f"  drain: the drain hook takes each batch out of rotation first ('{hook}', "
                    f"VMSSCTL_DRAIN=drain), {_duration(pol.drain_timeout)} for its connections, and puts it back "
@@ -382,3 +381,16 @@ def rollout_status(r, batches: list, events: list, output: str) -> None:
     c.print(t)
     for e in events[-15:]:
         c.print(f"  {describe(e)}", highlight=False)
+
+
+def checks(found: list, output: str) -> None:
+    """``vmssctl doctor``'s lines: good, bad (and what to do), or said."""
+    if output == "json":
+        print(json.dumps([c.to_json() for c in found], indent=2))
+        return
+    console = Console(highlight=False, soft_wrap=True)  # (a check a line: the terminal wraps, not rich)
+    for c in found:
+        mark = {True: "[green]ok[/]  ", False: "[red]FIX[/] ", None: "[dim]--[/]  "}[c.ok]
+        console.print(f"{mark} [bold]{c.name:<15}[/] {escape(c.said)}")
+        if c.fix:
+            console.print(f"      {'':<15} [yellow]->[/] {escape(c.fix)}")

@@ -175,8 +175,11 @@ class WorldGateway:
 
     @_call("versions")
     def newest_version(self, location: str, image: ImageRef) -> str | None:
-        versions = self.world.catalog.versions(image.publisher or "", image.offer or "", image.sku or "")
+        versions = self.image_versions(location, image)
         return versions[-1] if versions else None
+
+    def image_versions(self, location: str, image: ImageRef) -> list[str]:
+        return self.world.catalog.versions(image.publisher or "", image.offer or "", image.sku or "")
 
     def quota(self, location: str, size: str) -> Quota | None:
         from vmssctl.emulator.resources.quota import SIZES

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vmssctl.emulator import DEMO_NEW
 from vmssctl.emulator.arm import Emulator, build_app
 from vmssctl.emulator.clock import SimClock
 from vmssctl.emulator.faults import FaultRule, Faults, Throttle, ThrottleLimits
@@ -105,6 +106,8 @@ def seed_demo(world: World) -> None:
     nic["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
         {"id": lb["properties"]["loadBalancingRules"][0]["properties"]["backendAddressPool"]["id"]}]
     world.scale_sets.put(DEMO_RG, DEMO_VMSS, body)
+    ref = body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    world.catalog.publish(ref["publisher"], ref["offer"], ref["sku"], DEMO_NEW)
     world.clock.advance(600)
     world.advance()
 
