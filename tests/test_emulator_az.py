@@ -1,4 +1,4 @@
-"""The real az CLI (2.91, its own venv) against the emulator, following the README's recipe."""
+"""The real az CLI (2.91, its own venv) against the emulator, following the recipe of docs/emulator.md."""
 
 from __future__ import annotations
 
