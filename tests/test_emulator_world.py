@@ -298,3 +298,30 @@ def test_max_spreading_reports_one_fault_domain_and_flexible_needs_a_count():
         world.scale_sets.put("rg", "other", body)
     with pytest.raises(ArmError, match="orchestrationMode"):
         world.scale_sets.patch("rg", "web", {"properties": {"orchestrationMode": "Uniform"}})
+
+
+@pytest.mark.parametrize("kind, sets", [
+    ("uniform", {"demo-rg/demo-vmss": 20}),
+    ("flexible", {"demo-rg/demo-flex": 12}),
+    ("rolling", {"demo-rg/demo-rolling": 10}),
+    ("fleet", {"fleet-canary/web": 2, "fleet-east-1/web": 4, "fleet-east-2/web": 4, "fleet-west-1/web": 4,
+               "fleet-west-2/web": 4}),
+])
+def test_each_demo_is_running_behind_a_load_balancer_and_seeding_again_changes_nothing(kind, sets):
+    from vmssctl.emulator import DEMO_NEW
+    from vmssctl.emulator.clock import SimClock
+    from vmssctl.emulator.server import seed_demo
+
+    world = World(SimClock(0, start=1_000_000.0), subscriptions=["00000000-0000-0000-0000-00000000feee"])
+    seed_demo(world, kind)
+    assert {f"{s.rg}/{s.name}": s.healthy for s in world.sets.values()} == sets
+    members = sum(len(world.load_balancers.members(lb, "web")) for lb in world.lbs.values())
+    assert members == sum(sets.values())
+    assert DEMO_NEW in world.catalog.versions("Canonical", "ubuntu-24_04-lts", "server")
+    if kind == "fleet":  # two subscriptions: the west groups in the second
+        assert {world.resource_groups.subscription_of(g)[-4:] for g in world.groups.values()} == {"feed", "feee"}
+    if kind == "flexible":
+        assert all(s.flexible for s in world.sets.values())
+    now = world.now()
+    seed_demo(world, kind)  # a restart: nothing new, the clock where it was
+    assert world.now() == now and len(world.sets) == len(sets)

@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep state, certificate and emulator.json here")
     emu.add_argument("--time-scale", type=_bounded(inputs.number, "--time-scale", 0, 100_000), default=60.0,
                      help="simulated seconds per real second (default 60; 0 = frozen)")
-    emu.add_argument("--demo", action="store_true", help="create demo-rg/demo-vmss (20 VMs, 5 UD x 5 FD)")
+    emu.add_argument("--demo", nargs="?", const="uniform", choices=("uniform", "flexible", "rolling", "fleet"),
+                     help="create scale sets to try: uniform (default: demo-rg/demo-vmss, 20 VMs, 5 UD x 5 FD), "
+                          "flexible (demo-rg/demo-flex, 12 VMs over 3 zones), rolling (demo-rg/demo-rolling, a "
+                          "Rolling policy), fleet (fleet-* groups over two subscriptions with --subscriptions 2); "
+                          "each behind a load balancer of its own")
     emu.add_argument("--seed", type=_bounded(inputs.count, "--seed", 0, 2**63 - 1), default=0,
                      help="seed for simulated jitter and random faults")
     emu.add_argument("--page-size", type=_bounded(inputs.count, "--page-size", 1, 1000), default=100,

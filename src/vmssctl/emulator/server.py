@@ -93,23 +93,53 @@ def demo_load_balancer(subscription: str, rg: str = DEMO_RG, name: str = DEMO_LB
             "probe": {"id": f"{lid}/probes/health"}}}]}}
 
 
-def seed_demo(world: World) -> None:
-    """Create demo-rg/demo-vmss behind demo-lb, already running, by fast-forwarding the clock past its
-    creation."""
-    if (DEMO_RG, DEMO_VMSS) in world.sets:
-        return
-    world.resource_groups.put(DEMO_RG, DEMO_LOCATION)
-    lb = demo_load_balancer(world.subscription)
-    world.load_balancers.put(DEMO_RG, DEMO_LB, lb)
-    body = demo_scale_set()
+DEMOS = ("uniform", "flexible", "rolling", "fleet")
+
+
+def seed_demo(world: World, kind: str = "uniform") -> None:
+    """What people run, already running (the clock fast-forwarded past its creation), each set behind a load
+    balancer of its own: ``uniform``, demo-rg/demo-vmss (20 VMs, 5 UD x 5 FD, Manual) behind demo-lb; ``flexible``,
+    demo-rg/demo-flex (12 VMs over 3 zones); ``rolling``, demo-rg/demo-rolling (10 VMs, Rolling policy, 20 %
+    batches); ``fleet``, a canary set and three regions' worth of sets over two subscriptions (when the emulator
+    serves two) for ``vmssctl fleet``. The demos' catalogue also has the version ``make demo`` moves to."""
+    ref = DEMO_IMAGE
+    world.catalog.publish(ref["publisher"], ref["offer"], ref["sku"], DEMO_NEW)
+    if kind == "fleet":
+        subs = world.subscriptions[:2]  # (the first is the default one)
+        created = [_behind_lb(world, rg, "web", demo_scale_set(n), subscription=subs[min(k // 3, len(subs) - 1)])
+                   for k, (rg, n) in enumerate((("fleet-canary", 2), ("fleet-east-1", 4), ("fleet-east-2", 4),
+                                                ("fleet-west-1", 4), ("fleet-west-2", 4)))]
+    else:
+        name, body = {"uniform": (DEMO_VMSS, demo_scale_set()),
+                      "flexible": ("demo-flex", demo_scale_set(12, zones=["1", "2", "3"], flexible=True)),
+                      "rolling": ("demo-rolling", _rolling(demo_scale_set(10, mode="Rolling")))}[kind]
+        created = [_behind_lb(world, DEMO_RG, name, body, lb=DEMO_LB if kind == "uniform" else f"{name}-lb")]
+    if any(created):  # (a restart finds them there: its clock goes on from where it was)
+        world.clock.advance(600)
+        world.advance()
+
+
+def _rolling(body: dict) -> dict:
+    body["properties"]["upgradePolicy"]["rollingUpgradePolicy"] = {"maxBatchInstancePercent": 20,
+                                                                   "pauseTimeBetweenBatches": "PT0S"}
+    return body
+
+
+def _behind_lb(world: World, rg: str, name: str, body: dict, lb: str = "", subscription: str | None = None) -> bool:
+    """Create ``rg``/``name`` (once: False when it is there) in the pool of a load balancer of its own (``lb``,
+    default ``name``-lb)."""
+    if any(s.rg.lower() == rg.lower() and s.name.lower() == name.lower() for s in world.sets.values()):
+        return False
+    sub = subscription or world.subscription
+    world.resource_groups.put(rg, DEMO_LOCATION, subscription=sub)
+    lb = lb or f"{name}-lb"
+    lb_body = demo_load_balancer(sub, rg, lb)
+    world.load_balancers.put(rg, lb, lb_body)
     nic = body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
     nic["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = [
-        {"id": lb["properties"]["loadBalancingRules"][0]["properties"]["backendAddressPool"]["id"]}]
-    world.scale_sets.put(DEMO_RG, DEMO_VMSS, body)
-    ref = body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
-    world.catalog.publish(ref["publisher"], ref["offer"], ref["sku"], DEMO_NEW)
-    world.clock.advance(600)
-    world.advance()
+        {"id": lb_body["properties"]["loadBalancingRules"][0]["properties"]["backendAddressPool"]["id"]}]
+    world.scale_sets.put(rg, name, body)
+    return True
 
 
 # ------------------------------------------------------------------------ certificate
@@ -167,7 +197,7 @@ class EmulatorConfig:
     port: int = 0
     state_dir: Path | None = None
     time_scale: float = 60.0
-    demo: bool = False
+    demo: str | bool = False  # one of DEMOS (True: uniform), or none
     seed: int = 0
     page_size: int = 100
     throttle: ThrottleLimits | None = None
@@ -217,7 +247,7 @@ class EmulatorServer:
         else:  # a restart may serve more subscriptions than before, never fewer
             world.subscriptions += [x for x in extra if x not in world.subscriptions]
         if config.demo:
-            seed_demo(world)
+            seed_demo(world, "uniform" if config.demo is True else str(config.demo))
         self._previous: dict = {}
         if self.persistent and self.info_file.exists():
             with contextlib.suppress(ValueError):
