@@ -57,6 +57,7 @@ bench: $(STAMP) browser postgresql
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/traffic.py
+	$(BIN)/python bench/cli.py
 
 screenshots: $(STAMP) browser
 	$(BIN)/python docs/screenshots.py

@@ -14,12 +14,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vmssctl import __version__, emulator, inputs
-from vmssctl.azure import Connection, ScaleSetApi, UsageError, compute_client, connection_from_json, resolve_connection
-from vmssctl.errors import NotConfirmed
-from vmssctl.fleet.spec import DEFAULT_MAX_SETS, HIGHEST_MAX_SETS
+from vmssctl.errors import NotConfirmed, UsageError
+from vmssctl.fleet import DEFAULT_MAX_SETS, HIGHEST_MAX_SETS
+
+if TYPE_CHECKING:  # (the Azure SDK is imported when a command needs ARM, not to parse arguments)
+    from vmssctl.azure import Connection, ScaleSetApi
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 
@@ -342,12 +344,16 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace):
+    from vmssctl.azure import compute_client, resolve_connection
+
     conn = resolve_connection(args.emulator, args.endpoint, args.ca, args.subscription)
     return conn, compute_client(conn)
 
 
 def _api(args: argparse.Namespace) -> tuple[Connection, ScaleSetApi]:
     """The connection and the one scale set a command works on."""
+    from vmssctl.azure import ScaleSetApi
+
     conn, client = _client(args)
     return conn, ScaleSetApi(client, args.resource_group, args.name)
 
@@ -517,20 +523,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     from vmssctl import render
-    from vmssctl.azure import ScaleSetApi
     from vmssctl.rollout.journal import Journal
-    from vmssctl.rollout.workflow import drive
-    from vmssctl.upgrade import reopen, steer
 
     journal = Journal(args.journal)
     what = args.rollout_command
-    if what == "list":
+    if what == "list":  # (the journal and the table: neither the Azure SDK nor DBOS to import)
         render.rollouts(journal.recent(), args.output)
         return EXIT_OK
     r = journal.get(args.id)
     if what == "status":
         render.rollout_status(r, journal.batches(r.id), journal.events(r.id), args.output)
         return EXIT_OK
+    from vmssctl.azure import ScaleSetApi
+    from vmssctl.rollout.workflow import drive
+    from vmssctl.upgrade import reopen, steer
+
     if what == "rollback" and r.state != "rolled_back":
         _confirm_rollback(args, journal, r)
     done = steer(journal, r, what)
@@ -541,6 +548,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     # resume / rollback and no process runs it: run the engine here, connected as the rollout was
     stored = r.connection or {}
     if not (args.emulator or args.endpoint or args.subscription or os.environ.get("VMSSCTL_ENDPOINT")) and stored:
+        from vmssctl.azure import compute_client, connection_from_json
+
         conn = connection_from_json(stored)
         client = compute_client(conn)
     else:
@@ -635,7 +644,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from vmssctl import render
-    from vmssctl.azure import ScaleSetApi
+    from vmssctl.azure import Connection, ScaleSetApi, compute_client
     from vmssctl.emulator.admin import AdminClient
     from vmssctl.emulator.server import DEMO_LB, DEMO_RG, DEMO_VMSS, EmulatorConfig, EmulatorServer
     from vmssctl.policy import load

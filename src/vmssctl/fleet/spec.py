@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 
 from vmssctl import inputs
 from vmssctl.errors import UsageError
+from vmssctl.fleet import DEFAULT_MAX_SETS
 from vmssctl.policy import RolloutPolicy, load
 from vmssctl.target import ImageChange
 
 MAX_STAGES = 20
 MAX_SETS = 1000  # the most a halt rule can count
-DEFAULT_MAX_SETS = 500  # the most scale sets a fleet selects unless --max-sets says more
-HIGHEST_MAX_SETS = 5000
 TARGET_KEYS = {"version": "version", "sku": "sku", "offer": "offer", "publisher": "publisher",
                "image_id": "image_id", "custom_uri": "custom_uri"}
 
