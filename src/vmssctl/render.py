@@ -83,13 +83,17 @@ def instances(items: list[Instance], output: str) -> None:
         print(json.dumps([i.to_json() for i in items], indent=2))
         return
     # Fits 80 columns whole: the state label already combines power, provisioning, health and model (-o json has
-    # each), the image is its version (the set's image is in `show`); a Flexible set's VMs have no update domain
-    t = Table(Column("id", no_wrap=True), "UD", "FD", "zone", Column("state", no_wrap=True), "health", "latest",
-              Column("image", overflow="fold"), box=box.SIMPLE_HEAD)
+    # each), the image is its version (the set's image is in `show`); a Flexible set's VMs (longer names) have no
+    # update domain, so no UD column
+    uds = any(i.update_domain is not None for i in items)
+    t = Table(Column("id", no_wrap=True), *(["UD"] if uds else []), "FD", "zone", Column("state", no_wrap=True),
+              Column("health", overflow="ellipsis", no_wrap=True), "latest", Column("image", no_wrap=True),
+              box=box.SIMPLE_HEAD, pad_edge=False)
     for i in items:
         label, colour = state_of(i)
-        t.add_row(i.instance_id, _domain(i.update_domain), _domain(i.fault_domain), i.zone or "-",
-                  Text(label, style=colour), i.health or "-", "yes" if i.latest_model else "no", _version(i.image))
+        t.add_row(i.instance_id, *([_domain(i.update_domain)] if uds else []), _domain(i.fault_domain),
+                  i.zone or "-", Text(label, style=colour), i.health or "-", "yes" if i.latest_model else "no",
+                  _version(i.image))
     console().print(t)
 
 
