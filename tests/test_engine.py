@@ -428,3 +428,13 @@ def test_a_flexible_rolling_set_goes_through_azures_rolling_upgrade(tmp_path):
     vms = rig.instances()
     assert all(i.image.exact_version == NEW and i.healthy and i.instance_id.startswith("web_") for i in vms)
     assert rig.record(t0)["minHealthy"] >= 5
+
+
+@pytest.mark.parametrize("state, said", [("running", " (+4 in flight)"), ("aborted", " (+4 started, never judged)"),
+                                         ("succeeded", "")])
+def test_every_view_says_the_batch_in_flight_beside_the_judged_count(state, said):
+    from vmssctl.rollout.progress import Progress, summary
+
+    p = Progress("r-1", "rg/web", "forward", state, "v2", 2, 5, 1, 20, 15, 20, 16, 100.0, 50.0, True, 0.0,
+                 current=("1", "2", "3", "4") if said else ())
+    assert f"1/20 upgraded{said}," in summary(p)

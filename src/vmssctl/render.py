@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
 
@@ -375,8 +376,8 @@ def rollout_status(r, batches: list, events: list, output: str) -> None:
     c = console()
     c.print(f"[bold]{r.id}[/] {r.resource_group}/{r.name}: [bold]{r.state}[/] ({r.phase})")
     c.print(f"  {ImageRef(**r.previous)} -> {ImageRef(**r.target)}")
-    if r.progress:
-        c.print(f"  {summary(Progress.from_json(r.progress))}", highlight=False)
+    if r.progress:  # (as the rollout stands now: the last progress was stored while it ran)
+        c.print(f"  {summary(replace(Progress.from_json(r.progress), state=r.state))}", highlight=False)
     if r.error:
         c.print(f"  [red]{r.error}[/]")
     t = Table("batch", "kind", "state", "instances", "failed")

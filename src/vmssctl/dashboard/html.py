@@ -120,13 +120,12 @@ def rollout_panel(active: Rollout | None, progress: Progress | None, events: lis
         p = progress
         pct = 100 * p.done / max(1, p.total)
         low = " low" if p.below_floor else ""
-        verb = "rolled back" if p.phase == "rollback" else "upgraded"
         sim = ' <span class="sim">(simulated time)</span>' if p.simulated else ""
         out.append(f'<div class="bar{" rollback" if p.phase == "rollback" else ""}"><div style="width:{pct:.1f}%">'
                    f'</div></div>'
                    f'<p class="progress">batch <b class="batch-no">{p.batch_no}</b> of '
                    f'<b class="batches-total">{p.batches_total}</b>, '
-                   f'<b class="done">{p.done}</b>/<span class="total">{p.total}</span> {verb}; '
+                   f'<b class="done">{p.done}</b>/<span class="total">{p.total}</span> {p.verb}{e(p.unjudged)}; '
                    f'<span class="health{low}">healthy <b class="healthy">{p.healthy}</b>/{p.capacity} '
                    f'(floor <b class="floor">{p.floor}</b>)</span>; elapsed <span class="elapsed">'
                    f'{clock_text(p.elapsed)}</span>, eta <span class="eta">{clock_text(p.eta)}</span>{sim}</p>')

@@ -43,6 +43,19 @@ class Progress:
         return self.state == "paused"
 
     @property
+    def verb(self) -> str:
+        return "rolled back" if self.phase == "rollback" else "upgraded"
+
+    @property
+    def unjudged(self) -> str:
+        """The batch in flight, said beside the judged count (``n/m upgraded``) so that a rollout that stopped
+        mid-batch does not seem to have touched fewer VMs than it did: "" when none."""
+        if not self.current:
+            return ""
+        live = self.state in ("running", "rolling_back", "paused")
+        return f" (+{len(self.current)} {'in flight' if live else 'started, never judged'})"
+
+    @property
     def below_floor(self) -> bool:
         return self.healthy < self.floor
 
@@ -98,8 +111,7 @@ def clock_text(seconds: float | None) -> str:
 def summary(p: Progress) -> str:
     """The one-line figure every view shows (terminal, dashboard, status)."""
     sim = " (simulated)" if p.simulated else ""
-    verb = "rolled back" if p.phase == "rollback" else "upgraded"
-    return (f"batch {p.batch_no} of {p.batches_total}, {p.done}/{p.total} {verb}, "
+    return (f"batch {p.batch_no} of {p.batches_total}, {p.done}/{p.total} {p.verb}{p.unjudged}, "
             f"healthy {p.healthy}/{p.capacity} (floor {p.floor}), "
             + (f"requests {p.requests[0]:,} ({p.requests[1]:,} failed), " if p.requests is not None else "")
             + f"elapsed {clock_text(p.elapsed)}, eta {clock_text(p.eta)}{sim}")

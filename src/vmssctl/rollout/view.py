@@ -21,10 +21,9 @@ def render(snap: Snapshot) -> Panel:
         ("ROLLING BACK " if p.phase == "rollback" else "", "bold red"),
         ("PAUSED " if p.paused else "", "bold yellow"), (f"-> {p.target}", "cyan"))
     bar = Table.grid(padding=(0, 1))
-    verb = "rolled back" if p.phase == "rollback" else "upgraded"
     bar.add_row(ProgressBar(total=max(1, p.total), completed=p.done, width=40,
                             complete_style="red" if p.phase == "rollback" else "bar.complete"),
-                f"{p.done}/{p.total} {verb}", f"batch {p.batch_no} of {p.batches_total}")
+                f"{p.done}/{p.total} {p.verb}{p.unjudged}", f"batch {p.batch_no} of {p.batches_total}")
     stats = Text(f"healthy {p.healthy}/{p.capacity} (floor {p.floor})   elapsed {clock_text(p.elapsed)}   "
                  f"eta {clock_text(p.eta)}" + ("   (simulated time)" if p.simulated else ""))
     if p.below_floor:
