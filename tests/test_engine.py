@@ -312,6 +312,9 @@ def test_a_rolling_set_is_upgraded_by_azures_rolling_upgrade_watched_batch_by_ba
     assert rec["minHealthy"] >= 7 and rec["upgrades"] == {str(i): 1 for i in range(10)}
     assert rig.world.scale_sets.get("rg", "web").rolling.code == "Completed"
     assert {p.floor for p in out.progress} == {7}
+    # Azure pausing between its batches is said as that, not as the floor holding vmssctl back
+    assert not out.of("waiting_for_floor")
+    assert any(e["why"] == "Azure's rolling upgrade, between its batches" for e in out.of("waiting"))
 
 
 def test_a_failing_gate_cancels_azures_rolling_upgrade_and_rolls_back(tmp_path):

@@ -418,7 +418,7 @@ class Engine:
             if isinstance(action, Pause):
                 self._paused(action.seconds)
             elif isinstance(action, Wait):
-                if action.floor_wait_since is not None and floor_since is None:
+                if action.floor_wait_since is not None and floor_since is None and action.by_floor:
                     self.emit("waiting_for_floor", healthy=obs.healthy, floor=plan.floor)
                 if action.announce and action.why != announced:  # a long wait is said once, when it begins
                     self.emit("waiting", why=action.why, seconds=round(action.seconds))

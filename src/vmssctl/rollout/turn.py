@@ -108,8 +108,10 @@ class Sight:
 class Wait:
     seconds: float
     why: str
-    floor_wait_since: float | None = None  # set: the floor holds the next batch back since then
+    floor_wait_since: float | None = None  # set: the next batch is held back since then (by the floor, or by_floor
+    # False: by something else, e.g. Azure's rolling upgrade pausing between its batches)
     announce: bool = field(default=False, compare=False)  # say it (a "waiting" event) when this wait begins
+    by_floor: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

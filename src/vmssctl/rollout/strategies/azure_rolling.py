@@ -75,6 +75,7 @@ class AzureRolling(Common):
         if not phase.batches and obs.now - since > policy.health_timeout:
             return Finish(f"Azure started no upgrade of the {len(behind)} instance(s) behind the model within "
                           f"{policy.health_timeout:.0f}s (rolling upgrade: {rolling.code if rolling else 'none'})")
-        return Wait(policy.poll, "Azure's upgrade, between batches", floor_wait_since=since)
+        return Wait(policy.poll, "Azure's rolling upgrade, between its batches", floor_wait_since=since,
+                    announce=True, by_floor=False)  # (Azure pauses, not the floor: said as what it is)
 
 
