@@ -407,3 +407,17 @@ concurrency = 2
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("parts, sent", [
+    # the first of each part goes; the same again goes nowhere; a change goes
+    ([("grid", "a"), ("grid", "a"), ("grid", "a")], [True, False, False]),
+    ([("grid", "a"), ("summary", "a"), ("grid", "b"), ("grid", "b"), ("grid", "a")], [True, True, True, False, True]),
+])
+def test_a_tab_is_sent_a_part_only_when_it_changed(parts, sent):
+    """The events stream (a tab) re-renders the grid on every refresh from ARM; it sends only what changed, so a
+    set where nothing happens costs its tabs nothing."""
+    from vmssctl.dashboard.app import Sent
+
+    tab = Sent()
+    assert [tab.new(kind, text) for kind, text in parts] == sent

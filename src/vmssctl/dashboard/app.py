@@ -418,24 +418,23 @@ async def events(request: Request) -> Response:
 
     async def stream():
         watcher.subscribe()
-        version, notice_seq, last_panel, last_summary = -1, d.notice_seq, None, None
+        version, notice_seq, sent = -1, d.notice_seq, Sent()
         try:
             while not await request.is_disconnected():
                 view = watcher.view if watcher.view and watcher.view.version > version else \
                     await watcher.wait_newer(version, timeout=1.0)
                 if view is not None and view.version > version:
                     version = view.version
-                    yield _sse("grid", html.grid(view.scale_set, view.instances, view.error))
-                    summary = html.summary(view.scale_set, view.balancing)
-                    if summary != last_summary:
-                        last_summary = summary
-                        yield _sse("summary", summary)
+                    for kind, text in (("grid", html.grid(view.scale_set, view.instances, view.error)),
+                                       ("summary", html.summary(view.scale_set, view.balancing))):
+                        if sent.new(kind, text):
+                            yield _sse(kind, text)
                 panel, hist = await run_in_threadpool(lambda: (_panel(d, sid), _history(d, sid)))
-                if (panel, hist) != last_panel:
-                    if last_panel is not None and 'data-state="running"' in panel:
+                if sent.new("rollout", panel):
+                    if sent.seen("history") and 'data-state="running"' in panel:
                         watcher.poke()  # the engine has seen something new: the grid follows (at most 1/s)
-                    last_panel = (panel, hist)
                     yield _sse("rollout", panel)
+                if sent.new("history", hist):
                     yield _sse("history", hist)
                 for n in [n for n in d.notices if n["seq"] > notice_seq and n["set"] == sid.key]:
                     yield _sse("notice", json.dumps(n))
@@ -447,6 +446,24 @@ async def events(request: Request) -> Response:
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+class Sent:
+    """What a tab was last sent of each part: a part is sent again only when it changed (a set where nothing
+    happens costs its tabs nothing, however often ARM is read)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    def new(self, kind: str, text: str) -> bool:
+        """Is ``text`` different from what the tab has of ``kind``? (Recorded as sent when it is.)"""
+        if self._last.get(kind) == text:
+            return False
+        self._last[kind] = text
+        return True
+
+    def seen(self, kind: str) -> bool:
+        return kind in self._last
 
 
 def _sse(kind: str, data: str) -> str:
