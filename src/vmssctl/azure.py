@@ -36,7 +36,7 @@ from vmssctl.errors import (
 )
 
 if TYPE_CHECKING:
-    from vmssctl.model import Backend, ImageRef, Quota, ScaleSet
+    from vmssctl.model import Backend, ImageAvailability, ImageRef, Quota, ScaleSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -269,6 +269,25 @@ def list_subscriptions(conn: Connection) -> list[tuple[str, str]]:
         if mine else [(conn.subscription, conn.subscription), *found]
 
 
+def gallery_availability(found: Any, location: str, what: str) -> ImageAvailability:
+    """A gallery image version as the SDK reads it, in ``location``: replicated, replicating, or not a target."""
+    from vmssctl.model import ImageAvailability
+
+    region = location.lower().replace(" ", "")
+    summary = {(s.region or "").lower().replace(" ", ""): s for s in
+               getattr(getattr(found, "replication_status", None), "summary", None) or []}
+    row = summary.get(region)
+    if row is None:
+        targets = [t.name for t in getattr(getattr(found, "publishing_profile", None), "target_regions", None) or []]
+        return ImageAvailability(False, f"gallery image version {what} is not replicated to {location} (target "
+                                        f"regions: {', '.join(targets) or 'none'}): add it to its target regions")
+    state = str(getattr(row.state, "value", row.state) or "")
+    if state.lower() == "completed":
+        return ImageAvailability(True, f"gallery image version {what} is replicated to {location}")
+    return ImageAvailability(False, f"gallery image version {what} is still replicating to {location} "
+                                    f"({row.progress or 0} %)", pending=True)
+
+
 def scale_set_from_arm(body: dict, resource_group: str):
     """A scale set's ARM JSON as vmssctl's ScaleSet, read by the SDK's own models (as over HTTPS)."""
     from azure.mgmt.compute import models as m
@@ -388,6 +407,38 @@ class ScaleSetApi:
                                                                             image.sku)]
         numeric = [v for v in versions if all(p.isdigit() for p in v.split("."))]
         return sorted(numeric, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+    @_arm
+    def image_availability(self, location: str, image: ImageRef) -> ImageAvailability | None:
+        """A platform version: does Compute list it in the region (one GET)? A gallery image version: is it
+        replicated there (one GET with its replication status)?"""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        from vmssctl.model import ImageAvailability
+
+        if image.kind == "platform" and image.version and image.version.lower() != "latest":
+            try:
+                self.client.virtual_machine_images.get(location, image.publisher or "", image.offer or "",
+                                                       image.sku or "", image.version)
+            except ResourceNotFoundError:
+                newest = self.newest_version(location, image)
+                return ImageAvailability(False, f"{image} is not published in {location}"
+                                         + (f" (newest: {newest})" if newest else ""))
+            return ImageAvailability(True, f"{image} is published in {location}")
+        parts = (image.id or "").strip("/").split("/")
+        low = [x.lower() for x in parts]
+        if image.kind != "id" or "galleries" not in low or "versions" not in low or len(parts) != 12:
+            return None
+        rg, gallery, definition, version = parts[3], parts[7], parts[9], parts[11]
+        try:
+            found = self.client.gallery_image_versions.get(rg, gallery, definition, version,
+                                                           expand="ReplicationStatus")
+        except ResourceNotFoundError:
+            return ImageAvailability(False, f"gallery image version {version} of {gallery}/{definition} does not "
+                                            "exist")
+        except HttpResponseError:
+            return None  # (another subscription's gallery, or no permission to read it: not checked)
+        return gallery_availability(found, location, f"{gallery}/{definition} {version}")
 
     @_arm
     def quota(self, location: str, size: str) -> Quota | None:

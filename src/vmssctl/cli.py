@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "flexible (demo-rg/demo-flex, 12 VMs over 3 zones), rolling (demo-rg/demo-rolling, a "
                           "Rolling policy), fleet (fleet-* groups over two subscriptions with --subscriptions 2); "
                           "each behind a load balancer of its own")
+    emu.add_argument("--images", choices=("strict", "open"), default="strict",
+                     help="strict (default, as Azure): a model naming an image version that is not published in "
+                          "the set's region (or a gallery version not replicated there) is refused; open: any "
+                          "well-formed version is taken as published everywhere")
     emu.add_argument("--seed", type=_bounded(inputs.count, "--seed", 0, 2**63 - 1), default=0,
                      help="seed for simulated jitter and random faults")
     emu.add_argument("--page-size", type=_bounded(inputs.count, "--page-size", 1, 1000), default=100,
@@ -134,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "add new VMs on the new image, then delete as many old ones (capacity never below 100%%); "
                           "blue-green: a new set on the new image beside this one, in the same load balancer pools, "
                           "then this one drained, kept for --bake (a rollback readmits it), and scaled to 0")
+    pol.add_argument("--wait-for-image", metavar="DUR",
+                     help="when the gallery image version is still replicating to the set's region, wait up to "
+                          "this long before changing anything (default: refuse, exit 2)")
     pol.add_argument("--green-capacity", metavar="N", help="blue-green: the new set's capacity (default: this set's)")
     pol.add_argument("--bake", metavar="DUR",
                      help="blue-green: how long the old set stays drained but ready after the switch (default 10m)")
@@ -323,6 +330,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     try:
         server = EmulatorServer(EmulatorConfig(
         host=args.host, port=args.port, state_dir=args.state_dir, time_scale=args.time_scale, demo=args.demo,
+        images=args.images,
         seed=args.seed, page_size=args.page_size, throttle=throttle, faults=rules, error_rate=args.error_rate,
         throttle_rate=args.throttle_rate, latency_ms=args.latency_ms, retry_after=args.retry_after,
         subscriptions=args.subscriptions))
@@ -434,7 +442,7 @@ def _policy(args: argparse.Namespace):
         "by", "batch_size", "batch_percent", "instances", "canary", "pause", "max_unavailable",
         "max_unhealthy_upgraded", "health_timeout", "rollback", "prioritize_unhealthy", "probe_url", "hook", "poll",
         "no_health_signal", "strategy", "max_surge", "surge_fallback", "allow_automatic", "windows", "drain",
-        "drain_timeout", "drain_hook", "green_capacity", "bake", "delete_blue", "green_weight")}
+        "drain_timeout", "drain_hook", "green_capacity", "bake", "delete_blue", "green_weight", "wait_for_image")}
     loaded = policy.load(args.policy, overrides)
     extra = _flag_gates(args)
     return replace(loaded, gates=(*loaded.gates, *extra)) if extra else loaded

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vmssctl.model import Backend, ImageRef, Instance, Quota, RollingStatus, ScaleSet
+from vmssctl.model import Backend, ImageAvailability, ImageRef, Instance, Quota, RollingStatus, ScaleSet
 
 
 class Gateway(Protocol):
@@ -40,6 +40,11 @@ class Gateway(Protocol):
 
     def image_versions(self, location: str, image: ImageRef) -> list[str]:
         """The published versions of a platform image SKU in a region, oldest first."""
+        ...
+
+    def image_availability(self, location: str, image: ImageRef) -> ImageAvailability | None:
+        """Can ``image`` be put in a model in ``location`` now (None: vmssctl cannot tell: a managed or shared
+        image, 'latest', or a gallery it may not read)?"""
         ...
 
     def quota(self, location: str, size: str) -> Quota | None:

@@ -339,3 +339,13 @@ class Quota:
             if need > free:
                 return f"{vms} more {self.size} VM(s) need {need} {label}; {free} of {limit} are free"
         return None
+
+
+@dataclass(frozen=True)
+class ImageAvailability:
+    """Whether an image can be put in a model in a region now: Compute lists the platform version there, or the
+    gallery version is replicated there (``pending``: not yet, but replication there is under way)."""
+
+    ready: bool
+    said: str
+    pending: bool = False

@@ -85,6 +85,7 @@ class RolloutPolicy:
     bake: float = 600.0
     delete_blue: bool = False
     green_weight: Amount | None = None  # blue-green: admit only this many green VMs first, for --pause, then all
+    wait_for_image: float = 0.0  # how long to wait for a gallery image version to replicate to the set's region
 
     def __post_init__(self) -> None:
         if self.by not in GROUPINGS:
@@ -214,7 +215,7 @@ def load(path: str | None, overrides: dict) -> RolloutPolicy:
     kwargs: dict = {}
     for key, value in merged.items():
         flag = f"--{key.replace('_', '-')}"
-        if key in ("pause", "health_timeout", "poll", "drain_timeout", "bake"):
+        if key in ("pause", "health_timeout", "poll", "drain_timeout", "bake", "wait_for_image"):
             kwargs[key] = inputs.duration(value, flag)
         elif key in ("max_unavailable", "max_unhealthy_upgraded", "max_surge", "green_weight"):
             kwargs[key] = Amount.parse(value, flag)

@@ -194,6 +194,8 @@ def plan_lines(prepared) -> list[str]:
     if prepared.diff:
         out.append(f"  image: {ss.image}  ->  [cyan]{prepared.target}[/]")
         out += [f"    {field}: {a} -> [cyan]{b}[/]" for field, a, b in prepared.diff]
+        if prepared.image:
+            out.append(f"    {prepared.image}")
     else:
         out.append(f"  image: already {ss.image} in the model; upgrading instances still behind it")
     group = {"batch": f"batches of {pol.batch_count(p.capacity)}", "update-domain": "update domain",

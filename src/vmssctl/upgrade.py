@@ -38,6 +38,7 @@ class Prepared:
     simulated: bool = False  # against the emulator: times are its simulated seconds
     backends: list[Backend] | None = None  # the load balancers in front of the set, when the plan read them
     quota: str | None = None  # what the region's vCPU quota says of the VMs a surge or blue/green adds
+    image: str | None = None  # whether the image can be used in the set's region (None: not checked)
 
     @property
     def protected(self) -> list[str]:
@@ -67,6 +68,7 @@ class Prepared:
             "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
             "healthSignal": health_signal(self.scale_set, self.policy), "simulated": self.simulated,
             "protected": self.protected, "quota": _plain(self.quota) if self.quota else None,
+            "image": _plain(self.image) if self.image else None,
             **({"loadBalancing": load_balancing(self.backends)} if self.backends is not None else {}),
         }
 
@@ -104,6 +106,7 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         _green_is_free(api, ss, target, active)
     elif mode != "manual" and (model_changes or policy.strategy == AZURE_ROLLING):
         policy = azure_driven(ss, policy)
+    image = _image_check(api, ss, target, policy) if model_changes and active is None else None
     policy, backends = drain_for(api, ss, policy)
     instances = api.instances()
     known = {i.instance_id for i in instances}
@@ -141,7 +144,24 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
     quota = _quota(api, ss, policy, plan, len(instances)) if plan.pending and active is None else None
-    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends, quota)
+    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends, quota, image)
+
+
+def _image_check(api: Gateway, ss: ScaleSet, target: ImageRef, policy: RolloutPolicy) -> str | None:
+    """Before anything changes: is the target published in the set's region (a platform version), or replicated
+    there (a gallery version)? Not: refused, one line, exit 2, unless it is replicating and --wait-for-image says
+    to wait. Returns what the plan says of it (None: nothing vmssctl can check)."""
+    try:
+        seen = api.image_availability(ss.location, target)
+    except VmssctlError as e:  # (could not ask: the model update will say, with nothing overwritten)
+        return f"not checked ({str(e)[:120]})"
+    if seen is None or seen.ready:
+        return seen.said if seen else None
+    where = f"{api.resource_group}/{api.name}"
+    if seen.pending and policy.wait_for_image > 0:
+        return f"[yellow]{seen.said}[/]: the rollout waits up to {policy.wait_for_image:.0f}s for it first"
+    raise UsageError(f"{where}: {seen.said}; nothing was changed"
+                     + (" (--wait-for-image DUR waits for the replication)" if seen.pending else ""))
 
 
 def _plain(text: str) -> str:

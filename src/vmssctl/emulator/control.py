@@ -156,7 +156,11 @@ def admin_images(emu: Emulator, request: Request, body: dict | None) -> Response
         if not is_version(body.get("version")) or not all(isinstance(body.get(k), str)
                                                           for k in ("publisher", "offer", "sku")):
             raise ValueError("publisher, offer, sku must be names and version Major.Minor.Build")
-        emu.world.catalog.publish(body["publisher"], body["offer"], body["sku"], body["version"])
+        where = body.get("locations")
+        if where is not None and (not isinstance(where, list) or len(where) > 60 or
+                                  not all(isinstance(x, str) and 0 < len(x) <= 64 for x in where)):
+            raise ValueError("locations must be a list of at most 60 region names")
+        emu.world.catalog.publish(body["publisher"], body["offer"], body["sku"], body["version"], where)
         emu.world.changes += 1
     return json_response(emu.world.catalog.dump())
 

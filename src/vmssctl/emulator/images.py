@@ -104,43 +104,90 @@ def _version_key(v: str) -> tuple[int, ...]:
 
 
 class Catalog:
-    """Known platform image versions, so ``latest`` resolves the way Compute does.
+    """Published platform image versions, so ``latest`` resolves the way Compute does, and (``strict``) a model
+    naming a version that is not published in its region is refused as Compute refuses it.
 
-    Any well-formed version a client names is taken as published (the emulator cannot
-    know Azure's catalogue); ``latest`` picks the highest one seen for that SKU, and a
-    SKU never seen starts at 1.0.0. The admin API publishes newer versions.
+    ``strict`` (what ``vmssctl emulator`` serves): only published versions exist; a version may be published in
+    some regions only (the admin API's ``locations``). Open (the tests' emulators and an in-process world by
+    default): any well-formed version a client names is taken as published everywhere. Either way ``latest``
+    picks the highest published one of the SKU in the region, and a SKU never seen starts at 1.0.0 when open.
     """
 
     DEFAULT = {("canonical", "ubuntu-24_04-lts", "server"): ["24.04.202610010"]}
 
-    FIRST_VERSION = "1.0.0"  # what 'latest' of a SKU nobody has published yet resolves to
+    FIRST_VERSION = "1.0.0"  # what 'latest' of a SKU nobody has published yet resolves to (open)
+    REGIONS = "@regions"  # the dump's key for versions published in some regions only
 
-    def __init__(self, versions: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, versions: dict | None = None, strict: bool = False) -> None:
+        self.strict = strict
         self._versions: dict[tuple[str, str, str], set[str]] = {
             k: set(v) for k, v in self.DEFAULT.items()
         }
-        for key, vs in (versions or {}).items():
+        # (publisher, offer, sku, version) -> the regions it is published in (absent: every region)
+        self._regions: dict[tuple[str, str, str, str], set[str]] = {}
+        versions = dict(versions or {})
+        for key, where in (versions.pop(self.REGIONS, None) or {}).items():
+            publisher, offer, sku, version = key.split("|")
+            self._regions[(publisher, offer, sku, version)] = set(where)
+        for key, vs in versions.items():
             publisher, offer, sku = key.split("|")
             self._versions.setdefault((publisher, offer, sku), set()).update(vs)
 
-    def publish(self, publisher: str, offer: str, sku: str, version: str) -> None:
+    def publish(self, publisher: str, offer: str, sku: str, version: str, locations: list[str] | None = None) -> None:
         if not is_version(version) or not all(inputs.is_scale_set_name(n) for n in (publisher, offer, sku)):
             raise invalid(f"'{inputs.shown(version)}' is not Major.Minor.Build, or a name is invalid.", "version")
-        self._versions.setdefault((publisher.lower(), offer.lower(), sku.lower()), set()).add(version)
+        key = (publisher.lower(), offer.lower(), sku.lower())
+        self._versions.setdefault(key, set()).add(version)
+        if locations is not None:
+            self._regions.setdefault((*key, version), set()).update(_region(x) for x in locations)
+        else:
+            self._regions.pop((*key, version), None)
 
-    def resolve(self, ref: dict) -> str:
+    def available(self, publisher: str, offer: str, sku: str, version: str, location: str | None) -> bool:
+        """Is this exact version published (in ``location``, when given)?"""
+        key = (publisher.lower(), offer.lower(), sku.lower())
+        if version not in self._versions.get(key, set()):
+            return not self.strict and is_version(version)
+        where = self._regions.get((*key, version))
+        return where is None or location is None or _region(location) in where
+
+    def resolve(self, ref: dict, location: str | None = None) -> str:
         key = (ref["publisher"].lower(), ref["offer"].lower(), ref["sku"].lower())
         version = ref["version"]
         if version.lower() != "latest":
+            if not self.available(*key, version, location):
+                raise not_published(ref, location)
             self._versions.setdefault(key, set()).add(version)
             return version
-        known = self._versions.setdefault(key, {self.FIRST_VERSION})
-        return max(known, key=_version_key)
+        known = self._versions.get(key) or (set() if self.strict else {self.FIRST_VERSION})
+        here = [v for v in known if self.available(*key, v, location)]
+        if not here:
+            raise not_published(ref, location)
+        self._versions.setdefault(key, set()).update(known)
+        return max(here, key=_version_key)
 
-    def versions(self, publisher: str, offer: str, sku: str) -> list[str]:
-        """Published versions, oldest first; a SKU nobody has named yet has only the first version."""
-        known = self._versions.get((publisher.lower(), offer.lower(), sku.lower())) or {self.FIRST_VERSION}
-        return sorted(known, key=_version_key)
+    def versions(self, publisher: str, offer: str, sku: str, location: str | None = None) -> list[str]:
+        """Published versions (in ``location``, when given), oldest first; open, a SKU nobody has named yet has
+        only the first version."""
+        key = (publisher.lower(), offer.lower(), sku.lower())
+        known = self._versions.get(key) or (set() if self.strict else {self.FIRST_VERSION})
+        return sorted((v for v in known if self.available(*key, v, location)), key=_version_key)
 
-    def dump(self) -> dict[str, list[str]]:
-        return {"|".join(k): sorted(v, key=_version_key) for k, v in self._versions.items()}
+    def dump(self) -> dict:
+        out: dict = {"|".join(k): sorted(v, key=_version_key) for k, v in self._versions.items()}
+        if self._regions:
+            out[self.REGIONS] = {"|".join(k): sorted(v) for k, v in self._regions.items()}
+        return out
+
+
+def not_published(ref: dict, location: str | None) -> ArmError:
+    """Compute's refusal of a model naming a platform image version it does not have (in that region)."""
+    urn = ":".join(str(ref.get(k, "")) for k in ("publisher", "offer", "sku", "version"))
+    return ArmError(404, "PlatformImageNotFound", f"The platform image '{urn}' is not available"
+                    + (f" in {location}" if location else "") + ". Verify that all fields in the storage profile "
+                    "are correct. For more details about storage profile information, please refer to "
+                    "https://aka.ms/storageprofile", "imageReference")
+
+
+def _region(location: str) -> str:
+    return location.lower().replace(" ", "")

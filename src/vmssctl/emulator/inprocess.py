@@ -24,7 +24,7 @@ from vmssctl.emulator.errors import ArmError as EmulatorArmError
 from vmssctl.emulator.server import demo_scale_set
 from vmssctl.emulator.world import World
 from vmssctl.gateway import Network
-from vmssctl.model import ImageRef, Instance, Quota, RollingStatus, ScaleSet, id_key
+from vmssctl.model import ImageAvailability, ImageRef, Instance, Quota, RollingStatus, ScaleSet, id_key
 from vmssctl.target import same_image
 
 P = ParamSpec("P")
@@ -179,7 +179,32 @@ class WorldGateway:
         return versions[-1] if versions else None
 
     def image_versions(self, location: str, image: ImageRef) -> list[str]:
-        return self.world.catalog.versions(image.publisher or "", image.offer or "", image.sku or "")
+        return self.world.catalog.versions(image.publisher or "", image.offer or "", image.sku or "", location)
+
+    def image_availability(self, location: str, image: ImageRef) -> ImageAvailability | None:
+        """As ``ScaleSetApi`` reads it, from the world's catalogue and galleries (the gallery version through
+        the SDK's model, so both read it with the same code)."""
+        from azure.mgmt.compute.models import GalleryImageVersion
+
+        from vmssctl.azure import gallery_availability
+        from vmssctl.emulator.errors import ArmError
+
+        if image.kind == "platform" and image.version and image.version.lower() != "latest":
+            if self.world.catalog.available(image.publisher or "", image.offer or "", image.sku or "",
+                                            image.version, location):
+                return ImageAvailability(True, f"{image} is published in {location}")
+            newest = self.newest_version(location, image)
+            return ImageAvailability(False, f"{image} is not published in {location}"
+                                     + (f" (newest: {newest})" if newest else ""))
+        rid = image.id or ""
+        if image.kind != "id" or "/versions/" not in rid.lower() or "/galleries/" not in rid.lower():
+            return None
+        try:
+            found = GalleryImageVersion(self.world.galleries.render(rid, expand=True))
+        except ArmError:
+            return ImageAvailability(False, f"gallery image version {rid.rsplit('/', 1)[-1]} does not exist")
+        parts = rid.strip("/").split("/")
+        return gallery_availability(found, location, f"{parts[7]}/{parts[9]} {parts[11]}")
 
     def quota(self, location: str, size: str) -> Quota | None:
         from vmssctl.emulator.resources.quota import SIZES

@@ -39,6 +39,8 @@ API_VERSIONS = frozenset({
     "2019-07-01", "2019-12-01", "2020-06-01", "2020-12-01", "2021-03-01", "2021-04-01", "2021-07-01",
     "2021-11-01", "2022-03-01", "2022-08-01", "2022-11-01", "2023-03-01", "2023-07-01", "2023-09-01",
     "2024-03-01", "2024-07-01", "2024-11-01", "2025-04-01", "2025-11-01", "2026-03-01", "2026-04-01",
+    # the Compute Gallery's and the resource SKUs' own (az and azure-mgmt-compute send these for them)
+    "2022-03-03", "2023-07-03", "2024-03-03", "2025-03-03", "2026-03-03", "2026-03-02",
 })
 # Microsoft.Network's released api-versions of these years (azure-mgmt-network and az send recent ones).
 NETWORK_API_VERSIONS = frozenset({

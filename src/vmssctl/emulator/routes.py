@@ -62,6 +62,11 @@ TABLE: list[tuple[str, dict[str, tuple[Name, Handler]]]] = [
     (COMPUTE + "/locations/{location}/publishers/{publisher}/artifacttypes/vmimage/offers/{offer}/skus/{sku}/versions",
      {"GET": ("VirtualMachineImages_List", platform.list_image_versions)}),
     (COMPUTE + "/locations/{location}/operations/{op_id}", {"GET": ("Operations_Get", platform.get_operation)}),
+    (COMPUTE + "/locations/{location}/publishers/{publisher}/artifacttypes/vmimage/offers/{offer}/skus/{sku}/versions"
+     "/{version}", {"GET": ("VirtualMachineImages_Get", platform.get_image_version)}),
+    (RG + "/providers/microsoft.compute/galleries/{gallery}/images/{image}/versions/{version}",
+     {"GET": ("GalleryImageVersions_Get", platform.gallery_version),
+      "PUT": ("GalleryImageVersions_CreateOrUpdate", platform.gallery_version)}),
     (COMPUTE + "/locations/{location}/usages", {"GET": ("Usage_List", platform.list_usages)}),
     (COMPUTE + "/skus", {"GET": ("ResourceSkus_List", platform.list_skus)}),
     (RG, {"GET": ("ResourceGroups_Get", resources.get_group), "HEAD": ("ResourceGroups_Head", resources.head_group),

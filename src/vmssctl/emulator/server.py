@@ -198,6 +198,7 @@ class EmulatorConfig:
     state_dir: Path | None = None
     time_scale: float = 60.0
     demo: str | bool = False  # one of DEMOS (True: uniform), or none
+    images: str = "strict"  # strict: only published image versions exist (as in Azure); open: any well-formed one
     seed: int = 0
     page_size: int = 100
     throttle: ThrottleLimits | None = None
@@ -246,6 +247,7 @@ class EmulatorServer:
             world = World(SimClock(config.time_scale), faults, seed=config.seed, subscriptions=extra)
         else:  # a restart may serve more subscriptions than before, never fewer
             world.subscriptions += [x for x in extra if x not in world.subscriptions]
+        world.catalog.strict = config.images == "strict"
         if config.demo:
             seed_demo(world, "uniform" if config.demo is True else str(config.demo))
         self._previous: dict = {}

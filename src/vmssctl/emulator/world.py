@@ -22,6 +22,7 @@ from vmssctl.emulator.network.appgateways import AppGateway, AppGateways
 from vmssctl.emulator.network.loadbalancers import LoadBalancer, LoadBalancers
 from vmssctl.emulator.network.traffic import Load, Traffic
 from vmssctl.emulator.resources.fields import SetKey
+from vmssctl.emulator.resources.galleries import Galleries
 from vmssctl.emulator.resources.groups import ResourceGroups
 from vmssctl.emulator.resources.operations import Operation, Operations
 from vmssctl.emulator.resources.quota import Quotas
@@ -52,6 +53,7 @@ class World:
         self.appgws: dict[SetKey, AppGateway] = {}
         self.loads: dict[str, Load] = {}
         self.limits: dict[str, int] = {}  # vCPU quotas lowered by an admin call (resources/quota.py)
+        self.gallery_versions: dict[str, dict] = {}  # gallery image versions, by id (resources/galleries.py)
         self.catalog = images.Catalog()
         # the resource types' behaviour
         self.resource_groups = ResourceGroups(self)
@@ -63,6 +65,7 @@ class World:
         self.app_gateways = AppGateways(self)
         self.traffic = Traffic(self)
         self.quotas = Quotas(self)
+        self.galleries = Galleries(self)
         self._heap: list = []
         self._seq = 0
         # what each kind of timed work on the heap wakes: (key, time it is due)
@@ -113,7 +116,7 @@ class World:
             "loadBalancers": [dict(vars(lb)) for lb in self.lbs.values()],
             "applicationGateways": [dict(vars(gw)) for gw in self.appgws.values()],
             "loads": [dict(vars(load)) for load in self.loads.values()],
-            "limits": self.limits,
+            "limits": self.limits, "galleryVersions": self.gallery_versions,
         }
 
     @classmethod
@@ -150,6 +153,7 @@ class World:
             load = Load(**d)
             world.loads[load.id] = load
         world.limits = dict(state.get("limits") or {})
+        world.gallery_versions = dict(state.get("galleryVersions") or {})
         return world
 
 

@@ -61,6 +61,7 @@ T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 3
 TAG = "vmssctl-rollout"
 SUMMARY_WORTH_IT = 100  # a listing of up to this many instances is one page: no cheaper than the summary
+IMAGE_POLL = 60.0  # how often --wait-for-image asks again whether the image has reached the set's region
 SLEEP_SLICE = 30.0  # longest uninterrupted wait: requests (abort, rollback) are seen at least this often
 REQUESTED = "rollback requested"  # a rollback the user asked for ends with exit 0, not as a failure
 
@@ -172,6 +173,8 @@ class Engine:
         if not of_policy(self.policy).changes_model:
             ss = self._observe_set()
             self._check_claim(ss)
+            if image == self.target:  # (the image goes to another set of the same region)
+                self._await_image(image, ss.location)
             if ss.tags.get(TAG) != self.r.id:
                 self._set_tag(ss, self.r.id)
             return
@@ -189,6 +192,8 @@ class Engine:
             if not same_image(ss.image, expected_from):
                 raise Halt(f"the scale set's image changed outside this rollout (now {ss.image}, expected "
                            f"{expected_from}); nothing was overwritten")
+            if image == self.target:
+                self._await_image(image, ss.location)
             self._hold()
             tags = {**ss.tags, TAG: self.r.id}
             try:
@@ -222,6 +227,26 @@ class Engine:
         except PreconditionFailed:
             raise Halt("the scale set changed while vmssctl was tagging it (HTTP 412); nothing was "
                        "overwritten") from None
+
+    def _await_image(self, image: ImageRef, location: str) -> None:
+        """``--wait-for-image``: before the model names it, wait (within the limit) until the image can be used in
+        the set's region, a gallery version replicated there; what cannot become available stops the rollout
+        with nothing changed."""
+        if self.policy.wait_for_image <= 0:
+            return
+        deadline, said = self.clock.now() + self.policy.wait_for_image, False
+        while True:
+            seen = self._arm(lambda: self.api.image_availability(location, image))
+            if seen is None or seen.ready:
+                return
+            if not seen.pending or self.clock.now() >= deadline:
+                raise Halt(f"{seen.said}" + (f" after waiting {self.policy.wait_for_image:.0f}s" if seen.pending
+                                            else "") + "; nothing was changed")
+            if not said:
+                self.emit("waiting", why=f"the image to be replicated to {location}",
+                          seconds=round(deadline - self.clock.now()))
+                said = True
+            self._sleep(min(IMAGE_POLL, deadline - self.clock.now()))
 
     def _release_tag(self) -> None:
         try:

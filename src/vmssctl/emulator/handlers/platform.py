@@ -51,3 +51,29 @@ def list_skus(ctx: Ctx) -> Response:
     wanted = ctx.request.query_params.get("$filter", "")
     location = wanted.split("eq", 1)[1].strip().strip("'\" ").lower() if "eq" in wanted else "eastus"
     return json_response({"value": ctx.world.quotas.skus(location[:40])})
+
+
+def get_image_version(ctx: Ctx) -> Response:
+    """One platform image version in a region (404 when Compute does not have it there)."""
+    p = ctx.params
+    if p["version"] not in ctx.world.catalog.versions(p["publisher"], p["offer"], p["sku"], p["location"]) and not (
+            not ctx.world.catalog.strict and ctx.world.catalog.available(p["publisher"], p["offer"], p["sku"],
+                                                                         p["version"], p["location"])):
+        return json_response({"error": {"code": "NotFound", "message": "Artifact: VMImage was not found."}}, 404)
+    base = (f"/Subscriptions/{ctx.params['sub']}/Providers/Microsoft.Compute/Locations/{p['location']}/"
+            f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
+    return json_response({"name": p["version"], "location": p["location"], "id": f"{base}/{p['version']}",
+                          "properties": {"osImage": {"operatingSystem": "Linux"}, "hyperVGeneration": "V2",
+                                         "architecture": "x64", "dataDiskImages": []}})
+
+
+def gallery_version(ctx: Ctx) -> Response:
+    """A gallery image version: PUT publishes it to its target regions; GET (``$expand=ReplicationStatus``) says
+    how far each region's replication is."""
+    ctx.world.resource_groups.get(ctx.params["rg"])
+    rid = str(ctx.request.url.path)
+    rid = rid[rid.lower().index("/subscriptions/"):]
+    if ctx.method == "PUT":
+        return json_response(ctx.world.galleries.put_version(rid, ctx.body), 201)
+    expand = "replicationstatus" in ctx.request.query_params.get("$expand", "").lower()
+    return json_response(ctx.world.galleries.render(rid, expand))

@@ -130,14 +130,17 @@ class ScaleSets:
     def subscription_of(self, ss: ScaleSet) -> str:
         return ss.subscription or self.world.subscription
 
-    def resolve_image(self, storage: dict) -> dict:
-        """The storage-profile fragment a VM built now would run."""
+    def resolve_image(self, storage: dict, location: str | None = None) -> dict:
+        """The storage-profile fragment a VM built now (in ``location``) would run; a platform version not
+        published there is refused (a strict catalogue: ``images.Catalog``)."""
         kind = images.kind_of(storage)
         if kind == images.URI:
             return {"osDisk": {"image": {"uri": storage["osDisk"]["image"]["uri"]}}}
         ref = {k: v for k, v in storage["imageReference"].items() if v is not None}
         if kind == images.PLATFORM:
-            ref["exactVersion"] = self.world.catalog.resolve(ref)
+            ref["exactVersion"] = self.world.catalog.resolve(ref, location)
+        else:
+            self.world.galleries.check_available(ref, location)
         return {"imageReference": ref}
 
     def put(self, rg: str, name: str, body: dict, if_match: str | None = None,
@@ -164,7 +167,7 @@ class ScaleSets:
         model.setdefault("properties", {})
         if old is not None:
             _keep_image_identity(old, model)
-        self._validate_model(model, old)
+        self._validate_model(model, old, str(location))
         sub = self.subscription_of(old) if old else w.resource_groups.subscription_of(w.resource_groups.get(rg))
         w.quotas.check(sub, str(location), model, old)
         defaults.apply(model)
@@ -203,7 +206,7 @@ class ScaleSets:
         model = merge(ss.model, patch)
         if "tags" in patch:
             model["tags"] = patch["tags"] or {}
-        self._validate_model(model, ss)
+        self._validate_model(model, ss, ss.location)
         self.world.quotas.check(self.subscription_of(ss), ss.location, model, ss)
         _fill_rolling_defaults(model)
         return ss, self._apply_model(ss, model, now)
@@ -300,7 +303,7 @@ class ScaleSets:
         return added
 
     # ------------------------------------------------------------- validation
-    def _validate_model(self, model: dict, old: ScaleSet | None) -> None:
+    def _validate_model(self, model: dict, old: ScaleSet | None, location: str) -> None:
         model["tags"] = validate.check_tags(model.get("tags"))
         sku = model.get("sku")
         if not isinstance(sku, dict) or not sku.get("name"):
@@ -344,7 +347,7 @@ class ScaleSets:
                 raise ArmError(400, "PropertyChangeNotAllowed",
                                "Changing property 'platformFaultDomainCount' is not allowed.",
                                "properties.platformFaultDomainCount")
-        self.resolve_image(vmp["storageProfile"])
+        self.resolve_image(vmp["storageProfile"], location)
 
 
 def _fill_rolling_defaults(model: dict) -> None:

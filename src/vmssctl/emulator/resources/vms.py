@@ -200,10 +200,11 @@ class Vms:
         if kind == "upgrade" and inst.nics is not None:
             inst.nics, inst.nics_at = None, now  # the latest model, its network configuration included
         if kind in ("upgrade", "create"):
-            image, profile = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"]), ss.profile_digest
+            image, profile = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"], ss.location), \
+                ss.profile_digest
         elif kind == "reimage" and inst.profile == ss.profile_digest:
             # a reimage of an up-to-date VM whose model says 'latest' takes the newest published version
-            image = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"])
+            image = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"], ss.location)
         effect, code, factor = w.faults.outcome(_facts(ss, inst, image))
         boots = any("booted" in actions for _, actions in timing.SCRIPTS[kind][2])
         inst.pending = {"image": image, "profile": profile,
