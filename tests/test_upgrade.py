@@ -263,10 +263,10 @@ def flaky(tmp_path_factory):
 def test_random_5xx_and_429_at_ten_percent_still_complete(flaky, tmp_path, capsys, monkeypatch):
     import functools
 
-    from vmssctl import cli as cli_module
+    from vmssctl import azure
 
-    monkeypatch.setattr(cli_module, "compute_client",
-                        functools.partial(cli_module.compute_client, retry_backoff_factor=0.05))
+    # (the command imports the SDK's client when it runs: patched where it lives)
+    monkeypatch.setattr(azure, "compute_client", functools.partial(azure.compute_client, retry_backoff_factor=0.05))
     rg = make_set(flaky, 6)
     t0 = flaky.now()
     code, _events, err = cli(capsys, "upgrade", "-g", rg, "-n", "web", "--emulator", str(flaky.state_dir),

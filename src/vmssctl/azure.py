@@ -269,6 +269,14 @@ def list_subscriptions(conn: Connection) -> list[tuple[str, str]]:
         if mine else [(conn.subscription, conn.subscription), *found]
 
 
+def gallery_availability_of(body: dict, location: str, what: str) -> ImageAvailability:
+    """The same from a gallery image version's ARM JSON (the emulator's in-process world answers with it): read
+    through the SDK's model, so both paths read it with one function."""
+    from azure.mgmt.compute.models import GalleryImageVersion
+
+    return gallery_availability(GalleryImageVersion(body), location, what)
+
+
 def gallery_availability(found: Any, location: str, what: str) -> ImageAvailability:
     """A gallery image version as the SDK reads it, in ``location``: replicated, replicating, or not a target."""
     from vmssctl.model import ImageAvailability

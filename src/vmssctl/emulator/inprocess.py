@@ -184,9 +184,7 @@ class WorldGateway:
     def image_availability(self, location: str, image: ImageRef) -> ImageAvailability | None:
         """As ``ScaleSetApi`` reads it, from the world's catalogue and galleries (the gallery version through
         the SDK's model, so both read it with the same code)."""
-        from azure.mgmt.compute.models import GalleryImageVersion
-
-        from vmssctl.azure import gallery_availability
+        from vmssctl.azure import gallery_availability_of
         from vmssctl.emulator.errors import ArmError
 
         if image.kind == "platform" and image.version and image.version.lower() != "latest":
@@ -200,11 +198,11 @@ class WorldGateway:
         if image.kind != "id" or "/versions/" not in rid.lower() or "/galleries/" not in rid.lower():
             return None
         try:
-            found = GalleryImageVersion(self.world.galleries.render(rid, expand=True))
+            found = self.world.galleries.render(rid, expand=True)
         except ArmError:
             return ImageAvailability(False, f"gallery image version {rid.rsplit('/', 1)[-1]} does not exist")
         parts = rid.strip("/").split("/")
-        return gallery_availability(found, location, f"{parts[7]}/{parts[9]} {parts[11]}")
+        return gallery_availability_of(found, location, f"{parts[7]}/{parts[9]} {parts[11]}")
 
     def quota(self, location: str, size: str) -> Quota | None:
         from vmssctl.emulator.resources.quota import SIZES
