@@ -56,7 +56,7 @@ subscriptions = {json.dumps(subs)}
 resource_groups = ["out-*"]
 [policy]
 batch_percent = 50
-health_timeout = "15m"
+health_timeout = "1h"          # 6 real seconds at 600x: a loaded machine pausing a worker is not a bad image
 poll = "30s"                  # fewer looks a set: the workers share one request budget in real time
 [[stages]]
 name = "canary"
