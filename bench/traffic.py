@@ -159,6 +159,8 @@ if __name__ == "__main__":
                                                           "drain_timeout": "30s", "bake": "30s"})
     vmssctl("short requests only: vmssctl in place, 20 %, drain 5 s", {"batch_percent": 20, "drain": "lb",
                                                                        "drain_timeout": "5s"}, users=SHORT)
+    vmssctl("short requests only: vmssctl blue-green, drain 5 s, bake 30 s",
+            {"strategy": "blue-green", "drain": "lb", "drain_timeout": "5s", "bake": "30s"}, users=SHORT)
     behind = "Application Gateway: vmssctl"
     vmssctl(f"{behind} in place, 20 %", {"batch_percent": 20, "drain": "none"}, gateway=True)
     vmssctl(f"{behind} in place, 20 %, drain 30 s", {"batch_percent": 20, "drain": "appgw", "drain_timeout": "30s"},
