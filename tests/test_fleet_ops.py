@@ -395,3 +395,33 @@ def test_a_full_or_read_only_disk_under_the_journal_is_one_clear_line(small_disk
     assert "disk is full" in str(e.value) and str(journal) in str(e.value) and e.value.exit_code == 2
     (small_disk / "filler").unlink()
     j.close()
+
+
+def test_latest_is_one_version_for_the_whole_fleet_published_in_all_its_regions(emu, tmp_path, capsys):
+    """``version = "latest"``: a version published in one of the fleet's regions only is not what 'latest' means
+    for the fleet; the plan says the one version every set will get, and the run gives every set that one."""
+    from vmssctl.emulator.server import demo_scale_set
+
+    emu.create_sets({(0, "pin-0"): ["web"]}, 2)
+    with emu.http() as h:  # and one in another region
+        h.put(f"/subscriptions/{emu.info['subscriptions'][0]}/resourcegroups/pin-1",
+              params={"api-version": "2022-09-01"}, json={"location": "westeurope"}).raise_for_status()
+    emu.clients()[0].virtual_machine_scale_sets.begin_create_or_update(
+        "pin-1", "web", {**demo_scale_set(2), "location": "westeurope"}, polling=False)
+    emu.admin("POST", "clock", {"advance": 900})
+    only_east = "24.04.202612777"
+    emu.admin("POST", "images", {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
+                                 "version": only_east, "locations": ["eastus"]})
+    (tmp_path / "fleet.toml").write_text(fleet_file("pin-*", version="latest"))
+    code, out, err = cli(capsys, "fleet", "plan", str(tmp_path / "fleet.toml"), *flags(emu, tmp_path))
+    assert code == 0, err
+    said = out[-1]["latest"]
+    assert "for every set" in said and "eastus, westeurope" in said and only_east not in said, said
+    pinned = said.split("'latest' is ")[1].split(" ")[0]
+    code, events, err = cli(capsys, "fleet", "run", str(tmp_path / "fleet.toml"), "--yes", *flags(emu, tmp_path))
+    assert code == 0, err
+    versions = {e["version"] for e in events if e.get("type") == "version_pinned"}
+    assert versions == {pinned}
+    sets = emu.stats()["scaleSets"]
+    assert sets["pin-0/web"]["healthy"] == sets["pin-1/web"]["healthy"] == 2
+

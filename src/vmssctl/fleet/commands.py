@@ -47,8 +47,9 @@ def _new(args: argparse.Namespace, journal, database: str) -> int:
     clients = {sub: compute_client(replace(conn, subscription=sub))
                for sub in (spec.subscriptions or (conn.subscription,))}
     plans = assign(spec, [r for sub, client in clients.items() for r in list_set_refs(client, sub)], args.max_sets)
+    pinned = _pinned(conn, spec, plans)
     if args.fleet_command == "plan":
-        _print_plan(args.output, spec, plans, _estimates(clients, journal, conn, spec, plans))
+        _print_plan(args.output, spec, plans, _estimates(clients, journal, conn, spec, plans), pinned)
         return EXIT_OK
     from vmssctl import durable
     from vmssctl.fleet import run
@@ -65,7 +66,8 @@ def _new(args: argparse.Namespace, journal, database: str) -> int:
         finally:
             c.destroy()
         if new:
-            _confirm(args, [*_plan_lines(spec, plans), f"Run fleet '{spec.name}'?"], "run the fleet")
+            _confirm(args, [*_plan_lines(spec, plans), *([pinned] if pinned else []), f"Run fleet '{spec.name}'?"],
+                     "run the fleet")
         journal_input = _journal_input(journal, database)
         if workers:  # hand it to the workers sharing the database, and watch
             fid, new = run.hand_to_workers(database, text, plans, conn.to_json(), journal_input)
@@ -426,7 +428,21 @@ def _plan_lines(spec: FleetSpec, plans: list[StagePlan]) -> list[str]:
     return out
 
 
-def _print_plan(output: str, spec: FleetSpec, plans: list[StagePlan], est: dict[str, dict]) -> None:
+def _pinned(conn, spec: FleetSpec, plans: list[StagePlan]) -> str | None:
+    """With ``version = "latest"``: which version every set will get (the newest published in all the fleet's
+    regions, as the run resolves it once), or why none can be."""
+    change = {k: v for k, v in vars(spec.target).items() if v is not None}
+    if str(change.get("version", "")).lower() != "latest":
+        return None
+    from vmssctl.fleet.run import pin_latest
+
+    said = pin_latest(conn.to_json(), change, [r.key for p in plans for r in p.sets])
+    return (f"  'latest' is {said['version']} for every set: the newest published in all of "
+            f"{', '.join(said['regions'])}") if "version" in said else f"  'latest': {said['error']}"
+
+
+def _print_plan(output: str, spec: FleetSpec, plans: list[StagePlan], est: dict[str, dict],
+                pinned: str | None = None) -> None:
     total = 0.0
     stages: list[dict[str, Any]] = []
     for p in plans:
@@ -438,7 +454,8 @@ def _print_plan(output: str, spec: FleetSpec, plans: list[StagePlan], est: dict[
                        "approve": p.stage.approve, "approve_after": p.stage.approve_after, "seconds": seconds,
                        "sets": [{"set": r.short, "subscription": r.subscription, **est[r.key]} for r in p.sets]})
     if output == "json":
-        print(json.dumps({"type": "fleet_plan", "name": spec.name, "stages": stages, "seconds": total}))
+        print(json.dumps({"type": "fleet_plan", "name": spec.name, "stages": stages, "seconds": total,
+                          **({"latest": pinned.strip()} if pinned else {})}))
         return
     print(inputs.one_line(f"Fleet plan '{spec.name}': {sum(len(p.sets) for p in plans)} scale set(s), "
                           f"{len(plans)} stage(s), estimate ~{total / 60:.0f} min"))
@@ -452,6 +469,8 @@ def _print_plan(output: str, spec: FleetSpec, plans: list[StagePlan], est: dict[
             what = (f"refused: {item['refused']}" if "refused" in item else
                     f"{item['instances']} instance(s) in {item['batches']} batch(es)")
             print(inputs.one_line(f"       {item['set']}: {what}"))
+    if pinned:
+        print(inputs.one_line(pinned))
     print(_plan_lines(spec, plans)[-1])
 
 
@@ -460,6 +479,8 @@ def _line(event: dict) -> str:
     """One event as a line of text (the event log of `fleet run` without a terminal, `fleet status --events`)."""
     kind = event.get("type")
     stage = event.get("stage")
+    if kind == "version_pinned":
+        return f"'latest' is {event.get('version')} for every set (all of {', '.join(event.get('regions') or [])})"
     if kind == "stage_started":
         return f"stage {event['number']} '{stage}': {len(event.get('sets', []))} set(s)"
     if kind in ("set_finished", "set_rolled_back"):

@@ -108,6 +108,44 @@ def _connect(connection: dict):
     return connection_from_json(connection)
 
 
+@DBOS.step()
+def _pin_latest(connection: dict, change: dict, keys: list[str]) -> dict:
+    """``version = "latest"``: the newest version of the image published in every region of the fleet's sets, so
+    that every set gets the same one (a version published midway, or in some regions only, does not split the
+    fleet); {"error": why} when no version is in all of them."""
+    return pin_latest(connection, change, keys)
+
+
+def pin_latest(connection: dict, change: dict, keys: list[str]) -> dict:
+    from vmssctl.azure import ScaleSetApi, compute_client
+    from vmssctl.model import ImageRef
+    from vmssctl.target import ImageChange
+
+    target: ImageRef | None = None
+    regions: set[str] = set()
+    common: set[str] | None = None
+    for key in keys:
+        _, rg, name = key.split("/", 2)
+        api = ScaleSetApi(compute_client(_connect(set_connection(connection, key))), rg, name)
+        try:
+            ss = api.get()
+            target = ImageChange(**change).apply(ss.image)
+            region = ss.location.lower().replace(" ", "")
+            if region not in regions:
+                regions.add(region)
+                here = set(api.image_versions(ss.location, target))
+                common = here if common is None else common & here
+        finally:
+            api.close()
+    if target is None or common is None:
+        return {"error": "no scale set to resolve 'latest' for"}
+    if not common:
+        return {"error": f"no version of {target.publisher}:{target.offer}:{target.sku} is published in all of "
+                         f"{', '.join(sorted(regions))}: name one, or publish it there"}
+    newest = max(common, key=lambda v: tuple(int(x) for x in v.split(".")))
+    return {"version": newest, "regions": sorted(regions)}
+
+
 @DBOS.step(retries_allowed=False)
 def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dict, budget: dict, run: str) -> dict:
     """Run (or resume) one scale set's rollout with vmssctl's engine; its outcome as the fleet records it."""
@@ -282,6 +320,13 @@ def fleet_workflow(spec_text: str, plan: list[dict], connection: dict, journal: 
     stages = stages_of(plan)
     emit("fleet_started", name=spec.name, stages=[s["stage"] for s, _ in stages],
          sets=sum(len(keys) for _, keys in stages))
+    if str(change.get("version", "")).lower() == "latest":  # one version for every set, resolved once (a step:
+        pinned = _pin_latest(connection, change, [k for _, keys in stages for k in keys])  # a resumed fleet keeps it)
+        if "error" in pinned:
+            emit("fleet_halted", stage=stages[0][0]["stage"] if stages else "", reason=pinned["error"])
+            return {"state": "halted", "reason": pinned["error"]}
+        change = {**change, "version": pinned["version"]}
+        emit("version_pinned", version=pinned["version"], regions=pinned["regions"])
     started = failed = 0
 
     def aborted(**where: object) -> dict:

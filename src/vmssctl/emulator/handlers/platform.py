@@ -24,9 +24,9 @@ def get_operation(ctx: Ctx) -> Response:
 
 
 def list_image_versions(ctx: Ctx) -> Response:
-    """The versions of a platform image SKU: a bare JSON array, as Compute returns it."""
+    """The versions of a platform image SKU published in the region: a bare JSON array, as Compute returns it."""
     p = ctx.params
-    versions = ctx.world.catalog.versions(p["publisher"], p["offer"], p["sku"])
+    versions = ctx.world.catalog.versions(p["publisher"], p["offer"], p["sku"], p["location"])
     q = ctx.request.query_params
     if "desc" in q.get("$orderby", "").lower():
         versions.reverse()
