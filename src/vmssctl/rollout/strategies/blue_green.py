@@ -26,7 +26,7 @@ from vmssctl.rollout.gates import GOOD
 from vmssctl.rollout.journal import Batch
 from vmssctl.rollout.strategies import Common, register
 from vmssctl.rollout.strategies.base import poll_delay
-from vmssctl.rollout.strategies.drain import UP_POLL, GatewayPools, SetAdmin, by_instance
+from vmssctl.rollout.strategies.drain import UP_POLL, SetAdmin, by_instance, held_out, put_back, still_in, take_out
 from vmssctl.rollout.turn import Action, Finish, Host, Needs, Observation, Phase, Sight, Wait, describe
 
 NAME = "blue-green"
@@ -103,7 +103,7 @@ class DrainBlue:
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         Mark(self.batch, BLUE_DRAINED, "switching", {"drained": len(self.ids)}).apply(host, phase)
-        return _out(self.ids, self.gateway).apply(host, phase) if self.ids else None
+        return take_out(self.ids, "appgw" if self.gateway else "lb").apply(host, phase) if self.ids else None
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,8 @@ class DrainGreen:
 
     def apply(self, host: Host, phase: Phase) -> str | None:
         Mark(self.batch, GREEN_DRAINED, "green_draining", {"drained": len(self.ids)}).apply(host, phase)
-        return _out(self.ids, self.gateway, str(self.batch.meta[GREEN])).apply(host, phase) if self.ids else None
+        way = "appgw" if self.gateway else "lb"
+        return take_out(self.ids, way, str(self.batch.meta[GREEN])).apply(host, phase) if self.ids else None
 
 
 @dataclass(frozen=True)
@@ -275,13 +276,13 @@ class BlueGreen(Common):
             return BeginUndo(batch, f"green failed {when}: {'; '.join(describe(obs.bad))}")
         if READY not in batch.meta:
             return _warm_up(obs, phase, policy, batch, vms, capacity)
-        gateway = policy.drain == "appgw"
-        serving_blue = _serving(_lb(obs, "lb_blue"), gateway)
+        lb_blue = _lb(obs, "lb_blue")
+        serving_blue = still_in(lb_blue, sorted(lb_blue, key=id_key), _way(policy))
         if BLUE_DRAINED not in batch.meta:
-            return DrainBlue(batch, serving_blue, gateway)
+            return DrainBlue(batch, serving_blue, _way(policy) == "appgw")
         if BLUE_DOWN not in batch.meta:
             if serving_blue:  # (a crash between the record and the write, or a VM blue got meanwhile)
-                return _out(serving_blue, gateway)
+                return take_out(serving_blue, _way(policy))
             ends = float(batch.meta[BLUE_DRAINED]) + max(policy.drain_timeout, policy.bake)
             if obs.now < ends:  # green serves alone; blue kept drained, ready to take the traffic back
                 return Wait(min(ends - obs.now, max(policy.poll, BAKE_POLL)), "baking: blue drained, ready for a "
@@ -342,10 +343,9 @@ def _undo(obs: Observation, batch: Batch, policy: RolloutPolicy, reason: str, ou
     if BLUE_DOWN in batch.meta and len(live) < cap and BLUE_RESTORING not in batch.meta:
         return RestoreBlue(batch, cap)
     lb_blue, lb_green = _lb(obs, "lb_blue"), _lb(obs, "lb_green")
-    gateway = policy.drain == "appgw"
-    down = _held(lb_blue, gateway, [i.instance_id for i in live])
+    down = held_out(lb_blue, sorted((i.instance_id for i in live), key=id_key), _way(policy))
     if down:  # (not the ones being deleted: readmitted, they would be sent requests as they go)
-        return _back(down, gateway)
+        return put_back(down, _way(policy))
     waiting = [i.instance_id for i in live if not i.healthy or (i.instance_id in lb_blue and
                                                                 not lb_blue[i.instance_id]["up"])]
     if waiting or (BLUE_RESTORING in batch.meta and len(live) < cap):
@@ -357,7 +357,8 @@ def _undo(obs: Observation, batch: Batch, policy: RolloutPolicy, reason: str, ou
     vms = obs.seen.get("green")
     if isinstance(vms, list) and GREEN_DELETING not in batch.meta:
         if GREEN_DRAINED not in batch.meta:
-            return DrainGreen(batch, _serving(lb_green, gateway), gateway)
+            return DrainGreen(batch, still_in(lb_green, sorted(lb_green, key=id_key), _way(policy)),
+                              _way(policy) == "appgw")
         ends = float(batch.meta[GREEN_DRAINED]) + (policy.drain_timeout if lb_green else 0.0)
         if obs.now < ends:
             return Wait(ends - obs.now, "draining green")
@@ -391,26 +392,9 @@ def _reads(batch: Batch, settled: bool, weighted: bool) -> tuple[bool | None, bo
     return (None, None) if BLUE_DOWN in meta else (False, None)
 
 
-def _serving(lb: dict, gateway: bool) -> tuple[str, ...]:
-    """The VMs still in rotation: in an Application Gateway's pool (``gateway``), or in a load balancer's with an
-    admin state other than Down."""
-    ids = (i for i in lb if lb[i]["gw"]) if gateway else (i for i in lb if lb[i]["drains"] and lb[i]["admin"] != "Down")
-    return tuple(sorted(ids, key=id_key))
-
-
-def _held(lb: dict, gateway: bool, ids: list[str]) -> tuple[str, ...]:
-    """Of ``ids``, the VMs held out of rotation: out of the gateways' pools (``gateway``), or admin state Down."""
-    out = (i for i in ids if not (i in lb and lb[i]["gw"])) if gateway else \
-        (i for i in ids if i in lb and lb[i]["admin"] == "Down")
-    return tuple(sorted(out, key=id_key))
-
-
-def _out(ids: tuple[str, ...], gateway: bool, on: str | None = None) -> SetAdmin | GatewayPools:
-    return GatewayPools(ids, False, on) if gateway else SetAdmin(ids, "Down", on)
-
-
-def _back(ids: tuple[str, ...], gateway: bool, on: str | None = None) -> SetAdmin | GatewayPools:
-    return GatewayPools(ids, True, on) if gateway else SetAdmin(ids, "None", on)
+def _way(policy: RolloutPolicy) -> str:
+    """How blue and green leave and rejoin rotation: out of the gateways' pools, or by admin state."""
+    return "appgw" if policy.drain == "appgw" else "lb"
 
 
 def _green(phase: Phase) -> Batch | None:

@@ -152,7 +152,7 @@ def start_meta(obs: Observation, policy: RolloutPolicy, ids: list[str]) -> dict 
         return {DRAIN: obs.now, HOOK: policy.drain_hook}
     lb = obs.seen.get("lb")
     way = "appgw" if policy.drain == "appgw" else "lb"
-    if policy.drain not in ("lb", "appgw") or not isinstance(lb, dict) or not _still_in(lb, ids, way):
+    if policy.drain not in ("lb", "appgw") or not isinstance(lb, dict) or not still_in(lb, ids, way):
         return None
     return {DRAIN: obs.now, FRONTS: _fronts_seen(obs), **({GATEWAY: True} if way == "appgw" else {})}
 
@@ -161,7 +161,7 @@ def _way(batch: Batch) -> str:
     return "appgw" if batch.meta.get(GATEWAY) else "lb"
 
 
-def _still_in(lb: dict, ids: list[str] | tuple[str, ...], way: str) -> tuple[str, ...]:
+def still_in(lb: dict, ids: list[str] | tuple[str, ...], way: str) -> tuple[str, ...]:
     """The VMs not drained yet: still in an Application Gateway's pool (``appgw``), or in a load balancer's pool
     with an admin state other than Down (``lb``)."""
     if way == "appgw":
@@ -169,8 +169,22 @@ def _still_in(lb: dict, ids: list[str] | tuple[str, ...], way: str) -> tuple[str
     return tuple(i for i in ids if _drains(lb, i) and lb[i]["admin"] != "Down")
 
 
-def _take_out(ids: tuple[str, ...], way: str) -> SetAdmin | GatewayPools:
-    return GatewayPools(ids, False) if way == "appgw" else SetAdmin(ids, "Down")
+def held_out(lb: dict, ids: list[str] | tuple[str, ...], way: str) -> tuple[str, ...]:
+    """Of ``ids``, the VMs held out of rotation: out of the Application Gateways' pools (``appgw``), or with an
+    admin state of Down in a load balancer's pool (``lb``)."""
+    if way == "appgw":
+        return tuple(i for i in ids if not (i in lb and lb[i].get("gw")))
+    return tuple(i for i in ids if i in lb and lb[i]["admin"] == "Down")
+
+
+def take_out(ids: tuple[str, ...], way: str, on: str | None = None) -> SetAdmin | GatewayPools:
+    """Out of rotation, the ``way`` the VMs are drained (``on``: of another set than the rollout's)."""
+    return GatewayPools(ids, False, on) if way == "appgw" else SetAdmin(ids, "Down", on)
+
+
+def put_back(ids: tuple[str, ...], way: str, on: str | None = None) -> SetAdmin | GatewayPools:
+    """Back into rotation, the ``way`` the VMs were drained."""
+    return GatewayPools(ids, True, on) if way == "appgw" else SetAdmin(ids, "None", on)
 
 
 def draining(batch: Batch) -> bool:
@@ -190,9 +204,9 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
     if not batch.meta.get(ISSUED):
         if hook and not batch.meta.get(HOOK_DRAINED):
             return RunHook(batch, "drain", tuple(ids))
-        not_out = () if hook else _still_in(lb, ids, _way(batch))
+        not_out = () if hook else still_in(lb, ids, _way(batch))
         if not_out:
-            return _take_out(not_out, _way(batch))
+            return take_out(not_out, _way(batch))
         ends = float(batch.meta[DRAIN]) + policy.drain_timeout
         return Wait(ends - obs.now, "draining") if obs.now < ends else IssueDrained(batch)
     settled = len(obs.verdicts) >= len(ids) and all(v.state in (GOOD, BAD) for v in obs.verdicts.values())
@@ -200,17 +214,14 @@ def step(obs: Observation, policy: RolloutPolicy, batch: Batch) -> Action | None
         if not settled:
             return None
         if _way(batch) == "appgw" and not hook:  # only those an upgrade to the latest model has not put back
-            return Readmit(batch, tuple(i for i in ids if i in obs.by_id and not (i in lb and lb[i].get("gw"))))
+            return Readmit(batch, held_out(lb, [i for i in ids if i in obs.by_id], "appgw"))
         return Readmit(batch)
     if hook and not batch.meta.get(HOOK_READMITTED):  # (the hook's word, recorded, is all there is of it)
         return RunHook(batch, "readmit", tuple(ids))
-    if _way(batch) == "appgw" and not hook:  # (an upgrade to the latest model puts them back already)
-        out = tuple(i for i in ids if i in obs.by_id and not (i in lb and lb[i].get("gw")))
+    if not hook:  # (an upgrade to the latest model puts a gateway's VMs back already)
+        out = held_out(lb, [i for i in ids if i in obs.by_id] if _way(batch) == "appgw" else ids, _way(batch))
         if out:
-            return GatewayPools(out, True)
-    still_down = tuple(i for i in ids if i in lb and lb[i]["admin"] == "Down")
-    if still_down and not hook and _way(batch) == "lb":
-        return SetAdmin(still_down, "None")
+            return put_back(out, _way(batch))
     good = [i for i, v in obs.verdicts.items() if v.state == GOOD]
     not_up = [i for i in good if i in lb and not lb[i]["up"]]
     if not_up and obs.now - float(batch.meta[READMITTED]) < policy.health_timeout:
@@ -234,16 +245,16 @@ def before_retiring(obs: Observation, policy: RolloutPolicy, batch: Batch, new: 
         if waiting is not None:
             return waiting
         retirees = pick()
-        if not _still_in(lb, retirees, way):
+        if not still_in(lb, retirees, way):
             return Retire(tuple(retirees))  # in no pool: nothing to drain
         return DrainRetirees(batch, tuple(retirees), _fronts_seen(obs), gateway=way == "appgw")
     changed = changed_fronts(obs, batch)
     if changed is not None:
         return changed
     retirees = [i for i in batch.meta[RETIREES] if i in obs.by_id]
-    not_out = _still_in(lb, retirees, way)
+    not_out = still_in(lb, retirees, way)
     if not_out:
-        return _take_out(not_out, way)
+        return take_out(not_out, way)
     ends = float(batch.meta[DRAIN]) + policy.drain_timeout
     return Wait(ends - obs.now, "draining the instances to retire") if obs.now < ends else Retire(tuple(retirees))
 
@@ -291,7 +302,7 @@ class DrainRetirees:
         host.update_batch(self.batch, meta=meta)
         if self.hook:
             return RunHook(replace(self.batch, meta=meta), "drain", self.ids).apply(host, phase)
-        return _take_out(self.ids, "appgw" if self.gateway else "lb").apply(host, phase)
+        return take_out(self.ids, "appgw" if self.gateway else "lb").apply(host, phase)
 
 
 @dataclass(frozen=True)
@@ -402,9 +413,9 @@ class Readmit:
         ids = tuple(self.batch.meta.get(RETIREES, self.batch.instance_ids)) if self.only is None else self.only
         if self.batch.meta.get(HOOK):
             return RunHook(replace(self.batch, meta=meta), "readmit", ids).apply(host, phase)
-        if self.batch.meta.get(GATEWAY):
-            return GatewayPools(ids, True).apply(host, phase) if ids else None
-        return SetAdmin(ids, "None").apply(host, phase)
+        if self.batch.meta.get(GATEWAY) and not ids:
+            return None
+        return put_back(ids, _way(self.batch)).apply(host, phase)
 
 
 @dataclass(frozen=True)
