@@ -424,20 +424,16 @@ class ScaleSetApi:
 
         from vmssctl.model import ImageAvailability
 
-        if image.kind == "platform" and image.version and image.version.lower() != "latest":
+        if image.exact_platform:
             try:
                 self.client.virtual_machine_images.get(location, image.publisher or "", image.offer or "",
-                                                       image.sku or "", image.version)
+                                                       image.sku or "", image.version or "")
             except ResourceNotFoundError:
-                newest = self.newest_version(location, image)
-                return ImageAvailability(False, f"{image} is not published in {location}"
-                                         + (f" (newest: {newest})" if newest else ""))
-            return ImageAvailability(True, f"{image} is published in {location}")
-        parts = (image.id or "").strip("/").split("/")
-        low = [x.lower() for x in parts]
-        if image.kind != "id" or "galleries" not in low or "versions" not in low or len(parts) != 12:
+                return ImageAvailability.platform(image, location, False, self.newest_version(location, image))
+            return ImageAvailability.platform(image, location, True, None)
+        if image.gallery_version is None:
             return None
-        rg, gallery, definition, version = parts[3], parts[7], parts[9], parts[11]
+        rg, gallery, definition, version = image.gallery_version
         try:
             found = self.client.gallery_image_versions.get(rg, gallery, definition, version,
                                                            expand="ReplicationStatus")
@@ -462,10 +458,7 @@ class ScaleSetApi:
                       str(c.value).isdigit()), 0)
         usage = {(u.name.value or "").lower(): (u.current_value, u.limit) for u in self.client.usage.list(location)
                  if u.name is not None}
-        family_used, family_limit = usage.get(sku.family.lower(), (0, 0))
-        used, limit = usage.get("cores", (0, 0))
-        return Quota(size, sku.family, vcpus, max(0, family_limit - family_used), family_limit,
-                     max(0, limit - used), limit)
+        return Quota.of(size, sku.family, vcpus, usage)
 
     @_arm
     def reimage(self, ids: list[str]) -> None:

@@ -46,6 +46,21 @@ class ImageRef:
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    @property
+    def exact_platform(self) -> bool:
+        """A platform image naming one version (not 'latest'): what Compute lists, or not, in a region."""
+        return self.kind == "platform" and bool(self.version) and (self.version or "").lower() != "latest"
+
+    @property
+    def gallery_version(self) -> tuple[str, str, str, str] | None:
+        """(resource group, gallery, image definition, version) of a Compute Gallery image version's id; None for
+        any other image (a platform one, a managed image, a gallery image without a version, a shared gallery's)."""
+        parts = (self.id or "").strip("/").split("/")
+        low = [x.lower() for x in parts]
+        if len(parts) != 12 or low[6] != "galleries" or low[8] != "images" or low[10] != "versions":
+            return None
+        return parts[3], parts[7], parts[9], parts[11]
+
     @classmethod
     def from_storage_profile(cls, storage: object) -> ImageRef:
         ref = getattr(storage, "image_reference", None)
@@ -313,7 +328,6 @@ class Backend:
         return asdict(self)
 
 
-
 @dataclass(frozen=True)
 class Quota:
     """What a region's vCPU quota leaves for more VMs of one size: Compute's usages (the total and the size's
@@ -326,6 +340,13 @@ class Quota:
     family_limit: int
     regional_free: int
     regional_limit: int
+
+    @classmethod
+    def of(cls, size: str, family: str, vcpus: int, usage: dict[str, tuple[int, int]]) -> Quota:
+        """From Compute's usages (lower-case usage name -> current value, limit): the family's and the regional
+        total's ("cores")."""
+        (fu, fl), (ru, rl) = usage.get(family.lower(), (0, 0)), usage.get("cores", (0, 0))
+        return cls(size, family, vcpus, max(0, fl - fu), fl, max(0, rl - ru), rl)
 
     def fits(self) -> int:
         """How many more VMs of the size the quota takes."""
@@ -349,3 +370,10 @@ class ImageAvailability:
     ready: bool
     said: str
     pending: bool = False
+
+    @classmethod
+    def platform(cls, image: ImageRef, location: str, published: bool, newest: str | None) -> ImageAvailability:
+        """A platform version, as the region lists it (``newest``: what it has instead, said when it lacks it)."""
+        if published:
+            return cls(True, f"{image} is published in {location}")
+        return cls(False, f"{image} is not published in {location}" + (f" (newest: {newest})" if newest else ""))

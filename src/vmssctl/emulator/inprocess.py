@@ -187,22 +187,20 @@ class WorldGateway:
         from vmssctl.azure import gallery_availability_of
         from vmssctl.emulator.errors import ArmError
 
-        if image.kind == "platform" and image.version and image.version.lower() != "latest":
-            if self.world.catalog.available(image.publisher or "", image.offer or "", image.sku or "",
-                                            image.version, location):
-                return ImageAvailability(True, f"{image} is published in {location}")
-            newest = self.newest_version(location, image)
-            return ImageAvailability(False, f"{image} is not published in {location}"
-                                     + (f" (newest: {newest})" if newest else ""))
-        rid = image.id or ""
-        if image.kind != "id" or "/versions/" not in rid.lower() or "/galleries/" not in rid.lower():
+        if image.exact_platform:
+            published = self.world.catalog.available(image.publisher or "", image.offer or "", image.sku or "",
+                                                     image.version or "", location)
+            return ImageAvailability.platform(image, location, published,
+                                              None if published else self.newest_version(location, image))
+        if image.gallery_version is None:
             return None
+        _, gallery, definition, version = image.gallery_version
         try:
-            found = self.world.galleries.render(rid, expand=True)
+            found = self.world.galleries.render(image.id or "", expand=True)
         except ArmError:
-            return ImageAvailability(False, f"gallery image version {rid.rsplit('/', 1)[-1]} does not exist")
-        parts = rid.strip("/").split("/")
-        return gallery_availability_of(found, location, f"{parts[7]}/{parts[9]} {parts[11]}")
+            return ImageAvailability(False, f"gallery image version {version} of {gallery}/{definition} does not "
+                                            "exist")
+        return gallery_availability_of(found, location, f"{gallery}/{definition} {version}")
 
     def quota(self, location: str, size: str) -> Quota | None:
         from vmssctl.emulator.resources.quota import SIZES
@@ -211,9 +209,9 @@ class WorldGateway:
         if known is None:
             return None
         sub = self.world.scale_sets.subscription_of(self.world.scale_sets.get(self.resource_group, self.name))
-        usage = {u["name"]["value"]: (u["currentValue"], u["limit"]) for u in self.world.quotas.usages(sub, location)}
-        (fu, fl), (ru, rl) = usage[known[0]], usage["cores"]
-        return Quota(size, known[0], known[2], max(0, fl - fu), fl, max(0, rl - ru), rl)
+        usage = {u["name"]["value"].lower(): (u["currentValue"], u["limit"])
+                 for u in self.world.quotas.usages(sub, location)}
+        return Quota.of(size, known[0], known[2], usage)
 
     @_call("manualupgrade")
     def upgrade(self, ids: list[str]) -> None:
