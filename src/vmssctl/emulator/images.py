@@ -10,6 +10,7 @@ import re
 
 from vmssctl import inputs
 from vmssctl.emulator.errors import ArmError, invalid
+from vmssctl.emulator.resources.fields import region
 
 _SEG = r"[\x21-\x2e\x30-\x7e]{1,90}"  # printable ASCII but '/', bounded (the spec's examples use {placeholders})
 _ID_RE = re.compile(
@@ -139,7 +140,7 @@ class Catalog:
         key = (publisher.lower(), offer.lower(), sku.lower())
         self._versions.setdefault(key, set()).add(version)
         if locations is not None:
-            self._regions.setdefault((*key, version), set()).update(_region(x) for x in locations)
+            self._regions.setdefault((*key, version), set()).update(region(x) for x in locations)
         else:
             self._regions.pop((*key, version), None)
 
@@ -149,7 +150,7 @@ class Catalog:
         if version not in self._versions.get(key, set()):
             return not self.strict and is_version(version)
         where = self._regions.get((*key, version))
-        return where is None or location is None or _region(location) in where
+        return where is None or location is None or region(location) in where
 
     def resolve(self, ref: dict, location: str | None = None) -> str:
         key = (ref["publisher"].lower(), ref["offer"].lower(), ref["sku"].lower())
@@ -187,7 +188,3 @@ def not_published(ref: dict, location: str | None) -> ArmError:
                     + (f" in {location}" if location else "") + ". Verify that all fields in the storage profile "
                     "are correct. For more details about storage profile information, please refer to "
                     "https://aka.ms/storageprofile", "imageReference")
-
-
-def _region(location: str) -> str:
-    return location.lower().replace(" ", "")

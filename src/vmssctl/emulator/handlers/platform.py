@@ -32,9 +32,14 @@ def list_image_versions(ctx: Ctx) -> Response:
         versions.reverse()
     if q.get("$top", "").isascii() and q.get("$top", "").isdigit():
         versions = versions[: int(q["$top"])]
-    base = (f"/Subscriptions/{ctx.world.subscription}/Providers/Microsoft.Compute/Locations/{p['location']}/"
-            f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
+    base = _versions_id(p, ctx.world.subscription)
     return json_response([{"name": v, "location": p["location"], "id": f"{base}/{v}"} for v in versions])
+
+
+def _versions_id(p: dict, subscription: str) -> str:
+    """The id of a platform image SKU's versions in a region, as Compute spells it."""
+    return (f"/Subscriptions/{subscription}/Providers/Microsoft.Compute/Locations/{p['location']}/"
+            f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
 
 
 def list_usages(ctx: Ctx) -> Response:
@@ -56,13 +61,10 @@ def list_skus(ctx: Ctx) -> Response:
 def get_image_version(ctx: Ctx) -> Response:
     """One platform image version in a region (404 when Compute does not have it there)."""
     p = ctx.params
-    if p["version"] not in ctx.world.catalog.versions(p["publisher"], p["offer"], p["sku"], p["location"]) and not (
-            not ctx.world.catalog.strict and ctx.world.catalog.available(p["publisher"], p["offer"], p["sku"],
-                                                                         p["version"], p["location"])):
+    if not ctx.world.catalog.available(p["publisher"], p["offer"], p["sku"], p["version"], p["location"]):
         return json_response({"error": {"code": "NotFound", "message": "Artifact: VMImage was not found."}}, 404)
-    base = (f"/Subscriptions/{ctx.params['sub']}/Providers/Microsoft.Compute/Locations/{p['location']}/"
-            f"Publishers/{p['publisher']}/ArtifactTypes/VMImage/Offers/{p['offer']}/Skus/{p['sku']}/Versions")
-    return json_response({"name": p["version"], "location": p["location"], "id": f"{base}/{p['version']}",
+    return json_response({"name": p["version"], "location": p["location"],
+                          "id": f"{_versions_id(p, p['sub'])}/{p['version']}",
                           "properties": {"osImage": {"operatingSystem": "Linux"}, "hyperVGeneration": "V2",
                                          "architecture": "x64", "dataDiskImages": []}})
 

@@ -48,6 +48,11 @@ def instance_number(raw: object) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
 
 
+def region(location: str) -> str:
+    """A location as ARM compares them: 'West Europe' is 'westeurope'."""
+    return location.lower().replace(" ", "")
+
+
 def check_location(location: object) -> None:
     if not isinstance(location, str) or not re.fullmatch(r"[A-Za-z0-9 ]{1,64}", location):
         raise invalid(f"The location '{inputs.shown(location)}' is not a valid Azure location name.", "location")

@@ -12,16 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vmssctl.emulator.errors import ArmError, invalid, not_found
+from vmssctl.emulator.resources.fields import region
 
 if TYPE_CHECKING:
     from vmssctl.emulator.world import World
 
 HOME_SECONDS = 300.0  # replication to the version's own region
 REGION_SECONDS = 900.0  # and to each further target region, one after another
-
-
-def _region(location: str) -> str:
-    return location.lower().replace(" ", "")
 
 
 class Galleries:
@@ -42,8 +39,8 @@ class Galleries:
                 isinstance(t, dict) and isinstance(t.get("name"), str) and 0 < len(t["name"]) <= 64 for t in targets):
             raise invalid("publishingProfile.targetRegions must be a list of at most 50 {name} regions.",
                           "properties.publishingProfile.targetRegions")
-        home = _region(body["location"])
-        regions = [home, *[r for r in dict.fromkeys(_region(t["name"]) for t in targets) if r != home]]
+        home = region(body["location"])
+        regions = [home, *[r for r in dict.fromkeys(region(t["name"]) for t in targets) if r != home]]
         now = w.now()
         done = {r: now + HOME_SECONDS + k * REGION_SECONDS for k, r in enumerate(regions)}
         w.gallery_versions[rid.lower()] = {"id": rid, "location": home, "regions": done, "created": now}
@@ -75,7 +72,7 @@ class Galleries:
             raise not_found("Microsoft.Compute/galleries/images/versions", rid.rstrip("/").rsplit("/", 1)[-1],
                             rid.split("/")[4] if rid.count("/") > 4 else "")
         # (open: replicated to every region the world's sets are in)
-        regions = sorted({_region(s.location) for s in self.world.sets.values()} | {"eastus"})
+        regions = sorted({region(s.location) for s in self.world.sets.values()} | {"eastus"})
         return {"id": rid, "location": regions[0], "regions": dict.fromkeys(regions, 0.0), "created": 0.0}
 
     def check_available(self, ref: dict, location: str | None) -> None:
@@ -90,12 +87,12 @@ class Galleries:
             if self.world.catalog.strict:
                 raise _not_available(rid, location)
             return  # (open: a version nobody published is everywhere)
-        when = rec["regions"].get(_region(location))
+        when = rec["regions"].get(region(location))
         if when is None or self.world.now() < when:
             raise _not_available(rid, location)
 
 
 def _not_available(rid: str, location: str) -> ArmError:
-    return ArmError(404, "GalleryImageNotFound", f"The gallery image {rid} is not available in {_region(location)} "
+    return ArmError(404, "GalleryImageNotFound", f"The gallery image {rid} is not available in {region(location)} "
                     "region. Please contact image owner to replicate to this region, or change your requested "
                     "region.", "imageReference")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vmssctl.emulator.errors import ArmError, invalid
+from vmssctl.emulator.resources.fields import region
 
 if TYPE_CHECKING:
     from vmssctl.emulator.resources.scalesets import ScaleSet
@@ -51,7 +52,7 @@ class Quotas:
         """The admin call: {"location": ..., "subscription"?: ..., "limits": {"cores": 40, family: 20}}."""
         if not isinstance(body, dict) or not isinstance(body.get("limits"), dict):
             raise invalid("Send {\"location\": ..., \"limits\": {\"cores\": N, \"<family>\": N}}.", "limits")
-        location = str(body.get("location", "")).lower().replace(" ", "")
+        location = region(str(body.get("location", "")))
         if not location or len(location) > 40:
             raise invalid("'location' is required.", "location")
         subscription = str(body.get("subscription") or self.world.subscription)
@@ -70,7 +71,7 @@ class Quotas:
         """vCPUs in use, in total and by family: every set's capacity (``skip``: but this one's)."""
         out: dict[str, int] = {REGIONAL: 0}
         for ss in self.world.scale_sets.select(subscription=subscription):
-            if ss is skip or ss.location.lower().replace(" ", "") != location:
+            if ss is skip or region(ss.location) != location:
                 continue
             family, _, vcpus, _ = size(str(ss.model["sku"].get("name", "")))
             out[REGIONAL] += ss.capacity * vcpus
@@ -80,7 +81,7 @@ class Quotas:
     def check(self, subscription: str, location: str, model: dict, ss: ScaleSet | None) -> None:
         """Refuse a model whose capacity would take a vCPU quota past its limit (growing only: a set already over
         a lowered limit may keep its size or shrink), as Compute does."""
-        location = location.lower().replace(" ", "")
+        location = region(location)
         family, _, vcpus, _ = size(str((model.get("sku") or {}).get("name", "")))
         wanted = int((model.get("sku") or {}).get("capacity", 0) or 0) * vcpus
         had = ss.capacity * size(str(ss.model["sku"].get("name", "")))[2] if ss is not None else 0
@@ -101,7 +102,7 @@ class Quotas:
 
     def usages(self, subscription: str, location: str) -> list[dict]:
         """What the usages API lists: the regional total, then each family in the table."""
-        location = location.lower().replace(" ", "")
+        location = region(location)
         used = self.used(subscription, location)
         rows = [(REGIONAL, "Total Regional vCPUs"), *sorted((f, label) for f, label, _ in _TABLE)]
         return [{"unit": "Count", "currentValue": used.get(name, 0), "limit": self.limit(subscription, location, name),
@@ -118,4 +119,4 @@ class Quotas:
 
 
 def _key(subscription: str, location: str, name: str) -> str:
-    return f"{subscription.lower()}|{location.lower().replace(' ', '')}|{name}"
+    return f"{subscription.lower()}|{region(location)}|{name}"
