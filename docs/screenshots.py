@@ -1,4 +1,5 @@
-"""Screenshots of the dashboard mid-rollout, at 20 and at 1,000 instances (docs/screenshots/*.png).
+"""Screenshots of the dashboard mid-rollout, at 20 and at 1,000 instances, its index, and a confirmation asked in
+the page (docs/screenshots/*.png).
 
 Starts an emulator and a dashboard, starts a rollout on each scale set through the dashboard's
 own API, and photographs the page in headless Chromium while the rollout runs.
@@ -39,7 +40,7 @@ def main() -> None:
         token = (where / "token").read_text()
         rg = e.group("shop-prod")
         client = e.client()
-        for name, n in (("web", 20), ("big", 1000)):
+        for name, n in (("web", 20), ("big", 1000), ("api", 8)):
             client.virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(n), polling=False)
         e.admin("POST", "clock", {"advance": 900})
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as api:
@@ -63,6 +64,16 @@ def main() -> None:
                 path = OUT / f"dashboard-{n}.png"
                 page.screenshot(path=str(path), full_page=True)
                 print(f"wrote {path.relative_to(ROOT)}")
+            page.goto(f"{base}/")  # the index: every set, its figures and its rollout
+            page.wait_for_selector("table.sets tr.set")
+            page.screenshot(path=str(OUT / "dashboard-index.png"), full_page=True)
+            page.goto(f"{base}/sets/{rg}/api")  # a plan confirmed in the page
+            page.wait_for_selector("#conn.live")
+            page.fill('#rollout-form input[name="version"]', "24.04.202611200")
+            page.click("#rollout-form button")
+            page.wait_for_selector("dialog#ask[open]")
+            page.screenshot(path=str(OUT / "dashboard-confirm.png"))
+            print("wrote docs/screenshots/dashboard-index.png, dashboard-confirm.png")
             browser.close()
     finally:
         proc.terminate()

@@ -76,11 +76,20 @@ def login_link(dashboard) -> str:
 
 def open_set(browser, dashboard, rg: str, name: str = "web"):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.on("dialog", lambda dialog: dialog.accept())
+    page.on("dialog", lambda dialog: pytest.fail(f"a native dialog: {dialog.message}"))  # asked in the page
     page.goto(login_link(dashboard))
     page.goto(f"{dashboard['base']}/sets/{rg}/{name}")  # (group and name alone: the connection's subscription)
     page.wait_for_selector("#conn.live", timeout=15000)
     return page
+
+
+def confirm(page, answer: str = "ok") -> str:
+    """Answer the page's own confirmation (a <dialog>, never a native one); returns what it asked."""
+    page.wait_for_selector("dialog#ask[open]", timeout=20000)
+    text = page.locator("dialog#ask .ask-text").inner_text()
+    page.click(f"dialog#ask .ask-{answer}")
+    page.wait_for_selector("dialog#ask:not([open])", state="attached", timeout=5000)
+    return text
 
 
 def wait_for(predicate, timeout: float = 60, what: str = "condition"):
@@ -100,7 +109,7 @@ def test_grid_shows_each_instance_in_its_cell_with_its_colour(live_emu, dashboar
         chip = page.locator(f'#grid td[data-ud="{inst.update_domain}"][data-fd="{inst.fault_domain}"] '
                             f'.vm[data-id="{inst.instance_id}"]')
         assert chip.count() == 1
-        assert "s-healthy" in chip.get_attribute("class")
+        assert "s-current" in chip.get_attribute("class")
     assert page.locator("#grid .vm").count() == 12
     # a model change turns every chip 'outdated' without reloading the page
     live_emu.client().virtual_machine_scale_sets.begin_update(rg, "web", {"properties": {
@@ -119,13 +128,14 @@ def test_fault_domain_upgrade_from_the_page(live_emu, dashboard, browser):
     in_fd = {i.instance_id for i in instances(live_emu, rg) if i.fault_domain == 2}
     assert page.locator("#selcount").inner_text() == f"{len(in_fd)} selected"
     page.click('button.op[data-action="upgrade"]')
+    assert confirm(page) == f"upgrade instance(s) {', '.join(sorted(in_fd, key=int))} of {rg}/web?"
     page.wait_for_selector("#status .msg", timeout=10000)
     assert "accepted" in page.locator("#status .msg").first.inner_text()
     wait_for(lambda: all(i.latest_model and i.healthy for i in instances(live_emu, rg) if i.instance_id in in_fd),
              what="FD 2 upgraded")
     others = [i for i in instances(live_emu, rg) if i.instance_id not in in_fd]
     assert others and not any(i.latest_model for i in others)
-    selector = ",".join(f'#grid .vm.s-healthy[data-id="{i}"]' for i in in_fd)
+    selector = ",".join(f'#grid .vm.s-current[data-id="{i}"]' for i in in_fd)
     page.wait_for_function(f"document.querySelectorAll('{selector}').length === {len(in_fd)}", timeout=20000)
     page.wait_for_selector("#status .msg:has-text('Succeeded')", timeout=20000)
     page.close()
@@ -140,10 +150,18 @@ def test_rollout_from_the_page_progresses_live_pauses_and_resumes(live_emu, dash
     form.locator('input[name="canary"]').fill("0")
     form.locator('input[name="pause"]').fill("20s")
     form.locator("button").click()
+    assert "4 batch(es)" in confirm(page)
     page.wait_for_selector('#rollout .rollout[data-state="running"] .batch-no', timeout=20000)
     page.wait_for_function("Number(document.querySelector('#rollout .batch-no')?.textContent) >= 1", timeout=20000)
+    # controls act only when they can: a second rollout waits for this one, resume for a pause
+    assert page.locator("#rollout-form button").is_disabled()
+    assert page.locator('#rollout button[data-op="resume"]').is_disabled()
+    assert "a live process drives it" in page.locator('#rollout button[data-op="resume"]').get_attribute("title")
     page.click('#rollout button.rollout-op[data-op="pause"]')
+    confirm(page)
     page.wait_for_selector('#rollout .rollout[data-state="paused"]', timeout=60000)
+    page.wait_for_selector('#rollout button[data-op="pause"][disabled]', timeout=20000)
+    assert page.locator('#rollout button[data-op="resume"]').is_enabled()
     done_when_paused = page.locator("#rollout .done").inner_text()
     upgrades = live_emu.stats()["requests"]["byOperation"]["VirtualMachineScaleSets_UpdateInstances"]
     paused_at = live_emu.now()  # paused: a simulated minute and a half passes, and nothing starts
@@ -152,10 +170,72 @@ def test_rollout_from_the_page_progresses_live_pauses_and_resumes(live_emu, dash
     assert page.locator("#rollout .done").inner_text() == done_when_paused
     assert page.locator('#rollout .rollout[data-state="paused"]').count() == 1
     page.click('#rollout button.rollout-op[data-op="resume"]')
+    confirm(page)
     page.wait_for_selector('#rollout .rollout[data-state="succeeded"]', timeout=90000)
     assert all(i.latest_model and i.healthy for i in instances(live_emu, rg))
     assert "succeeded" in page.locator("#history").inner_text()
     page.close()
+
+
+def test_the_plan_is_confirmed_in_the_page_and_a_plan_with_nothing_to_do_offers_no_start(live_emu, dashboard,
+                                                                                          browser):
+    rg = make_set(live_emu, 6)
+    page = open_set(browser, dashboard, rg)
+    assert page.locator('button.op[data-action="upgrade"]').is_disabled()  # nothing selected yet
+    page.click('#grid .vm[data-id="0"]')
+    assert page.locator('button.op[data-action="upgrade"]').is_enabled()
+    form = page.locator("#rollout-form")
+    form.locator('input[name="version"]').fill(NEW)
+    form.locator('input[name="batch_size"]').fill("3")
+    form.locator("button").click()
+    plan = confirm(page, "cancel")  # the plan the CLI prints, in the page; cancelled, nothing starts
+    assert "healthy floor" in plan and "batch(es)" in plan and "estimate" in plan
+    with httpx.Client(base_url=dashboard["base"], headers={"Authorization": f"Bearer {dashboard['token']}"}) as c:
+        assert not [r for r in c.get("/rollouts").json() if r["resource_group"] == rg]
+    form.locator('input[name="version"]').fill("")  # the set's own image: every VM already runs it
+    form.locator("button").click()
+    page.wait_for_selector("dialog#ask[open]", timeout=20000)
+    assert page.locator("dialog#ask .ask-text").inner_text().startswith("nothing to do")
+    assert page.locator("dialog#ask .ask-ok").is_hidden()
+    confirm(page, "cancel")
+    page.close()
+
+
+def test_the_index_lists_every_set_of_both_subscriptions_with_its_figures_and_filters(live_emu, dashboard, browser):
+    sub1, sub2 = live_emu.info["subscriptions"]
+    live_emu.create_sets({(0, "index-a"): ["web"], (0, "index-b"): ["api"]}, 4)
+    live_emu.create_sets({(1, "index-c"): ["web"]}, 3)
+    live_emu.admin("POST", "clock", {"advance": 900})
+    auth = {"Authorization": f"Bearer {dashboard['token']}"}
+    with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:
+        r = c.post(f"/sets/{sub2}/index-c/web/rollout", json={"version": NEW, "batch_size": "1", "pause": "10m"})
+        assert r.status_code == 200, r.text
+        rid = r.json()["message"].split()[1]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(login_link(dashboard))
+    page.goto(f"{dashboard['base']}/")
+    rows = page.locator("table.sets tr.set")
+    keys = rows.evaluate_all("rs => rs.map(r => r.dataset.set)")
+    for key in (f"{sub1}/index-a/web", f"{sub1}/index-b/api", f"{sub2}/index-c/web"):
+        assert key in keys
+    assert page.locator("table.sets tr.sub").count() == 2  # each subscription under its name
+    a = page.locator(f'tr.set[data-set="{sub1}/index-a/web"]')
+    assert "Uniform" in a.inner_text() and "Manual" in a.inner_text()
+    assert a.locator("td[data-healthy]").inner_text() == "4/4" and a.locator("td[data-on]").inner_text() == "4 of 4"
+    c_row = page.locator(f'tr.set[data-set="{sub2}/index-c/web"]')
+    page.wait_for_function(f"document.querySelector('tr.set[data-set=\"{sub2}/index-c/web\"]')"
+                           "?.textContent.includes('running batch 1 of 3')", timeout=30000)  # (refreshes itself)
+    page.fill("#filter", "index-b")
+    assert page.locator("table.sets tr.set:visible").count() == 1
+    assert page.locator(f'tr.set[data-set="{sub1}/index-b/api"]').is_visible()
+    assert page.locator("table.sets tr.sub:visible").count() == 1  # the other subscription's heading goes too
+    page.fill("#filter", "running")
+    assert page.locator("table.sets tr.set:visible").count() == 1 and c_row.is_visible()
+    page.click(f'tr.set[data-set="{sub2}/index-c/web"] a')
+    page.wait_for_url(re.compile(rf"/sets/{sub2}/index-c/web$"))
+    page.close()
+    with httpx.Client(base_url=dashboard["base"], headers=auth, timeout=30) as c:  # (CSRF: a bearer needs none)
+        assert c.post(f"/rollouts/{rid}/abort", json={}).status_code == 200
 
 
 def test_requests_without_the_token_or_csrf_are_refused(live_emu, dashboard):
@@ -372,13 +452,13 @@ concurrency = 2
     try:
         fid = json.loads(proc.stdout.readline())["fleet"]
         page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.on("dialog", lambda dialog: dialog.accept())
         page.goto(login_link(dashboard))
         page.goto(f"{dashboard['base']}/fleets/{fid}")
         page.wait_for_selector('.approval[data-stage="canary"] button[data-op="approve"]', timeout=30000)
         assert page.locator(".fleet-state").first.get_attribute("data-state") == "waiting"
         assert page.locator(".tile").count() == 3 and page.locator(".tile.f-running").count() == 0
         page.click('.approval button[data-op="approve"]')
+        assert confirm(page) == "Approve stage canary of fleet " + fid + "?"
         page.wait_for_selector(".fleet-state.fs-succeeded", timeout=120000)  # reloads while it runs
         tiles = page.locator(".tile")
         assert tiles.count() == 3 and set(tiles.evaluate_all("ts => ts.map(t => t.dataset.state)")) == {"succeeded"}
@@ -398,10 +478,10 @@ concurrency = 2
         assert row.locator(".fleet-state").get_attribute("data-state") == "succeeded"
         assert row.locator('[data-count="succeeded"]').inner_text() == "succeeded 3"
         page.goto(f"{dashboard['base']}/")  # the sets of both subscriptions, each under its subscription's name
-        links = page.locator('nav.side a[data-set*="/fleetdash-"]')
+        links = page.locator('table.sets a[data-set*="/fleetdash-"]')
         assert sorted(links.evaluate_all("ls => ls.map(l => l.dataset.set)")) == sorted(
             [f"{sub1}/fleetdash-a/web", f"{sub1}/fleetdash-b/web", f"{sub2}/fleetdash-c/web"])
-        assert "vmssctl emulator 2" in page.locator("nav.side").inner_text()
+        assert "vmssctl emulator 2" in page.locator("table.sets").inner_text()
         page.close()
         assert proc.wait(60) == 0, proc.stderr.read()[-2000:]
     finally:

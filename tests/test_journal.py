@@ -199,5 +199,5 @@ def test_instances_fit_80_columns_and_a_flexible_set_has_no_update_domain_column
     render.instances([vm], "table")
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "flex_1a2b3c4d" in line).split()  # the id whole
-    assert row[:4] == ["flex_1a2b3c4d", "0", "1", "healthy"] and "None" not in out and "UD" not in out, out
+    assert row[:4] == ["flex_1a2b3c4d", "0", "1", "current"] and "None" not in out and "UD" not in out, out
     assert row[-1] == "24.04.202611200" and "…" not in out, out  # all of it in 80 columns

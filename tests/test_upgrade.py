@@ -288,7 +288,7 @@ def test_show_instances_and_heatmap_commands(frozen, capsys):
     assert shown["capacity"] == 3 and shown["image"]["kind"] == "platform" and shown["upgrade_mode"] == "Manual"
     assert main(["instances", *base, "-o", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [i["instance_id"] for i in listed] == ["0", "1", "2"] and listed[0]["state"] == "healthy"
+    assert [i["instance_id"] for i in listed] == ["0", "1", "2"] and listed[0]["state"] == "current"
     assert main(["heatmap", *base]) == 0
     out = capsys.readouterr().out
     assert "FD0" in out and "UD" in out

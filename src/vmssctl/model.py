@@ -43,6 +43,16 @@ class ImageRef:
         exact = f" ({self.exact_version})" if self.exact_version and self.exact_version != self.version else ""
         return f"{self.publisher}:{self.offer}:{self.sku}:{self.version}{exact}"
 
+    @property
+    def short(self) -> str:
+        """A list's cell: a platform image's SKU and version, a gallery image's name and version, a URI's file."""
+        gallery = self.gallery_version
+        if gallery:
+            return f"{gallery[2]} {gallery[3]}"
+        if self.kind == "platform":
+            return f"{self.sku}:{self.exact_version or self.version}"
+        return (self.id or self.uri or "").rstrip("/").rsplit("/", 1)[-1]
+
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
@@ -157,6 +167,31 @@ class RollingStatus:
 
 
 @dataclass(frozen=True)
+class State:
+    """One of an instance's combined states: its name, what it means, and its colour on a terminal and a page."""
+
+    name: str
+    meaning: str
+    terminal: str  # a rich colour
+    page: str  # a CSS colour
+
+
+# Worst last in the legend, in the order the views list them. "current" and "outdated" are both healthy: a
+# view's "healthy" count is ``Instance.healthy`` (what the floor counts), never one of these states alone.
+STATES: tuple[State, ...] = (
+    State("current", "running, healthy, latest model", "green", "#16a34a"),
+    State("outdated", "running, healthy, older model", "blue", "#2563eb"),
+    State("upgrading", "an operation is in progress", "yellow", "#eab308"),
+    State("initializing", "booted, health grace period", "cyan", "#06b6d4"),
+    State("unhealthy", "running but not healthy", "red", "#dc2626"),
+    State("failed", "provisioning failed", "bold red", "#7f1d1d"),
+    State("stopped", "stopped (still billed)", "dark_orange", "#f97316"),
+    State("deallocated", "deallocated", "grey50", "#9ca3af"),
+)
+STATE = {s.name: s for s in STATES}
+
+
+@dataclass(frozen=True)
 class Instance:
     instance_id: str
     update_domain: int | None
@@ -180,7 +215,7 @@ class Instance:
 
     @property
     def state(self) -> str:
-        """One label combining power, provisioning, health and model, worst first (heatmap colours)."""
+        """One label combining power, provisioning, health and model, worst first (one of ``STATES``)."""
         if self.provisioning == "failed":
             return "failed"
         if self.power in ("deallocated", "deallocating"):
@@ -193,7 +228,7 @@ class Instance:
             return "initializing"
         if not self.healthy:
             return "unhealthy"
-        return "healthy" if self.latest_model else "outdated"
+        return "current" if self.latest_model else "outdated"
 
     @classmethod
     def from_sdk(cls, vm: Any) -> Instance:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
-from vmssctl.model import Backend, ImageRef, Instance, ScaleSet, grid_shape
+from vmssctl.model import STATES, Backend, ImageRef, Instance, ScaleSet, grid_shape
 
 
 @cache
@@ -22,8 +22,7 @@ def console() -> Console:
     return Console(highlight=False)
 
 
-COLOURS = {"healthy": "green", "outdated": "blue", "upgrading": "yellow", "initializing": "cyan",
-           "unhealthy": "red", "failed": "bold red", "stopped": "dark_orange", "deallocated": "grey50"}
+COLOURS = {s.name: s.terminal for s in STATES}
 
 
 def state_of(inst: Instance) -> tuple[str, str]:

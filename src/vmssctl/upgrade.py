@@ -20,7 +20,7 @@ from vmssctl.rollout import claim
 from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
-from vmssctl.rollout.journal import Journal, Rollout, scale_set_key
+from vmssctl.rollout.journal import MOVING, Journal, Rollout, scale_set_key
 from vmssctl.rollout.turn import protected
 from vmssctl.target import ImageChange, behind, diff, same_image, wants_latest
 
@@ -356,6 +356,36 @@ def resume(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, s
 STEERS = ("pause", "resume", "abort", "rollback")
 
 
+def refusal(rollout: Rollout, op: str) -> str | None:
+    """Why ``op`` cannot be done to ``rollout`` whoever asks (None: it can)."""
+    if op == "pause" and RolloutPolicy.from_json(rollout.policy).strategy == AZURE_ROLLING:
+        return (f"rollout {rollout.id} is Azure's own rolling upgrade, which cannot be paused: abort "
+                "cancels it (instances in flight finish), rollback puts the previous image back")
+    if op in ("pause", "abort", "resume") and not rollout.active:
+        return f"rollout {rollout.id} is {rollout.state}: there is nothing to {op}"
+    if op == "rollback" and rollout.state == "rolled_back":
+        return f"rollout {rollout.id} is already rolled back"
+    return None
+
+
+def controls(rollout: Rollout, driven: bool) -> dict[str, str | None]:
+    """Each steer a screen offers now, with why it cannot act (None: it can): ``refusal``'s reasons, and those
+    that would do nothing (pause what is paused, resume what a live process drives, ask twice)."""
+    out: dict[str, str | None] = {}
+    for op in STEERS:
+        why = refusal(rollout, op)
+        if why is None and rollout.requested == op and not (op == "pause" and rollout.state == "paused"):
+            why = f"{op} already asked of the process running it"
+        elif why is None and op == "pause" and rollout.state not in MOVING:
+            why = f"rollout {rollout.id} is {rollout.state}"
+        elif why is None and op == "resume" and rollout.state in MOVING and driven:
+            why = f"rollout {rollout.id} is {rollout.state.replace('_', ' ')} (a live process drives it)"
+        elif why is None and op == "rollback" and rollout.state == "rolling_back" and driven:
+            why = f"rollout {rollout.id} is rolling back"
+        out[op] = why
+    return out
+
+
 def steer(journal: Journal, rollout: Rollout, op: str) -> tuple[str, str] | None:
     """Pause, resume, abort or roll back a rollout: ask the process running it, or settle it in the journal.
 
@@ -364,13 +394,9 @@ def steer(journal: Journal, rollout: Rollout, op: str) -> tuple[str, str] | None
     """
     if op not in STEERS:
         raise UsageError(f"unknown rollout operation '{op}' (use {', '.join(STEERS)})")
-    if op == "pause" and RolloutPolicy.from_json(rollout.policy).strategy == AZURE_ROLLING:
-        raise UsageError(f"rollout {rollout.id} is Azure's own rolling upgrade, which cannot be paused: abort "
-                         "cancels it (instances in flight finish), rollback puts the previous image back")
-    if op in ("pause", "abort", "resume") and not rollout.active:
-        raise UsageError(f"rollout {rollout.id} is {rollout.state}: there is nothing to {op}")
-    if op == "rollback" and rollout.state == "rolled_back":
-        raise UsageError(f"rollout {rollout.id} is already rolled back")
+    why = refusal(rollout, op)
+    if why:
+        raise UsageError(why)
     if claim.running(journal, rollout):
         journal.request(rollout.id, op)
         return f"{op}_requested", f"asked the running process to {op} rollout {rollout.id}"

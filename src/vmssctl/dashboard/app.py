@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from urllib.parse import quote
 
@@ -93,7 +93,6 @@ class Dashboard:
     # ------------------------------------------------------------------ plumbing
     def client_for(self, sub: str):
         """The SDK client of subscription ``sub`` (made on first use: the same credential, endpoint and CA)."""
-        from dataclasses import replace
 
         with self._clients_lock:
             c = self._clients.get(sub.lower())
@@ -218,13 +217,38 @@ def _picker(d: Dashboard, sets: list[tuple[str, str, str, str]], current: SetId 
     return html.picker(sets, current.key if current else None, rg_filter, names)
 
 
+INDEX_READS = 8  # sets read at once for the index (each: the set and its instances, shared with its own page)
+
+
+async def _rows(d: Dashboard, sets: list[tuple[str, str, str, str]]) -> list[html.SetRow]:
+    """The index's rows: each set as its watcher last saw it (read now when older than the refresh interval, so an
+    open index costs ARM what the sets' own pages would), and its rollout in flight from the journal."""
+    limit = asyncio.Semaphore(INDEX_READS)
+
+    async def one(sub: str, rg: str, name: str, loc: str) -> html.SetRow:
+        async with limit:
+            view = await d.watchers.get(sub, rg, name).refresh()
+        return html.SetRow(sub, rg, name, loc, view.scale_set, view.instances, view.error, None)
+
+    rows = await asyncio.gather(*(one(*s) for s in sets))
+    j = d.journal()
+    return [replace(r, rollout=j.active_for(scale_set_key(r.sub, r.rg, r.name))) for r in rows]
+
+
 async def index(request: Request) -> Response:
+    """Every scale set of every subscription, with its figures and rollout; ``?part=table`` is the table alone,
+    which the page fetches again every refresh interval."""
     d = _dash(request)
     sets, error = await _sets(d)
-    if len(sets) == 1 and not request.query_params.get("rg"):
+    part = request.query_params.get("part") == "table"
+    if len(sets) == 1 and not part:
         return RedirectResponse(SetId(*sets[0][:3]).path, 303)
-    body = (f'<main class="layout"><nav class="side">{_picker(d, sets, None, request.query_params.get("rg", ""))}'
-            f'</nav><section class="content">{html.banner(error)}<p>Pick a scale set.</p></section></main>')
+    table = html.set_table(await _rows(d, sets), d.subscription_names())
+    if part:
+        return HTMLResponse(html.banner(error) + table)
+    body = (f'<main class="content index" data-refresh="{int(d.interval * 1000)}"><h2>Scale sets</h2>'
+            f'<input id="filter" type="search" placeholder="filter: name, group, location, image, state…" '
+            f'aria-label="filter the scale sets"><div id="sets">{html.banner(error)}{table}</div></main>')
     return HTMLResponse(html.page("vmssctl dashboard", _csrf(d, request), body))
 
 
@@ -245,8 +269,12 @@ def _panel(d: Dashboard, sid: SetId) -> str:
         active = recent[0] if recent else None
     if active is None:
         return html.rollout_panel(None, None, [])
+    from vmssctl.rollout import claim
+    from vmssctl.upgrade import controls
+
     progress = Progress.from_json(active.progress) if active.progress else None
-    return html.rollout_panel(active, progress, j.events(active.id), j.batches(active.id))
+    return html.rollout_panel(active, progress, j.events(active.id), j.batches(active.id),
+                              controls(active, claim.running(j, active)))
 
 
 def _history(d: Dashboard, sid: SetId) -> str:
@@ -511,7 +539,7 @@ def _op(fn):
         except ArmError as e:
             return JSONResponse({"ok": False, "message": str(e)}, e.status if e.status and e.status >= 400 else 502)
         d.watchers.get(sid.sub, sid.rg, sid.name).poke()
-        return JSONResponse({"ok": True, "message": message})
+        return JSONResponse({"ok": True, **(message if isinstance(message, dict) else {"message": message})})
     return endpoint
 
 
@@ -593,6 +621,9 @@ FORM_FIELDS = {"--by": "by", "--batch-size": "batch size", "--batch-percent": "b
                "--drain": "drain", "--bake": "bake (blue-green)"}
 
 
+NOTHING_TO_DO = "nothing to do: every instance already runs the latest model"
+
+
 def form_words(message: str) -> str:
     """A CLI-worded message in the form's words: '--batch-size' becomes the 'batch size' field."""
     for flag in sorted(FORM_FIELDS, key=len, reverse=True):
@@ -613,34 +644,33 @@ def _prepare_rollout(d: Dashboard, sid: SetId, body: dict):
         if body.get(flag) in (True, "on", "true"):
             overrides[flag] = True
     policy = load_policy(None, overrides)
-    from dataclasses import replace
 
     api = d.api(sid.sub, sid.rg, sid.name)
     return api, prepare(api, d.journal(), replace(d.conn, subscription=sid.sub), _change(body), policy)
 
 
 @_op
-def do_plan(d: Dashboard, sid: SetId, body: dict) -> str:
-    """The plan the CLI would show, for the confirmation before a rollout starts: changes nothing."""
+def do_plan(d: Dashboard, sid: SetId, body: dict) -> dict:
+    """The plan the CLI would show, for the confirmation before a rollout starts: changes nothing. ``nothing``
+    says there is nothing to start (the page then offers no start)."""
     from rich.text import Text
 
     from vmssctl.render import plan_lines
 
     _, prepared = _prepare_rollout(d, sid, body)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
-        return "nothing to do: every instance already runs the latest model"
-    return "\n".join(Text.from_markup(line).plain for line in plan_lines(prepared))
+        return {"message": NOTHING_TO_DO, "nothing": True}
+    return {"message": "\n".join(Text.from_markup(line).plain for line in plan_lines(prepared)), "nothing": False}
 
 
 @_op
 def do_rollout(d: Dashboard, sid: SetId, body: dict) -> str:
-    from dataclasses import replace
 
     from vmssctl.upgrade import begin
 
     api, prepared = _prepare_rollout(d, sid, body)
     if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
-        return "nothing to do: every instance already runs the latest model"
+        return NOTHING_TO_DO
     rollout = begin(d.journal(), replace(d.conn, subscription=sid.sub), api, prepared)
     _run_apart(d, rollout.id, "resume", sid)
     return f"rollout {rollout.id} started: {len(prepared.plan.batches)} batch(es)"

@@ -7,22 +7,22 @@ milliseconds, and there is no template engine or front-end build to maintain.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
 from vmssctl.dashboard.watch import Balancing
-from vmssctl.model import Instance, ScaleSet, grid_shape
+from vmssctl.model import STATES, Instance, ScaleSet, grid_shape
 from vmssctl.rollout.events import describe
 from vmssctl.rollout.journal import MOVING, Batch, Rollout
 from vmssctl.rollout.progress import Progress, clock_text
 
-STATES = ("healthy", "outdated", "upgrading", "initializing", "unhealthy", "failed", "stopped", "deallocated")
-STATE_HELP = {
-    "healthy": "running, healthy, latest model", "outdated": "running, healthy, older model",
-    "upgrading": "an operation is in progress", "initializing": "booted, health grace period",
-    "unhealthy": "running but not healthy", "failed": "provisioning failed", "stopped": "stopped (still billed)",
-    "deallocated": "deallocated",
-}
+
+def state_style() -> str:
+    """The instance states' colours, from the one place they are defined (``model.STATES``)."""
+    dark = {"upgrading"}  # light backgrounds get dark text
+    return "<style>" + " ".join(f".s-{s.name} {{ background:{s.page};{' color:#111;' if s.name in dark else ''} }}"
+                                for s in STATES) + "</style>"
 
 
 def e(value: object) -> str:
@@ -53,9 +53,11 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
     counts: defaultdict[str, int] = defaultdict(int)
     for i in instances:
         counts[i.state] += 1
+    healthy = sum(1 for i in instances if i.healthy)  # what the floor and every view's "healthy" count
     out.append('<div class="summary-counts">' + " ".join(
-        f'<span class="count s-{s}">{s} {counts[s]}</span>' for s in STATES if counts[s]) +
-        f' <span class="total">{len(instances)} instances</span></div>')
+        f'<span class="count s-{s.name}" data-state="{s.name}">{s.name} {counts[s.name]}</span>'
+        for s in STATES if counts[s.name]) +
+        f' <span class="total">healthy <b class="healthy">{healthy}</b> of {len(instances)} instances</span></div>')
     for zone in zones:
         cells: dict[tuple[int, int], list[str]] = defaultdict(list)
         for i in instances:
@@ -81,7 +83,7 @@ def grid(ss: ScaleSet | None, instances: list[Instance], error: str | None = Non
             out.append("<tr>" + "".join(row) + "</tr>")
         out.append("</table>")
     out.append('<div class="legend">' + "".join(
-        f'<span><span class="swatch s-{s}"></span>{s} <small>({STATE_HELP[s]})</small></span>' for s in STATES)
+        f'<span><span class="swatch s-{s.name}"></span>{s.name} <small>({s.meaning})</small></span>' for s in STATES)
         + "</div>")
     return "".join(out)
 
@@ -106,14 +108,16 @@ def summary(ss: ScaleSet | None, balancing: Balancing | None = None) -> str:
 
 
 def rollout_panel(active: Rollout | None, progress: Progress | None, events: list[dict],
-                  batches: list[Batch] | None = None) -> str:
+                  batches: list[Batch] | None = None, controls: dict[str, str | None] | None = None) -> str:
     """The running (or last) rollout: state, batch n of m, progress, floor vs healthy, timeline, events, controls.
 
-    The figures are the engine's own Progress (from the journal), the same ones the CLI prints.
+    The figures are the engine's own Progress (from the journal), the same ones the CLI prints. ``controls``
+    says which steers can act now (``upgrade.controls``): the others are shown disabled, with why.
     """
     if active is None:
         return '<p class="muted">No rollout running on this scale set.</p>'
-    out = [f'<div class="rollout" data-rollout="{e(active.id)}" data-state="{e(active.state)}">',
+    out = [f'<div class="rollout" data-rollout="{e(active.id)}" data-state="{e(active.state)}" '
+           f'data-active="{str(active.active).lower()}">',
            f'<p><b>{e(active.id)}</b> <span class="state st-{e(active.state)}">{e(active.state)}</span> '
            f'({e(active.phase)})</p>']
     if progress is not None:
@@ -134,12 +138,14 @@ def rollout_panel(active: Rollout | None, progress: Progress | None, events: lis
         out.append(timeline(p, batches or []))
     if active.error:
         out.append(f'<p class="error">{e(active.error)}</p>')
-    if active.active:
+    if controls:
         out.append('<div class="controls">' + "".join(
-            f'<button type="button" class="rollout-op" data-op="{op}">{op}</button>'
-            for op in ("pause", "resume", "abort", "rollback")) + "</div>")
-    out.append('<ol class="events">' + "".join(f'<li value="{int(ev.get("id", 0))}">{e(describe(ev))}</li>'
-                                               for ev in events[-12:]) + "</ol>")
+            f'<button type="button" class="rollout-op" data-op="{op}"'
+            + (f' disabled title="{e(why)}"' if why else "") + f">{op}</button>" for op, why in controls.items())
+            + "</div>")
+    first = max(0, len(events) - 12)  # numbered within the rollout: event 1 is its start
+    out.append(f'<ol class="events" start="{first + 1}">' + "".join(
+        f"<li>{e(describe(ev))}</li>" for ev in events[first:]) + "</ol>")
     out.append("</div>")
     return "".join(out)
 
@@ -179,13 +185,25 @@ def timeline(p: Progress, batches: list[Batch], width: int = 560, height: int = 
                  f'y2="{y(p.floor):.1f}"/><text class="axis" x="2" y="{y(p.floor) + 4:.1f}">floor {p.floor}</text>')
     parts.append(f'<text class="axis" x="2" y="{y(top) + 8:.1f}">{top}</text>'
                  f'<text class="axis" x="2" y="{y(0):.1f}">0</text>')
+    step = next((s for s in (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400) if span / s <= 6), 28800)
+    for k in range(int(span // step) + 1):  # the time axis: elapsed since the rollout began
+        tx = x(t0 + k * step)
+        parts.append(f'<line class="tick" x1="{tx:.1f}" x2="{tx:.1f}" y1="{pad_top + plot_h}" '
+                     f'y2="{pad_top + plot_h + 3}"/><text class="axis" x="{tx - (0 if k == 0 else 10):.1f}" '
+                     f'y="{height - 4}">{_elapsed(k * step)}</text>')
     if p.eta:
         parts.append(f'<line class="eta-line" x1="{x(end):.1f}" x2="{x(end):.1f}" y1="{pad_top}" '
-                     f'y2="{pad_top + plot_h}"/><text class="axis" x="{x(end) - 24:.1f}" y="{height - 4}">ETA</text>')
+                     f'y2="{pad_top + plot_h}"/><text class="axis" x="{x(end) - 24:.1f}" y="{pad_top + 8}">ETA</text>')
     parts.append(f'<line class="now-line" x1="{x(p.now):.1f}" x2="{x(p.now):.1f}" y1="{pad_top}" '
                  f'y2="{pad_top + plot_h}"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _elapsed(seconds: float) -> str:
+    """A time axis label: 0, 5m, 1h30m."""
+    m = int(seconds // 60)
+    return "0" if m == 0 else f"{m}m" if m < 60 else f"{m // 60}h{m % 60:02d}m" if m % 60 else f"{m // 60}h"
 
 
 def history(rollouts: list[Rollout]) -> str:
@@ -235,6 +253,70 @@ def picker(sets: list[tuple[str, str, str, str]], current: str | None, rg_filter
             f'<ul class="sets">{"".join(parts) or "<li class=muted>no scale sets</li>"}</ul>')
 
 
+@dataclass(frozen=True)
+class SetRow:
+    """One scale set on the index: where it is, what ARM last said of it, and its rollout in flight."""
+
+    sub: str
+    rg: str
+    name: str
+    location: str
+    scale_set: ScaleSet | None
+    instances: list[Instance]
+    error: str | None
+    rollout: Rollout | None
+
+
+def set_table(rows: list[SetRow], names: dict[str, str]) -> str:
+    """Every scale set of every subscription, a row each with what the portal's list shows and what an upgrade
+    needs: orchestration, upgrade policy, capacity, healthy of capacity, the model's image and how many VMs run
+    it, the rollout in flight with its progress. The filter box narrows the rows in the page."""
+    subs = list(dict.fromkeys(r.sub for r in rows))
+    head = ("<tr><th>scale set</th><th>location</th><th>orchestration</th><th>upgrade policy</th>"
+            "<th>capacity</th><th>healthy</th><th>image</th><th>on it</th><th>rollout</th></tr>")
+    out = [f'<table class="sets"><thead>{head}</thead>']
+    for sub in subs:
+        out.append("<tbody>")
+        if len(subs) > 1:
+            out.append(f'<tr class="sub"><th colspan="9" title="{e(sub)}">{e(names.get(sub, sub))}</th></tr>')
+        for r in (r for r in rows if r.sub == sub):
+            out.append(_set_row(r))
+        out.append("</tbody>")
+    out.append("</table>")
+    return "".join(out) if rows else '<p class="muted">No scale sets in the subscriptions this connection lists.</p>'
+
+
+def _set_row(r: SetRow) -> str:
+    ss, key = r.scale_set, f"{r.sub}/{r.rg}/{r.name}".lower()
+    link = f'<a href="{set_path(r.sub, r.rg, r.name)}" data-set="{e(key)}">{e(r.rg)}/<b>{e(r.name)}</b></a>'
+    if ss is None:
+        cells = f'<td colspan="8" class="error">{e(r.error or "not read yet")}</td>'
+    else:
+        healthy = sum(1 for i in r.instances if i.healthy)
+        on_it = sum(1 for i in r.instances if i.latest_model)
+        low = " low" if healthy < len(r.instances) else ""
+        cells = (f"<td>{e(r.location)}</td><td>{e(ss.orchestration_mode)}</td><td>{e(ss.upgrade_mode)}</td>"
+                 f'<td class="num">{ss.capacity}</td>'
+                 f'<td class="num health{low}" data-healthy="{healthy}">{healthy}/{len(r.instances)}</td>'
+                 f'<td title="{e(ss.image)}">{e(ss.image.short)}</td>'
+                 f'<td class="num" data-on="{on_it}">{on_it} of {len(r.instances)}</td>'
+                 f"<td>{_rollout_cell(r.rollout)}</td>")
+    text = " ".join(x for x in (r.sub, r.rg, r.name, r.location, str(ss.image) if ss else "",
+                                ss.orchestration_mode if ss else "", ss.upgrade_mode if ss else "",
+                                r.rollout.state if r.rollout else "") if x).lower()
+    return f'<tr class="set" data-set="{e(key)}" data-text="{e(text)}"><td>{link}</td>{cells}</tr>'
+
+
+def _rollout_cell(r: Rollout | None) -> str:
+    if r is None:
+        return '<span class="muted">-</span>'
+    p = Progress.from_json(r.progress) if r.progress else None
+    prog = (f" batch {p.batch_no} of {p.batches_total}, {p.done}/{p.total} {p.verb}{e(p.unjudged)}"
+            if p is not None else "")
+    return (f'<span class="id">{e(r.id)}</span> <span class="state st-{e(r.state)}">{e(r.state.replace("_", " "))}'
+            f"</span>{prog}")
+
+
 def missing_set(sub: str, rg: str, name: str, error: str | None, side: str) -> str:
     """The page of a scale set that cannot be shown: why, and nothing to act on."""
     return (f'<main class="layout"><nav class="side">{side}</nav><section class="content">'
@@ -249,11 +331,14 @@ def page(title: str, csrf: str, body: str, scale_set: tuple[str, str, str] | Non
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <meta name="csrf-token" content="{e(csrf)}"><meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/static/app.css">{style}</head>
+<link rel="stylesheet" href="/static/app.css">{state_style()}{style}</head>
 <body{data}><header><h1><a href="/">vmssctl</a> <small>dashboard</small></h1><a href="/fleets">fleets</a>
 <span id="conn"></span></header>
 {body}
 <div id="status" role="status" aria-live="polite"></div>
+<dialog id="ask"><form method="dialog"><pre class="ask-text"></pre><input class="ask-input" hidden>
+<div class="buttons"><button value="cancel" class="ask-cancel">cancel</button>
+<button value="ok" class="ask-ok primary">ok</button></div></form></dialog>
 <script src="/static/app.js"></script></body></html>"""
 
 
@@ -293,8 +378,8 @@ def set_page(ss: ScaleSet | None, instances: list[Instance], error: str | None, 
       <label>max unhealthy upgraded <input name="max_unhealthy_upgraded" placeholder="0"></label>
       <label>health timeout <input name="health_timeout" placeholder="10m"></label>
       <label>rollback <select name="rollback"><option>auto</option><option>manual</option></select></label>
-      <label><input name="no_health_signal" type="checkbox"> no health signal (only power and provisioning
-        state are checked)</label>
+      <label class="check"><input name="no_health_signal" type="checkbox"> no health signal (only power and
+        provisioning state are checked)</label>
       <button>start rollout</button></form>
     <div><h3>Rollout</h3><div id="rollout">{panel}</div></div>
   </div>
@@ -313,8 +398,8 @@ def batching_fields(ss) -> str:
                 "batch and applies its gates.</p>")
     if mode == "automatic":
         return ('<p class="muted">Upgrade policy Automatic: Azure upgrades every instance at once.</p>'
-                '<label><input name="allow_automatic" type="checkbox"> allow Azure to upgrade every instance at '
-                "once (an outage)</label>")
+                '<label class="check"><input name="allow_automatic" type="checkbox"> allow Azure to upgrade every '
+                "instance at once (an outage)</label>")
     return """<label>by <select name="by"><option>batch</option><option>update-domain</option>
         <option>fault-domain</option><option>zone</option></select></label>
       <label>strategy <select name="strategy"><option>in-place</option><option>surge</option>

@@ -28,10 +28,45 @@
     return data;
   }
 
+  // Every confirmation is asked in the page (a native confirm() cannot show a plan, and blocks the live page).
+  // Resolves to null (cancelled), true (confirmed) or the text typed when `input` asks for one; with no `ok`
+  // label there is nothing to confirm and the only button closes it.
+  function ask(text, ok, input) {
+    const dlg = document.getElementById("ask");
+    const field = dlg.querySelector(".ask-input"), okButton = dlg.querySelector(".ask-ok");
+    dlg.querySelector(".ask-text").textContent = text;
+    field.hidden = !input; field.value = ""; field.placeholder = input || "";
+    okButton.hidden = !ok; okButton.textContent = ok || "";
+    dlg.querySelector(".ask-cancel").textContent = ok ? "cancel" : "close";
+    dlg.returnValue = "";
+    dlg.showModal();
+    (input ? field : ok ? okButton : dlg.querySelector(".ask-cancel")).focus();
+    return new Promise((resolve) => dlg.addEventListener("close", () => {
+      if (dlg.returnValue !== "ok") resolve(null);
+      else if (input) resolve(field.value.trim() || null);
+      else resolve(true);
+    }, { once: true }));
+  }
+
+  // Controls act only when they can: operations need a selection, a new rollout needs none in flight.
+  function syncControls() {
+    document.querySelectorAll("button.op").forEach((b) => {
+      b.disabled = selected.size === 0;
+      b.title = selected.size ? "" : "select instances, a fault domain or an update domain first";
+    });
+    const start = document.querySelector("#rollout-form button");
+    const active = document.querySelector('#rollout .rollout[data-active="true"]');
+    if (start) {
+      start.disabled = !!active;
+      start.title = active ? `rollout ${active.dataset.rollout} is ${active.dataset.state}: one at a time per set` : "";
+    }
+  }
+
   function markSelection() {
     document.querySelectorAll("#grid .vm").forEach((el) => el.classList.toggle("selected", selected.has(el.dataset.id)));
     const n = document.getElementById("selcount");
     if (n) n.textContent = `${selected.size} selected`;
+    syncControls();
   }
 
   function chipsWhere(attr, value) {
@@ -58,21 +93,22 @@
       const action = t.dataset.action;
       if (!selected.size) { say("select instances, a fault domain or an update domain first", false); return; }
       const ids = Array.from(selected).sort((a, b) => a - b);
-      if (!confirm(`${action} instance(s) ${ids.join(", ")} of ${rg}/${name}?`)) return;
+      if (!await ask(`${action} instance(s) ${ids.join(", ")} of ${rg}/${name}?`, action)) return;
       await post(`${base}/action`, { action: action, instance_ids: ids });
     } else if (t.matches("button.fleet-op")) {  // a fleet's stage: approve, or reject with a reason
       const fid = t.dataset.fleet, stage = t.dataset.stage, op = t.dataset.op;
       const payload = { stage: stage };
       if (op === "reject") {
-        const reason = prompt(`Reject stage ${stage} of fleet ${fid}: why? (the fleet halts with it)`);
+        const reason = await ask(`Reject stage ${stage} of fleet ${fid}: why? (the fleet halts with it)`, "reject",
+                                 "the reason, recorded with the rejection");
         if (!reason) return;
         payload.reason = reason;
-      } else if (!confirm(`Approve stage ${stage} of fleet ${fid}?`)) return;
+      } else if (!await ask(`Approve stage ${stage} of fleet ${fid}?`, "approve")) return;
       const r = await post(`/fleets/${encodeURIComponent(fid)}/${op}`, payload);
       if (r.ok !== false) setTimeout(() => location.reload(), 500);
     } else if (t.matches("button.rollout-op")) {
       const rid = t.closest(".rollout").dataset.rollout, op = t.dataset.op;
-      if (!confirm(`${op} rollout ${rid}?`)) return;
+      if (!await ask(`${op} rollout ${rid}?`, op)) return;
       await post(`/rollouts/${encodeURIComponent(rid)}/${op}`, {});
     }
   });
@@ -102,7 +138,8 @@
       });
       const plan = await r.json().catch(() => ({ ok: false, message: r.statusText }));
       if (!r.ok || plan.ok === false) { say(plan.message, false); return; }
-      if (!confirm(`${plan.message}\n\nStart this rollout?`)) return;
+      if (plan.nothing) { await ask(plan.message, null); return; }
+      if (!await ask(plan.message, "start rollout")) return;
       await post(`${base}/rollout`, data);
       return;
     }
@@ -111,10 +148,35 @@
     ev.preventDefault();
     const data = formData(form);
     const [question, path] = spec(data);
-    if (!confirm(question)) return;
+    if (!await ask(question, path)) return;
     await post(`${base}/${path}`, data);
   });
 
+  // The index: every set of every subscription; the filter narrows the rows (every word must match), and the
+  // table is fetched again every refresh interval with the filter kept.
+  const index = document.querySelector("main.index");
+  if (index) {
+    const filter = document.getElementById("filter");
+    const apply = () => {
+      const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
+      document.querySelectorAll("#sets tbody").forEach((tb) => {
+        let shown = 0;
+        tb.querySelectorAll("tr.set").forEach((tr) => {
+          const hit = words.every((w) => tr.dataset.text.includes(w));
+          tr.hidden = !hit; shown += hit ? 1 : 0;
+        });
+        const head = tb.querySelector("tr.sub");
+        if (head) head.hidden = shown === 0;
+      });
+    };
+    filter.addEventListener("input", apply);
+    setInterval(async () => {
+      const r = await fetch("/?part=table", { credentials: "same-origin" }).catch(() => null);
+      if (r && r.ok) { document.getElementById("sets").innerHTML = await r.text(); apply(); }
+    }, Number(index.dataset.refresh) || 5000);
+  }
+
+  syncControls();
   if (base && window.EventSource) {
     const conn = document.getElementById("conn");
     const es = new EventSource(`${base}/events`);
@@ -124,7 +186,7 @@
       document.getElementById("grid").innerHTML = m.data;
       markSelection();
     });
-    es.addEventListener("rollout", (m) => { document.getElementById("rollout").innerHTML = m.data; });
+    es.addEventListener("rollout", (m) => { document.getElementById("rollout").innerHTML = m.data; syncControls(); });
     es.addEventListener("summary", (m) => { document.getElementById("summary").innerHTML = m.data; });
     es.addEventListener("history", (m) => { document.getElementById("history").innerHTML = m.data; });
     es.addEventListener("notice", (m) => { const n = JSON.parse(m.data); say(n.text, n.ok); });
