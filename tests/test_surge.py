@@ -54,6 +54,24 @@ def test_surge_never_drops_below_capacity_and_ends_balanced(frozen, up):
     assert {p["floor"] for p in progress} == {20} and {p["batches_total"] for p in progress} == {4}
 
 
+@pytest.mark.parametrize("flags, batches", [
+    (("--strategy", "surge", "--canary", "1", "--max-surge", "2"), 5),  # 1 + 2 + 2 + 2 + 1
+    (("--strategy", "surge", "--max-surge", "3"), 3),
+    (("--strategy", "in-place", "--canary", "1", "--batch-size", "3"), 4),
+])
+def test_every_progress_says_the_plans_batches_and_instances(frozen, up, flags, batches):
+    """What the plan promised is what every view counts against, from the first turn on (a surge's batch in
+    flight counts the VMs it will retire before it has chosen them)."""
+    rg = make_set(frozen, 8)
+    code, events, err = up(rg, "--version", NEW, *flags)
+    assert code == 0, err
+    plan = next(e for e in events if e["type"] == "plan")
+    assert len(plan["plan"]["batches"]) == batches
+    progress = [e for e in events if e["type"] == "progress"]
+    assert {(p["batches_total"], p["total"]) for p in progress} == {(batches, 8)}
+    assert [p["done"] for p in progress] == sorted(p["done"] for p in progress)  # never backwards
+
+
 def test_a_bad_image_removes_the_surge_and_keeps_the_old_vms(frozen, up):
     rg = make_set(frozen, 8)
     t0 = frozen.now()

@@ -111,12 +111,12 @@ class Engine:
             sink.event(event)
 
     def _report(self, kind: str, plan: Plan, started: int, done: int, open_batch: Batch | None,
-                durations: list[float]) -> None:
+                durations: list[float], strategy: Strategy) -> None:
         """Compute this turn's Progress (the one every view renders), store it, and hand it to the sinks."""
         now = self.clock.now()
         healthy = sum(1 for i in self.instances if i.healthy)
         self.history = sample(self.history, now, healthy)
-        in_flight = len(open_batch.instance_ids) if open_batch else 0
+        in_flight = strategy.replacing(open_batch) if open_batch else 0
         p = Progress(
             rollout_id=self.r.id, scale_set=f"{self.api.resource_group}/{self.api.name}", phase=kind,
             state=self._state, target=str(self.previous if kind == "rollback" else self.target),
@@ -125,7 +125,8 @@ class Engine:
             elapsed=self._elapsed(), now=now, simulated=self.simulated,
             eta=progress.eta(durations, self._batch_elapsed(open_batch) if open_batch else None, len(plan.batches),
                              self.policy.pause, self.policy.poll),
-            current=tuple(open_batch.instance_ids) if open_batch else (), history=self.history,
+            current=tuple(open_batch.instance_ids or strategy.watched(open_batch, self.instances)) if open_batch
+            else (), history=self.history,  # (a surge's new VMs until it chooses whom it retires)
             requests=self.requests)
         self.last = p
         self.journal.observed(self.r.id, now, p.to_json())
@@ -428,7 +429,8 @@ class Engine:
             obs = self._observe_turn(phase, needs, strategy)
             plan = remaining(obs, phase, self.policy, needs)
             if obs.instances:
-                self._report(kind, plan, len(phase.batches), len(phase.upgraded), phase.open_batch, phase.durations)
+                self._report(kind, plan, len(phase.batches), len(phase.upgraded), phase.open_batch, phase.durations,
+                             strategy)
             action = decide(obs, phase, self.policy, needs, wanted, plan)
             batch = phase.open_batch
             if not isinstance(action, Wait) or action.floor_wait_since is None:

@@ -60,6 +60,11 @@ class Strategy(Protocol):
         """The instances whose operations a wait on the open batch watches."""
         ...
 
+    def replacing(self, batch: Batch) -> int:
+        """How many of the set's VMs the open batch moves to the new image (the progress's "in flight"): its
+        instances, or a surge's count before it has chosen the VMs it retires."""
+        ...
+
     def elsewhere(self, batch: Batch) -> str | None:
         """The scale set whose instances the open batch is judged on (ARM's view and the gates), when it is not the
         rollout's own (blue/green's new set); None: the rollout's set."""
@@ -84,6 +89,9 @@ class Common:
 
     def watched(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
         return list(batch.instance_ids)
+
+    def replacing(self, batch: Batch) -> int:
+        return len(batch.instance_ids)
 
     def elsewhere(self, batch: Batch) -> str | None:
         return None

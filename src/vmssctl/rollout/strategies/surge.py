@@ -62,10 +62,10 @@ class Surge(Common):
         size = policy.surge_count(base)
         old = [i.instance_id for i in obs.instances if _surge_scope(i, policy, needs)
                and i.instance_id not in in_flight and not _is_new(i, open_batch)]
+        if open_batch is not None and open_batch.state != "retiring":
+            old = old[int(open_batch.meta.get("surge", 0)):]  # the batch in flight will retire that many of them
         canary = _surge_canary(policy, phase) if open_batch is None else 0
         batches = ([old[:canary]] if canary else []) + [old[k:k + size] for k in range(canary, len(old), size)]
-        if open_batch is not None and open_batch.state != "retiring":
-            batches = batches[1:]  # the batch in flight will retire the first of them
         return Plan(batches, base, 0, base, [])
 
     def judged(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str] | None:
@@ -74,6 +74,10 @@ class Surge(Common):
 
     def watched(self, batch: Batch, instances: tuple[Instance, ...] | list[Instance]) -> list[str]:
         return list(batch.instance_ids) if batch.state == "retiring" else surge_judged(batch, instances)
+
+    def replacing(self, batch: Batch) -> int:
+        """The VMs it retires once chosen; before, as many as it adds (its plan no longer lists them)."""
+        return len(batch.instance_ids) if batch.state == "retiring" else int(batch.meta.get("surge", 0))
 
     def next(self, obs: Observation, phase: Phase, policy: RolloutPolicy, needs: Needs, plan: Plan) -> Action:
         by_id, batch = obs.by_id, phase.open_batch
