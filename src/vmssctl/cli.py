@@ -304,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", choices=("table", "json"), default="table")
     demo.add_argument("--version", default=emulator.DEMO_NEW, type=_bounded(inputs.version, "--version"),
                       help="image version to upgrade to")
-    demo.add_argument("--time-scale", type=_bounded(inputs.number, "--time-scale", 1, 100_000), default=120.0,
-                      help="simulated seconds per real second")
+    demo.add_argument("--time-scale", type=_bounded(inputs.number, "--time-scale", 0, 100_000), default=0.0,
+                      help="simulated seconds per real second (default 0: the clock moves as vmssctl waits, so the "
+                           "rollout runs as fast as the work allows and its simulated times are exact)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -669,8 +670,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         api = ScaleSetApi(compute_client(conn), DEMO_RG, DEMO_VMSS)
         admin = AdminClient(conn)
         if args.output != "json":
-            con.print(f"[bold]Embedded emulator[/] at {info['endpoint']} ({args.time_scale:g} simulated seconds per "
-                      "second); everything below goes through azure-mgmt-compute over HTTPS")
+            pace = (f"{args.time_scale:g} simulated seconds per second" if args.time_scale else
+                    "its clock moves as vmssctl waits: simulated time, exact, as fast as the work allows")
+            con.print(f"[bold]Embedded emulator[/] at {info['endpoint']} ({pace}); everything below goes through "
+                      "azure-mgmt-compute over HTTPS")
             render.scale_set(api.get(), "table")
             render.heatmap(api.get(), api.instances())
         journal = Journal(Path(tempfile.mkdtemp(prefix="vmssctl-demo-")) / "journal.sqlite")

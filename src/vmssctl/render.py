@@ -275,7 +275,7 @@ def plan_lines(prepared) -> list[str]:
     if p.skipped:
         out.append(f"  skipped (already on the latest model): {', '.join(p.skipped[:30])}"
                    + (" ..." if len(p.skipped) > 30 else ""))
-    out.append(f"  estimate: ~{_duration(prepared.estimate_seconds())} (typical 4 min a batch"
+    out.append(f"  estimate: ~{_duration(prepared.estimate_seconds())} ({prepared.estimate_basis}"
                + (" plus pauses" if pol.pause else "")
                + ("; simulated time on the emulator)" if prepared.simulated else ")"))
     return out

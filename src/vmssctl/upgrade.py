@@ -8,6 +8,7 @@ is written before ``start``.
 from __future__ import annotations
 
 import contextlib
+import statistics
 from dataclasses import dataclass, replace
 
 from vmssctl.azure import Connection
@@ -21,10 +22,9 @@ from vmssctl.rollout.clock import Clock, clock_for
 from vmssctl.rollout.engine import REQUESTED, TAG, Engine
 from vmssctl.rollout.events import Sink
 from vmssctl.rollout.journal import MOVING, Journal, Rollout, scale_set_key
-from vmssctl.rollout.turn import protected
+from vmssctl.rollout.progress import DEFAULT_BATCH_SECONDS
+from vmssctl.rollout.turn import Phase, protected
 from vmssctl.target import ImageChange, behind, diff, same_image, wants_latest
-
-TYPICAL_BATCH_SECONDS = 240.0
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Prepared:
     backends: list[Backend] | None = None  # the load balancers in front of the set, when the plan read them
     quota: str | None = None  # what the region's vCPU quota says of the VMs a surge or blue/green adds
     image: str | None = None  # whether the image can be used in the set's region (None: not checked)
+    measured: tuple[float, str] | None = None  # (median batch seconds, rollout) of the set's last good rollout
 
     @property
     def protected(self) -> list[str]:
@@ -51,11 +52,40 @@ class Prepared:
 
     def estimate_seconds(self) -> float:
         if self.policy.strategy == BLUE_GREEN:  # green comes up, then the bake (which covers the drain)
-            return TYPICAL_BATCH_SECONDS + max(self.policy.bake, self.policy.drain_timeout)
+            return DEFAULT_BATCH_SECONDS + max(self.policy.bake, self.policy.drain_timeout)
         n = len(self.plan.batches)
+        return n * self.batch_seconds + max(0, n - 1) * self.policy.pause
+
+    @property
+    def batch_seconds(self) -> float:
+        """A batch, drain included: as the set's last rollout measured them; until one has, what the emulator's
+        VMs take (its upgrade, then the set's health grace period), or a typical Azure figure."""
+        if self.measured is not None:
+            return self.measured[0]
         drain = self.policy.drain_timeout if (self.policy.drain == "lb" and self.scale_set.lb_pools) or \
             self.policy.drain in ("hook", "appgw") else 0.0
-        return n * (TYPICAL_BATCH_SECONDS + drain) + max(0, n - 1) * self.policy.pause
+        return (self._emulated() or DEFAULT_BATCH_SECONDS) + drain
+
+    def _emulated(self) -> float | None:
+        """The emulator's durations for a batch (its VMs take as long as its timing table says, which follows
+        recorded Azure reimages) and one poll to see it; None against Azure."""
+        if not self.simulated:
+            return None
+        from vmssctl.emulator import timing
+
+        grace = self.scale_set.health_grace
+        if grace is None and self.scale_set.health_signal == "Application Health extension":
+            grace = timing.HEALTH_GRACE
+        return timing.upgrade_seconds() + (grace or 0.0) + self.policy.poll
+
+    @property
+    def estimate_basis(self) -> str:
+        """Where the estimate's batch time comes from, in the plan's words."""
+        if self.measured is not None:
+            return f"{_clock(self.measured[0])} a batch, as rollout {self.measured[1]} of this set took"
+        if self.simulated:
+            return f"{_clock(self.batch_seconds)} a batch, the emulator's upgrade and the set's health grace period"
+        return f"typical {_clock(DEFAULT_BATCH_SECONDS)} a batch"
 
     def to_json(self) -> dict:
         from vmssctl.render import load_balancing
@@ -65,7 +95,8 @@ class Prepared:
             "from": self.scale_set.image.to_json(), "to": self.target.to_json(),
             "diff": [{"field": f, "from": a, "to": b} for f, a, b in self.diff],
             "policy": self.policy.to_json(), "plan": self.plan.to_json(),
-            "estimateSeconds": self.estimate_seconds(), "resume": self.resume.id if self.resume else None,
+            "estimateSeconds": self.estimate_seconds(), "estimateBasis": self.estimate_basis,
+            "resume": self.resume.id if self.resume else None,
             "healthSignal": health_signal(self.scale_set, self.policy), "simulated": self.simulated,
             "protected": self.protected, "quota": _plain(self.quota) if self.quota else None,
             "image": _plain(self.image) if self.image else None,
@@ -144,7 +175,25 @@ def prepare(api: Gateway, journal: Journal, conn: Connection, change: ImageChang
         raise UsageError(f"--canary {policy.canary}: the set has only {plan.capacity} instances; a canary is a few "
                          "of them, upgraded first")
     quota = _quota(api, ss, policy, plan, len(instances)) if plan.pending and active is None else None
-    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends, quota, image)
+    return Prepared(ss, instances, target, policy, plan, active, conn.is_emulator, backends, quota, image,
+                    measured(journal, key, policy))
+
+
+def measured(journal: Journal, key: str, policy: RolloutPolicy) -> tuple[float, str] | None:
+    """The median batch (drain included) of the set's last good rollout of the same strategy and batching, with
+    its id: what this set's VMs, image and health signal really take, in place of a typical figure."""
+    last = journal.last_succeeded(key)
+    if last is None:
+        return None
+    was = RolloutPolicy.from_json(last.policy)
+    if (was.strategy, was.drain, was.drain_timeout) != (policy.strategy, policy.drain, policy.drain_timeout):
+        return None
+    took = Phase("forward", tuple(b for b in journal.batches(last.id) if b.kind == "forward")).durations
+    return (statistics.median(took), last.id) if took else None
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _image_check(api: Gateway, ss: ScaleSet, target: ImageRef, policy: RolloutPolicy) -> str | None:

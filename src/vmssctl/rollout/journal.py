@@ -340,6 +340,12 @@ class Journal:
                        tuple(runs)).fetchall()
         return [self._rollout(r) for r in rows]
 
+    def last_succeeded(self, key: str) -> Rollout | None:
+        """The set's newest rollout that finished well: what its batches took is the next plan's estimate."""
+        row = self._x("SELECT * FROM rollouts WHERE scale_set = ? AND state = 'succeeded' ORDER BY created DESC",
+                      (key,)).fetchone()
+        return self._rollout(row) if row else None
+
     def active_for(self, key: str) -> Rollout | None:
         row = self._x("SELECT * FROM rollouts WHERE scale_set = ? AND state IN (?,?,?) ORDER BY created DESC",
                       (key, *ACTIVE)).fetchone()
