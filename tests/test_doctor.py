@@ -48,3 +48,31 @@ def test_doctor_in_a_terminal_is_a_line_each(emu, capsys):
     assert out.count("\n") == 7 and out.startswith("ok") and "health signal" in out
     assert main(["doctor", "-g", rg, "-n", "web", "--emulator", str(emu.state_dir), "--version", "1.2"]) == 2
     assert "version" in capsys.readouterr().err
+
+
+def test_joining_the_subnet_and_pools_is_asked_for_blue_green_and_refused_as_arm_refuses_it(emu, capsys):
+    """A new set joins the subnet and every pool its model names: ARM's linked access check asks the caller for
+    each join action. Doctor asks the permissions API first (the subnet on itself, a pool on its load balancer);
+    the emulator refuses a write naming what may not be joined with 403 LinkedAuthorizationFailed."""
+    import pytest
+    from azure.core.exceptions import HttpResponseError
+
+    from vmssctl.emulator.server import demo_scale_set
+
+    rg, _ = set_behind_a_load_balancer(emu, 2)
+    code, checks = doctor(emu, capsys, rg, "--strategy", "blue-green")
+    assert code == 0 and checks["joins"]["ok"] is True, checks
+    assert "may join the set's 2 subnet(s) and pool(s)" in checks["joins"]["said"]
+    emu.admin("PUT", "permissions", {"deny": ["Microsoft.Network/virtualNetworks/subnets/join/action"]})
+    try:
+        code, checks = doctor(emu, capsys, rg, "--strategy", "blue-green")
+        assert code == 1 and checks["joins"]["ok"] is False
+        assert "subnets/join/action on " in checks["joins"]["said"] and "Network Contributor" in checks["joins"]["fix"]
+        code, checks = doctor(emu, capsys, rg)  # in place writes no network configuration: nothing to join
+        assert code == 0 and "joins" not in checks
+        with pytest.raises(HttpResponseError) as refused:
+            emu.client().virtual_machine_scale_sets.begin_create_or_update(rg, "web2", demo_scale_set(1)).result()
+        assert refused.value.error.code == "LinkedAuthorizationFailed"
+        assert "subnets/join/action" in str(refused.value) and "linked scope(s)" in str(refused.value)
+    finally:
+        emu.admin("PUT", "permissions", {"deny": []})

@@ -683,9 +683,10 @@ class NetworkApi:
         return out
 
     def refused_on(self, rg: str, provider: str, kind: str, name: str | None,
-                   actions: tuple[str, ...]) -> list[str] | None:
-        """Which of ``actions`` the credential may not do on one resource (``name`` None: on its resource group),
-        as the permissions API says; None when it cannot say."""
+                   actions: tuple[str, ...], parent: str = "") -> list[str] | None:
+        """Which of ``actions`` the credential may not do on one resource (``name`` None: on its resource group;
+        ``parent``: a child's parent, ``virtualNetworks/vnet`` for a subnet), as the permissions API says; None
+        when it cannot say."""
         if self.authorization is None:
             return None
         from azure.core.exceptions import HttpResponseError
@@ -693,10 +694,31 @@ class NetworkApi:
         try:
             perms = self.authorization.permissions
             grants = list(perms.list_for_resource_group(rg) if name is None else
-                          perms.list_for_resource(rg, provider, "", kind, name))
+                          perms.list_for_resource(rg, provider, parent, kind, name))
         except HttpResponseError:
             return None
         return [a for a in actions if not any(_grants(p, a) for p in grants)]
+
+    def refused_joins(self, joins: list[tuple[str, str]]) -> list[str] | None:
+        """Which (join action, resource id) pairs the credential may not do, as ``action on rg/resource``: a
+        subnet asked on itself (roles are often granted there), a pool on its load balancer or gateway. None
+        when the permissions API cannot say."""
+        out: list[str] = []
+        for action, rid in joins:
+            parts = rid.strip("/").split("/")
+            if len(parts) < 10 or parts[4].lower() != "providers":
+                continue
+            rg, provider = parts[3], parts[5]
+            if parts[8].lower() == "subnets":  # .../virtualNetworks/V/subnets/S
+                refused = self.refused_on(rg, provider, "subnets", parts[9], (action,), f"{parts[6]}/{parts[7]}")
+                where = f"{rg}/{parts[7]}/{parts[9]}"
+            else:  # a pool: asked on its load balancer or gateway
+                refused = self.refused_on(rg, provider, parts[6], parts[7], (action,))
+                where = f"{rg}/{parts[7]}"
+            if refused is None:
+                return None
+            out += [f"{a} on {where}" for a in refused if f"{a} on {where}" not in out]
+        return out
 
     @_arm
     def backends(self, model: ScaleSet, health: bool = True) -> list[Backend]:

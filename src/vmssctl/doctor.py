@@ -70,6 +70,9 @@ def run(conn, api, network, policy: RolloutPolicy, change: ImageChange | None) -
                      "be checked", "" if signal else "add the Application Health extension, a load balancer probe, "
                      "or a gate (--probe-url, --hook, a policy file's [[gates]])"))
     out += _fronts(network, ss)
+    joins = ss.joins(policy.strategy, policy.drain)
+    if joins:
+        out.append(_joins(network, joins, policy))
     if change is not None and not change.empty:
         out.append(_image(api, ss, change))
     return out
@@ -113,6 +116,20 @@ def _fronts(network, ss: ScaleSet) -> list[Check]:
                          if not missing else f"the credential lacks {'; '.join(missing)}",
                          "" if not missing else "grant Network Contributor on the load balancer, or pass --drain none"))
     return out
+
+
+def _joins(network, joins: list[tuple[str, str]], policy: RolloutPolicy) -> Check:
+    """What ARM's linked access check will ask of the writes this rollout makes: joining the set's subnets and
+    pools (a new set's model, a VM's own network configuration)."""
+    what = "the new set's VMs" if policy.strategy == BLUE_GREEN else "each VM's network configuration"
+    missing = network.refused_joins(joins)
+    if missing is None:
+        return Check("joins", None, f"the permissions API could not say whether {what} may join the subnets and "
+                     "pools (ARM's linked access check says at the first write)")
+    if missing:
+        return Check("joins", False, f"the credential lacks {'; '.join(missing)}", "grant Network Contributor on "
+                     "the subnet and on the load balancer or gateway (or a role with their join actions)")
+    return Check("joins", True, f"{what} may join the set's {len(joins)} subnet(s) and pool(s)")
 
 
 def _image(api, ss: ScaleSet, change: ImageChange) -> Check:

@@ -104,6 +104,19 @@ class ScaleSet:
     rolling_max_surge: bool = False  # rollingUpgradePolicy.maxSurge: Azure replaces VMs instead of upgrading them
     lb_pools: tuple[str, ...] = ()  # the load balancer backend pools its NIC configurations name (resource ids)
     gateway_pools: tuple[str, ...] = ()  # the Application Gateway backend pools they name
+    subnets: tuple[str, ...] = ()  # the subnets its NICs join (new VMs join them: blue/green's set, a surge)
+
+    def joins(self, strategy: str, drain: str) -> list[tuple[str, str]]:
+        """(join action, resource id) a rollout writes into ARM's linked access check: a new set's model names its
+        subnets and every pool (blue/green); a VM's own network configuration, rewritten to leave and rejoin an
+        Application Gateway's pools, names its subnets and those pools (``--drain appgw``)."""
+        subnet = [("Microsoft.Network/virtualNetworks/subnets/join/action", s) for s in self.subnets]
+        lb = [("Microsoft.Network/loadBalancers/backendAddressPools/join/action", p) for p in self.lb_pools]
+        gw = [("Microsoft.Network/applicationGateways/backendAddressPools/join/action", p)
+              for p in self.gateway_pools]
+        if strategy == "blue-green":
+            return subnet + lb + gw
+        return subnet + gw if drain == "appgw" else []
 
     @property
     def has_health_signal(self) -> bool:
@@ -130,6 +143,7 @@ class ScaleSet:
             rolling_max_surge=bool(getattr(_rolling_policy(vmss), "max_surge", False)),
             lb_pools=_pools(vmp, "load_balancer_backend_address_pools"),
             gateway_pools=_pools(vmp, "application_gateway_backend_address_pools"),
+            subnets=_named(vmp, lambda ipc: [getattr(getattr(ipc, "subnet", None), "id", None)]),
         )
 
     def to_json(self) -> dict:
@@ -331,17 +345,20 @@ def _text(value: Any) -> str | None:
     return getattr(value, "value", value)
 
 
-def _pools(vmp: Any, attr: str) -> tuple[str, ...]:
-    """The backend pools (a load balancer's or an Application Gateway's: ``attr``) a model's NIC IP configurations
-    name, once each, in order."""
+def _named(vmp: Any, ids: Any) -> tuple[str, ...]:
+    """The resource ids ``ids(ip_configuration)`` gives over a model's NIC IP configurations, once each, in order."""
     out: list[str] = []
     for nic in getattr(getattr(vmp, "network_profile", None), "network_interface_configurations", None) or []:
         for ipc in getattr(nic, "ip_configurations", None) or []:
-            for pool in getattr(ipc, attr, None) or []:
-                pid = getattr(pool, "id", None)
-                if pid and pid.lower() not in (p.lower() for p in out):
-                    out.append(pid)
+            for rid in ids(ipc):
+                if rid and rid.lower() not in (p.lower() for p in out):
+                    out.append(rid)
     return tuple(out)
+
+
+def _pools(vmp: Any, attr: str) -> tuple[str, ...]:
+    """The backend pools (a load balancer's or an Application Gateway's: ``attr``) a model's NICs name."""
+    return _named(vmp, lambda ipc: [getattr(pool, "id", None) for pool in getattr(ipc, attr, None) or []])
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,48 @@ def scope_of(segs: list[str]) -> str:
     return "/" + "/".join(segs[:4])
 
 
+# A write naming another resource by id joins it (a NIC to a subnet, a VM to a pool): ARM's linked access check
+# asks the caller for the join action on each resource the body names, as RBAC names them.
+JOINS = (
+    (re.compile(r"/providers/microsoft\.network/virtualnetworks/[^/]+/subnets/[^/]+$", re.I),
+     "Microsoft.Network/virtualNetworks/subnets/join/action"),
+    (re.compile(r"/providers/microsoft\.network/loadbalancers/[^/]+/backendaddresspools/[^/]+$", re.I),
+     "Microsoft.Network/loadBalancers/backendAddressPools/join/action"),
+    (re.compile(r"/providers/microsoft\.network/loadbalancers/[^/]+/inboundnatpools/[^/]+$", re.I),
+     "Microsoft.Network/loadBalancers/inboundNatPools/join/action"),
+    (re.compile(r"/providers/microsoft\.network/loadbalancers/[^/]+/probes/[^/]+$", re.I),
+     "Microsoft.Network/loadBalancers/probes/join/action"),
+    (re.compile(r"/providers/microsoft\.network/applicationgateways/[^/]+/backendaddresspools/[^/]+$", re.I),
+     "Microsoft.Network/applicationGateways/backendAddressPools/join/action"),
+)
+
+
+def linked(body: object) -> list[tuple[str, str]]:
+    """(join action, linked scope) for every resource id the body names that a write would join."""
+    out: list[tuple[str, str]] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "id" and isinstance(x, str):
+                    out.extend((action, x) for pattern, action in JOINS if pattern.search(x))
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(body)
+    return list(dict.fromkeys(out))
+
+
+def linked_refusal(action: str, segs: list[str], refused: list[tuple[str, str]]) -> str:
+    """ARM's words when the caller may write the resource but not join what it names."""
+    return (f"The client '{PRINCIPAL}' with object id '{PRINCIPAL}' has permission to perform action '{action}' on "
+            f"scope '{scope_of(segs)}'; however, it does not have permission to perform action(s) "
+            f"'{', '.join(dict.fromkeys(a for a, _ in refused))}' on the linked scope(s) "
+            f"'{', '.join(s for _, s in refused)}' (respectively) or the linked scope(s) are invalid.")
+
+
 def refusal(action: str, segs: list[str]) -> str:
     """ARM's words for a denied action."""
     return (f"The client '{PRINCIPAL}' with object id '{PRINCIPAL}' does not have authorization to perform action "

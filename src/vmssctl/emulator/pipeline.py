@@ -1,7 +1,7 @@
 """The ARM request pipeline: ordered stages each request passes (Azurite's middleware chain, Starlette's
 model): request id → envelope and errors → authentication → api-version → throttling → injected latency →
-route → authorization → injected faults → body → scope → handler. A stage answers, or passes the call on to the
-next one.
+route → authorization → injected faults → body → linked access → scope → handler. A stage answers, or passes the
+call on to the next one.
 """
 
 from __future__ import annotations
@@ -201,6 +201,18 @@ async def json_body(call: Call, nxt: Next) -> Response:
     return await nxt(call)
 
 
+async def linked_access(call: Call, nxt: Next) -> Response:
+    """A write that joins what its body names (a subnet, a pool) needs the join action on each: ARM's linked
+    access check, refused as 403 ``LinkedAuthorizationFailed`` before anything happens."""
+    if call.method in ("PUT", "PATCH") and call.body is not None:
+        refused = [(a, s) for a, s in authorization.linked(call.body) if not call.emu.authorization.allows(a)]
+        if refused:
+            segs = [s for s in call.request.url.path.split("/") if s]
+            raise ArmError(403, "LinkedAuthorizationFailed", authorization.linked_refusal(
+                authorization.action_of(call.method, segs), segs, refused))
+    return await nxt(call)
+
+
 async def scope(call: Call, nxt: Next) -> Response:
     """The subscription exists, and the resource group is one of it."""
     params, groups = call.match.params, call.emu.world.resource_groups
@@ -222,7 +234,7 @@ async def handle(call: Call, nxt: Next) -> Response:
 
 
 STAGES: tuple[Stage, ...] = (request_ids, errors, authenticate, api_version, throttle, latency, routed, authorize,
-                             injected_faults, json_body, scope, handle)
+                             injected_faults, json_body, linked_access, scope, handle)
 
 
 async def run(call: Call, stages: tuple[Stage, ...] = STAGES) -> Response:

@@ -121,6 +121,8 @@ TABLE: list[tuple[str, dict[str, tuple[Name, Handler]]]] = [
     (RG + "/" + PERMISSIONS, {"GET": ("Permissions_ListForResourceGroup", resources.permissions)}),
     (RG + "/providers/{namespace}/{type}/{resource}/" + PERMISSIONS,
      {"GET": ("Permissions_ListForResource", resources.permissions)}),
+    (RG + "/providers/{namespace}/{ptype}/{parent}/{type}/{resource}/" + PERMISSIONS,  # a child: a subnet
+     {"GET": ("Permissions_ListForResource", resources.permissions)}),
 ]
 
 
