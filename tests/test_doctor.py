@@ -76,3 +76,14 @@ def test_joining_the_subnet_and_pools_is_asked_for_blue_green_and_refused_as_arm
         assert "subnets/join/action" in str(refused.value) and "linked scope(s)" in str(refused.value)
     finally:
         emu.admin("PUT", "permissions", {"deny": []})
+
+
+def test_a_set_without_a_health_signal_is_a_line_saying_what_to_add(emu, capsys):
+    from tests.helpers import make_set
+
+    rg = make_set(emu, 2, health=False)
+    code, checks = doctor(emu, capsys, rg)
+    assert code == 1 and checks["health signal"]["ok"] is False
+    assert "only power and provisioning state" in checks["health signal"]["said"]
+    assert "Application Health extension" in checks["health signal"]["fix"]
+    assert checks["load balancers"]["ok"] is None  # nothing in front: said, neither good nor bad
