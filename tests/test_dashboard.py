@@ -220,7 +220,9 @@ def test_the_index_lists_every_set_of_both_subscriptions_with_its_figures_and_fi
         assert key in keys
     assert page.locator("table.sets tr.sub").count() == 2  # each subscription under its name
     a = page.locator(f'tr.set[data-set="{sub1}/index-a/web"]')
-    assert "Uniform" in a.inner_text() and "Manual" in a.inner_text()
+    assert "Uniform" in a.inner_text() and "Manual" in a.inner_text()  # the model, from the listing at once
+    # the figures from the sets' instances, read in the background: the table brings them on its next refresh
+    page.wait_for_selector(f'tr.set[data-set="{sub1}/index-a/web"] td[data-healthy]', timeout=20000)
     assert a.locator("td[data-healthy]").inner_text() == "4/4" and a.locator("td[data-on]").inner_text() == "4 of 4"
     c_row = page.locator(f'tr.set[data-set="{sub2}/index-c/web"]')
     page.wait_for_function(f"document.querySelector('tr.set[data-set=\"{sub2}/index-c/web\"]')"

@@ -856,10 +856,19 @@ def list_scale_sets(client: ComputeManagementClient) -> list[tuple[str, str, str
 @_arm
 def list_set_refs(client: ComputeManagementClient, subscription: str = "") -> list:
     """Every scale set of the client's subscription with its location and tags (what a fleet selects on)."""
+    return [ref for ref, _ in list_set_models(client, subscription)]
+
+
+@_arm
+def list_set_models(client: ComputeManagementClient, subscription: str = "") -> list:
+    """Every scale set of the client's subscription, as (SetRef, ScaleSet) from one listing (the ScaleSet None for
+    a set without a VM profile: a Flexible set that has none yet)."""
     from vmssctl.fleet.spec import SetRef
+    from vmssctl.model import ScaleSet
 
     out = []
     for vmss in client.virtual_machine_scale_sets.list_all():
         rg = vmss.id.split("/resourceGroups/")[1].split("/")[0] if vmss.id else ""
-        out.append(SetRef(rg, vmss.name or "", vmss.location or "", dict(vmss.tags or {}), subscription))
-    return sorted(out, key=lambda r: (r.resource_group.lower(), r.name.lower()))
+        model = ScaleSet.from_sdk(vmss, rg) if vmss.virtual_machine_profile is not None else None
+        out.append((SetRef(rg, vmss.name or "", vmss.location or "", dict(vmss.tags or {}), subscription), model))
+    return sorted(out, key=lambda x: (x[0].resource_group.lower(), x[0].name.lower()))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -32,12 +33,13 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from vmssctl import inputs
-from vmssctl.azure import Connection, Operation, ScaleSetApi, compute_client, list_set_refs, list_subscriptions
+from vmssctl.azure import Connection, Operation, ScaleSetApi, compute_client, list_set_models, list_subscriptions
 from vmssctl.dashboard import html
 from vmssctl.dashboard.security import COOKIE, Security
 from vmssctl.dashboard.watch import Balancing, Watchers
 from vmssctl.errors import ArmError, UsageError, VmssctlError
 from vmssctl.fleet.view import LIVE
+from vmssctl.model import ScaleSet
 from vmssctl.policy import load as load_policy
 from vmssctl.rollout.journal import Journal, scale_set_key
 from vmssctl.rollout.progress import Progress
@@ -81,6 +83,7 @@ class Dashboard:
     login_codes: set[str] = field(default_factory=set)  # one-time codes of login links not used yet
     notices: list[dict] = field(default_factory=list)
     fleet_database: str | None = None  # DBOS's database of the fleets (default: beside the journal)
+    index_reads: asyncio.Future | None = None  # the index's background reads of the sets' instances
 
     def __post_init__(self) -> None:
         self.watchers = Watchers(self._fetcher, self.interval)
@@ -197,10 +200,16 @@ def _dash(request: Request) -> Dashboard:
 async def _sets(d: Dashboard) -> tuple[list[tuple[str, str, str, str]], str | None]:
     """Every scale set of every subscription the connection knows, as (subscription, group, name, location), or
     none and why not (ARM unreachable): the page shows the reason as a banner."""
-    def listing() -> list[tuple[str, str, str, str]]:
+    listed, error = await _set_models(d)
+    return [(sub, ref.resource_group, ref.name, ref.location) for sub, ref, _ in listed], error
+
+
+async def _set_models(d: Dashboard) -> tuple[list[tuple[str, Any, ScaleSet | None]], str | None]:
+    """Every scale set of every subscription, with its model, from one listing a subscription."""
+    def listing() -> list[tuple[str, Any, ScaleSet | None]]:
         out = []
         for sub, _ in d.subscriptions():
-            out += [(sub, r.resource_group, r.name, r.location) for r in list_set_refs(d.client_for(sub), sub)]
+            out += [(sub, ref, model) for ref, model in list_set_models(d.client_for(sub), sub)]
         return out
     try:
         return await run_in_threadpool(listing), None
@@ -217,33 +226,50 @@ def _picker(d: Dashboard, sets: list[tuple[str, str, str, str]], current: SetId 
     return html.picker(sets, current.key if current else None, rg_filter, names)
 
 
-INDEX_READS = 8  # sets read at once for the index (each: the set and its instances, shared with its own page)
+INDEX_READS = 8  # sets whose instances are read at once for the index (in the background)
 
 
-async def _rows(d: Dashboard, sets: list[tuple[str, str, str, str]]) -> list[html.SetRow]:
-    """The index's rows: each set as its watcher last saw it (read now when older than the refresh interval, so an
-    open index costs ARM what the sets' own pages would), and its rollout in flight from the journal."""
+def _rows(d: Dashboard, listed: list[tuple[str, Any, ScaleSet | None]]) -> list[html.SetRow]:
+    """The index's rows at once: each set's model from the listing, its instances as its watcher last saw them
+    (none yet: the figures follow on a later refresh), its rollout in flight from the journal. Sets seen longer
+    ago than the refresh interval are read again in the background, a few at a time: an open index costs ARM
+    what the sets' own pages would, and never holds the page."""
+    j, stale = d.journal(), []
+    rows = []
+    for sub, ref, model in listed:
+        watcher = d.watchers.get(sub, ref.resource_group, ref.name)
+        view = watcher.view
+        if view is None or time.monotonic() - view.at >= d.interval:
+            stale.append(watcher)
+        rows.append(html.SetRow(sub, ref.resource_group, ref.name, ref.location, model,
+                                view.instances if view is not None else None, view.error if view else None,
+                                j.active_for(scale_set_key(sub, ref.resource_group, ref.name))))
+    if stale:
+        d.index_reads = asyncio.ensure_future(_read_all(stale, d.index_reads))
+    return rows
+
+
+async def _read_all(watchers: list, previous: asyncio.Future | None) -> None:
+    if previous is not None and not previous.done():
+        return  # the last round is still reading
     limit = asyncio.Semaphore(INDEX_READS)
 
-    async def one(sub: str, rg: str, name: str, loc: str) -> html.SetRow:
+    async def one(w) -> None:
         async with limit:
-            view = await d.watchers.get(sub, rg, name).refresh()
-        return html.SetRow(sub, rg, name, loc, view.scale_set, view.instances, view.error, None)
-
-    rows = await asyncio.gather(*(one(*s) for s in sets))
-    j = d.journal()
-    return [replace(r, rollout=j.active_for(scale_set_key(r.sub, r.rg, r.name))) for r in rows]
+            await w.refresh()
+    await asyncio.gather(*(one(w) for w in watchers))
 
 
 async def index(request: Request) -> Response:
     """Every scale set of every subscription, with its figures and rollout; ``?part=table`` is the table alone,
     which the page fetches again every refresh interval."""
     d = _dash(request)
-    sets, error = await _sets(d)
+    listed, error = await _set_models(d)
     part = request.query_params.get("part") == "table"
-    if len(sets) == 1 and not part:
-        return RedirectResponse(SetId(*sets[0][:3]).path, 303)
-    table = html.set_table(await _rows(d, sets), d.subscription_names())
+    if len(listed) == 1 and not part:
+        sub, ref, _ = listed[0]
+        return RedirectResponse(SetId(sub, ref.resource_group, ref.name).path, 303)
+    table = html.set_table(_rows(d, listed), d.subscription_names())
     if part:
         return HTMLResponse(html.banner(error) + table)
     body = (f'<main class="content index" data-refresh="{int(d.interval * 1000)}"><h2>Scale sets</h2>'

@@ -261,8 +261,8 @@ class SetRow:
     rg: str
     name: str
     location: str
-    scale_set: ScaleSet | None
-    instances: list[Instance]
+    scale_set: ScaleSet | None  # from the subscription's listing
+    instances: list[Instance] | None  # as last read (None: not yet)
     error: str | None
     rollout: Rollout | None
 
@@ -290,16 +290,19 @@ def _set_row(r: SetRow) -> str:
     ss, key = r.scale_set, f"{r.sub}/{r.rg}/{r.name}".lower()
     link = f'<a href="{set_path(r.sub, r.rg, r.name)}" data-set="{e(key)}">{e(r.rg)}/<b>{e(r.name)}</b></a>'
     if ss is None:
-        cells = f'<td colspan="8" class="error">{e(r.error or "not read yet")}</td>'
+        cells = f'<td colspan="8" class="muted">{e(r.error or "no VM profile")}</td>'
     else:
-        healthy = sum(1 for i in r.instances if i.healthy)
-        on_it = sum(1 for i in r.instances if i.latest_model)
-        low = " low" if healthy < len(r.instances) else ""
+        if r.instances is None or r.error:  # not read yet (or not readable): the figures follow
+            healthy_cell = on_cell = f'<td class="num muted" title="{e(r.error or "reading…")}">…</td>'
+        else:
+            healthy = sum(1 for i in r.instances if i.healthy)
+            on_it = sum(1 for i in r.instances if i.latest_model)
+            low = " low" if healthy < len(r.instances) else ""
+            healthy_cell = f'<td class="num health{low}" data-healthy="{healthy}">{healthy}/{len(r.instances)}</td>'
+            on_cell = f'<td class="num" data-on="{on_it}">{on_it} of {len(r.instances)}</td>'
         cells = (f"<td>{e(r.location)}</td><td>{e(ss.orchestration_mode)}</td><td>{e(ss.upgrade_mode)}</td>"
-                 f'<td class="num">{ss.capacity}</td>'
-                 f'<td class="num health{low}" data-healthy="{healthy}">{healthy}/{len(r.instances)}</td>'
-                 f'<td title="{e(ss.image)}">{e(ss.image.short)}</td>'
-                 f'<td class="num" data-on="{on_it}">{on_it} of {len(r.instances)}</td>'
+                 f'<td class="num">{ss.capacity}</td>{healthy_cell}'
+                 f'<td title="{e(ss.image)}">{e(ss.image.short)}</td>{on_cell}'
                  f"<td>{_rollout_cell(r.rollout)}</td>")
     text = " ".join(x for x in (r.sub, r.rg, r.name, r.location, str(ss.image) if ss else "",
                                 ss.orchestration_mode if ss else "", ss.upgrade_mode if ss else "",
