@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -45,7 +45,8 @@ Handler = Callable[[Ctx], Response]
 
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers=headers, media_type=JSON)
+    """ARM's JSON (orjson: encoding was half of a 1,000-VM listing's cost with the standard library's)."""
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status, headers=headers, media_type=JSON)
 
 
 def error_response(err: ArmError, headers: dict | None = None) -> Response:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vmssctl import inputs
 from vmssctl.emulator import defaults, images, timing, validate
@@ -65,9 +66,21 @@ class ScaleSet:
     def vm_profile(self) -> dict:
         return self.model["properties"]["virtualMachineProfile"]
 
+    def _of_model(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A value derived from the model, kept beside the model it was made of (not a dataclass field: never
+        persisted). A new model is a new dict, and only the capacity is ever changed in place, which none of
+        these read: a listing asks them of every VM."""
+        cached = self.__dict__.get(name)
+        if cached is not None and cached[0] is self.model:
+            return cached[1]
+        value = compute()
+        self.__dict__[name] = (self.model, value)
+        return value
+
     @property
     def profile_digest(self) -> str:
-        return digest([self.vm_profile, self.model["sku"].get("name")])
+        """The fingerprint of the model's VM profile and size (which VMs run the latest model)."""
+        return self._of_model("_digest", lambda: digest([self.vm_profile, self.model["sku"].get("name")]))
 
     @property
     def fault_domains(self) -> int:
@@ -76,7 +89,8 @@ class ScaleSet:
     @property
     def flexible(self) -> bool:
         """Flexible orchestration: the set's VMs are ordinary virtual machines, named, without update domains."""
-        return str(self.model["properties"].get("orchestrationMode", "Uniform")).lower() == "flexible"
+        return self._of_model("_flexible", lambda: str(self.model["properties"].get(
+            "orchestrationMode", "Uniform")).lower() == "flexible")
 
     def lookup(self, raw: object) -> Instance | None:
         """The VM an instanceId names: a number in a Uniform set, a VM name (any case) in a Flexible one."""
@@ -92,6 +106,9 @@ class ScaleSet:
 
     def health_grace(self) -> float | None:
         """Grace period of the Application Health extension, or None when the model has none."""
+        return self._of_model("_grace", self._health_grace)
+
+    def _health_grace(self) -> float | None:
         for ext in (self.vm_profile.get("extensionProfile") or {}).get("extensions") or []:
             props = ext.get("properties") or {}
             if str(props.get("type", "")).lower() in HEALTH_EXTENSION_TYPES:
