@@ -256,6 +256,47 @@ def test_the_in_process_reading_agrees_with_the_sdks(tmp_path):
             assert a.health_since is None or abs(a.health_since - b.health_since) <= 0.001
 
 
+def test_reading_the_listings_json_agrees_with_the_sdks_models(tmp_path):
+    """The gateway reads a listing's pages as JSON (building the SDK's models of every VM was most of a rollout's
+    CPU): for every VM body the emulator serves in a rollout's life (upgrading, failed, protected, its own
+    network configuration, healthy and not, a Flexible set's VMs in zones) and the Compute spec's examples, the
+    JSON reading is the SDK models' reading, field for field (timestamps included)."""
+    import json
+    from pathlib import Path
+
+    from azure.mgmt.compute import models as m
+
+    from vmssctl.azure import instance_from_json, vm_from_json
+    from vmssctl.emulator import shapes
+    from vmssctl.model import ImageRef, Instance
+
+    bodies, flexible = [], []
+    rig = make(tmp_path, 6)
+    ss = rig.world.scale_sets.get("rg", "web")
+    ss.instances[1].protection = {"protectFromScaleIn": True, "protectFromScaleSetActions": True}
+    fault(rig.world, "fail", instanceId="2", version=NEW)
+    rig.gateway.upgrade(["2", "4"])
+    for advance in (0, 20, 900):
+        rig.world.clock.advance(advance)
+        bodies += [shapes.instance(rig.world, ss, i, expand) for i in ss.instances.values() for expand in (True, False)]
+    flex = frozen_world(1)
+    create_set(flex, "rg", name="flex", capacity=3, flexible=True, zones=["1", "2", "3"])
+    fs = flex.scale_sets.get("rg", "flex")
+    flexible += [shapes.vm(flex, fs, i, True) for i in fs.instances.values()]
+    examples = Path(__file__).parent / "spec_examples"
+    listed = json.loads((examples / "VirtualMachineScaleSetVM_List_MaximumSet_Gen.json").read_text())
+    bodies += listed["responses"]["200"]["body"]["value"]
+    bodies.append({"instanceId": "7", "properties": {"instanceView": {"vmHealth": {"status": {  # 7 digits, Z
+        "code": "HealthState/unhealthy", "time": "2026-11-30T15:04:05.1234567Z"}}}}})
+    assert len(bodies) > 30 and any(b.get("zones") for b in flexible)
+    for body in bodies:
+        assert instance_from_json(body) == Instance.from_sdk(m.VirtualMachineScaleSetVM(body)), body
+    image = ImageRef(**{k: v for k, v in fs.vm_profile["storageProfile"]["imageReference"].items()
+                        if k in ("publisher", "offer", "sku", "version")})
+    for body in flexible:
+        assert vm_from_json(body, image) == Instance.from_vm(m.VirtualMachine(body), image), body
+
+
 def _but_time(inst):
     return replace(inst, health_since=None)
 

@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -296,6 +297,135 @@ def gallery_availability(found: Any, location: str, what: str) -> ImageAvailabil
                                     f"({row.progress or 0} %)", pending=True)
 
 
+def _pages(client: ComputeManagementClient, first: Any) -> Any:
+    """Every item of an ARM list, read as JSON: the ``first`` request (the SDK's own request builder: its URL and
+    api-version), then each ``nextLink``, through the client's own pipeline (``send_request``) and azure-core's
+    pager; a refusal raises as the SDK's operations raise it (mapped by ``_arm`` like any other)."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+        ResourceNotModifiedError,
+        map_error,
+    )
+    from azure.core.paging import ItemPaged
+    from azure.core.rest import HttpRequest
+    from azure.mgmt.core.exceptions import ARMErrorFormat
+
+    errors = {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError,
+              304: ResourceNotModifiedError}
+
+    def get_next(next_link: str | None = None) -> Any:
+        # streamed, then read whole: the pipeline's ContentDecodePolicy would otherwise decode every page too
+        response = client.send_request(HttpRequest("GET", next_link) if next_link else first, stream=True)
+        response.read()
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=errors)
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        return response
+
+    def extract(response: Any) -> tuple[str | None, Any]:
+        import orjson  # (a page of 100 VMs decoded 5x faster than by the standard library)
+
+        body = orjson.loads(response.content)
+        return body.get("nextLink") or None, iter(body.get("value") or [])
+
+    return ItemPaged(get_next, extract)
+
+
+def instance_from_json(body: dict):
+    """A Uniform set's VM (with its instance view) as vmssctl's Instance, from its ARM JSON: what
+    ``Instance.from_sdk`` reads of the SDK's model, read where it lies."""
+    from vmssctl.model import Instance
+
+    props = body.get("properties") or {}
+    protection = props.get("protectionPolicy") or {}
+    zones = body.get("zones")
+    ud, fd, power, provisioning, health, error, since = _view_from_json(props.get("instanceView"),
+                                                                        props.get("provisioningState"))
+    return Instance(str(body.get("instanceId")), ud, fd, zones[0] if zones else None, power, provisioning, health,
+                    bool(props.get("latestModelApplied")), image_from_json(props.get("storageProfile")), error,
+                    since,
+                    protected_from_scale_in=bool(protection.get("protectFromScaleIn")),
+                    protected_from_actions=bool(protection.get("protectFromScaleSetActions")))
+
+
+def vm_from_json(body: dict, model_image: Any):
+    """A Flexible set's VM (``virtualMachines``, with its instance view), as ``Instance.from_vm`` reads it."""
+    from vmssctl.model import Instance
+    from vmssctl.target import same_image
+
+    props = body.get("properties") or {}
+    image = image_from_json(props.get("storageProfile"))
+    _, fault_domain, power, provisioning, health, error, since = _view_from_json(
+        props.get("instanceView"), props.get("provisioningState"))
+    zones = body.get("zones")
+    return Instance(str(body.get("name")), None, fault_domain, power=power, provisioning=provisioning,
+                    health=health, error=error, health_since=since, zone=zones[0] if zones else None, image=image,
+                    latest_model=same_image(image, model_image))
+
+
+def image_from_json(storage: dict | None):
+    """What ``ImageRef.from_storage_profile`` reads, from a storage profile's JSON."""
+    from vmssctl.model import ImageRef
+
+    ref = (storage or {}).get("imageReference")
+    if ref and (ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId")):
+        return ImageRef(id=ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId"))
+    if ref and ref.get("publisher"):
+        return _platform(ref["publisher"], ref.get("offer"), ref.get("sku"), ref.get("version"),
+                         ref.get("exactVersion"))
+    return ImageRef(uri=(((storage or {}).get("osDisk") or {}).get("image") or {}).get("uri"))
+
+
+@functools.lru_cache(maxsize=256)  # (a listing's VMs run a few images: one ImageRef each)
+def _platform(publisher: str, offer: str | None, sku: str | None, version: str | None, exact: str | None) -> Any:
+    from vmssctl.model import ImageRef
+
+    return ImageRef(publisher=publisher, offer=offer, sku=sku, version=version, exact_version=exact)
+
+
+def _view_from_json(view: dict | None, provisioning_state: str | None) -> tuple:
+    """What ``model._view`` reads of an instance view, from its JSON: (update domain, fault domain, power,
+    provisioning, health, error, when the health last changed)."""
+    power, provisioning = "unknown", (provisioning_state or "unknown").lower()
+    health = error = since = None
+    if not view:
+        return None, None, power, provisioning, health, error, since
+    for st in view.get("statuses") or ():
+        code = st.get("code") or ""
+        if code.startswith("PowerState/"):
+            power = code[11:]
+        elif code.startswith("ProvisioningState/"):
+            parts = code.split("/")
+            provisioning = parts[1]
+            if parts[1] == "failed":
+                error = f"{parts[2] if len(parts) > 2 else 'ProvisioningFailed'}: {st.get('message') or ''}".strip()
+    status = (view.get("vmHealth") or {}).get("status")
+    if status is not None:
+        health = (status.get("code") or "").split("/", 1)[-1].lower() or "unknown"
+        since = _epoch(status.get("time"))
+    return (view.get("platformUpdateDomain"), view.get("platformFaultDomain"), power, provisioning, health, error,
+            since)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # (a VM's health time stays the same from one listing to the next)
+def _epoch(text: str | None) -> float | None:
+    """An ARM timestamp (ISO 8601, up to 7 fractional digits, Z or an offset) as epoch seconds."""
+    if not text:
+        return None
+    from datetime import datetime
+
+    head, dot, rest = text.partition(".")
+    if dot:  # at most 6 fractional digits for fromisoformat; the 7th (100 ns) goes
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        rest = rest[:min(digits, 6)] + rest[digits:]
+        text = f"{head}.{rest}"
+    when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def scale_set_from_arm(body: dict, resource_group: str):
     """A scale set's ARM JSON as vmssctl's ScaleSet, read by the SDK's own models (as over HTTPS)."""
     from azure.mgmt.compute import models as m
@@ -352,18 +482,27 @@ class ScaleSetApi:
     @_arm
     def instances(self) -> list:
         """Every instance with its instance view, in id order: one listing (paged) for a Uniform set; for a Flexible
-        set the model (which image is the latest) and its virtual machines, filtered to the set."""
-        from vmssctl.model import Instance, id_key
+        set the model (which image is the latest) and its virtual machines, filtered to the set.
 
+        The pages come through the SDK's pipeline (its credential, retries, throttling and logging policies) and
+        azure-core's pager, but are read as the JSON they are: building the SDK's models of every VM cost 1.3 ms
+        a VM, most of a rollout's CPU. ``instance_from_json`` reads what ``Instance.from_sdk`` reads of the
+        models, and the tests hold the two to the same answers."""
+        from azure.mgmt.compute.operations import _operations as requests
+
+        from vmssctl.model import id_key
+
+        sub = self.client._config.subscription_id
         if self.flexible:
             model = self.get()
-            set_id = (f"/subscriptions/{self.client._config.subscription_id}/resourceGroups/{self.resource_group}"
-                      f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}")
-            named = self.client.virtual_machines.list(
-                self.resource_group, filter=f"'virtualMachineScaleSet/id' eq '{set_id}'", expand="instanceView")
-            return sorted((Instance.from_vm(v, model.image) for v in named), key=lambda i: id_key(i.instance_id))
-        vms = self.client.virtual_machine_scale_set_vms.list(self.resource_group, self.name, expand="instanceView")
-        return sorted((Instance.from_sdk(v) for v in vms), key=lambda i: id_key(i.instance_id))
+            set_id = (f"/subscriptions/{sub}/resourceGroups/{self.resource_group}/providers/Microsoft.Compute/"
+                      f"virtualMachineScaleSets/{self.name}")
+            named = _pages(self.client, requests.build_virtual_machines_list_request(
+                self.resource_group, sub, filter=f"'virtualMachineScaleSet/id' eq '{set_id}'", expand="instanceView"))
+            return sorted((vm_from_json(v, model.image) for v in named), key=lambda i: id_key(i.instance_id))
+        vms = _pages(self.client, requests.build_virtual_machine_scale_set_vms_list_request(
+            self.resource_group, self.name, sub, expand="instanceView"))
+        return sorted((instance_from_json(v) for v in vms), key=lambda i: id_key(i.instance_id))
 
     @property
     def flexible(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from vmssctl import inputs
 from vmssctl.errors import UsageError
@@ -86,6 +87,7 @@ class ImageChange:
         return target
 
 
+@lru_cache(maxsize=4096)  # (asked of every instance every turn, of the same few images)
 def same_image(a: ImageRef, b: ImageRef) -> bool:
     """Equal as a model value (exactVersion is read-only and ignored; names compare case-insensitively)."""
     def key(r: ImageRef) -> tuple:
@@ -93,6 +95,7 @@ def same_image(a: ImageRef, b: ImageRef) -> bool:
     return key(a) == key(b)
 
 
+@lru_cache(maxsize=4096)
 def runs_image(instance_image: ImageRef, wanted: ImageRef) -> bool:
     """Does an instance's applied image match ``wanted`` (a ``latest`` matches any exact version)?"""
     if wanted.kind != instance_image.kind:

@@ -126,7 +126,7 @@ class Engine:
             eta=progress.eta(durations, self._batch_elapsed(open_batch) if open_batch else None, len(plan.batches),
                              self.policy.pause, self.policy.poll),
             current=tuple(open_batch.instance_ids or strategy.watched(open_batch, self.instances)) if open_batch
-            else (), history=self.history,  # (a surge's new VMs until it chooses whom it retires)
+            else (), history=self.history,  # (what a strategy watches until the batch names its instances)
             requests=self.requests)
         self.last = p
         self.journal.observed(self.r.id, now, p.to_json())
