@@ -143,16 +143,44 @@ def test_every_kind_of_write_survives_a_kill(tmp_path):
         emu.stop()
 
 
+def test_a_state_directory_of_an_older_emulator_is_carried_over(tmp_path):
+    """Before SQLite the state was one JSON file (``state.json``, the shape ``/_emulator/state`` still answers):
+    such a directory starts with its state, which the first save moves into ``state.db``."""
+    state = tmp_path / "emu"
+    emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
+    try:
+        make_set(emu, 3)
+        expected = emu.admin("GET", "state")
+    finally:
+        emu.stop()
+    for old in state.glob("state.db*"):
+        old.unlink()
+    (state / "state.json").write_text(json.dumps(expected))
+    emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
+    try:
+        assert emu.admin("GET", "state") == expected
+        emu.group("after-rg")  # a write: saved, the JSON file's state with it
+        assert (state / "state.db").exists() and not (state / "state.json").exists()
+        after = emu.admin("GET", "state")
+    finally:
+        emu.stop()
+    emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
+    try:
+        assert emu.admin("GET", "state") == after and len(after["sets"]) == 1
+    finally:
+        emu.stop()
+
+
 def test_a_failed_save_is_loud_and_never_passes_for_current(tmp_path):
     state = tmp_path / "emu"
     emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
     try:
         emu.group("before-rg")
-        (state / "state.tmp").mkdir()  # the next save cannot write its temp file
+        emu.admin("PUT", "persistence", {"failSaves": True})  # (a full disk cannot be made on demand)
         emu.group("lost-rg")
         stats = emu.admin("GET", "stats")
         assert stats["persistence"]["ok"] is False and stats["persistence"]["failures"] >= 1
-        assert not (state / "state.json").exists() and (state / "state.stale.json").exists()
+        assert not (state / "state.db").exists() and (state / "state.stale.db").exists()
         emu.proc.send_signal(signal.SIGTERM)
         assert emu.proc.wait(20) == 1  # the exit status says the state was not saved
         log = (state / "emulator.log").read_text()

@@ -31,11 +31,20 @@ async def arm_endpoint(request: Request) -> Response:
     try:
         response = await pipeline.run(pipeline.Call(emu, request, method, match))
         status = response.status_code
+        if method in WRITE_METHODS:  # (refused or not: what it may have changed is looked at by the next save)
+            emu.world.touch(_group_of(request.url.path))
         if emu.on_write is not None and method in WRITE_METHODS and status < 400:
             emu.on_write()  # what ARM acknowledged is on disk before the client hears of it
         return response
     finally:
         emu.stats.record(method, match.operation, request.url.path, status, emu.world.now())
+
+
+def _group_of(path: str) -> str | None:
+    """The resource group a request's path is in (None: wider, a subscription or the whole world)."""
+    segs = path.split("/")
+    low = [x.lower() for x in segs]
+    return segs[low.index("resourcegroups") + 1] if "resourcegroups" in low[:-1] else None
 
 
 async def metadata_endpoints(request: Request) -> Response:

@@ -46,6 +46,8 @@ def _admin(fn: Callable) -> Callable:
             return json_response({"error": {"code": "InvalidParameter", "message": str(e)[:500]}}, 400)
         except ArmError as err:
             return error_response(err)
+        if request.method in ("POST", "PUT") and not request.url.path.endswith(("/clock", "/stats/reset")):
+            emu.world.touch(None)  # an admin call may change any set (a clock move: its steps say which)
         if request.method in ("POST", "PUT") and emu.on_write is not None:
             emu.on_write()
         return response
@@ -123,6 +125,18 @@ def admin_permissions(emu: Emulator, request: Request, body: dict | None) -> Res
 
 
 @_admin
+def admin_persistence(emu: Emulator, request: Request, body: dict | None) -> Response:
+    """How the state is saved; ``{"failSaves": true}`` makes every save fail until false (how a failed save is
+    said, and what a restart then does, are tested: a full disk cannot be made on demand)."""
+    if request.method == "PUT":
+        fail = (body or {}).get("failSaves")
+        if not isinstance(fail, bool):
+            raise ValueError("failSaves must be true or false")
+        emu.persistence["inject"] = "fail" if fail else None
+    return json_response(emu.persistence)
+
+
+@_admin
 def admin_throttle(emu: Emulator, request: Request, body: dict | None) -> Response:
     if request.method == "PUT":
         spec = (body or {}).get("limits", "")
@@ -189,6 +203,7 @@ def routes() -> list[Route]:
         Route("/_emulator/faults", admin_faults, methods=["GET", "PUT"]),
         Route("/_emulator/clock", admin_clock, methods=["GET", "POST"]),
         Route("/_emulator/throttle", admin_throttle, methods=["GET", "PUT"]),
+        Route("/_emulator/persistence", admin_persistence, methods=["GET", "PUT"]),
         Route("/_emulator/permissions", admin_permissions, methods=["GET", "PUT"]),
         Route("/_emulator/images", admin_images, methods=["GET", "POST"]),
         Route("/_emulator/quota", admin_quota, methods=["GET", "PUT"]),

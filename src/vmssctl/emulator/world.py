@@ -14,6 +14,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import asdict, fields
+from typing import Any
 
 from vmssctl.emulator import images, timing
 from vmssctl.emulator.clock import SimClock
@@ -72,6 +73,9 @@ class World:
         self._due: dict[str, Callable[[object, float], None]] = {
             "inst": self.vms.due, "op": self.operations.due, "ru": self.rolling_upgrades.due}
         self.changes = 0  # bumped on every state change; the server persists when it moves
+        self.touched: set[SetKey] | None = set()  # sets that may have changed since the last save (None: any)
+        self.touched_groups: set[str] = set()
+        self.touched_ops: set[str] = set()  # operations changed since the last save (new ones are found anyway)
 
     # ----------------------------------------------------------------- time
     def wake(self, t: float, kind: str, key: object) -> None:
@@ -87,10 +91,16 @@ class World:
         now = self.clock.now() if now is None else now
         heap = self._heap
         traffic = self.traffic
+        touched = self.touched
         while heap and heap[0][0] <= now:
             t, _, kind, key = heapq.heappop(heap)
             traffic.until(t)  # requests see the world as it was until this moment
             self._due[kind](key, t)
+            if touched is not None:  # what the step may have changed, for the next save
+                target: Any = key[0] if kind == "inst" else key if kind == "ru" else \
+                    (tuple(op.set_key) if (op := self.ops.get(str(key))) and op.set_key else None)
+                if target is not None:
+                    touched.add(target)
         traffic.until(now)
         return now
 
@@ -101,23 +111,85 @@ class World:
     # ------------------------------------------------------------ persistence
     SCHEMA = 1  # of the state file; bump when dump() changes shape
 
-    def dump(self) -> dict:
-        return {
-            "schema": self.SCHEMA, "now": self.now(), "subscription": self.subscription, "tenant": self.tenant,
-            "subscriptions": self.subscriptions,
-            "rng": list(self.rng.getstate()[1]), "rngPos": self.rng.getstate()[2],
-            "groups": self.groups, "catalog": self.catalog.dump(), "faults": self.faults.to_json(),
-            # shallow copies: the caller serializes at once, and asdict's deep copies made a save of a
-            # 1,000-VM world cost more than the request that caused it
-            "ops": [dict(vars(o)) for o in self.ops.values()],
-            "sets": [{**{f.name: getattr(s, f.name) for f in fields(s) if f.name not in ("instances", "rolling")},
-                      "instances": [dict(vars(i)) for i in s.instances.values()],
-                      "rolling": asdict(s.rolling) if s.rolling else None} for s in self.sets.values()],
-            "loadBalancers": [dict(vars(lb)) for lb in self.lbs.values()],
-            "applicationGateways": [dict(vars(gw)) for gw in self.appgws.values()],
-            "loads": [dict(vars(load)) for load in self.loads.values()],
-            "limits": self.limits, "galleryVersions": self.gallery_versions,
+    # Saved part by part (persistence.SqliteStore): a part is a row, written when its bytes change. Which parts
+    # may have changed since the last save is known without looking at the others: a set whose instances had
+    # timed work applied (advance), a set an ARM write named (its resource group: ``touch``), an operation
+    # created since or changed (``touched_ops``: where an operation's VMs end, it finishes or times out); the
+    # rest (groups, clock, catalog, load balancers, gateways, loads) is small and compared whole. ``touch(None)``
+    # makes every set a candidate (a write whose scope is wider). The tests' emulators check every save against
+    # the whole state (VMSSCTL_EMULATOR_CHECK_SAVES).
+    def touch(self, rg: str | None) -> None:
+        if self.touched is None:
+            return
+        if rg is None:
+            self.touched = None
+        else:
+            self.touched.update(k for k in self.sets if k[0] == rg.lower())
+            self.touched_groups.add(rg.lower())
+
+    def parts(self, saved_ops: set[str]) -> tuple[dict[str, object], set | None, set]:
+        """The parts that may differ from what was saved: {key: JSON-able}, the set keys looked at (None: every
+        set) and the resource groups written to (a set gone from one is deleted); then forget what was
+        touched."""
+        out: dict[str, object] = {
+            "meta": {"schema": self.SCHEMA, "subscription": self.subscription, "tenant": self.tenant,
+                     "subscriptions": self.subscriptions, "groups": self.groups, "catalog": self.catalog.dump(),
+                     "faults": self.faults.to_json(), "limits": self.limits, "galleryVersions": self.gallery_versions},
+            "clock": {"now": self.now(), "rng": list(self.rng.getstate()[1]), "rngPos": self.rng.getstate()[2]},
         }
+        for op_id in (self.touched_ops | (self.ops.keys() - saved_ops)):
+            op = self.ops.get(op_id)
+            if op is not None:
+                out[f"op:{op_id}"] = dict(vars(op))
+        looked = None if self.touched is None else set(self.touched)
+        groups = set(self.touched_groups)
+        for k in (self.sets if looked is None else looked):
+            ss = self.sets.get(k)
+            if ss is not None:
+                out.update(_set_parts(ss))
+        stores: tuple[tuple[str, dict[Any, Any]], ...] = (("lb", self.lbs), ("gw", self.appgws), ("load", self.loads))
+        for prefix, store in stores:
+            for k, v in store.items():
+                out[f"{prefix}:{_key_text(k)}"] = dict(vars(v))
+        self.touched, self.touched_groups, self.touched_ops = set(), set(), set()
+        return out, looked, groups
+
+    def all_parts(self) -> dict[str, object]:
+        """Every part (a first save, and the check that what was saved is the whole state)."""
+        touched, groups, ops = self.touched, self.touched_groups, self.touched_ops
+        self.touched = None
+        try:
+            out, _, _ = self.parts(set())
+        finally:
+            self.touched, self.touched_groups, self.touched_ops = touched, groups, ops
+        return out  # (with nothing saved, every operation is new)
+
+    @staticmethod
+    def from_parts(parts: dict[str, Any]) -> dict:
+        """The state ``dump`` gives, put together from saved parts (what ``load`` takes)."""
+        state = {**parts["meta"], **parts["clock"], "ops": [], "sets": [], "loadBalancers": [],
+                 "applicationGateways": [], "loads": []}
+        sets: dict[str, dict] = {}
+        instances: dict[str, list] = {}
+        for key, value in sorted(parts.items()):
+            kind, _, rest = key.partition(":")
+            if kind == "op":
+                state["ops"].append(value)
+            elif kind == "set":
+                sets[rest] = value
+            elif kind == "inst":
+                instances.setdefault(rest.rsplit(":", 1)[0], []).append(value)
+            elif kind in ("lb", "gw", "load"):
+                state[{"lb": "loadBalancers", "gw": "applicationGateways", "load": "loads"}[kind]].append(value)
+        for k in sorted(sets):
+            sets[k]["instances"] = sorted(instances.get(k, []), key=lambda i: i["instance_id"])
+            state["sets"].append(sets[k])
+        state["ops"].sort(key=lambda o: (o["start"], o["id"]))  # (rows come back in key order: one order for all)
+        return state
+
+    def dump(self) -> dict:
+        """The whole state (``/_emulator/state``), in the order a restart reads it back."""
+        return self.from_parts(self.all_parts())
 
     @classmethod
     def load(cls, state: dict, clock: SimClock, faults: Faults | None = None) -> World:
@@ -155,6 +227,21 @@ class World:
         world.limits = dict(state.get("limits") or {})
         world.gallery_versions = dict(state.get("galleryVersions") or {})
         return world
+
+
+def _key_text(key: object) -> str:
+    return "/".join(key) if isinstance(key, tuple) else str(key)
+
+
+def _set_parts(ss: ScaleSet) -> dict[str, object]:
+    """A set's row (without its VMs) and a row per VM."""
+    k = _key_text(ss.key)
+    out: dict[str, object] = {f"set:{k}": {
+        **{f.name: getattr(ss, f.name) for f in fields(ss) if f.name not in ("instances", "rolling")},
+        "rolling": asdict(ss.rolling) if ss.rolling else None}}
+    for i in ss.instances.values():
+        out[f"inst:{k}:{i.instance_id}"] = dict(vars(i))
+    return out
 
 
 __all__ = ["DEFAULT_SUBSCRIPTION", "DEFAULT_TENANT", "Instance", "Operation", "RollingUpgrade", "ScaleSet", "World"]

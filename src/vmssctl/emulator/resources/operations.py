@@ -70,6 +70,7 @@ class Operations:
     def seal(self, op: Operation, now: float) -> None:
         """An op with no instance work still takes a moment, as ARM's model updates do."""
         if not op.pending and op.status == "InProgress":
+            self.world.touched_ops.add(op.id)
             op.end_at = now + timing.MODEL_UPDATE
             self.world.wake(op.end_at, "op", op.id)
 
@@ -81,6 +82,7 @@ class Operations:
 
     def finish(self, op: Operation, t: float) -> None:
         w = self.world
+        w.touched_ops.add(op.id)  # (for the next save)
         op.end = t
         if op.failures:
             op.status = "Failed"

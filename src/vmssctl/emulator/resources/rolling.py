@@ -115,6 +115,7 @@ class RollingUpgrades:
         ru.code, ru.error, ru.end, ru.phase = code, error, t, "done"
         op = self.world.ops.get(ru.op_id) if ru.op_id else None
         if op and op.status == "InProgress":
+            self.world.touched_ops.add(op.id)
             op.end = t
             op.status = {"Completed": "Succeeded", "Cancelled": "Canceled"}.get(code, "Failed")
             op.error = error

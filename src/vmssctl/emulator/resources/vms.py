@@ -293,6 +293,7 @@ class Vms:
         inst.op, inst.op_id = None, None
         if op is None:
             return
+        w.touched_ops.add(op.id)  # (for the next save)
         if inst.instance_id in op.pending:
             op.pending.remove(inst.instance_id)
         if error:
