@@ -66,6 +66,19 @@ def test_workers_split_each_budget_between_them(fresh_buckets):
     assert (before.rate, after.rate) == (9.0, 30.0)
 
 
+def test_a_budget_is_spent_on_arms_clock(emu, frozen, fresh_buckets):
+    """The emulator's throttling counts its simulated seconds: against one running at 1,200 simulated seconds a
+    real one, a budget of 20 reads a second is 24,000 a real second (counted in real seconds it slowed a fleet's
+    sets 20 times more than Compute would, at 20x); against Azure or a frozen emulator, as given."""
+    from vmssctl import budget
+    from vmssctl.azure import Connection, _pace
+
+    assert _pace(emu.connection) == 1200.0 and _pace(frozen.connection) == 1.0
+    assert _pace(Connection("00000000-0000-0000-0000-000000000001")) == 1.0
+    paced = budget.bucket("sub-paced", False, Budget(reads=20, writes=5), _pace(emu.connection))
+    assert paced.rate == 24_000.0
+
+
 def test_a_client_with_a_budget_takes_from_its_subscriptions_bucket(frozen, fresh_buckets):
     from vmssctl.azure import ScaleSetApi, compute_client
     from vmssctl.emulator.server import demo_scale_set

@@ -204,13 +204,14 @@ class _Paced(SansIOHTTPPolicy):
     """An SDK pipeline policy (configured, not a re-implementation): each request first takes a token from its
     subscription's request budget (``vmssctl.budget``), which waits when the budget is spent."""
 
-    def __init__(self, subscription: str, budget) -> None:
-        self.subscription, self.budget = subscription, budget
+    def __init__(self, subscription: str, budget, pace: float = 1.0) -> None:
+        self.subscription, self.budget, self.pace = subscription, budget, pace
 
     def on_request(self, request) -> None:
         from vmssctl.budget import WRITE_METHODS, bucket
 
-        bucket(self.subscription, request.http_request.method.upper() in WRITE_METHODS, self.budget).take()
+        bucket(self.subscription, request.http_request.method.upper() in WRITE_METHODS, self.budget,
+               self.pace).take()
 
 
 def _credential(conn: Connection):
@@ -235,8 +236,23 @@ def _paced(conn: Connection, budget: Any, kwargs: dict) -> dict:
     """With a ``budget.Budget``, every request of the client is paced by the subscription's process-wide request
     budget (ARM counts Compute's, Network's and Authorization's requests against the same limits)."""
     if budget is not None:
-        kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []), _Paced(conn.subscription, budget)]
+        kwargs["per_call_policies"] = [*list(kwargs.get("per_call_policies") or []),
+                                       _Paced(conn.subscription, budget, _pace(conn))]
     return kwargs
+
+
+@functools.lru_cache(maxsize=16)
+def _pace(conn: Connection) -> float:
+    """ARM's seconds per real second: an emulator's time scale (its throttling counts simulated seconds, so a
+    budget counted in real ones would be that many times too strict), 1 for Azure and a frozen emulator."""
+    if not conn.is_emulator:
+        return 1.0
+    from vmssctl.emulator.admin import AdminClient
+
+    try:
+        return float(AdminClient(conn).clock().get("scale") or 0.0) or 1.0
+    except (OSError, ValueError, VmssctlError):
+        return 1.0
 
 
 def compute_client(conn: Connection, budget: Any = None, **kwargs: Any) -> ComputeManagementClient:

@@ -69,12 +69,14 @@ _registry_lock = threading.Lock()
 _sharers = [1]  # processes sharing every budget (live workers); 1 unless this is a worker
 
 
-def bucket(subscription: str, write: bool, budget: Budget) -> Bucket:
-    """The process-wide bucket of a subscription (shared by every client made with a budget)."""
+def bucket(subscription: str, write: bool, budget: Budget, pace: float = 1.0) -> Bucket:
+    """The process-wide bucket of a subscription (shared by every client made with a budget). ``pace``: ARM's
+    seconds per real second (the emulator's time scale, whose throttling counts its simulated seconds; 1 for
+    Azure): the budget is spent on ARM's clock, as ARM counts."""
     key = (subscription.lower(), "writes" if write else "reads")
     with _registry_lock:
         if key not in _buckets:
-            b = _buckets[key] = Bucket(budget.writes if write else budget.reads)
+            b = _buckets[key] = Bucket((budget.writes if write else budget.reads) * pace)
             b.retune(b.base / _sharers[0])
         return _buckets[key]
 
