@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -635,6 +633,8 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     interval = max(1.0, args.refresh)
     _, api = _api(args)
     if args.output == "json":
+        import json
+
         print(json.dumps([i.to_json() for i in api.instances()], indent=2))
         return EXIT_OK
     if not args.watch:
@@ -699,6 +699,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         floor = prepared.plan.floor
         verdict = "never below the floor" if record["minHealthy"] >= floor else "BELOW THE FLOOR"
         if args.output == "json":
+            import json
+
             print(json.dumps({"type": "availability", "floor": floor, **record}))
             print(json.dumps({"type": "requests", **users}))
         else:
@@ -756,11 +758,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # The SDK logs each retried request at WARNING; our own messages say what matters.
-    logging.getLogger("azure").setLevel(logging.ERROR)
     try:
         args = build_parser().parse_args(argv)
+        import logging  # (once the arguments are good: --help and a typo answer without it)
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # The SDK logs each retried request at WARNING; our own messages say what matters.
+        logging.getLogger("azure").setLevel(logging.ERROR)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except UsageError as e:
