@@ -38,6 +38,7 @@
     field.hidden = !input; field.value = ""; field.placeholder = input || "";
     okButton.hidden = !ok; okButton.textContent = ok || "";
     dlg.querySelector(".ask-cancel").textContent = ok ? "cancel" : "close";
+    field.onkeydown = (e) => { if (e.key === "Enter") { e.preventDefault(); dlg.close("ok"); } };  // (not cancel)
     dlg.returnValue = "";
     dlg.showModal();
     (input ? field : ok ? okButton : dlg.querySelector(".ask-cancel")).focus();
