@@ -503,3 +503,43 @@ def test_a_tab_is_sent_a_part_only_when_it_changed(parts, sent):
 
     tab = Sent()
     assert [tab.new(kind, text) for kind, text in parts] == sent
+
+
+def test_a_stage_is_rejected_with_its_reason_asked_in_the_page(live_emu, dashboard, browser, tmp_path):
+    """Reject asks why in the page's own question (Enter answers it); the fleet halts with the reason, and no set
+    of the stage started."""
+    import json
+
+    live_emu.create_sets({(0, "rejectdash-a"): ["web"]}, 2)
+    (tmp_path / "fleet.toml").write_text(f'''
+name = "reject"
+[target]
+version = "{NEW}"
+[select]
+resource_groups = ["rejectdash-*"]
+[[stages]]
+name = "only"
+approve = true
+''')
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), "--yes",
+                             "--emulator", str(live_emu.state_dir), "--journal", str(dashboard["journal"]),
+                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fid = json.loads(proc.stdout.readline())["fleet"]
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.on("dialog", lambda dialog: pytest.fail(f"a native dialog: {dialog.message}"))
+        page.goto(login_link(dashboard))
+        page.goto(f"{dashboard['base']}/fleets/{fid}")
+        page.click('.approval[data-stage="only"] button[data-op="reject"]', timeout=30000)
+        page.wait_for_selector("dialog#ask[open] .ask-input:not([hidden])", timeout=10000)
+        assert "Reject stage only" in page.locator("dialog#ask .ask-text").inner_text()
+        page.fill("dialog#ask .ask-input", "the canary's error rate doubled")
+        page.press("dialog#ask .ask-input", "Enter")
+        assert proc.wait(60) != 0
+        page.wait_for_selector(".fleet-state.fs-halted", timeout=30000)  # (the page reloads while it runs)
+        assert "doubled" in page.locator("main").inner_text()
+        page.close()
+        assert not any(i.latest_model and i.image.exact_version == NEW for i in instances(live_emu, "rejectdash-a"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
