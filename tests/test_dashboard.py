@@ -74,13 +74,31 @@ def login_link(dashboard) -> str:
     return r.json()["url"]
 
 
-def open_set(browser, dashboard, rg: str, name: str = "web"):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.on("dialog", lambda dialog: pytest.fail(f"a native dialog: {dialog.message}"))  # asked in the page
+def open_page(browser, dashboard, path: str, width: int = 1200, height: int = 800):
+    """A fresh page logged in and at ``path``; a native dialog fails the test (every question is asked in the
+    page)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("dialog", lambda dialog: pytest.fail(f"a native dialog: {dialog.message}"))
     page.goto(login_link(dashboard))
-    page.goto(f"{dashboard['base']}/sets/{rg}/{name}")  # (group and name alone: the connection's subscription)
+    page.goto(f"{dashboard['base']}{path}")
+    return page
+
+
+def open_set(browser, dashboard, rg: str, name: str = "web"):
+    # (group and name alone: the connection's subscription)
+    page = open_page(browser, dashboard, f"/sets/{rg}/{name}", 1400, 1000)
     page.wait_for_selector("#conn.live", timeout=15000)
     return page
+
+
+def run_fleet(live_emu, dashboard, fleet_file) -> tuple[subprocess.Popen, str]:
+    """`vmssctl fleet run` on the emulator beside the dashboard's journal: the process and its fleet's id."""
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(fleet_file), "--yes",
+                             "--emulator", str(live_emu.state_dir), "--journal", str(dashboard["journal"]),
+                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())["fleet"]
 
 
 def confirm(page, answer: str = "ok") -> str:
@@ -211,9 +229,7 @@ def test_the_index_lists_every_set_of_both_subscriptions_with_its_figures_and_fi
         r = c.post(f"/sets/{sub2}/index-c/web/rollout", json={"version": NEW, "batch_size": "1", "pause": "10m"})
         assert r.status_code == 200, r.text
         rid = r.json()["message"].split()[1]
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(login_link(dashboard))
-    page.goto(f"{dashboard['base']}/")
+    page = open_page(browser, dashboard, "/", 1400, 900)
     rows = page.locator("table.sets tr.set")
     keys = rows.evaluate_all("rs => rs.map(r => r.dataset.set)")
     for key in (f"{sub1}/index-a/web", f"{sub1}/index-b/api", f"{sub2}/index-c/web"):
@@ -426,7 +442,6 @@ def test_a_fleet_over_two_subscriptions_waits_for_approval_on_its_page_and_its_t
     while the fleet runs), the list and the page agree, and each tile opens its own set, in its own
     subscription. (The emulator keeps group names unique across its subscriptions; the same rg/name in two
     subscriptions is covered by the fleet's own tests.)"""
-    import json
 
     sub1, sub2 = live_emu.info["subscriptions"]
     live_emu.create_sets({(0, "fleetdash-a"): ["web"], (0, "fleetdash-b"): ["web"]}, 4)
@@ -448,14 +463,9 @@ approve = true
 name = "rest"
 concurrency = 2
 ''')
-    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), "--yes",
-                             "--emulator", str(live_emu.state_dir), "--journal", str(dashboard["journal"]),
-                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, fid = run_fleet(live_emu, dashboard, tmp_path / "fleet.toml")
     try:
-        fid = json.loads(proc.stdout.readline())["fleet"]
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.goto(login_link(dashboard))
-        page.goto(f"{dashboard['base']}/fleets/{fid}")
+        page = open_page(browser, dashboard, f"/fleets/{fid}")
         page.wait_for_selector('.approval[data-stage="canary"] button[data-op="approve"]', timeout=30000)
         assert page.locator(".fleet-state").first.get_attribute("data-state") == "waiting"
         assert page.locator(".tile").count() == 3 and page.locator(".tile.f-running").count() == 0
@@ -508,7 +518,6 @@ def test_a_tab_is_sent_a_part_only_when_it_changed(parts, sent):
 def test_a_stage_is_rejected_with_its_reason_asked_in_the_page(live_emu, dashboard, browser, tmp_path):
     """Reject asks why in the page's own question (Enter answers it); the fleet halts with the reason, and no set
     of the stage started."""
-    import json
 
     live_emu.create_sets({(0, "rejectdash-a"): ["web"]}, 2)
     (tmp_path / "fleet.toml").write_text(f'''
@@ -521,15 +530,9 @@ resource_groups = ["rejectdash-*"]
 name = "only"
 approve = true
 ''')
-    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "fleet", "run", str(tmp_path / "fleet.toml"), "--yes",
-                             "--emulator", str(live_emu.state_dir), "--journal", str(dashboard["journal"]),
-                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, fid = run_fleet(live_emu, dashboard, tmp_path / "fleet.toml")
     try:
-        fid = json.loads(proc.stdout.readline())["fleet"]
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.on("dialog", lambda dialog: pytest.fail(f"a native dialog: {dialog.message}"))
-        page.goto(login_link(dashboard))
-        page.goto(f"{dashboard['base']}/fleets/{fid}")
+        page = open_page(browser, dashboard, f"/fleets/{fid}")
         page.click('.approval[data-stage="only"] button[data-op="reject"]', timeout=30000)
         page.wait_for_selector("dialog#ask[open] .ask-input:not([hidden])", timeout=10000)
         assert "Reject stage only" in page.locator("dialog#ask .ask-text").inner_text()

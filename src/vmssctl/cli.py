@@ -470,7 +470,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     journal = Journal(args.journal)
     conn, api = _api(args)
     prepared = prepare(api, journal, conn, change, policy)
-    if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+    if prepared.nothing_to_do:
         render.message(args.output, "nothing to do: every instance in scope already runs the latest model",
                        {"type": "nothing_to_do", "plan": prepared.to_json()})
         return EXIT_OK

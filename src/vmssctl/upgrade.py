@@ -50,6 +50,12 @@ class Prepared:
     def diff(self) -> list[tuple[str, str | None, str | None]]:
         return diff(self.scale_set.image, self.target)
 
+    @property
+    def nothing_to_do(self) -> bool:
+        """Every instance in scope already runs the latest model, the model names the target and nothing is left
+        to resume: there is no rollout to start."""
+        return self.plan.pending == 0 and not self.diff and self.resume is None
+
     def estimate_seconds(self) -> float:
         if self.policy.strategy == BLUE_GREEN:  # green comes up, then the bake (which covers the drain)
             return DEFAULT_BATCH_SECONDS + max(self.policy.bake, self.policy.drain_timeout)

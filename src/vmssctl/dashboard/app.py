@@ -684,7 +684,7 @@ def do_plan(d: Dashboard, sid: SetId, body: dict) -> dict:
     from vmssctl.render import plan_lines
 
     _, prepared = _prepare_rollout(d, sid, body)
-    if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+    if prepared.nothing_to_do:
         return {"message": NOTHING_TO_DO, "nothing": True}
     return {"message": "\n".join(Text.from_markup(line).plain for line in plan_lines(prepared)), "nothing": False}
 
@@ -695,7 +695,7 @@ def do_rollout(d: Dashboard, sid: SetId, body: dict) -> str:
     from vmssctl.upgrade import begin
 
     api, prepared = _prepare_rollout(d, sid, body)
-    if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+    if prepared.nothing_to_do:
         return NOTHING_TO_DO
     rollout = begin(d.journal(), replace(d.conn, subscription=sid.sub), api, prepared)
     _run_apart(d, rollout.id, "resume", sid)

@@ -170,7 +170,7 @@ def _run_set(connection: dict, journal: str, key: str, change: dict, policy: dic
         return outcome
     try:
         prepared = upgrade.prepare(api, jour, conn, ImageChange(**change), RolloutPolicy.from_json(policy))
-        if prepared.plan.pending == 0 and not prepared.diff and prepared.resume is None:
+        if prepared.nothing_to_do:
             outcome = {"key": key, "state": "unchanged", "code": 0}
             return outcome
         rollout = upgrade.begin(jour, conn, api, prepared, fleet=run)
