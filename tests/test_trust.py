@@ -67,6 +67,8 @@ def test_refused_requests_are_arm_errors_and_change_nothing(frozen):
             "imageReference": {"version": "1.2." + "9" * 5000}}}}}), 400)
         refused(h.patch(path, params=API, json={"properties": {"virtualMachineProfile": {"storageProfile": {
             "imageReference": ["x"]}}}}), 400, "InvalidRequestContent")
+        refused(h.patch(path, params=API, content=b'{"properties": {"x": ' + str(2**70).encode() + b"}}",
+                        headers=JSON_HEADERS), 400, "InvalidRequestContent")  # (beyond 64 bits)
         refused(h.get(path + "/virtualMachines", params={**API, "$skiptoken": "-5"}), 400)
         refused(h.get(path + "/virtualMachines", params={**API, "$skiptoken": chr(0x0663)}), 400)
         from vmssctl.emulator.server import demo_scale_set

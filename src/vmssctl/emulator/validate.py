@@ -49,10 +49,19 @@ def _finite(text: str) -> float:
     return value
 
 
+def _int64(text: str) -> int:
+    """An integer as ARM's deserialiser takes it: 64 bits at most (and what the emulator's store can encode)."""
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError(f"the integer {text[:20]} is out of range")
+    return value
+
+
 def parse_json(raw: bytes) -> object:
-    """Strict JSON: no NaN or Infinity, finite numbers, bounded nesting; ArmError 400 otherwise."""
+    """Strict JSON: no NaN or Infinity, finite numbers, 64-bit integers, bounded nesting; ArmError 400
+    otherwise."""
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite, parse_int=_int64)
     except RecursionError:
         body = None
         depth_error = True
