@@ -70,12 +70,15 @@ class Quotas:
     def used(self, subscription: str, location: str, skip: ScaleSet | None = None) -> dict[str, int]:
         """vCPUs in use, in total and by family: every set's capacity (``skip``: but this one's)."""
         out: dict[str, int] = {REGIONAL: 0}
-        for ss in self.world.scale_sets.select(subscription=subscription):
-            if ss is skip or region(ss.location) != location:
+        sub = subscription.lower()
+        default = self.world.subscription
+        for ss in self.world.sets.values():  # (every set is looked at on each grown set: kept to a few compares)
+            where, family, vcpus = ss.quota_class
+            if where != location or ss is skip or (ss.subscription or default).lower() != sub:
                 continue
-            family, _, vcpus, _ = size(str(ss.model["sku"].get("name", "")))
-            out[REGIONAL] += ss.capacity * vcpus
-            out[family] = out.get(family, 0) + ss.capacity * vcpus
+            n = ss.model["sku"].get("capacity", 0) * vcpus
+            out[REGIONAL] += n
+            out[family] = out.get(family, 0) + n
         return out
 
     def check(self, subscription: str, location: str, model: dict, ss: ScaleSet | None) -> None:

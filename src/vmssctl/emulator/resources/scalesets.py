@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from vmssctl import inputs
 from vmssctl.emulator import defaults, images, timing, validate
 from vmssctl.emulator.errors import ArmError, conflict, invalid, not_found
-from vmssctl.emulator.resources import availability
+from vmssctl.emulator.resources import availability, quota
 from vmssctl.emulator.resources.fields import (
     SetKey,
     check_etag,
@@ -22,6 +22,7 @@ from vmssctl.emulator.resources.fields import (
     instance_number,
     key,
     merge,
+    region,
     strip_read_only,
 )
 from vmssctl.emulator.resources.rolling import ROLLING_POLICY_DEFAULTS, RollingUpgrade
@@ -76,6 +77,13 @@ class ScaleSet:
         value = compute()
         self.__dict__[name] = (self.model, value)
         return value
+
+    @property
+    def quota_class(self) -> tuple[str, str, int]:
+        """What the set's vCPUs count against: its region, its size's family and vCPUs per VM (the quota check
+        asks it of every set of the region on each grown one)."""
+        return self._of_model("_quota", lambda: (region(self.location), *quota.size(
+            str(self.model["sku"].get("name", "")))[::2]))
 
     @property
     def profile_digest(self) -> str:
@@ -291,23 +299,31 @@ class ScaleSets:
         w = self.world
         live = ss.live()
         zones: list[str | None] = list(ss.zones) or [None]
-        n_zone = Counter(i.zone for i in live)
-        n_fd = Counter((i.zone, i.fd) for i in live)
-        n_ud = Counter((i.zone, i.ud) for i in live)
-        n_cell = Counter((i.zone, i.fd, i.ud) for i in live)
-        added = []
         uds = 1 if ss.flexible else UPDATE_DOMAINS  # a Flexible set has no update domains
+        # the (FD, UD) cells: fault domain, update domain, the cell's index, its diagonal
+        grid = [(f, u, f * uds + u, (u - f) % uds) for f, u in itertools.product(range(ss.fault_domains), range(uds))]
+        n_zone = Counter(i.zone for i in live)
+        n_fd = {z: [0] * ss.fault_domains for z in zones}
+        n_ud = {z: [0] * uds for z in zones}
+        n_cell = {z: [0] * len(grid) for z in zones}
+        for i in live:
+            if i.zone in n_fd and i.fd < ss.fault_domains and i.ud < uds:
+                n_fd[i.zone][i.fd] += 1
+                n_ud[i.zone][i.ud] += 1
+                n_cell[i.zone][i.fd * uds + i.ud] += 1
+        added = []
+        image = self.resolve_image(ss.vm_profile["storageProfile"], ss.location) if count > 0 else {}
         for _ in range(count):
             zone = min(zones, key=lambda z: (n_zone[z], zones.index(z)))
             # emptiest (FD, UD) cell, then the least-loaded FD and UD: diagonals, as Compute spreads them. With
             # max spreading (a Flexible set's platformFaultDomainCount 1) every VM reports fault domain 0.
-            fd, ud = min(itertools.product(range(ss.fault_domains), range(uds)),
-                         key=lambda c: (n_cell[zone, c[0], c[1]], n_fd[zone, c[0]] + n_ud[zone, c[1]],
-                                        max(n_fd[zone, c[0]], n_ud[zone, c[1]]), c[0], (c[1] - c[0]) % uds))
+            fds, ud_n, cells = n_fd[zone], n_ud[zone], n_cell[zone]
+            *_, fd, ud, cell = min((cells[c], fds[f] + ud_n[u], max(fds[f], ud_n[u]), f, d, f, u, c)
+                                   for f, u, c, d in grid)
             n_zone[zone] += 1
-            n_fd[zone, fd] += 1
-            n_ud[zone, ud] += 1
-            n_cell[zone, fd, ud] += 1
+            fds[fd] += 1
+            ud_n[ud] += 1
+            cells[cell] += 1
             iid = ss.next_instance_id
             ss.next_instance_id += 1
             inst = Instance(instance_id=iid, ud=ud, fd=fd, zone=zone,
@@ -315,7 +331,7 @@ class ScaleSets:
                             image={}, profile="", created=now, changed=now,
                             name=f"{ss.name}_{w.rng.getrandbits(32):08x}" if ss.flexible else None)
             ss.instances[iid] = inst
-            w.vms.begin(ss, inst, "create", now, op)
+            w.vms.begin(ss, inst, "create", now, op, resolved=image)
             added.append(inst)
         return added
 

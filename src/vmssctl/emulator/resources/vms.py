@@ -187,8 +187,9 @@ class Vms:
 
     # ------------------------------------------------------------ simulation
     def begin(self, ss: ScaleSet, inst: Instance, kind: str, now: float, op: Operation | None,
-              force: bool = False) -> None:
-        """Start ``kind`` on an instance: set its immediate state and schedule the rest."""
+              force: bool = False, resolved: dict | None = None) -> None:
+        """Start ``kind`` on an instance: set its immediate state and schedule the rest. ``resolved``: what the
+        set's model resolves to now, when the caller resolved it once for many VMs."""
         w = self.world
         if inst.op is not None and not force:
             raise conflict(f"Operation '{inst.op}' is in progress on instance {inst.external_id}.")
@@ -200,7 +201,7 @@ class Vms:
         if kind == "upgrade" and inst.nics is not None:
             inst.nics, inst.nics_at = None, now  # the latest model, its network configuration included
         if kind in ("upgrade", "create"):
-            image, profile = w.scale_sets.resolve_image(ss.vm_profile["storageProfile"], ss.location), \
+            image, profile = resolved or w.scale_sets.resolve_image(ss.vm_profile["storageProfile"], ss.location), \
                 ss.profile_digest
         elif kind == "reimage" and inst.profile == ss.profile_digest:
             # a reimage of an up-to-date VM whose model says 'latest' takes the newest published version
