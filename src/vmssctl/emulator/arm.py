@@ -33,8 +33,8 @@ async def arm_endpoint(request: Request) -> Response:
         status = response.status_code
         if method in WRITE_METHODS:  # (refused or not: what it may have changed is looked at by the next save)
             emu.world.touch(_group_of(request.url.path))
-        if emu.on_write is not None and method in WRITE_METHODS and status < 400:
-            emu.on_write()  # what ARM acknowledged is on disk before the client hears of it
+        if method in WRITE_METHODS and status < 400:
+            await emu.written()  # what ARM acknowledged is on disk before the client hears of it
         return response
     finally:
         emu.stats.record(method, match.operation, request.url.path, status, emu.world.now())

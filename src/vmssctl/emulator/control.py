@@ -48,8 +48,8 @@ def _admin(fn: Callable) -> Callable:
             return error_response(err)
         if request.method in ("POST", "PUT") and not request.url.path.endswith(("/clock", "/stats/reset")):
             emu.world.touch(None)  # an admin call may change any set (a clock move: its steps say which)
-        if request.method in ("POST", "PUT") and emu.on_write is not None:
-            emu.on_write()
+        if request.method in ("POST", "PUT"):
+            await emu.written()
         return response
     return wrapped
 

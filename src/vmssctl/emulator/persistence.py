@@ -193,7 +193,7 @@ class Saved:
         """The rows to write (None: to delete) for the world as it is now."""
         if full:
             world.touch(None)
-        parts, looked, groups = world.parts(self.ops)
+        parts, looked, groups, partial = world.parts(self.ops)
         if full:
             parts = world.all_parts()
         out: dict[str, bytes | None] = {}
@@ -208,6 +208,15 @@ class Saved:
             if tuple(set_key.split("/", 1)) not in world.sets and set_key in self.sets:
                 out[f"set:{set_key}"] = None
             out.update({vm: None for vm in self.vms.get(set_key, ()) if vm not in parts})
+        for sk, ids in partial.items():  # (a set looked at in part: a VM of these gone, or the set gone)
+            set_key = "/".join(sk)
+            if sk not in world.sets:
+                if set_key in self.sets:
+                    out[f"set:{set_key}"] = None
+                out.update({vm: None for vm in self.vms.get(set_key, ())})
+                continue
+            saved = self.vms.get(set_key, set())
+            out.update({vm: None for i in ids if (vm := f"inst:{set_key}:{i}") in saved and vm not in parts})
         out.update({f"op:{op_id}": None for op_id in self.ops - world.ops.keys()})
         out.update({k: None for k in self.others - parts.keys()})
         return out

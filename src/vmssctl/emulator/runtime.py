@@ -3,6 +3,7 @@ statistics, injected request faults, how an acknowledged write is persisted)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -10,7 +11,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from vmssctl.emulator.authorization import Authorization
@@ -32,12 +33,41 @@ class Emulator:
     retry_after: bool = False  # Retry-After on LROs, scaled to the clock; off by default, as real Compute sends none
     dice: RequestDice = field(init=False)
     persistence: dict = field(default_factory=lambda: {"ok": True, "failures": 0})
-    on_write: Callable[[], object] | None = None  # persist an acknowledged change before answering
+    on_write: Callable[[], Awaitable[object]] | None = None  # persist an acknowledged change before answering
     authorization: Authorization = field(default_factory=Authorization)  # actions refused to callers (RBAC)
 
     def __post_init__(self) -> None:
         self.dice = RequestDice(self.seed)
         self._jwt_key = hashlib.sha256(("jwt:" + self.token).encode()).digest()
+        self._commit: asyncio.Future | None = None  # the writes waiting for the next save
+        self._saving = False
+        self._saver: asyncio.Future | None = None
+
+    async def written(self) -> None:
+        """Return once what this request changed is saved (``on_write``). Group commit: the writes answered
+        while a save is being committed wait together for the next one, so with many writers at once one
+        transaction and one fsync serve them all; none is answered before it is on disk."""
+        if self.on_write is None:
+            return
+        commit = self._commit
+        if commit is None:
+            commit = self._commit = asyncio.get_running_loop().create_future()
+            if not self._saving:
+                self._saving = True
+                self._saver = asyncio.ensure_future(self._save())
+        await asyncio.shield(commit)  # (a client that hangs up does not cancel the others' save)
+
+    async def _save(self) -> None:
+        try:
+            while (commit := self._commit) is not None:
+                self._commit = None  # (writes from now on wait for the next save)
+                try:
+                    assert self.on_write is not None
+                    await self.on_write()
+                finally:
+                    commit.set_result(None)
+        finally:
+            self._saving = False
 
     @property
     def faults(self) -> Faults:

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,7 @@ class _SavingServer(uvicorn.Server):
 
 
 CHECK_SAVES = os.environ.get("VMSSCTL_EMULATOR_CHECK_SAVES") == "1"
+EARLIER_FAILED = "an earlier save failed"  # (a save encoded against what a failed one would have written)
 
 
 class EmulatorServer:
@@ -263,9 +265,11 @@ class EmulatorServer:
         self.emu = Emulator(world=world, throttle=Throttle(config.throttle or ThrottleLimits(), world.clock),
                             page_size=config.page_size, seed=config.seed, retry_after=config.retry_after, **kwargs)
         self.ca, self.cert, self.key = ensure_certificate(self.state_dir)
-        self.emu.on_write = self.save
+        self.emu.on_write = self.save_async
         self.app = build_app(self.emu)
         self._saved_changes = -1
+        self._generation = 0  # one more on each failed commit
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="emulator-save")  # commits, one after another
         self.saved_at_exit = True
         self.port = 0
         self._server: uvicorn.Server | None = None
@@ -284,37 +288,84 @@ class EmulatorServer:
                 "stateDir": str(self.state_dir), "pid": os.getpid()}
 
     def save(self, force: bool = False) -> bool:
-        """Save the state through the store when it changed; False if that failed.
+        """Save the state through the store when it changed, and wait for it; False if that failed.
 
         A failed save is loud (logged once per new error, counted in ``/_emulator/stats`` under
         ``persistence``, and the process exits 1); the store keeps a restart from taking an older state for the
         current one.
         """
+        job = self._encode(force)
+        if job is None:
+            return self.emu.persistence.get("ok", True)
+        try:
+            self._writer.submit(self._commit, *job).result()
+        except (OSError, ValueError, TypeError) as e:
+            return self._failed(e)
+        return self._succeeded(job[2])
+
+    async def save_async(self) -> bool:
+        """``save`` for a request that must not be answered before its change is on disk: what changed is
+        encoded now, on the event loop, and committed by the writer thread while the loop serves other
+        requests (whose changes go in the next commit, written after this one)."""
+        job = self._encode(False)
+        if job is None:
+            return self.emu.persistence.get("ok", True)
+        try:
+            await asyncio.wrap_future(self._writer.submit(self._commit, *job))
+        except (OSError, ValueError, TypeError) as e:
+            return self._failed(e)
+        return self._succeeded(job[2])
+
+    def _encode(self, force: bool) -> tuple[dict[str, bytes | None], bool, int, int] | None:
+        """(On the event loop) the rows that changed since the last save, taken as saved already: the next
+        save is computed against them while this one is being committed. None when there is nothing to do."""
         if not self.persistent:
-            return True
+            return None
         world = self.emu.world
         changes = world.changes
         if not force and changes == self._saved_changes:
-            return True
+            return None
         record = self.emu.persistence
-        self.store.fail_next = record.get("inject") == "fail"
         try:
             rows = self.saved.changes(world, full=not self.saved.rows)  # (a first save, or one after a failure)
-            self.store.save(rows)
-            self.saved.done(rows)
-            if CHECK_SAVES:
-                self._check(record)
-        except (OSError, ValueError, TypeError) as e:
-            self.saved = Saved({})  # the store set its rows aside: the next save writes them all
-            error = f"{e.__class__.__name__}: {e}"
-            if record.get("lastError") != error:
-                log.error("emulator state NOT saved to %s: %s", self.state_file, error)
-            record.update(ok=False, lastError=error, failures=record.get("failures", 0) + 1)
-            return False
+        except (ValueError, TypeError) as e:
+            self._failed(e)
+            return None
+        self.saved.done(rows)
         self._saved_changes = changes
+        if CHECK_SAVES:
+            self._check(record)
+        return rows, record.get("inject") == "fail", changes, self._generation
+
+    def _commit(self, rows: dict[str, bytes | None], fail: bool, changes: int, generation: int) -> None:
+        """(On the writer thread, one commit after another, in order.) After a failed save, the saves encoded
+        against what it would have written are refused too, until a whole one."""
+        if generation != self._generation:
+            raise OSError(EARLIER_FAILED)
+        self.store.fail_next = fail
+        try:
+            self.store.save(rows)
+        except OSError:
+            self._generation += 1
+            raise
+
+    def _failed(self, e: Exception) -> bool:
+        self.saved = Saved({})  # the store set its rows aside: the next save writes them all
+        self._saved_changes = -1
+        record = self.emu.persistence
+        error = f"{e.__class__.__name__}: {e}"
+        if record.get("lastError") != error and str(e) != EARLIER_FAILED:
+            log.error("emulator state NOT saved to %s: %s", self.state_file, error)
+        if str(e) != EARLIER_FAILED:
+            record["lastError"] = error
+        record.update(ok=False, failures=record.get("failures", 0) + 1)
+        return False
+
+    def _succeeded(self, changes: int) -> bool:
+        record = self.emu.persistence
         if not record.get("ok", True):
             log.warning("emulator state saved again to %s", self.state_file)
-        record.update(ok=True, lastSaved=world.now(), savedChanges=changes)
+        record.update(ok=True, lastSaved=self.emu.world.now(), savedChanges=changes)
         return True
 
     def _check(self, record: dict) -> None:
@@ -353,7 +404,7 @@ class EmulatorServer:
             await asyncio.sleep(0.25)
             try:
                 self.emu.world.advance()
-                self.save()
+                await self.emu.written()  # (with the requests' writes, in the same group commit)
             except Exception:  # never let the ticker die silently with the server still up
                 log.exception("emulator ticker failed")
 

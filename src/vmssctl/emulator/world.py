@@ -35,6 +35,26 @@ DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-00000000feed"
 DEFAULT_TENANT = "00000000-0000-0000-0000-0000000a11ce"
 
 
+class Sets(dict[SetKey, ScaleSet]):
+    """The scale sets by key, and each resource group's keys: what a write to a group may have changed is found
+    without looking at every set (a save per write would otherwise grow with the fleet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._groups: dict[str, set[SetKey]] = {}
+
+    def __setitem__(self, key: SetKey, value: ScaleSet) -> None:
+        super().__setitem__(key, value)
+        self._groups.setdefault(key[0], set()).add(key)
+
+    def __delitem__(self, key: SetKey) -> None:
+        super().__delitem__(key)
+        self._groups.get(key[0], set()).discard(key)
+
+    def of_group(self, rg: str) -> set[SetKey]:
+        return self._groups.get(rg.lower(), set())
+
+
 class World:
     def __init__(self, clock: SimClock, faults: Faults | None = None, seed: int = 0,
                  subscription: str = DEFAULT_SUBSCRIPTION, tenant: str = DEFAULT_TENANT,
@@ -48,7 +68,7 @@ class World:
         self.tenant = tenant
         # the stores
         self.groups: dict[str, dict] = {}
-        self.sets: dict[SetKey, ScaleSet] = {}
+        self.sets: Sets = Sets()
         self.ops: dict[str, Operation] = {}
         self.lbs: dict[SetKey, LoadBalancer] = {}
         self.appgws: dict[SetKey, AppGateway] = {}
@@ -76,6 +96,7 @@ class World:
         self.touched: set[SetKey] | None = set()  # sets that may have changed since the last save (None: any)
         self.touched_groups: set[str] = set()
         self.touched_ops: set[str] = set()  # operations changed since the last save (new ones are found anyway)
+        self.touched_vms: dict[SetKey, set[int]] = {}  # VMs whose own timed steps ran (their set's row too)
 
     # ----------------------------------------------------------------- time
     def wake(self, t: float, kind: str, key: object) -> None:
@@ -96,11 +117,15 @@ class World:
             t, _, kind, key = heapq.heappop(heap)
             traffic.until(t)  # requests see the world as it was until this moment
             self._due[kind](key, t)
-            if touched is not None:  # what the step may have changed, for the next save
-                target: Any = key[0] if kind == "inst" else key if kind == "ru" else \
-                    (tuple(op.set_key) if (op := self.ops.get(str(key))) and op.set_key else None)
-                if target is not None:
-                    touched.add(target)
+            if touched is None:  # (what the step may have changed, for the next save)
+                continue
+            if kind == "inst":  # a VM's step changes that VM, and its set's row (counts, availability, its op)
+                self.touched_vms.setdefault(key[0], set()).add(key[1])
+                continue
+            target: Any = key if kind == "ru" else \
+                (tuple(op.set_key) if (op := self.ops.get(str(key))) and op.set_key else None)
+            if target is not None:
+                touched.add(target)
         traffic.until(now)
         return now
 
@@ -113,7 +138,8 @@ class World:
 
     # Saved part by part (persistence.SqliteStore): a part is a row, written when its bytes change. Which parts
     # may have changed since the last save is known without looking at the others: a set whose instances had
-    # timed work applied (advance), a set an ARM write named (its resource group: ``touch``), an operation
+    # timed work applied (advance: the VMs whose steps ran, or the whole set for an operation's or a rolling
+    # upgrade's), a set an ARM write named (its resource group: ``touch``), an operation
     # created since or changed (``touched_ops``: where an operation's VMs end, it finishes or times out); the
     # rest (groups, clock, catalog, load balancers, gateways, loads) is small and compared whole. ``touch(None)``
     # makes every set a candidate (a write whose scope is wider). The tests' emulators check every save against
@@ -124,13 +150,13 @@ class World:
         if rg is None:
             self.touched = None
         else:
-            self.touched.update(k for k in self.sets if k[0] == rg.lower())
+            self.touched.update(self.sets.of_group(rg))
             self.touched_groups.add(rg.lower())
 
-    def parts(self, saved_ops: set[str]) -> tuple[dict[str, object], set | None, set]:
-        """The parts that may differ from what was saved: {key: JSON-able}, the set keys looked at (None: every
-        set) and the resource groups written to (a set gone from one is deleted); then forget what was
-        touched."""
+    def parts(self, saved_ops: set[str]) -> tuple[dict[str, object], set | None, set, dict[SetKey, set[int]]]:
+        """The parts that may differ from what was saved: {key: JSON-able}, the set keys looked at whole (None:
+        every set), the resource groups written to (a set gone from one is deleted) and the sets looked at in
+        part (their row and these VMs: one gone is deleted); then forget what was touched."""
         out: dict[str, object] = {
             "meta": {"schema": self.SCHEMA, "subscription": self.subscription, "tenant": self.tenant,
                      "subscriptions": self.subscriptions, "groups": self.groups, "catalog": self.catalog.dump(),
@@ -147,21 +173,26 @@ class World:
             ss = self.sets.get(k)
             if ss is not None:
                 out.update(_set_parts(ss))
+        partial = {} if looked is None else {k: v for k, v in self.touched_vms.items() if k not in looked}
+        for k, ids in partial.items():
+            ss = self.sets.get(k)
+            if ss is not None:
+                out.update(_set_parts(ss, ids))
         stores: tuple[tuple[str, dict[Any, Any]], ...] = (("lb", self.lbs), ("gw", self.appgws), ("load", self.loads))
         for prefix, store in stores:
             for k, v in store.items():
                 out[f"{prefix}:{_key_text(k)}"] = dict(vars(v))
-        self.touched, self.touched_groups, self.touched_ops = set(), set(), set()
-        return out, looked, groups
+        self.touched, self.touched_groups, self.touched_ops, self.touched_vms = set(), set(), set(), {}
+        return out, looked, groups, partial
 
     def all_parts(self) -> dict[str, object]:
         """Every part (a first save, and the check that what was saved is the whole state)."""
-        touched, groups, ops = self.touched, self.touched_groups, self.touched_ops
+        touched, groups, ops, vms = self.touched, self.touched_groups, self.touched_ops, self.touched_vms
         self.touched = None
         try:
-            out, _, _ = self.parts(set())
+            out, _, _, _ = self.parts(set())
         finally:
-            self.touched, self.touched_groups, self.touched_ops = touched, groups, ops
+            self.touched, self.touched_groups, self.touched_ops, self.touched_vms = touched, groups, ops, vms
         return out  # (with nothing saved, every operation is new)
 
     @staticmethod
@@ -233,13 +264,14 @@ def _key_text(key: object) -> str:
     return "/".join(key) if isinstance(key, tuple) else str(key)
 
 
-def _set_parts(ss: ScaleSet) -> dict[str, object]:
-    """A set's row (without its VMs) and a row per VM."""
+def _set_parts(ss: ScaleSet, only: set[int] | None = None) -> dict[str, object]:
+    """A set's row (without its VMs) and a row per VM (``only``: per VM of these that still exist)."""
     k = _key_text(ss.key)
     out: dict[str, object] = {f"set:{k}": {
         **{f.name: getattr(ss, f.name) for f in fields(ss) if f.name not in ("instances", "rolling")},
         "rolling": asdict(ss.rolling) if ss.rolling else None}}
-    for i in ss.instances.values():
+    vms = ss.instances.values() if only is None else (ss.instances[i] for i in only if i in ss.instances)
+    for i in vms:
         out[f"inst:{k}:{i.instance_id}"] = dict(vars(i))
     return out
 
