@@ -98,17 +98,27 @@ class Emu:
 
         return [compute_client(replace(self.connection, subscription=sub)) for sub in self.info["subscriptions"]]
 
-    def create_sets(self, sets: dict[tuple[int, str], list[str]], capacity: int) -> None:
+    def create_sets(self, sets: dict[tuple[int, str], list[str]], capacity: int, writers: int = 1) -> None:
         """Scale sets in several subscriptions (``{(subscription index, group): [names]}``), created without waiting
-        on each; then the clock moves on until every one of them runs."""
-        subs, by_sub = self.info["subscriptions"], self.clients()
+        on each (``writers`` groups at a time: a bench's many, the tests' one, in order); then the clock moves on
+        until every one of them runs."""
+        subs = self.info["subscriptions"]
+        body = demo_scale_set(capacity)
         with self.http() as h:
-            for (sub, rg), names in sets.items():
-                h.put(f"/subscriptions/{subs[sub]}/resourcegroups/{rg}", params={"api-version": "2022-09-01"},
-                      json={"location": "eastus"}).raise_for_status()
+            def group(item: tuple[tuple[int, str], list[str]]) -> None:
+                (sub, rg), names = item
+                base = f"/subscriptions/{subs[sub]}/resourcegroups/{rg}"
+                h.put(base, params={"api-version": "2022-09-01"}, json={"location": "eastus"}).raise_for_status()
                 for name in names:
-                    by_sub[sub].virtual_machine_scale_sets.begin_create_or_update(rg, name, demo_scale_set(capacity),
-                                                                                 polling=False)
+                    h.put(f"{base}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}",
+                          params={"api-version": "2024-11-01"}, json=body).raise_for_status()
+            if writers == 1:
+                for item in sets.items():
+                    group(item)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(writers) as pool:
+                    list(pool.map(group, sets.items()))
         self.admin("POST", "clock", {"advance": 900})
 
     def create_set(self, rg: str, name: str = "web", capacity: int = 10, **kwargs) -> object:
