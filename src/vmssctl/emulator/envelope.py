@@ -74,17 +74,27 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def page(ctx: Ctx, items: list, render: Callable[[Any], dict]) -> Response:
-    """One page of a list (``value`` and, when more follow, ``nextLink`` with a ``$skiptoken``)."""
+def page(ctx: Ctx, items: list, render: Callable[[Any], dict],
+         encoded: Callable[[Any], bytes] | None = None) -> Response:
+    """One page of a list (``value`` and, when more follow, ``nextLink`` with a ``$skiptoken``). ``encoded``:
+    each item's JSON as it is kept already (a listing then encodes only the envelope)."""
     q = ctx.request.query_params
     start = validate.skiptoken(q.get("$skiptoken"))
     size = ctx.emu.page_size
-    body: dict = {"value": [render(x) for x in items[start:start + size]]}
+    window = items[start:start + size]
+    link = None
     if start + size < len(items):
         keep = {k: v for k, v in q.items() if k not in ("$skiptoken", "api-version")}
         query = urlencode({"api-version": ctx.api_version, **keep, "$skiptoken": start + size}, quote_via=quote)
-        body["nextLink"] = f"{ctx.base}{ctx.request.url.path}?{query}"
-    return json_response(body)
+        link = f"{ctx.base}{ctx.request.url.path}?{query}"
+    if encoded is None:
+        body: dict = {"value": [render(x) for x in window]}
+        if link is not None:
+            body["nextLink"] = link
+        return json_response(body)
+    data = b'{"value":[' + b",".join([encoded(x) for x in window]) + b"]" + \
+        (b',"nextLink":' + orjson.dumps(link) if link is not None else b"") + b"}"
+    return Response(data, 200, media_type=JSON)
 
 
 # ------------------------------------------------------------------------ long-running operations

@@ -424,7 +424,7 @@ class EmulatorServer:
         config = uvicorn.Config(self.app, ssl_certfile=str(self.cert), ssl_keyfile=str(self.key),
                                 log_level="warning", access_log=False, lifespan="off",
                                 timeout_keep_alive=30, server_header=False,
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, http="httptools")
         self._server = _SavingServer(config, lambda: self._final_save(exit_on_failed_save))
         ticker = asyncio.create_task(self._ticker())
         write_private(self.info_file, json.dumps(self.info(), indent=2).encode())

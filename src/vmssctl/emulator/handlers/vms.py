@@ -22,7 +22,7 @@ def list_in_set(ctx: Ctx) -> Response:
     ss = world.scale_sets.get(ctx.params["rg"], ctx.params["name"])
     world.advance()
     q = ctx.request.query_params
-    items = sorted(ss.instances.values(), key=lambda i: i.instance_id)
+    items = [ss.instances[k] for k in sorted(ss.instances)]  # (by instance id: ints, sorted without a key)
     if "$filter" in q:
         m = FILTER_RE.match(q["$filter"])
         if not m:
@@ -41,6 +41,8 @@ def list_in_set(ctx: Ctx) -> Response:
         if select is not None:
             body["properties"] = {k: v for k, v in body["properties"].items() if k.lower() in select}
         return body
+    if select is None:
+        return page(ctx, items, render, lambda inst: shapes.encoded_instance(world, ss, inst, bool(expand)))
     return page(ctx, items, render)
 
 
