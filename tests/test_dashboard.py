@@ -501,6 +501,57 @@ concurrency = 2
             proc.kill()
 
 
+def test_a_tab_is_sent_nothing_when_nothing_changed(frozen, tmp_path):
+    """On a frozen clock, the dashboard's refreshes read ARM again and find the same set: they send an open tab not
+    one byte; the first thing it is sent after them is the change that did happen."""
+    rg = make_set(frozen, 4)
+    token_file = tmp_path / "token"
+    proc = subprocess.Popen([sys.executable, "-m", "vmssctl", "dashboard", "--emulator", str(frozen.state_dir),
+                             "--port", "0", "--refresh", "1s", "--journal", str(tmp_path / "journal.sqlite"),
+                             "--token-file", str(token_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        m = re.search(r"(http://127\.0\.0\.1:\d+)/", proc.stdout.readline())
+        assert m, proc.stderr.read()
+        auth = {"Authorization": f"Bearer {token_file.read_text()}"}
+        page = f"/sets/{SUB}/{rg}/web"
+        with httpx.Client(base_url=m.group(1), headers=auth, timeout=30) as tab, \
+                tab.stream("GET", page + "/events") as stream:
+            lines = stream.iter_lines()
+
+            def next_event() -> tuple[str, int, str]:
+                """The next event's kind, its size on the wire, and its data."""
+                kind, size, data = "", 0, []
+                for line in lines:
+                    size += len(line.encode()) + 1
+                    if not line:
+                        return kind, size, "\n".join(data)
+                    if line.startswith("event: "):
+                        kind = line[len("event: "):]
+                    elif line.startswith("data: "):
+                        data.append(line[len("data: "):])
+                raise AssertionError("the stream ended")
+
+            first = set()
+            while "history" not in first:  # (the first refresh sends every part once)
+                first.add(next_event()[0])
+            assert {"grid", "summary", "rollout", "history"} <= first
+
+            def listings() -> int:
+                return frozen.stats()["requests"]["byOperation"].get("VirtualMachineScaleSetVMs_List", 0)
+            before = listings()
+            wait_for(lambda: listings() >= before + 3, what="three more refreshes")  # (each: a new view, the same)
+            with frozen.http() as h:  # then one VM is stopped (on a frozen clock: at once 'stopping')
+                h.post(f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+                       "virtualMachineScaleSets/web/virtualMachines/0/poweroff",
+                       params={"api-version": "2024-11-01"}).raise_for_status()
+            kind, size, data = next_event()
+            assert kind == "grid" and "stopping" in data, (kind, data[:300])  # nothing came before it
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.mark.parametrize("parts, sent", [
     # the first of each part goes; the same again goes nowhere; a change goes
     ([("grid", "a"), ("grid", "a"), ("grid", "a")], [True, False, False]),
