@@ -517,25 +517,21 @@ def test_a_tab_is_sent_nothing_when_nothing_changed(frozen, tmp_path):
         page = f"/sets/{SUB}/{rg}/web"
         with httpx.Client(base_url=m.group(1), headers=auth, timeout=30) as tab, \
                 tab.stream("GET", page + "/events") as stream:
-            lines = stream.iter_lines()
+            chunks, pending = stream.iter_bytes(), bytearray()
 
-            def next_event() -> tuple[str, int, str]:
-                """The next event's kind, its size on the wire, and its data."""
-                kind, size, data = "", 0, []
-                for line in lines:
-                    size += len(line.encode()) + 1
-                    if not line:
-                        return kind, size, "\n".join(data)
-                    if line.startswith("event: "):
-                        kind = line[len("event: "):]
-                    elif line.startswith("data: "):
-                        data.append(line[len("data: "):])
-                raise AssertionError("the stream ended")
+            def next_event() -> tuple[str, bytes]:
+                """The next event's kind and its bytes as they came (``event:``/``data:`` lines, a blank line)."""
+                while b"\n\n" not in pending:
+                    pending.extend(next(chunks))
+                end = pending.index(b"\n\n") + 2
+                raw = bytes(pending[:end])
+                del pending[:end]
+                return raw.split(b"\n", 1)[0].decode().removeprefix("event: "), raw
 
             first = set()
             while "history" not in first:  # (the first refresh sends every part once)
                 first.add(next_event()[0])
-            assert {"grid", "summary", "rollout", "history"} <= first
+            assert {"grid", "summary", "rollout", "history"} <= first and not pending
 
             def listings() -> int:
                 return frozen.stats()["requests"]["byOperation"].get("VirtualMachineScaleSetVMs_List", 0)
@@ -545,8 +541,11 @@ def test_a_tab_is_sent_nothing_when_nothing_changed(frozen, tmp_path):
                 h.post(f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/"
                        "virtualMachineScaleSets/web/virtualMachines/0/poweroff",
                        params={"api-version": "2024-11-01"}).raise_for_status()
-            kind, size, data = next_event()
-            assert kind == "grid" and "stopping" in data, (kind, data[:300])  # nothing came before it
+            received = stream.num_bytes_downloaded
+            kind, raw = next_event()
+            assert kind == "grid" and b"stopping" in raw, raw[:300]
+            # every byte sent since the first refresh is that change's: the refreshes that found nothing new sent 0
+            assert stream.num_bytes_downloaded - received == len(raw) + len(pending)
     finally:
         proc.terminate()
         proc.wait(10)
