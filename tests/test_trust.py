@@ -132,6 +132,9 @@ def test_every_kind_of_write_survives_a_kill(tmp_path):
                                              "sku": "server", "version": "24.04.202612010"}),
         lambda: client.virtual_machine_scale_sets.begin_delete(rg, "web", polling=False),
     ]
+    from vmssctl.rollout.clock import EmulatorClock
+
+    clock = EmulatorClock(emu.connection)  # (its kept connection dies with each emulator: it opens another)
     try:
         for write in writes:
             write()
@@ -141,6 +144,7 @@ def test_every_kind_of_write_survives_a_kill(tmp_path):
             emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
             client = emu.client()
             assert emu.admin("GET", "state") == expected
+            assert clock.admin.clock()["now"] == expected["now"]
     finally:
         emu.stop()
 
