@@ -268,7 +268,7 @@ class EmulatorServer:
         self.emu.on_write = self.save_async
         self.app = build_app(self.emu)
         self._saved_changes = -1
-        self._generation = 0  # one more on each failed commit
+        self._broken = False  # a commit failed: only a whole save is written until one is
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="emulator-save")  # commits, one after another
         self.saved_at_exit = True
         self.port = 0
@@ -316,7 +316,7 @@ class EmulatorServer:
             return self._failed(e)
         return self._succeeded(job[2])
 
-    def _encode(self, force: bool) -> tuple[dict[str, bytes | None], bool, int, int] | None:
+    def _encode(self, force: bool) -> tuple[dict[str, bytes | None], bool, int, bool] | None:
         """(On the event loop) the rows that changed since the last save, taken as saved already: the next
         save is computed against them while this one is being committed. None when there is nothing to do."""
         if not self.persistent:
@@ -326,8 +326,9 @@ class EmulatorServer:
         if not force and changes == self._saved_changes:
             return None
         record = self.emu.persistence
+        whole = not self.saved.rows  # (a first save, or one after a failure)
         try:
-            rows = self.saved.changes(world, full=not self.saved.rows)  # (a first save, or one after a failure)
+            rows = self.saved.changes(world, full=whole)
         except (ValueError, TypeError) as e:
             self._failed(e)
             return None
@@ -335,19 +336,20 @@ class EmulatorServer:
         self._saved_changes = changes
         if CHECK_SAVES:
             self._check(record)
-        return rows, record.get("inject") == "fail", changes, self._generation
+        return rows, record.get("inject") == "fail", changes, whole
 
-    def _commit(self, rows: dict[str, bytes | None], fail: bool, changes: int, generation: int) -> None:
-        """(On the writer thread, one commit after another, in order.) After a failed save, the saves encoded
-        against what it would have written are refused too, until a whole one."""
-        if generation != self._generation:
+    def _commit(self, rows: dict[str, bytes | None], fail: bool, changes: int, whole: bool) -> None:
+        """(On the writer thread, one commit after another, in order.) After a failed commit, the saves encoded
+        against what it would have written are refused too, until a whole one is written."""
+        if self._broken and not whole:
             raise OSError(EARLIER_FAILED)
         self.store.fail_next = fail
         try:
             self.store.save(rows)
         except OSError:
-            self._generation += 1
+            self._broken = True
             raise
+        self._broken = False
 
     def _failed(self, e: Exception) -> bool:
         self.saved = Saved({})  # the store set its rows aside: the next save writes them all
