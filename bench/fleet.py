@@ -108,6 +108,7 @@ concurrency = {REST_CONCURRENCY}
                                capture_output=True, text=True, timeout=3600)
             real = time.perf_counter() - real
             events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+            (work / "events.jsonl").write_text(r.stdout)  # (the fleet's events, for a closer look)
             cpu = [cpu_seconds(w.pid) for w in workers]
             memory = [peak_mib(w.pid) for w in workers]
             emu_cpu = cpu_seconds(emu.proc.pid) - emu_cpu
@@ -122,6 +123,8 @@ concurrency = {REST_CONCURRENCY}
         concurrency = {"canary": 1, "pilot": PILOT, "rest": REST_CONCURRENCY}
         waves = sum(-(-len(st["sets"]) // concurrency[st["stage"]]) for st in stages)  # (a stage's waves of sets)
         lone_ideal = waves * alone + BAKE * (len(stages) - 1)
+        times = sorted(own[k] for st in stages for k in st["sets"])
+        gaps = took - sum(max(own[k] for k in st["sets"]) for st in stages) - BAKE * (len(stages) - 1)
         stats = emu.stats()
         requests, throttled = stats["requests"]["total"], stats["requests"].get("throttled", 0)
         n = sets * SIZE
@@ -133,6 +136,9 @@ concurrency = {REST_CONCURRENCY}
               f"instance, peak {peak_mib(emu.proc.pid):.0f} MiB; workers' CPU "
               f"{', '.join(f'{c * 1000 / n:.1f}' for c in cpu)} ms per instance, peak "
               f"{', '.join(f'{m:.0f}' for m in memory)} MiB; real {real:.0f}s")
+        print(f"  the sets' own rollouts: median {times[len(times) // 2]:.0f}s, 90th percentile "
+              f"{times[len(times) * 9 // 10]:.0f}s, slowest {times[-1]:.0f}s (alone: {alone:.0f}s); the fleet's own "
+              f"time between and around them (starts, stage ends): {gaps:.0f}s; events in {work}")
     finally:
         for w in workers:
             w.terminate()

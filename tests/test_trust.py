@@ -134,8 +134,8 @@ def test_every_kind_of_write_survives_a_kill(tmp_path):
     ]
     from vmssctl.rollout.clock import EmulatorClock
 
-    clock = EmulatorClock(emu.connection)  # (its kept connection dies with each emulator: it opens another)
     try:
+        clock = EmulatorClock(emu.connection)  # (its kept connection dies with each emulator: it opens another)
         for write in writes:
             write()
             expected = emu.admin("GET", "state")
