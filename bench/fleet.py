@@ -125,6 +125,8 @@ concurrency = {REST_CONCURRENCY}
         lone_ideal = waves * alone + BAKE * (len(stages) - 1)
         times = sorted(own[k] for st in stages for k in st["sets"])
         gaps = took - sum(max(own[k] for k in st["sets"]) for st in stages) - BAKE * (len(stages) - 1)
+        one_wave = all(len(st["sets"]) <= {"canary": 1, "pilot": PILOT}.get(st["stage"], REST_CONCURRENCY)
+                       for st in stages)  # (else a stage's slowest set is not its length)
         stats = emu.stats()
         requests, throttled = stats["requests"]["total"], stats["requests"].get("throttled", 0)
         n = sets * SIZE
@@ -137,8 +139,9 @@ concurrency = {REST_CONCURRENCY}
               f"{', '.join(f'{c * 1000 / n:.1f}' for c in cpu)} ms per instance, peak "
               f"{', '.join(f'{m:.0f}' for m in memory)} MiB; real {real:.0f}s")
         print(f"  the sets' own rollouts: median {times[len(times) // 2]:.0f}s, 90th percentile "
-              f"{times[len(times) * 9 // 10]:.0f}s, slowest {times[-1]:.0f}s (alone: {alone:.0f}s); the fleet's own "
-              f"time between and around them (starts, stage ends): {gaps:.0f}s; events in {work}")
+              f"{times[len(times) * 9 // 10]:.0f}s, slowest {times[-1]:.0f}s (alone: {alone:.0f}s)"
+              + (f"; the fleet's own time between and around them (starts, stage ends): {gaps:.0f}s" if one_wave
+                 else "") + f"; events in {work}")
     finally:
         for w in workers:
             w.terminate()
