@@ -384,7 +384,12 @@ def run(api: Gateway, journal: Journal, conn: Connection, rollout: Rollout, sink
     from vmssctl.rollout.gates import Deps, build
 
     gates = build(RolloutPolicy.from_json(rollout.policy).all_gates(), Deps(connection=conn))
-    return Engine(api, journal, rollout, clock or clock_for(conn), sinks, gates).run()
+    own = clock or clock_for(conn)
+    try:
+        return Engine(api, journal, rollout, own, sinks, gates).run()
+    finally:
+        if clock is None:
+            own.close()
 
 
 def start(api: Gateway, journal: Journal, conn: Connection, prepared: Prepared, sinks: list[Sink],

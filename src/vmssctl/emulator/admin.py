@@ -24,10 +24,13 @@ STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class AdminClient:
-    """One kept HTTPS connection (an engine's clock asks the time after every sleep: a TLS handshake each time
-    was a quarter of a fleet worker's CPU), opened again when the emulator closed it."""
+    """Calls to the emulator's admin API. ``keep``: one HTTPS connection kept from call to call (an engine's
+    clock asks the time after every sleep: a TLS handshake each time was a quarter of a fleet worker's CPU),
+    opened again when the emulator closed it, and closed by ``close`` (or with the client); else each call
+    closes its own (a connection left open holds up the emulator's shutdown)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, keep: bool = False) -> None:
+        self.keep = keep
         self.base = f"{conn.endpoint}/_emulator/"
         url = urlsplit(str(conn.endpoint))
         self._host, self._port, self._prefix = url.hostname or "127.0.0.1", url.port, url.path.rstrip("/")
@@ -61,8 +64,17 @@ class AdminClient:
                 return self._send(method, target, data)
             raise EmulatorError(f"the emulator at {self.base.removesuffix('/_emulator/')} is not answering "
                                 f"({e}); is it still running?") from None
-        self._conn = conn
+        if self.keep:
+            self._conn = conn
+        else:
+            conn.close()
         return r.status, payload
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def clock(self) -> dict:
         return self.call("GET", "clock")

@@ -76,6 +76,9 @@ class WorldClock:
             self.world.clock.advance(seconds)
             self.world.advance()
 
+    def close(self) -> None:
+        pass
+
 
 def frozen_world(seed: int = 0) -> World:
     """A world whose clock moves only when advanced (time scale 0)."""

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class Clock(Protocol):
     def now(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
+    def close(self) -> None: ...
 
 
 class RealClock:
@@ -26,6 +27,9 @@ class RealClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
+
+    def close(self) -> None:
+        pass
 
 
 class EmulatorClock:
@@ -36,7 +40,7 @@ class EmulatorClock:
     def __init__(self, conn: Connection) -> None:
         from vmssctl.emulator.admin import AdminClient
 
-        self.admin = AdminClient(conn)
+        self.admin = AdminClient(conn, keep=True)
         self._sync(self.admin.clock())
 
     def _sync(self, reply: dict) -> None:
@@ -54,6 +58,10 @@ class EmulatorClock:
         else:
             time.sleep(seconds / self.scale)
             self._sync(self.admin.clock())
+
+    def close(self) -> None:
+        """Let the emulator's connection go (the clock's user is done with it)."""
+        self.admin.close()
 
 
 def clock_for(conn: Connection) -> Clock:
