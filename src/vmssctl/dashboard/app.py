@@ -795,7 +795,7 @@ async def serve(d: Dashboard, sock) -> None:
     import uvicorn
 
     config = uvicorn.Config(build_app(d), log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=1)
+                            timeout_graceful_shutdown=1, http="h11")  # (its event streams are proven on h11)
     await uvicorn.Server(config).serve(sockets=[sock])
 
 
