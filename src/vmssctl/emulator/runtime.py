@@ -40,8 +40,7 @@ class Emulator:
         self.dice = RequestDice(self.seed)
         self._jwt_key = hashlib.sha256(("jwt:" + self.token).encode()).digest()
         self._commit: asyncio.Future | None = None  # the writes waiting for the next save
-        self._saving = False
-        self._saver: asyncio.Future | None = None
+        self._saver: asyncio.Future | None = None  # the task saving, while one is
 
     async def written(self) -> None:
         """Return once what this request changed is saved (``on_write``). Group commit: the writes answered
@@ -52,22 +51,18 @@ class Emulator:
         commit = self._commit
         if commit is None:
             commit = self._commit = asyncio.get_running_loop().create_future()
-            if not self._saving:
-                self._saving = True
+            if self._saver is None or self._saver.done():
                 self._saver = asyncio.ensure_future(self._save())
         await asyncio.shield(commit)  # (a client that hangs up does not cancel the others' save)
 
     async def _save(self) -> None:
-        try:
-            while (commit := self._commit) is not None:
-                self._commit = None  # (writes from now on wait for the next save)
-                try:
-                    assert self.on_write is not None
-                    await self.on_write()
-                finally:
-                    commit.set_result(None)
-        finally:
-            self._saving = False
+        while (commit := self._commit) is not None:
+            self._commit = None  # (writes from now on wait for the next save)
+            try:
+                assert self.on_write is not None
+                await self.on_write()
+            finally:
+                commit.set_result(None)
 
     @property
     def faults(self) -> Faults:

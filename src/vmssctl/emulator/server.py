@@ -297,11 +297,12 @@ class EmulatorServer:
         job = self._encode(force)
         if job is None:
             return self.emu.persistence.get("ok", True)
+        rows, fail, whole, changes = job
         try:
-            self._writer.submit(self._commit, *job).result()
+            self._writer.submit(self._commit, rows, fail, whole).result()
         except (OSError, ValueError, TypeError) as e:
             return self._failed(e)
-        return self._succeeded(job[2])
+        return self._succeeded(changes)
 
     async def save_async(self) -> bool:
         """``save`` for a request that must not be answered before its change is on disk: what changed is
@@ -310,13 +311,14 @@ class EmulatorServer:
         job = self._encode(False)
         if job is None:
             return self.emu.persistence.get("ok", True)
+        rows, fail, whole, changes = job
         try:
-            await asyncio.wrap_future(self._writer.submit(self._commit, *job))
+            await asyncio.wrap_future(self._writer.submit(self._commit, rows, fail, whole))
         except (OSError, ValueError, TypeError) as e:
             return self._failed(e)
-        return self._succeeded(job[2])
+        return self._succeeded(changes)
 
-    def _encode(self, force: bool) -> tuple[dict[str, bytes | None], bool, int, bool] | None:
+    def _encode(self, force: bool) -> tuple[dict[str, bytes | None], bool, bool, int] | None:
         """(On the event loop) the rows that changed since the last save, taken as saved already: the next
         save is computed against them while this one is being committed. None when there is nothing to do."""
         if not self.persistent:
@@ -336,9 +338,9 @@ class EmulatorServer:
         self._saved_changes = changes
         if CHECK_SAVES:
             self._check(record)
-        return rows, record.get("inject") == "fail", changes, whole
+        return rows, record.get("inject") == "fail", whole, changes
 
-    def _commit(self, rows: dict[str, bytes | None], fail: bool, changes: int, whole: bool) -> None:
+    def _commit(self, rows: dict[str, bytes | None], fail: bool, whole: bool) -> None:
         """(On the writer thread, one commit after another, in order.) After a failed commit, the saves encoded
         against what it would have written are refused too, until a whole one is written."""
         if self._broken and not whole:
