@@ -11,7 +11,6 @@ from vmssctl import inputs
 from vmssctl.emulator import shapes
 from vmssctl.emulator.envelope import Ctx, accepted, json_response, lro_headers, page
 from vmssctl.emulator.errors import ArmError, invalid
-from vmssctl.emulator.resources.vms import Instance
 
 FILTER_RE = re.compile(r"^\s*properties/latestModelApplied\s+eq\s+(true|false)\s*$", re.I)
 VM_SET_FILTER_RE = re.compile(r"^\s*'?virtualMachineScaleSet/id'?\s+eq\s+'([^']+)'\s*$", re.I)
@@ -22,7 +21,7 @@ def list_in_set(ctx: Ctx) -> Response:
     ss = world.scale_sets.get(ctx.params["rg"], ctx.params["name"])
     world.advance()
     q = ctx.request.query_params
-    items = [ss.instances[k] for k in sorted(ss.instances)]  # (by instance id: ints, sorted without a key)
+    ids = sorted(ss.instances)  # (by instance id: ints, sorted without a key)
     if "$filter" in q:
         m = FILTER_RE.match(q["$filter"])
         if not m:
@@ -30,20 +29,21 @@ def list_in_set(ctx: Ctx) -> Response:
                           "'properties/latestModelApplied eq true|false'.", "$filter")
         want = m.group(1).lower() == "true"
         digest = ss.profile_digest
-        items = [i for i in items if (i.profile == digest) == want]
+        ids = [k for k in ids if (ss.instances[k].profile == digest) == want]
     expand = q.get("$expand", "").lower()
     if expand and expand != "instanceview":
         raise invalid(f"The $expand '{q['$expand']}' is not supported: use 'instanceView'.", "$expand")
     select = {s.strip().lower() for s in q["$select"].split(",")} if q.get("$select") else None
 
-    def render(inst: Instance) -> dict:
-        body = shapes.instance(world, ss, inst, bool(expand) or (select is not None and "instanceview" in select))
+    def render(iid: int) -> dict:
+        with_view = bool(expand) or (select is not None and "instanceview" in select)
+        body = shapes.instance(world, ss, ss.instances[iid], with_view)
         if select is not None:
             body["properties"] = {k: v for k, v in body["properties"].items() if k.lower() in select}
         return body
-    if select is None:
-        return page(ctx, items, render, lambda inst: shapes.encoded_instance(world, ss, inst, bool(expand)))
-    return page(ctx, items, render)
+    if select is None:  # (only the page's own VMs are looked up)
+        return page(ctx, ids, render, lambda iid: shapes.encoded_instance(world, ss, ss.instances[iid], bool(expand)))
+    return page(ctx, ids, render)
 
 
 def get(ctx: Ctx) -> Response:
