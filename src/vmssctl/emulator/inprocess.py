@@ -142,10 +142,10 @@ class WorldGateway:
 
     @_call("get")
     def get(self) -> ScaleSet:
-        from vmssctl.azure import scale_set_from_arm
+        from vmssctl.azure import scale_set_from_json
 
         self.world.advance()
-        return scale_set_from_arm(shapes.scale_set(self.world, self._set()), self.resource_group)
+        return scale_set_from_json(shapes.scale_set(self.world, self._set()), self.resource_group)
 
     @_call("list")
     def instances(self) -> list[Instance]:
