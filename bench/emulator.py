@@ -71,8 +71,11 @@ def main() -> None:
                 assert n == 1000
 
             cpu0 = cpu_seconds(e.proc.pid)
-            raw_best, raw_med = best_of(5, raw_list)
+            raw_list()  # (the first listing encodes every VM; the next four find them unchanged)
+            cold = (cpu_seconds(e.proc.pid) - cpu0) / 10
+            raw_best, raw_med = best_of(4, raw_list)
             per_page = (cpu_seconds(e.proc.pid) - cpu0) / (5 * 10)
+            warm = (per_page * 50 - cold * 10) / 40
             sdk_best, sdk_med = best_of(5, sdk_list)
             gw_best, gw_med = best_of(5, gateway_list)
             n = 500
@@ -88,7 +91,9 @@ def main() -> None:
         print(f"  list 1,000 instances with instanceView, all pages, raw HTTP : best {raw_best * 1000:6.1f} ms, "
               f"median {raw_med * 1000:6.1f} ms   target < 500 ms: {'met' if raw_med < 0.5 else 'MISSED'}")
         print(f"  emulator CPU per listed page of 100 instances                 : {per_page * 1000:6.2f} ms   "
-              f"target <= 2 ms: {'met' if per_page <= 0.002 else 'MISSED'}")
+              f"target <= 2 ms: {'met' if per_page <= 0.002 else 'MISSED'}\n"
+              f"    (5 listings: the first, every VM encoded, {cold * 1000:.2f} ms a page; "
+              f"the next four, VMs unchanged, {warm * 1000:.2f} ms a page)")
         print(f"  same through azure-mgmt-compute (SDK models + vmssctl model): best {sdk_best * 1000:6.1f} ms, "
               f"median {sdk_med * 1000:6.1f} ms   (the difference is the SDK deserializing its models)")
         print(f"  through vmssctl's gateway (the SDK's pipeline, pages read as JSON): best {gw_best * 1000:6.1f} ms, "
