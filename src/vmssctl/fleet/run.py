@@ -50,7 +50,7 @@ def launch(database: str, executor_id: str | None = None, fleets: bool = False) 
     durable.launch(database, executor_id)
     DBOS.register_queue(SETS_QUEUE, worker_concurrency=SETS_AT_ONCE, polling_interval_sec=durable.QUEUE_POLL)
     if fleets:
-        DBOS.register_queue(FLEETS_QUEUE, polling_interval_sec=durable.QUEUE_POLL)
+        DBOS.register_queue(FLEETS_QUEUE, polling_interval_sec=durable.FLEET_QUEUE_POLL)
 
 
 def log_sets() -> None:
