@@ -523,6 +523,13 @@ def test_reading_a_sets_json_agrees_with_the_sdks_model():
         ext = graced["properties"]["virtualMachineProfile"]["extensionProfile"]["extensions"][0]["properties"]
         ext["settings"] = {**(ext.get("settings") or {}), "gracePeriod": grace}
         bodies.append(graced)
+    twice = demo_scale_set(3)  # (two health extensions, only the second with a grace period: it counts)
+    exts = twice["properties"]["virtualMachineProfile"]["extensionProfile"]["extensions"]
+    exts.append(copy.deepcopy(exts[0]))
+    exts[1]["name"] = "health2"
+    exts[0]["properties"]["settings"] = {**(exts[0]["properties"].get("settings") or {}), "gracePeriod": "soon"}
+    exts[1]["properties"]["settings"] = {**(exts[1]["properties"].get("settings") or {}), "gracePeriod": 900}
+    bodies.append(twice)
     world = frozen_world(1)
     for name, kwargs in (("web", {}), ("roll", {"mode": "Rolling"}), ("flex", {"flexible": True, "zones": ["1"]})):
         create_set(world, "rg", name=name, capacity=2, **kwargs)

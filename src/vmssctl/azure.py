@@ -359,7 +359,7 @@ def scale_set_from_json(body: dict, resource_group: str):
     """A scale set's ARM JSON as vmssctl's ScaleSet: what ``ScaleSet.from_sdk`` reads of the SDK's models, read
     where it lies (building the models of a set cost more than the request that fetched it). The tests hold the
     two to the same answers."""
-    from vmssctl.model import HEALTH_EXTENSIONS, ScaleSet
+    from vmssctl.model import HEALTH_EXTENSIONS, ScaleSet, grace_period, unique_ids
 
     props = body.get("properties") or {}
     vmp = props.get("virtualMachineProfile") or {}
@@ -369,21 +369,11 @@ def scale_set_from_json(body: dict, resource_group: str):
     size: Any = sku.get("name")
     policy = props.get("upgradePolicy") or {}
     rolling = policy.get("rollingUpgradePolicy") or {}
-    health = next(((x.get("properties") or {}) for x in (vmp.get("extensionProfile") or {}).get("extensions") or []
-                   if ((x.get("properties") or {}).get("type") or "").lower() in HEALTH_EXTENSIONS), None)
-    grace = (health.get("settings") if health is not None else None) or {}
-    grace = grace.get("gracePeriod") if isinstance(grace, dict) else None
+    health = [p for x in (vmp.get("extensionProfile") or {}).get("extensions") or []
+              if ((p := x.get("properties") or {}).get("type") or "").lower() in HEALTH_EXTENSIONS]
     probe = (((vmp.get("networkProfile") or {}).get("healthProbe")) or {}).get("id")
     ipcs = [(c.get("properties") or {}) for nic in (vmp.get("networkProfile") or {}).get(
         "networkInterfaceConfigurations") or [] for c in (nic.get("properties") or {}).get("ipConfigurations") or []]
-
-    def named(ids: Callable[[dict], list]) -> tuple[str, ...]:  # (once each, in order: as model._named)
-        out: list[str] = []
-        for ipc in ipcs:
-            for rid in ids(ipc):
-                if rid and rid.lower() not in (p.lower() for p in out):
-                    out.append(rid)
-        return tuple(out)
     return ScaleSet(
         resource_group=resource_group, name=name, location=location,
         capacity=sku.get("capacity") or 0, vm_size=size, image=image_from_json(vmp.get("storageProfile")),
@@ -391,14 +381,13 @@ def scale_set_from_json(body: dict, resource_group: str):
         provisioning_state=props.get("provisioningState") or "",
         fault_domains=props.get("platformFaultDomainCount") or 5, zones=tuple(body.get("zones") or ()),
         etag=body.get("etag"), tags=dict(body.get("tags") or {}),
-        health_signal="Application Health extension" if health is not None else
-        "load balancer probe" if probe else None,
-        health_grace=float(grace) if isinstance(grace, int | float) and not isinstance(grace, bool)
-        and 0 <= grace <= 14400 else None,
+        health_signal="Application Health extension" if health else "load balancer probe" if probe else None,
+        health_grace=next((g for p in health if (g := grace_period(p.get("settings"))) is not None), None),
         rolling_batch_percent=rolling.get("maxBatchInstancePercent"), rolling_max_surge=bool(rolling.get("maxSurge")),
-        lb_pools=named(lambda ipc: [p.get("id") for p in ipc.get("loadBalancerBackendAddressPools") or []]),
-        gateway_pools=named(lambda ipc: [p.get("id") for p in ipc.get("applicationGatewayBackendAddressPools") or []]),
-        subnets=named(lambda ipc: [(ipc.get("subnet") or {}).get("id")]),
+        lb_pools=unique_ids(p.get("id") for ipc in ipcs for p in ipc.get("loadBalancerBackendAddressPools") or []),
+        gateway_pools=unique_ids(p.get("id") for ipc in ipcs
+                                 for p in ipc.get("applicationGatewayBackendAddressPools") or []),
+        subnets=unique_ids((ipc.get("subnet") or {}).get("id") for ipc in ipcs),
     )
 
 

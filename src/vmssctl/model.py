@@ -6,6 +6,7 @@ SDK's classes or raw ARM JSON.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -329,11 +330,27 @@ def _health_grace(vmp: object) -> float | None:
     for ext in (getattr(profile, "extensions", None) or []):
         props = getattr(ext, "properties", None)
         if (getattr(props, "type", None) or "").lower() in HEALTH_EXTENSIONS:
-            settings = getattr(props, "settings", None)
-            grace = settings.get("gracePeriod") if isinstance(settings, dict) else None
-            if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= 14400:
-                return float(grace)
+            grace = grace_period(getattr(props, "settings", None))
+            if grace is not None:
+                return grace
     return None
+
+
+def grace_period(settings: object) -> float | None:
+    """A health extension's ``gracePeriod`` setting in seconds, where it is one (a number from 0 to 4 hours)."""
+    grace = settings.get("gracePeriod") if isinstance(settings, dict) else None
+    if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= 14400:
+        return float(grace)
+    return None
+
+
+def unique_ids(ids: Iterable[str | None]) -> tuple[str, ...]:
+    """Resource ids once each (compared without case), in the order given."""
+    out: list[str] = []
+    for rid in ids:
+        if rid and rid.lower() not in (p.lower() for p in out):
+            out.append(rid)
+    return tuple(out)
 
 
 def _rolling_policy(vmss: object) -> object:
@@ -347,13 +364,8 @@ def _text(value: Any) -> str | None:
 
 def _named(vmp: Any, ids: Any) -> tuple[str, ...]:
     """The resource ids ``ids(ip_configuration)`` gives over a model's NIC IP configurations, once each, in order."""
-    out: list[str] = []
-    for nic in getattr(getattr(vmp, "network_profile", None), "network_interface_configurations", None) or []:
-        for ipc in getattr(nic, "ip_configurations", None) or []:
-            for rid in ids(ipc):
-                if rid and rid.lower() not in (p.lower() for p in out):
-                    out.append(rid)
-    return tuple(out)
+    nics = getattr(getattr(vmp, "network_profile", None), "network_interface_configurations", None) or []
+    return unique_ids(rid for nic in nics for ipc in getattr(nic, "ip_configurations", None) or [] for rid in ids(ipc))
 
 
 def _pools(vmp: Any, attr: str) -> tuple[str, ...]:
