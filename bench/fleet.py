@@ -124,9 +124,9 @@ concurrency = {REST_CONCURRENCY}
         waves = sum(-(-len(st["sets"]) // concurrency[st["stage"]]) for st in stages)  # (a stage's waves of sets)
         lone_ideal = waves * alone + BAKE * (len(stages) - 1)
         times = sorted(own[k] for st in stages for k in st["sets"])
-        gaps = took - sum(max(own[k] for k in st["sets"]) for st in stages) - BAKE * (len(stages) - 1)
-        one_wave = all(len(st["sets"]) <= {"canary": 1, "pilot": PILOT}.get(st["stage"], REST_CONCURRENCY)
-                       for st in stages)  # (else a stage's slowest set is not its length)
+        gaps = took - ideal
+        # (where a stage runs in more than one wave, its slowest set is not its length)
+        one_wave = all(len(st["sets"]) <= concurrency[st["stage"]] for st in stages)
         stats = emu.stats()
         requests, throttled = stats["requests"]["total"], stats["requests"].get("throttled", 0)
         n = sets * SIZE
