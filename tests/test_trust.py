@@ -134,6 +134,7 @@ def test_every_kind_of_write_survives_a_kill(tmp_path):
     ]
     from vmssctl.rollout.clock import EmulatorClock
 
+    clock = None
     try:
         clock = EmulatorClock(emu.connection)  # (its kept connection dies with each emulator: it opens another)
         for write in writes:
@@ -146,6 +147,8 @@ def test_every_kind_of_write_survives_a_kill(tmp_path):
             assert emu.admin("GET", "state") == expected
             assert clock.admin.clock()["now"] == expected["now"]
     finally:
+        if clock is not None:
+            clock.close()
         emu.stop()
 
 

@@ -503,4 +503,3 @@ def test_the_demo_runs_clean():
     assert r.stderr.strip() == "", r.stderr[-2000:]
     availability = next(json.loads(x) for x in r.stdout.splitlines() if '"availability"' in x)
     assert availability["minHealthy"] >= availability["floor"]
-
