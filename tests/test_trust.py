@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -176,6 +177,42 @@ def test_a_state_directory_of_an_older_emulator_is_carried_over(tmp_path):
     emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
     try:
         assert emu.admin("GET", "state") == after and len(after["sets"]) == 1
+    finally:
+        emu.stop()
+
+
+def test_a_database_whose_meta_row_held_the_groups_is_carried_over(tmp_path):
+    """The resource groups were once saved inside the meta row (rewritten whole on every save, however many
+    groups there were); now each has a row. Such a database starts with its groups, and the first save, a write
+    to one group, gives every group its row."""
+    state = tmp_path / "emu"
+    emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
+    try:
+        make_set(emu, 2)
+        emu.group("other-rg")
+        expected = emu.admin("GET", "state")
+    finally:
+        emu.stop()
+    with sqlite3.connect(state / "state.db") as db:  # the older layout
+        groups = {k[4:]: json.loads(v) for k, v in db.execute("SELECT key, data FROM parts WHERE key LIKE 'grp:%'")}
+        meta = json.loads(db.execute("SELECT data FROM parts WHERE key = 'meta'").fetchone()[0])
+        db.execute("UPDATE parts SET data = ? WHERE key = 'meta'", (json.dumps({**meta, "groups": groups}).encode(),))
+        db.execute("DELETE FROM parts WHERE key LIKE 'grp:%'")
+    assert len(groups) == 2
+    emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
+    try:
+        assert emu.admin("GET", "state") == expected
+        emu.group("after-rg")
+        after = emu.admin("GET", "state")
+    finally:
+        emu.stop()
+    with sqlite3.connect(state / "state.db") as db:
+        rows = {k for (k,) in db.execute("SELECT key FROM parts WHERE key LIKE 'grp:%'")}
+        meta = json.loads(db.execute("SELECT data FROM parts WHERE key = 'meta'").fetchone()[0])
+    assert rows == {f"grp:{g}" for g in after["groups"]} and len(rows) == 3 and "groups" not in meta
+    emu = start_emulator(state, "--time-scale", "0", "--throttle", "off")
+    try:
+        assert emu.admin("GET", "state") == after
     finally:
         emu.stop()
 

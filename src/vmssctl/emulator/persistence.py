@@ -167,6 +167,9 @@ class Saved:
         self.by_group: dict[str, set[str]] = {}  # a resource group -> its sets' keys
         self.ops: set[str] = set()  # operation ids
         self.others: set[str] = set()  # load balancers', gateways' and loads' row keys
+        self.groups: set[str] = set()  # resource groups' row keys
+        # (a store saved when the meta row held every resource group: the next save writes the groups' own rows)
+        self.whole_next = "meta" in rows and "groups" in orjson.loads(rows["meta"])
         for k, v in rows.items():
             self._index(k, v)
 
@@ -188,12 +191,14 @@ class Saved:
             self.ops.discard(rest)
         elif kind in ("lb", "gw", "load"):
             self.others.add(key) if data is not None else self.others.discard(key)
+        elif kind == "grp":
+            self.groups.add(key) if data is not None else self.groups.discard(key)
 
     def changes(self, world: Any, full: bool = False) -> dict[str, bytes | None]:
         """The rows to write (None: to delete) for the world as it is now."""
-        if full:
+        if full or self.whole_next:
             world.touch(None)
-        parts, looked, groups, partial = world.parts(self.ops)
+        parts, looked, groups, partial, ops = world.parts()
         if full:
             parts = world.all_parts()
         out: dict[str, bytes | None] = {}
@@ -217,12 +222,16 @@ class Saved:
                 continue
             saved = self.vms.get(set_key, set())
             out.update({vm: None for i in ids if (vm := f"inst:{set_key}:{i}") in saved and vm not in parts})
-        out.update({f"op:{op_id}": None for op_id in self.ops - world.ops.keys()})
+        gone_ops = self.ops - world.ops.keys() if ops is None else {o for o in ops if o not in world.ops} & self.ops
+        out.update({f"op:{op_id}": None for op_id in gone_ops})
         out.update({k: None for k in self.others - parts.keys()})
+        gone = self.groups if looked is None else {f"grp:{g}" for g in groups}.intersection(self.groups)
+        out.update({k: None for k in gone - parts.keys()})
         return out
 
     def done(self, rows: dict[str, bytes | None]) -> None:
         """The store committed ``rows``."""
+        self.whole_next = self.whole_next and "meta" not in rows
         for k, v in rows.items():
             if v is None:
                 self.rows.pop(k, None)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from vmssctl.emulator import images, timing
 from vmssctl.emulator.clock import SimClock
@@ -36,23 +36,47 @@ DEFAULT_TENANT = "00000000-0000-0000-0000-0000000a11ce"
 
 
 class Sets(dict[SetKey, ScaleSet]):
-    """The scale sets by key, and each resource group's keys: what a write to a group may have changed is found
-    without looking at every set (a save per write would otherwise grow with the fleet)."""
+    """The scale sets by key, and each resource group's and each subscription's keys, in the order the sets
+    came: what a write to a group may have changed, a group's or a subscription's sets and a subscription's
+    quota usage are found without looking at every set (each would otherwise grow with the fleet)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._groups: dict[str, set[SetKey]] = {}
+        self._groups: dict[str, dict[SetKey, None]] = {}
+        self._subscriptions: dict[str, dict[SetKey, None]] = {}  # ("": a set of the world's default subscription)
 
     def __setitem__(self, key: SetKey, value: ScaleSet) -> None:
         super().__setitem__(key, value)
-        self._groups.setdefault(key[0], set()).add(key)
+        self._groups.setdefault(key[0], {})[key] = None
+        self._subscriptions.setdefault((value.subscription or "").lower(), {})[key] = None
 
     def __delitem__(self, key: SetKey) -> None:
+        value = self[key]
         super().__delitem__(key)
-        self._groups.get(key[0], set()).discard(key)
+        self._groups.get(key[0], {}).pop(key, None)
+        self._subscriptions.get((value.subscription or "").lower(), {}).pop(key, None)
 
-    def of_group(self, rg: str) -> set[SetKey]:
-        return self._groups.get(rg.lower(), set())
+    def of_group(self, rg: str) -> Iterable[SetKey]:
+        return self._groups.get(rg.lower(), {}).keys()
+
+    def of_subscription(self, subscription: str, default: str) -> list[ScaleSet]:
+        """The sets of a subscription (``default``: the world's, which a set without one is in)."""
+        sub = subscription.lower()
+        keys = [*self._subscriptions.get(sub, ()), *(self._subscriptions.get("", ()) if sub == default.lower() else ())]
+        return [self[k] for k in keys]
+
+
+class Looked(NamedTuple):
+    """What a save looks at (``World.parts``): the parts that may have changed, {key: JSON-able}; the sets looked
+    at whole (None: every set, and every group and operation); the resource groups written to (a set or group
+    gone from one is deleted); the sets looked at in part (their row and these VMs: one gone is deleted); the
+    operations looked at (one gone is deleted)."""
+
+    parts: dict[str, object]
+    sets: set[SetKey] | None
+    groups: set[str]
+    partial: dict[SetKey, set[int]]
+    ops: set[str] | None
 
 
 class World:
@@ -95,7 +119,7 @@ class World:
         self.changes = 0  # bumped on every state change; the server persists when it moves
         self.touched: set[SetKey] | None = set()  # sets that may have changed since the last save (None: any)
         self.touched_groups: set[str] = set()
-        self.touched_ops: set[str] = set()  # operations changed since the last save (new ones are found anyway)
+        self.touched_ops: set[str] = set()  # operations created, changed or forgotten since the last save
         self.touched_vms: dict[SetKey, set[int]] = {}  # VMs whose own timed steps ran (their set's row too)
 
     # ----------------------------------------------------------------- time
@@ -137,13 +161,14 @@ class World:
     SCHEMA = 1  # of the state file; bump when dump() changes shape
 
     # Saved part by part (persistence.SqliteStore): a part is a row, written when its bytes change. Which parts
-    # may have changed since the last save is known without looking at the others: a set whose instances had
-    # timed work applied (advance: the VMs whose steps ran, or the whole set for an operation's or a rolling
-    # upgrade's), a set an ARM write named (its resource group: ``touch``), an operation
-    # created since or changed (``touched_ops``: where an operation's VMs end, it finishes or times out); the
-    # rest (groups, clock, catalog, load balancers, gateways, loads) is small and compared whole. ``touch(None)``
-    # makes every set a candidate (a write whose scope is wider). The tests' emulators check every save against
-    # the whole state (VMSSCTL_EMULATOR_CHECK_SAVES).
+    # may have changed since the last save is known without looking at the others, so a save costs what changed,
+    # not the size of the world: a set whose instances had timed work applied (advance: the VMs whose steps ran,
+    # or the whole set for an operation's or a rolling upgrade's), a set an ARM write named (its resource group:
+    # ``touch``), a resource group written to (its own row), an operation created, changed or forgotten
+    # (``touched_ops``: where an operation's VMs end, it finishes or times out); the rest (clock, catalog, load
+    # balancers, gateways, loads) is small and compared whole. ``touch(None)`` makes every part a candidate (a
+    # write whose scope is wider). The tests' emulators check every save against the whole state
+    # (VMSSCTL_EMULATOR_CHECK_SAVES).
     def touch(self, rg: str | None) -> None:
         if self.touched is None:
             return
@@ -153,22 +178,25 @@ class World:
             self.touched.update(self.sets.of_group(rg))
             self.touched_groups.add(rg.lower())
 
-    def parts(self, saved_ops: set[str]) -> tuple[dict[str, object], set | None, set, dict[SetKey, set[int]]]:
-        """The parts that may differ from what was saved: {key: JSON-able}, the set keys looked at whole (None:
-        every set), the resource groups written to (a set gone from one is deleted) and the sets looked at in
-        part (their row and these VMs: one gone is deleted); then forget what was touched."""
+    def parts(self) -> Looked:
+        """The parts that may differ from what was saved, and what was looked at to find them (a part looked at
+        and not found is gone); then forget what was touched."""
         out: dict[str, object] = {
             "meta": {"schema": self.SCHEMA, "subscription": self.subscription, "tenant": self.tenant,
-                     "subscriptions": self.subscriptions, "groups": self.groups, "catalog": self.catalog.dump(),
+                     "subscriptions": self.subscriptions, "catalog": self.catalog.dump(),
                      "faults": self.faults.to_json(), "limits": self.limits, "galleryVersions": self.gallery_versions},
             "clock": {"now": self.now(), "rng": list(self.rng.getstate()[1]), "rngPos": self.rng.getstate()[2]},
         }
-        for op_id in (self.touched_ops | (self.ops.keys() - saved_ops)):
+        looked = None if self.touched is None else set(self.touched)
+        ops = None if looked is None else set(self.touched_ops)
+        for op_id in (self.ops if ops is None else ops):
             op = self.ops.get(op_id)
             if op is not None:
                 out[f"op:{op_id}"] = dict(vars(op))
-        looked = None if self.touched is None else set(self.touched)
         groups = set(self.touched_groups)
+        for g in (self.groups if looked is None else groups):  # (a group is written to when its own row changes)
+            if g in self.groups:
+                out[f"grp:{g}"] = self.groups[g]
         for k in (self.sets if looked is None else looked):
             ss = self.sets.get(k)
             if ss is not None:
@@ -183,23 +211,24 @@ class World:
             for k, v in store.items():
                 out[f"{prefix}:{_key_text(k)}"] = dict(vars(v))
         self.touched, self.touched_groups, self.touched_ops, self.touched_vms = set(), set(), set(), {}
-        return out, looked, groups, partial
+        return Looked(out, looked, groups, partial, ops)
 
     def all_parts(self) -> dict[str, object]:
         """Every part (a first save, and the check that what was saved is the whole state)."""
         touched, groups, ops, vms = self.touched, self.touched_groups, self.touched_ops, self.touched_vms
         self.touched = None
         try:
-            out, _, _, _ = self.parts(set())
+            out = self.parts().parts
         finally:
             self.touched, self.touched_groups, self.touched_ops, self.touched_vms = touched, groups, ops, vms
-        return out  # (with nothing saved, every operation is new)
+        return out
 
     @staticmethod
     def from_parts(parts: dict[str, Any]) -> dict:
         """The state ``dump`` gives, put together from saved parts (what ``load`` takes)."""
         state = {**parts["meta"], **parts["clock"], "ops": [], "sets": [], "loadBalancers": [],
                  "applicationGateways": [], "loads": []}
+        state["groups"] = dict(parts["meta"].get("groups") or {})  # (saved in the meta row before they had rows)
         sets: dict[str, dict] = {}
         instances: dict[str, list] = {}
         for key, value in sorted(parts.items()):
@@ -210,6 +239,8 @@ class World:
                 sets[rest] = value
             elif kind == "inst":
                 instances.setdefault(rest.rsplit(":", 1)[0], []).append(value)
+            elif kind == "grp":
+                state["groups"][rest] = value
             elif kind in ("lb", "gw", "load"):
                 state[{"lb": "loadBalancers", "gw": "applicationGateways", "load": "loads"}[kind]].append(value)
         for k in sorted(sets):

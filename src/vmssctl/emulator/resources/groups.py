@@ -62,7 +62,7 @@ class ResourceGroups:
         w = self.world
         self.get(name)
         now = w.advance()
-        for ss in [s for s in w.sets.values() if s.rg.lower() == name.lower()]:
+        for ss in [w.sets[k] for k in w.sets.of_group(name)]:
             w.scale_sets.remove(ss, now)
         for lb in [b for b in w.lbs.values() if b.rg.lower() == name.lower()]:
             del w.lbs[lb.key]

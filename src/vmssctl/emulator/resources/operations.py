@@ -48,6 +48,7 @@ class Operations:
         op = Operation(id=str(uuid.UUID(int=w.rng.getrandbits(128))), name=name, location=location,
                        start=now, set_key=list(ss.key) if ss else None, then=then)
         w.ops[op.id] = op
+        w.touched_ops.add(op.id)  # (for the next save)
         if ss is not None and then:
             ss.busy.append(op.id)
             if then == "remove":
@@ -57,6 +58,7 @@ class Operations:
         if len(w.ops) > KEPT:
             for old in [o for o in w.ops.values() if o.status != "InProgress"][:KEPT // 4]:
                 del w.ops[old.id]
+                w.touched_ops.add(old.id)  # (its row goes at the next save)
         return op
 
     def done(self, name: str, location: str, result: dict | None = None) -> Operation:

@@ -70,11 +70,9 @@ class Quotas:
     def used(self, subscription: str, location: str, skip: ScaleSet | None = None) -> dict[str, int]:
         """vCPUs in use, in total and by family: every set's capacity (``skip``: but this one's)."""
         out: dict[str, int] = {REGIONAL: 0}
-        sub = subscription.lower()
-        default = self.world.subscription
-        for ss in self.world.sets.values():  # (every set is looked at on each grown set: kept to a few compares)
+        for ss in self.world.sets.of_subscription(subscription, self.world.subscription):
             where, family, vcpus = ss.quota_class
-            if where != location or ss is skip or (ss.subscription or default).lower() != sub:
+            if where != location or ss is skip:
                 continue
             n = ss.model["sku"].get("capacity", 0) * vcpus
             out[REGIONAL] += n

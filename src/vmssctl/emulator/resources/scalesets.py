@@ -3,6 +3,7 @@ Automatic upgrades, Azure's rolling upgrade)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections import Counter
@@ -132,6 +133,17 @@ class ScaleSet:
         return str(self.model["properties"]["upgradePolicy"].get("mode", "Manual")).lower()
 
 
+@functools.lru_cache(maxsize=4096)
+def _emptiest_cell(uds: int, cells: tuple[int, ...], fds: tuple[int, ...], ud_n: tuple[int, ...]) -> tuple[int, ...]:
+    """Where a zone's next VM goes, from its counts per (FD, UD) cell, FD and UD: the emptiest cell, then the
+    least-loaded FD and UD, along diagonals, as Compute spreads them. With max spreading (a Flexible set's
+    platformFaultDomainCount 1) every VM reports fault domain 0. (Kept: every set grown from the same counts
+    fills the same cells in the same order, so creating a fleet chooses each cell once.)"""
+    *_, fd, ud, cell = min((cells[f * uds + u], fds[f] + ud_n[u], max(fds[f], ud_n[u]), f, (u - f) % uds, f, u,
+                            f * uds + u) for f, u in itertools.product(range(len(fds)), range(uds)))
+    return fd, ud, cell
+
+
 class ScaleSets:
     """The world's scale sets (``world.sets``, by group and name)."""
 
@@ -147,10 +159,14 @@ class ScaleSets:
 
     def select(self, rg: str | None = None, subscription: str | None = None) -> list[ScaleSet]:
         """The sets of a resource group, or of a subscription, or all."""
+        sets = self.world.sets
         if rg is not None:
             self.world.resource_groups.get(rg)
-        return [s for s in self.world.sets.values() if (rg is None or s.rg.lower() == rg.lower())
-                and (subscription is None or self.subscription_of(s).lower() == subscription.lower())]
+            return [sets[k] for k in sets.of_group(rg)
+                    if subscription is None or self.subscription_of(sets[k]).lower() == subscription.lower()]
+        if subscription is None:
+            return list(sets.values())
+        return sets.of_subscription(subscription, self.world.subscription)
 
     def subscription_of(self, ss: ScaleSet) -> str:
         return ss.subscription or self.world.subscription
@@ -300,12 +316,10 @@ class ScaleSets:
         live = ss.live()
         zones: list[str | None] = list(ss.zones) or [None]
         uds = 1 if ss.flexible else UPDATE_DOMAINS  # a Flexible set has no update domains
-        # the (FD, UD) cells: fault domain, update domain, the cell's index, its diagonal
-        grid = [(f, u, f * uds + u, (u - f) % uds) for f, u in itertools.product(range(ss.fault_domains), range(uds))]
         n_zone = Counter(i.zone for i in live)
         n_fd = {z: [0] * ss.fault_domains for z in zones}
         n_ud = {z: [0] * uds for z in zones}
-        n_cell = {z: [0] * len(grid) for z in zones}
+        n_cell = {z: [0] * (ss.fault_domains * uds) for z in zones}
         for i in live:
             if i.zone in n_fd and i.fd < ss.fault_domains and i.ud < uds:
                 n_fd[i.zone][i.fd] += 1
@@ -315,11 +329,8 @@ class ScaleSets:
         image = self.resolve_image(ss.vm_profile["storageProfile"], ss.location) if count > 0 else {}
         for _ in range(count):
             zone = min(zones, key=lambda z: (n_zone[z], zones.index(z)))
-            # emptiest (FD, UD) cell, then the least-loaded FD and UD: diagonals, as Compute spreads them. With
-            # max spreading (a Flexible set's platformFaultDomainCount 1) every VM reports fault domain 0.
             fds, ud_n, cells = n_fd[zone], n_ud[zone], n_cell[zone]
-            *_, fd, ud, cell = min((cells[c], fds[f] + ud_n[u], max(fds[f], ud_n[u]), f, d, f, u, c)
-                                   for f, u, c, d in grid)
+            fd, ud, cell = _emptiest_cell(uds, tuple(cells), tuple(fds), tuple(ud_n))
             n_zone[zone] += 1
             fds[fd] += 1
             ud_n[ud] += 1
