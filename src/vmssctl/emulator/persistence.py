@@ -198,9 +198,7 @@ class Saved:
         """The rows to write (None: to delete) for the world as it is now."""
         if full or self.whole_next:
             world.touch(None)
-        parts, looked, groups, partial, ops = world.parts()
-        if full:
-            parts = world.all_parts()
+        parts, looked, groups, partial, ops = world.parts()  # (after touch(None): every part, as all_parts)
         out: dict[str, bytes | None] = {}
         rows = self.rows
         for k, v in parts.items():
