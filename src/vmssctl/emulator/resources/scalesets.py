@@ -134,7 +134,8 @@ class ScaleSet:
 
 
 @functools.lru_cache(maxsize=4096)
-def _emptiest_cell(uds: int, cells: tuple[int, ...], fds: tuple[int, ...], ud_n: tuple[int, ...]) -> tuple[int, ...]:
+def _emptiest_cell(uds: int, cells: tuple[int, ...], fds: tuple[int, ...],
+                   ud_n: tuple[int, ...]) -> tuple[int, int, int]:
     """Where a zone's next VM goes, from its counts per (FD, UD) cell, FD and UD: the emptiest cell, then the
     least-loaded FD and UD, along diagonals, as Compute spreads them. With max spreading (a Flexible set's
     platformFaultDomainCount 1) every VM reports fault domain 0. (Kept: every set grown from the same counts
