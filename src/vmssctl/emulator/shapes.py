@@ -69,35 +69,37 @@ def scale_set(world: w.World, ss: w.ScaleSet) -> dict:
     return body
 
 
-def _status(code: str, display: str, t: float, level: str = "Info", message: str | None = None) -> dict:
-    st = {"code": code, "level": level, "displayStatus": display, "time": iso(t)}
+def _status(code: str, display: str, time: str, level: str = "Info", message: str | None = None) -> dict:
+    st = {"code": code, "level": level, "displayStatus": display, "time": time}
     if message:
         st["message"] = message
     return st
 
 
-def instance_view(ss: w.ScaleSet, inst: w.Instance) -> dict:
+def instance_view(ss: w.ScaleSet, inst: w.Instance, name: str | None = None) -> dict:
+    """``name``: the VM's computer name, when the caller has it already."""
+    changed = iso(inst.changed)  # (most of its statuses' time; a first listing formats every VM's)
     if inst.provisioning == "Failed" and inst.error:
-        prov = _status(f"ProvisioningState/failed/{inst.error['code']}", "Provisioning failed", inst.changed,
+        prov = _status(f"ProvisioningState/failed/{inst.error['code']}", "Provisioning failed", changed,
                        "Error", inst.error["message"])
     else:
-        prov = _status(f"ProvisioningState/{inst.provisioning.lower()}",
-                       f"Provisioning {inst.provisioning.lower()}", inst.changed)
+        low = inst.provisioning.lower()
+        prov = _status(f"ProvisioningState/{low}", f"Provisioning {low}", changed)
     view = {
         **({} if ss.flexible else {"platformUpdateDomain": inst.ud}),  # a Flexible set has no update domains
         "platformFaultDomain": inst.fd,
-        "computerName": computer_name(ss, inst),
+        "computerName": name or computer_name(ss, inst),
         "osName": "ubuntu", "osVersion": "24.04",
         "vmAgent": {"vmAgentVersion": "2.13.1.1", "statuses": [
-            _status("ProvisioningState/succeeded", "Ready", inst.changed)
+            _status("ProvisioningState/succeeded", "Ready", changed)
         ] if inst.power == "running" else []},
         "disks": [{"name": f"{ss.name}_{inst.instance_id}_OsDisk",
-                   "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded", inst.created)]}],
-        "statuses": [prov, _status(f"PowerState/{inst.power}", POWER_DISPLAY[inst.power], inst.changed)],
+                   "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded",
+                                        iso(inst.created))]}],
+        "statuses": [prov, _status(f"PowerState/{inst.power}", POWER_DISPLAY[inst.power], changed)],
     }
     if inst.health and ss.health_grace() is not None:
-        view["vmHealth"] = {"status": _status(f"HealthState/{inst.health}", HEALTH_DISPLAY[inst.health],
-                                              inst.changed)}
+        view["vmHealth"] = {"status": _status(f"HealthState/{inst.health}", HEALTH_DISPLAY[inst.health], changed)}
     return view
 
 
@@ -172,13 +174,14 @@ def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> 
             flex["zones"] = [inst.zone]
         return flex
     storage = _storage(ss, inst)
+    name = computer_name(ss, inst)
     props: dict[str, Any] = {
         "latestModelApplied": inst.profile == ss.profile_digest,
         "modelDefinitionApplied": "VirtualMachineScaleSet",
         "vmId": inst.vm_id,
         "hardwareProfile": {"vmSize": ss.model["sku"]["name"]},
         "storageProfile": storage,
-        "osProfile": {"computerName": computer_name(ss, inst),
+        "osProfile": {"computerName": name,
                       "adminUsername": (ss.vm_profile.get("osProfile") or {}).get("adminUsername", "azureuser")},
         "provisioningState": inst.provisioning,
         "timeCreated": iso(inst.created),
@@ -190,7 +193,7 @@ def instance(world: w.World, ss: w.ScaleSet, inst: w.Instance, expand: bool) -> 
                                      "protectFromScaleSetActions":
                                          bool(inst.protection.get("protectFromScaleSetActions"))}
     if expand:
-        props["instanceView"] = instance_view(ss, inst)
+        props["instanceView"] = instance_view(ss, inst, name)
     body: dict[str, Any] = {
         "name": f"{ss.name}_{inst.instance_id}", "id": f"{base}/virtualMachines/{inst.instance_id}",
         "type": f"{VMSS_TYPE}/virtualMachines", "location": ss.location, "etag": f'"{inst.etag}"',
@@ -230,7 +233,7 @@ def set_instance_view(world: w.World, ss: w.ScaleSet) -> dict:
     view = {
         "virtualMachine": {"statusesSummary": [{"code": k, "count": v} for k, v in {**prov, **power}.items()]},
         "statuses": [_status(f"ProvisioningState/{ss.provisioning.lower()}",
-                             f"Provisioning {ss.provisioning.lower()}", ss.created)],
+                             f"Provisioning {ss.provisioning.lower()}", iso(ss.created))],
         "orchestrationServices": [],
     }
     exts = (ss.vm_profile.get("extensionProfile") or {}).get("extensions") or []
