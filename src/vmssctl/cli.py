@@ -347,7 +347,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- commands
 def cmd_emulator(args: argparse.Namespace) -> int:
     from vmssctl.emulator.faults import FaultRule, ThrottleLimits
-    from vmssctl.emulator.server import EmulatorConfig, EmulatorServer, instructions
+    from vmssctl.emulator.server import EmulatorConfig, EmulatorServer, instructions, run_loop
 
     try:
         rules = [FaultRule.parse(f) for f in args.fault]
@@ -375,9 +375,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
     print(instructions(server.info()), flush=True)
-    import asyncio
-
-    asyncio.run(server.serve(sock, exit_on_failed_save=True))  # SIGINT/SIGTERM: a clean, state-saving exit
+    run_loop(server.serve(sock, exit_on_failed_save=True))  # SIGINT/SIGTERM: a clean, state-saving exit
     if not server.saved_at_exit:
         print(f"error: the emulator state could not be saved: {server.emu.persistence.get('lastError')}",
               file=sys.stderr)

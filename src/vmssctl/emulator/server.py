@@ -17,9 +17,11 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from cryptography import x509
@@ -209,6 +211,18 @@ class EmulatorConfig:
     latency_ms: float = 0.0
     retry_after: bool = False  # send Retry-After on long-running operations (real Compute sends none)
     subscriptions: int = 1  # how many subscriptions it serves (each with its own throttling buckets)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the emulator on uvloop's event loop where it is installed (not on Windows), else on asyncio's. uvloop's
+    sockets and TLS cost the emulator about a sixth less CPU a listed page (bench/emulator.py, three alternating
+    pairs: 2.6-3.2 ms against 3.4-3.6)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 class _SavingServer(uvicorn.Server):
@@ -441,7 +455,7 @@ class EmulatorServer:
     def start_in_thread(self) -> EmulatorServer:
         """Serve from a daemon thread: the embedded default for ``make demo`` and commands."""
         sock = self.bind()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve(sock)), daemon=True,
+        self._thread = threading.Thread(target=lambda: run_loop(self.serve(sock)), daemon=True,
                                         name="vmssctl-emulator")
         self._thread.start()
         deadline = time.monotonic() + 10
