@@ -54,6 +54,7 @@ RESOURCES_API_VERSIONS = frozenset({"2015-07-01", "2016-06-01", "2018-01-01-prev
                                     "2020-01-01", "2021-01-01", "2021-04-01",
                                     "2022-01-01", "2022-09-01", "2022-12-01", "2023-07-01", "2024-03-01",
                                     "2024-11-01", "2025-04-01"})
+ANY_API_VERSION = API_VERSIONS | RESOURCES_API_VERSIONS | NETWORK_API_VERSIONS
 
 
 @dataclass
@@ -129,7 +130,7 @@ async def api_version(call: Call, nxt: Next) -> Response:
         raise ArmError(400, "MissingApiVersionParameter",
                        "The api-version query parameter (?api-version=) is required for all requests.")
     subscriptions = call.match.params.get("rg") is None and call.match.operation.startswith("Subscriptions")
-    if version not in API_VERSIONS | RESOURCES_API_VERSIONS | NETWORK_API_VERSIONS and not subscriptions:
+    if version not in ANY_API_VERSION and not subscriptions:
         raise ArmError(400, "InvalidApiVersionParameter",
                        f"The api-version '{version}' is invalid. The supported versions are "
                        f"'{', '.join(sorted(API_VERSIONS, reverse=True)[:6])}, ...'.")
@@ -237,10 +238,21 @@ STAGES: tuple[Stage, ...] = (request_ids, errors, authenticate, api_version, thr
                              injected_faults, json_body, linked_access, scope, handle)
 
 
-async def run(call: Call, stages: tuple[Stage, ...] = STAGES) -> Response:
-    """Pass ``call`` through ``stages`` in order."""
-    async def at(i: int, c: Call) -> Response:
-        if i == len(stages):
-            raise AssertionError("the last stage answers")
-        return await stages[i](c, lambda c2: at(i + 1, c2))
-    return await at(0, call)
+def chain(stages: tuple[Stage, ...]) -> Next:
+    """``stages`` as one call: each passed the rest as its next (built once, not on every request)."""
+    async def last(call: Call) -> Response:
+        raise AssertionError("the last stage answers")
+    def then(stage: Stage, nxt: Next) -> Next:
+        return lambda call: stage(call, nxt)
+    nxt: Next = last
+    for stage in reversed(stages):
+        nxt = then(stage, nxt)
+    return nxt
+
+
+_CHAIN = chain(STAGES)
+
+
+async def run(call: Call) -> Response:
+    """Pass ``call`` through the stages in order."""
+    return await _CHAIN(call)

@@ -159,6 +159,9 @@ class Pattern:
 
 
 _COMPILED = [(Pattern.parse(text), methods) for text, methods in TABLE]
+_BY_LENGTH: dict[int, list[tuple[Pattern, dict]]] = {}  # (a path is matched only by patterns as long as it is)
+for _entry in _COMPILED:
+    _BY_LENGTH.setdefault(len(_entry[0].parts), []).append(_entry)
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ class Match:
 def route(method: str, segs: list[str]) -> Match:
     """The route of a request: its path split on '/' without empty segments."""
     low = [s.lower() for s in segs]
-    for pattern, methods in _COMPILED:
+    for pattern, methods in _BY_LENGTH.get(len(segs), ()):
         params = pattern.match(segs, low)
         if params is None:
             continue
