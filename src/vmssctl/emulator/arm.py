@@ -77,27 +77,39 @@ async def identity_token(request: Request) -> Response:
                           "token_type": "Bearer", "client_id": str(uuid.UUID(int=2))})
 
 
-class _CollapseSlashes:
-    """``az cloud register --endpoint-resource-manager https://host/`` yields ``//metadata/...``: ARM shrugs."""
+ARM_METHODS = frozenset({"GET", "PUT", "PATCH", "POST", "DELETE", "HEAD"})
+ARM_PREFIXES = ("/subscriptions/", "/providers/")  # (no metadata or admin route starts so)
+
+
+class _Front:
+    """The ASGI entry. ``az cloud register --endpoint-resource-manager https://host/`` yields ``//metadata/...``:
+    ARM shrugs, and so does this. ARM's own paths go to the ARM endpoint at once: Starlette's router would try
+    every metadata and admin route on each of them first."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "//" in scope["path"]:
-            scope = dict(scope, path=re.sub("/{2,}", "/", scope["path"]))
+        if scope["type"] == "http":
+            if "//" in scope["path"]:
+                scope = dict(scope, path=re.sub("/{2,}", "/", scope["path"]))
+            if scope["method"] in ARM_METHODS and scope["path"].startswith(ARM_PREFIXES):
+                scope["app"] = self.app  # (what Starlette gives its endpoints' requests: request.app.state)
+                response = await arm_endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
-def build_app(emu: Emulator) -> _CollapseSlashes:
+def build_app(emu: Emulator) -> _Front:
     from vmssctl.emulator import control
 
     app = Starlette(routes=[
         Route("/metadata/endpoints", metadata_endpoints, methods=["GET"]),
         Route("/metadata/identity/oauth2/token", identity_token, methods=["GET"]),
         *control.routes(),
-        Route("/{path:path}", arm_endpoint, methods=["GET", "PUT", "PATCH", "POST", "DELETE", "HEAD"]),
+        Route("/{path:path}", arm_endpoint, methods=sorted(ARM_METHODS)),
     ])
     app.state.emu = emu
-    return _CollapseSlashes(app)
+    return _Front(app)
