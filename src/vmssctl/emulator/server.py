@@ -215,8 +215,8 @@ class EmulatorConfig:
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run the emulator on uvloop's event loop where it is installed (not on Windows), else on asyncio's. uvloop's
-    sockets and TLS cost the emulator about a sixth less CPU a listed page (bench/emulator.py, three alternating
-    pairs: 2.6-3.2 ms against 3.4-3.6)."""
+    sockets and TLS cost the emulator about a sixth less CPU a listed page (bench/emulator.py, six alternating
+    pairs: 2.6-3.2 ms against 3.4-3.8)."""
     try:
         import uvloop
     except ImportError:
