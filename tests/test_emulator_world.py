@@ -325,3 +325,53 @@ def test_each_demo_is_running_behind_a_load_balancer_and_seeding_again_changes_n
     now = world.now()
     seed_demo(world, kind)  # a restart: nothing new, the clock where it was
     assert world.now() == now and len(world.sets) == len(sets)
+
+
+def test_a_sets_availability_record_is_saved_a_row_at_a_time(monkeypatch):
+    """A set's availability record (a row for every change of its counts: thousands in a large set's rollout) is
+    saved in rows of RECORDS_PER_ROW records: a save looks only at the rows new records went to, the rows give the
+    record back whole, the rows of records dropped past the cap are deleted, and a set row of the older layout,
+    holding its record itself, still loads."""
+    import orjson
+
+    from vmssctl.emulator.persistence import Saved
+    from vmssctl.emulator.world import RECORDS_PER_ROW
+
+    monkeypatch.setattr(availability, "CAP", 20 * RECORDS_PER_ROW)  # (what passes it goes two rows at a time)
+    world = make_world(20)
+    ss = world.sets["rg", "web"]
+    saved, looked = Saved({}), []
+    parts = world.parts
+    monkeypatch.setattr(world, "parts", lambda: looked.append(parts()) or looked[-1])
+
+    def save() -> dict:
+        rows = saved.changes(world, full=not saved.rows)
+        saved.done(rows)
+        return rows
+
+    def record(rows: dict[str, bytes]) -> list:
+        return [r for k in sorted((k for k in rows if k.startswith("avl:")), key=lambda k: int(k.rsplit(":", 1)[1]))
+                for r in orjson.loads(rows[k])]
+
+    save()
+    for _ in range(200):  # restarts of every VM, until the record has passed its cap
+        end = ss.availability_from + len(ss.availability)
+        world.vms.act("rg", "web", "restart", None)
+        world.touch("rg")
+        step(world, 300)
+        rows = save()
+        seen = sorted(int(k.rsplit(":", 1)[1]) for k in looked[-1].parts if k.startswith("avl:"))
+        assert seen == list(range(end // RECORDS_PER_ROW, (ss.availability_from + len(ss.availability) - 1)
+                                  // RECORDS_PER_ROW + 1)), (end, seen)
+        assert "availability" not in orjson.loads(saved.rows["set:rg/web"])
+        if ss.availability_from:
+            break
+    assert ss.availability_from == 2 * RECORDS_PER_ROW
+    assert {"avl:rg/web:0", "avl:rg/web:1"} <= {k for k, v in rows.items() if v is None}
+    assert record(saved.rows) == ss.availability and len(ss.availability) > 10 * RECORDS_PER_ROW
+    state = World.from_parts({k: orjson.loads(v) for k, v in saved.rows.items()})
+    assert state["sets"][0]["availability"] == ss.availability
+    assert state["sets"][0]["availability_from"] == 2 * RECORDS_PER_ROW
+    older = {k: orjson.loads(v) for k, v in saved.rows.items() if not k.startswith("avl:")}
+    older["set:rg/web"] = {**older["set:rg/web"], "availability": ss.availability}
+    assert World.from_parts(older)["sets"][0]["availability"] == ss.availability

@@ -163,6 +163,7 @@ class Saved:
     def __init__(self, rows: dict[str, bytes]) -> None:
         self.rows = rows
         self.vms: dict[str, set[str]] = {}  # a set's key -> its VMs' row keys
+        self.records: dict[str, set[str]] = {}  # a set's key -> its availability record's row keys
         self.sets: set[str] = set()  # the sets' keys ("rg/name")
         self.by_group: dict[str, set[str]] = {}  # a resource group -> its sets' keys
         self.ops: set[str] = set()  # operation ids
@@ -175,8 +176,8 @@ class Saved:
 
     def _index(self, key: str, data: bytes | None) -> None:
         kind, _, rest = key.partition(":")
-        if kind == "inst":
-            owner = self.vms.setdefault(rest.rsplit(":", 1)[0], set())
+        if kind in ("inst", "avl"):
+            owner = (self.vms if kind == "inst" else self.records).setdefault(rest.rsplit(":", 1)[0], set())
             owner.add(key) if data is not None else owner.discard(key)
         elif kind == "set" and data is not None:
             self.sets.add(rest)
@@ -185,6 +186,7 @@ class Saved:
             self.sets.discard(rest)
             self.by_group.get(rest.split("/", 1)[0], set()).discard(rest)
             self.vms.pop(rest, None)
+            self.records.pop(rest, None)
         elif kind == "op" and data is not None:
             self.ops.add(rest)
         elif kind == "op":
@@ -211,8 +213,10 @@ class Saved:
             if tuple(set_key.split("/", 1)) not in world.sets and set_key in self.sets:
                 out[f"set:{set_key}"] = None
             out.update({vm: None for vm in self.vms.get(set_key, ()) if vm not in parts})
+            out.update(self._records_gone(world, set_key))
         for sk, ids in partial.items():  # (a set looked at in part: a VM of these gone, or the set gone)
             set_key = "/".join(sk)
+            out.update(self._records_gone(world, set_key))
             if sk not in world.sets:
                 if set_key in self.sets:
                     out[f"set:{set_key}"] = None
@@ -226,6 +230,15 @@ class Saved:
         gone = self.groups if looked is None else {f"grp:{g}" for g in groups}.intersection(self.groups)
         out.update({k: None for k in gone - parts.keys()})
         return out
+
+    def _records_gone(self, world: Any, set_key: str) -> dict[str, None]:
+        """A set's saved availability rows it no longer has: dropped past the record's cap, or the set gone or
+        made again (the rows it has are written when they change)."""
+        saved = self.records.get(set_key)
+        if not saved:
+            return {}
+        rows = world.record_rows(set_key)
+        return {k: None for k in saved if int(k.rsplit(":", 1)[1]) not in rows}
 
     def done(self, rows: dict[str, bytes | None]) -> None:
         """The store committed ``rows``."""

@@ -22,6 +22,7 @@ from vmssctl.emulator.faults import Faults
 from vmssctl.emulator.network.appgateways import AppGateway, AppGateways
 from vmssctl.emulator.network.loadbalancers import LoadBalancer, LoadBalancers
 from vmssctl.emulator.network.traffic import Load, Traffic
+from vmssctl.emulator.resources import availability
 from vmssctl.emulator.resources.fields import SetKey
 from vmssctl.emulator.resources.galleries import Galleries
 from vmssctl.emulator.resources.groups import ResourceGroups
@@ -165,10 +166,10 @@ class World:
     # not the size of the world: a set whose instances had timed work applied (advance: the VMs whose steps ran,
     # or the whole set for an operation's or a rolling upgrade's), a set an ARM write named (its resource group:
     # ``touch``), a resource group written to (its own row), an operation created, changed or forgotten
-    # (``touched_ops``: where an operation's VMs end, it finishes or times out); the rest (clock, catalog, load
-    # balancers, gateways, loads) is small and compared whole. ``touch(None)`` makes every part a candidate (a
-    # write whose scope is wider). The tests' emulators check every save against the whole state
-    # (VMSSCTL_EMULATOR_CHECK_SAVES).
+    # (``touched_ops``: where an operation's VMs end, it finishes or times out), of a set's availability record the
+    # rows new records went to (``_set_parts``); the rest (clock, catalog, load balancers, gateways, loads) is small
+    # and compared whole. ``touch(None)`` makes every part a candidate (a write whose scope is wider). The tests'
+    # emulators check every save against the whole state (VMSSCTL_EMULATOR_CHECK_SAVES).
     def touch(self, rg: str | None) -> None:
         if self.touched is None:
             return
@@ -197,21 +198,27 @@ class World:
         for g in (self.groups if looked is None else groups):  # (a group is written to when its own row changes)
             if g in self.groups:
                 out[f"grp:{g}"] = self.groups[g]
+        every = looked is None
         for k in (self.sets if looked is None else looked):
             ss = self.sets.get(k)
             if ss is not None:
-                out.update(_set_parts(ss))
+                out.update(_set_parts(ss, every=every))
         partial = {} if looked is None else {k: v for k, v in self.touched_vms.items() if k not in looked}
         for k, ids in partial.items():
             ss = self.sets.get(k)
             if ss is not None:
-                out.update(_set_parts(ss, ids))
+                out.update(_set_parts(ss, ids, every=every))
         stores: tuple[tuple[str, dict[Any, Any]], ...] = (("lb", self.lbs), ("gw", self.appgws), ("load", self.loads))
         for prefix, store in stores:
             for k, v in store.items():
                 out[f"{prefix}:{_key_text(k)}"] = dict(vars(v))
         self.touched, self.touched_groups, self.touched_ops, self.touched_vms = set(), set(), set(), {}
         return Looked(out, looked, groups, partial, ops)
+
+    def record_rows(self, set_key: str) -> range:
+        """The numbers of the rows a set's availability record is saved in now (none: the set is gone)."""
+        ss = self.sets.get(tuple(set_key.split("/", 1)))  # type: ignore[arg-type]
+        return record_rows(ss) if ss is not None else range(0)
 
     def all_parts(self) -> dict[str, object]:
         """Every part (a first save, and the check that what was saved is the whole state)."""
@@ -231,6 +238,7 @@ class World:
         state["groups"] = dict(parts["meta"].get("groups") or {})  # (saved in the meta row before they had rows)
         sets: dict[str, dict] = {}
         instances: dict[str, list] = {}
+        records: dict[str, list[tuple[int, list]]] = {}
         for key, value in sorted(parts.items()):
             kind, _, rest = key.partition(":")
             if kind == "op":
@@ -241,10 +249,15 @@ class World:
                 instances.setdefault(rest.rsplit(":", 1)[0], []).append(value)
             elif kind == "grp":
                 state["groups"][rest] = value
+            elif kind == "avl":
+                set_key, _, n = rest.rpartition(":")
+                records.setdefault(set_key, []).append((int(n), value))
             elif kind in ("lb", "gw", "load"):
                 state[{"lb": "loadBalancers", "gw": "applicationGateways", "load": "loads"}[kind]].append(value)
         for k in sorted(sets):
             sets[k]["instances"] = sorted(instances.get(k, []), key=lambda i: i["instance_id"])
+            if k in records:  # (a set row saved before the record had rows of its own holds it)
+                sets[k]["availability"] = [r for _, rows in sorted(records[k]) for r in rows]
             state["sets"].append(sets[k])
         state["ops"].sort(key=lambda o: (o["start"], o["id"]))  # (rows come back in key order: one order for all)
         return state
@@ -295,16 +308,40 @@ def _key_text(key: object) -> str:
     return "/".join(key) if isinstance(key, tuple) else str(key)
 
 
-def _set_parts(ss: ScaleSet, only: set[int] | None = None) -> dict[str, object]:
-    """A set's row (without its VMs) and a row per VM (``only``: per VM of these that still exist)."""
+def _set_parts(ss: ScaleSet, only: set[int] | None = None, every: bool = True) -> dict[str, object]:
+    """A set's row (without its VMs and its availability record), a row per VM (``only``: per VM of these that
+    still exist), and its record's rows (``every``: all of them, else those a save has not had all of)."""
     k = _key_text(ss.key)
     out: dict[str, object] = {f"set:{k}": {
-        **{f.name: getattr(ss, f.name) for f in fields(ss) if f.name not in ("instances", "rolling")},
+        **{f.name: getattr(ss, f.name) for f in fields(ss) if f.name not in ("instances", "rolling", "availability")},
         "rolling": asdict(ss.rolling) if ss.rolling else None}}
     vms = ss.instances.values() if only is None else (ss.instances[i] for i in only if i in ss.instances)
     for i in vms:
         out[f"inst:{k}:{i.instance_id}"] = dict(vars(i))
+    first, records = ss.availability_from, ss.availability
+    end = first + len(records)
+    given = first if every else min(max(first, ss.__dict__.get("_records_given", 0)), end)
+    if given < end:
+        for n in range(given // RECORDS_PER_ROW, (end - 1) // RECORDS_PER_ROW + 1):
+            lo = max(n * RECORDS_PER_ROW, first) - first
+            out[f"avl:{k}:{n}"] = records[lo:(n + 1) * RECORDS_PER_ROW - first]
+    if not every:  # (not a dataclass field: never saved; a set loaded from disk starts at 0, all its rows)
+        ss.__dict__["_records_given"] = end
     return out
+
+
+# A set's availability record grows with every change of its counts (thousands in a rollout of a large set, up to
+# availability.CAP): saved in rows of this many records by their index in the whole record, a save writes the
+# row the new records went to, not the whole record (the set's row held it, written again at every save).
+RECORDS_PER_ROW = 500
+# (what passes the cap is dropped a tenth at a time, whole rows: a row is never left holding dropped records)
+assert availability.CAP // 10 % RECORDS_PER_ROW == 0
+
+
+def record_rows(ss: ScaleSet) -> range:
+    """The numbers of a set's availability rows."""
+    first, end = ss.availability_from, ss.availability_from + len(ss.availability)
+    return range(first // RECORDS_PER_ROW, (end - 1) // RECORDS_PER_ROW + 1) if end > first else range(0)
 
 
 __all__ = ["DEFAULT_SUBSCRIPTION", "DEFAULT_TENANT", "Instance", "Operation", "RollingUpgrade", "ScaleSet", "World"]

@@ -52,6 +52,7 @@ def record(ss: ScaleSet, t: float) -> None:
     ss.availability.append(row)
     if len(ss.availability) > CAP:
         del ss.availability[: CAP // 10]
+        ss.availability_from += CAP // 10
 
 
 def since(ss: ScaleSet, start_at: float | None, records: bool = True) -> dict:

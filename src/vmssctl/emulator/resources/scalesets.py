@@ -52,6 +52,7 @@ class ScaleSet:
     busy: list = field(default_factory=list)  # op ids that keep provisioningState non-terminal
     rolling: RollingUpgrade | None = None
     availability: list = field(default_factory=list)  # [t, running, healthy, capacity]
+    availability_from: int = 0  # the index of availability[0] in the set's whole record (older ones dropped)
     running: int = 0
     healthy: int = 0
     subscription: str = ""  # the subscription of its resource group ("" in states saved before there were several)
