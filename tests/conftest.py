@@ -323,7 +323,7 @@ def postgres(postgres_cluster: str) -> str:
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_cluster, autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type] - a name made above
+        db.execute(f"CREATE DATABASE {name}")  # (a name made above)
     return postgres_cluster.rsplit("/", 1)[0] + f"/{name}"
 
 
