@@ -321,10 +321,9 @@ def _set_parts(ss: ScaleSet, only: set[int] | None = None, every: bool = True) -
     first, records = ss.availability_from, ss.availability
     end = first + len(records)
     given = first if every else min(max(first, ss.__dict__.get("_records_given", 0)), end)
-    if given < end:
-        for n in range(given // RECORDS_PER_ROW, (end - 1) // RECORDS_PER_ROW + 1):
-            lo = max(n * RECORDS_PER_ROW, first) - first
-            out[f"avl:{k}:{n}"] = records[lo:(n + 1) * RECORDS_PER_ROW - first]
+    for n in _row_numbers(given, end):
+        lo = max(n * RECORDS_PER_ROW, first) - first
+        out[f"avl:{k}:{n}"] = records[lo:(n + 1) * RECORDS_PER_ROW - first]
     if not every:  # (not a dataclass field: never saved; a set loaded from disk starts at 0, all its rows)
         ss.__dict__["_records_given"] = end
     return out
@@ -340,8 +339,12 @@ assert availability.CAP // 10 % RECORDS_PER_ROW == 0
 
 def record_rows(ss: ScaleSet) -> range:
     """The numbers of a set's availability rows."""
-    first, end = ss.availability_from, ss.availability_from + len(ss.availability)
-    return range(first // RECORDS_PER_ROW, (end - 1) // RECORDS_PER_ROW + 1) if end > first else range(0)
+    return _row_numbers(ss.availability_from, ss.availability_from + len(ss.availability))
+
+
+def _row_numbers(start: int, end: int) -> range:
+    """The numbers of the rows that hold records ``start`` to ``end - 1`` of a record (by index in the whole)."""
+    return range(start // RECORDS_PER_ROW, (end - 1) // RECORDS_PER_ROW + 1) if end > start else range(0)
 
 
 __all__ = ["DEFAULT_SUBSCRIPTION", "DEFAULT_TENANT", "Instance", "Operation", "RollingUpgrade", "ScaleSet", "World"]
