@@ -105,7 +105,7 @@ def instance_view(ss: w.ScaleSet, inst: w.Instance, name: str | None = None, fra
 
 
 class _Frame(NamedTuple):
-    """What every VM of a set shows alike, worked out once per model (``ScaleSet._of_model``): a listing used to
+    """What every VM of a set shows alike, worked out once per model (``ScaleSet.of_model``): a listing used to
     work each out again for every VM it encoded."""
 
     size: str
@@ -124,7 +124,7 @@ def _frame(ss: w.ScaleSet) -> _Frame:
         return _Frame(sku["name"], sku.get("tier", "Standard"), os_profile.get("adminUsername", "azureuser"),
                       os_profile.get("computerNamePrefix") or ss.name[:9], ss.profile_digest, ss.flexible,
                       ss.health_grace() is not None)
-    return ss._of_model("_frame", make)
+    return ss.of_model("_frame", make)
 
 
 def computer_name(ss: w.ScaleSet, inst: w.Instance) -> str:

@@ -69,7 +69,7 @@ class ScaleSet:
     def vm_profile(self) -> dict:
         return self.model["properties"]["virtualMachineProfile"]
 
-    def _of_model(self, name: str, compute: Callable[[], Any]) -> Any:
+    def of_model(self, name: str, compute: Callable[[], Any]) -> Any:
         """A value derived from the model, kept beside the model it was made of (not a dataclass field: never
         persisted). A new model is a new dict, and only the capacity is ever changed in place, which none of
         these read: a listing asks them of every VM."""
@@ -84,13 +84,13 @@ class ScaleSet:
     def quota_class(self) -> tuple[str, str, int]:
         """What the set's vCPUs count against: its region, its size's family and vCPUs per VM (the quota check
         asks it of every set of the region on each grown one)."""
-        return self._of_model("_quota", lambda: (region(self.location), *quota.size(
+        return self.of_model("_quota", lambda: (region(self.location), *quota.size(
             str(self.model["sku"].get("name", "")))[::2]))
 
     @property
     def profile_digest(self) -> str:
         """The fingerprint of the model's VM profile and size (which VMs run the latest model)."""
-        return self._of_model("_digest", lambda: digest([self.vm_profile, self.model["sku"].get("name")]))
+        return self.of_model("_digest", lambda: digest([self.vm_profile, self.model["sku"].get("name")]))
 
     @property
     def fault_domains(self) -> int:
@@ -99,7 +99,7 @@ class ScaleSet:
     @property
     def flexible(self) -> bool:
         """Flexible orchestration: the set's VMs are ordinary virtual machines, named, without update domains."""
-        return self._of_model("_flexible", lambda: str(self.model["properties"].get(
+        return self.of_model("_flexible", lambda: str(self.model["properties"].get(
             "orchestrationMode", "Uniform")).lower() == "flexible")
 
     def lookup(self, raw: object) -> Instance | None:
@@ -116,7 +116,7 @@ class ScaleSet:
 
     def health_grace(self) -> float | None:
         """Grace period of the Application Health extension, or None when the model has none."""
-        return self._of_model("_grace", self._health_grace)
+        return self.of_model("_grace", self._health_grace)
 
     def _health_grace(self) -> float | None:
         for ext in (self.vm_profile.get("extensionProfile") or {}).get("extensions") or []:
