@@ -375,3 +375,46 @@ def test_a_sets_availability_record_is_saved_a_row_at_a_time(monkeypatch):
     older = {k: orjson.loads(v) for k, v in saved.rows.items() if not k.startswith("avl:")}
     older["set:rg/web"] = {**older["set:rg/web"], "availability": ss.availability}
     assert World.from_parts(older)["sets"][0]["availability"] == ss.availability
+
+
+def test_a_write_to_a_group_saves_the_vms_it_changed_not_every_vm_of_its_sets(monkeypatch):
+    """An ARM write makes every set of its resource group a candidate for the next save; of their VMs, only those
+    whose etag moved since a save was given them are encoded and compared (every change to a VM bumps its etag),
+    a VM gone has its row deleted, a whole save still gives every VM, and what is saved is always the whole
+    state."""
+    import orjson
+
+    from vmssctl.emulator.persistence import Saved, encode
+
+    world = make_world(40)
+    saved, looked = Saved({}), []
+    parts = world.parts
+    monkeypatch.setattr(world, "parts", lambda: looked.append(parts()) or looked[-1])
+
+    def save(full: bool = False) -> tuple[set[str], dict]:
+        rows = saved.changes(world, full=full or not saved.rows)
+        saved.done(rows)
+        seen = {k for k in looked[-1].parts if k.startswith("inst:")}
+        whole = {k: encode(v) for k, v in world.all_parts().items() if k != "clock"}
+        assert {k: v for k, v in saved.rows.items() if k != "clock"} == whole
+        return seen, rows
+
+    assert len(save()[0]) == 40
+    world.touch("rg")  # (a whole save gives no VM its mark: the dumps and checks take every part that way too)
+    assert len(save()[0]) == 40
+    world.touch("rg")  # (a write that changed no VM: a refused one, a tag)
+    assert save()[0] == set()
+    world.vms.act("rg", "web", "restart", ["3", "7"])
+    world.touch("rg")
+    assert save()[0] == {"inst:rg/web:3", "inst:rg/web:7"}
+    step(world, 300)  # (their steps ran: looked at as they ran, the set untouched)
+    assert save()[0] == {"inst:rg/web:3", "inst:rg/web:7"}
+    world.vms.act("rg", "web", "delete", ["5"])
+    world.touch("rg")
+    assert save()[0] == {"inst:rg/web:5"}
+    step(world, 600)
+    world.touch("rg")
+    seen, rows = save()
+    assert seen == set() and rows.get("inst:rg/web:5", b"") is None and "inst:rg/web:5" not in saved.rows
+    assert len(save(full=True)[0]) == 39
+    assert orjson.loads(saved.rows["inst:rg/web:3"])["etag"] == world.sets["rg", "web"].instances[3].etag

@@ -162,7 +162,7 @@ class Saved:
 
     def __init__(self, rows: dict[str, bytes]) -> None:
         self.rows = rows
-        self.vms: dict[str, set[str]] = {}  # a set's key -> its VMs' row keys
+        self.vms: dict[str, dict[str, int]] = {}  # a set's key -> its VMs' row keys -> their instance ids
         self.records: dict[str, set[str]] = {}  # a set's key -> its availability record's row keys
         self.sets: set[str] = set()  # the sets' keys ("rg/name")
         self.by_group: dict[str, set[str]] = {}  # a resource group -> its sets' keys
@@ -176,8 +176,15 @@ class Saved:
 
     def _index(self, key: str, data: bytes | None) -> None:
         kind, _, rest = key.partition(":")
-        if kind in ("inst", "avl"):
-            owner = (self.vms if kind == "inst" else self.records).setdefault(rest.rsplit(":", 1)[0], set())
+        if kind == "inst":
+            set_key, _, iid = rest.rpartition(":")
+            vms = self.vms.setdefault(set_key, {})
+            if data is not None:
+                vms[key] = int(iid)
+            else:
+                vms.pop(key, None)
+        elif kind == "avl":
+            owner = self.records.setdefault(rest.rsplit(":", 1)[0], set())
             owner.add(key) if data is not None else owner.discard(key)
         elif kind == "set" and data is not None:
             self.sets.add(rest)
@@ -209,10 +216,12 @@ class Saved:
                 out[k] = data
         candidates = set(self.sets) if looked is None else \
             {f"{rg}/{name}" for rg, name in looked}.union(*(self.by_group.get(g, ()) for g in groups))
-        for set_key in candidates:
-            if tuple(set_key.split("/", 1)) not in world.sets and set_key in self.sets:
+        for set_key in candidates:  # (a VM unchanged since it was saved is not among the parts: the world says)
+            ss = world.sets.get(tuple(set_key.split("/", 1)))
+            if ss is None and set_key in self.sets:
                 out[f"set:{set_key}"] = None
-            out.update({vm: None for vm in self.vms.get(set_key, ()) if vm not in parts})
+            live = ss.instances if ss is not None else {}
+            out.update({vm: None for vm, iid in self.vms.get(set_key, {}).items() if iid not in live})
             out.update(self._records_gone(world, set_key))
         for sk, ids in partial.items():  # (a set looked at in part: a VM of these gone, or the set gone)
             set_key = "/".join(sk)
@@ -222,7 +231,7 @@ class Saved:
                     out[f"set:{set_key}"] = None
                 out.update({vm: None for vm in self.vms.get(set_key, ())})
                 continue
-            saved = self.vms.get(set_key, set())
+            saved = self.vms.get(set_key, {})
             out.update({vm: None for i in ids if (vm := f"inst:{set_key}:{i}") in saved and vm not in parts})
         gone_ops = self.ops - world.ops.keys() if ops is None else {o for o in ops if o not in world.ops} & self.ops
         out.update({f"op:{op_id}": None for op_id in gone_ops})

@@ -165,7 +165,8 @@ class World:
     # may have changed since the last save is known without looking at the others, so a save costs what changed,
     # not the size of the world: a set whose instances had timed work applied (advance: the VMs whose steps ran,
     # or the whole set for an operation's or a rolling upgrade's), a set an ARM write named (its resource group:
-    # ``touch``), a resource group written to (its own row), an operation created, changed or forgotten
+    # ``touch``; of a set looked at whole, the VMs whose etag moved since a save was given them: ``_set_parts``),
+    # a resource group written to (its own row), an operation created, changed or forgotten
     # (``touched_ops``: where an operation's VMs end, it finishes or times out), of a set's availability record the
     # rows new records went to (``_set_parts``); the rest (clock, catalog, load balancers, gateways, loads) is small
     # and compared whole. ``touch(None)`` makes every part a candidate (a write whose scope is wider). The tests'
@@ -315,9 +316,22 @@ def _set_parts(ss: ScaleSet, only: set[int] | None = None, every: bool = True) -
     out: dict[str, object] = {f"set:{k}": {
         **{f.name: getattr(ss, f.name) for f in fields(ss) if f.name not in ("instances", "rolling", "availability")},
         "rolling": asdict(ss.rolling) if ss.rolling else None}}
-    vms = ss.instances.values() if only is None else (ss.instances[i] for i in only if i in ss.instances)
+    vms: Iterable[Instance]
+    if only is not None:
+        vms = [ss.instances[i] for i in only if i in ss.instances]
+    elif every:
+        vms = ss.instances.values()
+    else:  # the VMs changed since a save was given them: every change to a VM bumps its etag
+        given = ss.__dict__.get("_vms_given", {})
+        vms = [i for i in ss.instances.values()
+               if (g := given.get(i.instance_id)) is None or g[0] is not i or g[1] != i.etag]
     for i in vms:
         out[f"inst:{k}:{i.instance_id}"] = dict(vars(i))
+    if not every:  # (not a dataclass field either; a set loaded from disk starts with none: all its VMs once)
+        given = ss.__dict__.setdefault("_vms_given", {})
+        if len(given) > 2 * len(ss.instances) + 64:  # (VMs deleted since)
+            given = ss.__dict__["_vms_given"] = {n: g for n, g in given.items() if n in ss.instances}
+        given.update((i.instance_id, (i, i.etag)) for i in vms)
     first, records = ss.availability_from, ss.availability
     end = first + len(records)
     given = first if every else min(max(first, ss.__dict__.get("_records_given", 0)), end)

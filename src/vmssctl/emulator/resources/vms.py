@@ -44,7 +44,7 @@ class Instance:
     op_id: str | None = None
     steps: list = field(default_factory=list)  # [[t, action], ...] still to happen
     pending: dict | None = None  # what the in-flight operation will leave behind
-    etag: int = 1
+    etag: int = 1  # bumped by every change to the VM: listings and saves encode again only what moved it
     upgrades: int = 0  # OS disk replacements (upgrade/reimage), to prove nothing was upgraded twice
     protection: dict = field(default_factory=dict)  # protectionPolicy: protectFromScaleIn, protectFromScaleSetActions
     # its own networkInterfaceConfigurations (networkProfileConfiguration), when set on the VM: which backend pools
