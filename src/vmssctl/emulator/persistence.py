@@ -217,7 +217,7 @@ class Saved:
         candidates = set(self.sets) if looked is None else \
             {f"{rg}/{name}" for rg, name in looked}.union(*(self.by_group.get(g, ()) for g in groups))
         for set_key in candidates:  # (a VM unchanged since it was saved is not among the parts: the world says)
-            ss = world.sets.get(tuple(set_key.split("/", 1)))
+            ss = world.saved_set(set_key)
             if ss is None and set_key in self.sets:
                 out[f"set:{set_key}"] = None
             live = ss.instances if ss is not None else {}

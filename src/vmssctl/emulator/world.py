@@ -216,9 +216,14 @@ class World:
         self.touched, self.touched_groups, self.touched_ops, self.touched_vms = set(), set(), set(), {}
         return Looked(out, looked, groups, partial, ops)
 
+    def saved_set(self, set_key: str) -> ScaleSet | None:
+        """The set a saved row names ("rg/name"), if it is still there."""
+        rg, _, name = set_key.partition("/")
+        return self.sets.get((rg, name))
+
     def record_rows(self, set_key: str) -> range:
         """The numbers of the rows a set's availability record is saved in now (none: the set is gone)."""
-        ss = self.sets.get(tuple(set_key.split("/", 1)))  # type: ignore[arg-type]
+        ss = self.saved_set(set_key)
         return record_rows(ss) if ss is not None else range(0)
 
     def all_parts(self) -> dict[str, object]:
