@@ -6,6 +6,7 @@ Run: .venv/bin/python bench/dashboard.py
 
 from __future__ import annotations
 
+import contextlib
 import re
 import statistics
 import subprocess
@@ -37,11 +38,14 @@ def start_dashboard(emu) -> tuple[subprocess.Popen, str, str]:
 
 
 def tabs(base: str, token: str, path: str, n: int, seconds: float) -> None:
+    """``n`` tabs on the event stream for ``seconds``. The dashboard sends a tab nothing while nothing changes, so
+    a read may wait past the end: it gives up a second after it (a tab that waited for ever hung the bench)."""
     stop = time.monotonic() + seconds
 
     def tab() -> None:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c, \
-                c.stream("GET", path) as r:
+        wait = httpx.Timeout(10.0, read=seconds + 1)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=wait) as c, \
+                c.stream("GET", path) as r, contextlib.suppress(httpx.ReadTimeout):
             for _ in r.iter_lines():
                 if time.monotonic() > stop:
                     break
