@@ -316,7 +316,8 @@ def _key_text(key: object) -> str:
 
 def _set_parts(ss: ScaleSet, only: set[int] | None = None, every: bool = True) -> dict[str, object]:
     """A set's row (without its VMs and its availability record), a row per VM (``only``: per VM of these that
-    still exist), and its record's rows (``every``: all of them, else those a save has not had all of)."""
+    still exist; else ``every`` VM, or those whose etag moved since a save was given them), and its record's rows
+    (``every``: all of them, else those a save has not had all of). What a save is given is marked on the set."""
     k = _key_text(ss.key)
     out: dict[str, object] = {f"set:{k}": {
         **{f.name: getattr(ss, f.name) for f in fields(ss) if f.name not in ("instances", "rolling", "availability")},
