@@ -372,6 +372,27 @@ def test_a_failing_gate_cancels_azures_rolling_upgrade_and_rolls_back(tmp_path):
     assert len(forward) == 1  # Azure's next batch never started
 
 
+@pytest.mark.parametrize("seed", [5, 34])  # (the emulator's jitter puts Azure mid-batch at the cancel)
+def test_a_rollback_waits_for_the_instances_azures_cancelled_upgrade_has_in_flight(tmp_path, seed):
+    """The gate passes Azure's first batch and fails its second; by then Azure is upgrading a third. Cancelled, it
+    lets those finish on the new image. The rollback puts the old image back only once they have: were it put
+    back first, Azure's upgrade back would start beside them, the first batch watched would take them for its own
+    and wait for them to come back, which they do only in a later batch (the rollback failed, seeds 5 and 34)."""
+    rig = make(tmp_path, 10, seed=seed, mode="Rolling")
+    rig.world.scale_sets.patch("rg", "web", {"properties": {"upgradePolicy": {"rollingUpgradePolicy": {
+        "maxBatchInstancePercent": 20}}}})
+    code, out = rig.upgrade(rollback="auto", gates=({"kind": "hook", "command": "test $VMSSCTL_INSTANCE_ID -lt 2"},),
+                            health_timeout=300.0)
+    kinds = [e["type"] for e in out.events]
+    assert code == 1 and "azure_upgrade_cancelled" in kinds and kinds[-1] == "rollout_rolled_back", out.events[-1]
+    assert any(e["why"].startswith("Azure's cancelled upgrade") for e in out.of("waiting"))
+    failed = out.of("batch_failed")
+    assert len(failed) == 1 and failed[0]["phase"] == "forward"
+    rig.world.clock.advance(3600)
+    rig.world.advance()
+    assert all(i.image.exact_version == OLD and i.healthy for i in rig.instances())
+
+
 def test_an_automatic_set_needs_allow_automatic_and_then_says_so(tmp_path):
     from vmssctl import render
 
