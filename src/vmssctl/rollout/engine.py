@@ -341,6 +341,7 @@ class Engine:
             return self._rollback(self.r.error or REQUESTED)
         if self.r.state == "paused":
             self.journal.update(self.r.id, state="running")
+        self._await_settled(self.target)
         self._ensure_model(self.target, self.previous)
         self.journal.update(self.r.id, phase="forward")
         if wants_latest(self.target) and self.scale_set is not None:
@@ -394,7 +395,7 @@ class Engine:
         self.r.phase = "rollback"
         self.emit("rollback_started", to=str(self.previous), reason=reason)
         self._halt(reason)  # (resumed straight into a rollback: Azure may still be rolling forward)
-        self._await_cancelled()
+        self._await_settled(self.previous)
         self._ensure_model(self.previous, self.target)
         touched = {i for b in self.journal.batches(self.r.id) if b.kind == "forward" for i in b.instance_ids}
         def back(i: Instance) -> bool:
@@ -417,20 +418,21 @@ class Engine:
             self.emit("rollout_failed", error=f"{reason}; rollback failed: {outcome}")
         return EXIT_FAILED
 
-    def _await_cancelled(self) -> None:
-        """Before a rollback puts the previous image back on a set that Azure upgrades itself: wait until the
-        upgrade it cancelled has stopped moving instances (those in flight finish, on the image they were moving
-        to), for at most the health timeout. Were the model put back first, Azure's upgrade back would start beside
-        them, and the first batch watched would take them for its own and wait for them to come back, which they
-        do only in a later batch. Resumed after the model was put back, there is nothing to wait for."""
-        if not of_policy(self.policy).reads_rolling or same_image(self._observe_set().image, self.previous):
+    def _await_settled(self, image: ImageRef) -> None:
+        """Before putting ``image`` in the model of a set that Azure upgrades itself: wait until no instance is in
+        flight, for at most the health timeout (an upgrade Azure cancelled, this rollout's or another's, lets its
+        instances finish on the image they were moving to). Were the model changed first, Azure's upgrade would
+        start beside them, and the first batch watched would take them for its own, then wait for them to reach an
+        image they are not moving to: a rollback failed so, and so did a rollout started just after an abort. The
+        model already on ``image`` (a run resumed), there is nothing to wait for."""
+        if not of_policy(self.policy).reads_rolling or same_image(self._observe_set().image, image):
             return
         deadline = self.clock.now() + self.policy.health_timeout
         said = False
         while (busy := self._arm(self.api.busy_count)) and self.clock.now() < deadline:
             if not said:
-                self.emit("waiting", why=f"Azure's cancelled upgrade: its {busy} instance(s) in flight finish first",
-                          seconds=round(deadline - self.clock.now()))
+                self.emit("waiting", why=f"{busy} instance(s) in flight finish first (Azure lets those of an upgrade "
+                          "it cancelled finish)", seconds=round(deadline - self.clock.now()))
                 said = True
             self._sleep(min(self.policy.poll, deadline - self.clock.now()))
 
