@@ -216,23 +216,10 @@ class Saved:
                 out[k] = data
         candidates = set(self.sets) if looked is None else \
             {f"{rg}/{name}" for rg, name in looked}.union(*(self.by_group.get(g, ()) for g in groups))
-        for set_key in candidates:  # (a VM unchanged since it was saved is not among the parts: the world says)
-            ss = world.saved_set(set_key)
-            if ss is None and set_key in self.sets:
-                out[f"set:{set_key}"] = None
-            live = ss.instances if ss is not None else {}
-            out.update({vm: None for vm, iid in self.vms.get(set_key, {}).items() if iid not in live})
-            out.update(self._records_gone(world, set_key))
+        for set_key in candidates:
+            out.update(self._gone(world, set_key))
         for sk, ids in partial.items():  # (a set looked at in part: a VM of these gone, or the set gone)
-            set_key = "/".join(sk)
-            out.update(self._records_gone(world, set_key))
-            if sk not in world.sets:
-                if set_key in self.sets:
-                    out[f"set:{set_key}"] = None
-                out.update({vm: None for vm in self.vms.get(set_key, ())})
-                continue
-            saved = self.vms.get(set_key, {})
-            out.update({vm: None for i in ids if (vm := f"inst:{set_key}:{i}") in saved and vm not in parts})
+            out.update(self._gone(world, "/".join(sk), ids))
         gone_ops = self.ops - world.ops.keys() if ops is None else {o for o in ops if o not in world.ops} & self.ops
         out.update({f"op:{op_id}": None for op_id in gone_ops})
         out.update({k: None for k in self.others - parts.keys()})
@@ -240,14 +227,25 @@ class Saved:
         out.update({k: None for k in gone - parts.keys()})
         return out
 
-    def _records_gone(self, world: Any, set_key: str) -> dict[str, None]:
-        """A set's saved availability rows it no longer has: dropped past the record's cap, or the set gone or
-        made again (the rows it has are written when they change)."""
-        saved = self.records.get(set_key)
-        if not saved:
-            return {}
-        rows = world.record_rows(set_key)
-        return {k: None for k in saved if int(k.rsplit(":", 1)[1]) not in rows}
+    def _gone(self, world: Any, set_key: str, ids: set[int] | None = None) -> dict[str, None]:
+        """A set's saved rows it no longer has, as the world says (a VM unchanged since it was saved is not among
+        a save's parts): its own row when the set is gone; its VMs' rows (``ids``: of these VMs, unless the set is
+        gone) whose VMs are gone; its availability rows dropped past the record's cap, or the set gone or made
+        again (the rows it has are written when they change)."""
+        out: dict[str, None] = {}
+        ss = world.saved_set(set_key)
+        if ss is None and set_key in self.sets:
+            out[f"set:{set_key}"] = None
+        saved, live = self.vms.get(set_key, {}), ss.instances if ss is not None else {}
+        if ids is None or ss is None:
+            out.update({vm: None for vm, iid in saved.items() if iid not in live})
+        else:
+            out.update({vm: None for i in ids if (vm := f"inst:{set_key}:{i}") in saved and i not in live})
+        records = self.records.get(set_key)
+        if records:
+            rows = world.record_rows(set_key)
+            out.update({k: None for k in records if int(k.rsplit(":", 1)[1]) not in rows})
+        return out
 
     def done(self, rows: dict[str, bytes | None]) -> None:
         """The store committed ``rows``."""
