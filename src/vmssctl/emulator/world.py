@@ -340,8 +340,8 @@ def _set_parts(ss: ScaleSet, only: set[int] | None = None, every: bool = True) -
         given.update((i.instance_id, (i, i.etag)) for i in vms)
     first, records = ss.availability_from, ss.availability
     end = first + len(records)
-    given = first if every else min(max(first, ss.__dict__.get("_records_given", 0)), end)
-    for n in _row_numbers(given, end):
+    start = first if every else min(max(first, ss.__dict__.get("_records_given", 0)), end)
+    for n in _row_numbers(start, end):
         lo = max(n * RECORDS_PER_ROW, first) - first
         out[f"avl:{k}:{n}"] = records[lo:(n + 1) * RECORDS_PER_ROW - first]
     if not every:  # (not a dataclass field: never saved; a set loaded from disk starts at 0, all its rows)
