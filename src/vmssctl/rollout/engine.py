@@ -424,17 +424,19 @@ class Engine:
         instances finish on the image they were moving to). Were the model changed first, Azure's upgrade would
         start beside them, and the first batch watched would take them for its own, then wait for them to reach an
         image they are not moving to: a rollback failed so, and so did a rollout started just after an abort. The
-        model already on ``image`` (a run resumed), there is nothing to wait for."""
-        if not of_policy(self.policy).reads_rolling or same_image(self._observe_set().image, image):
+        model already on ``image`` (a run resumed), there is nothing to wait for. (The set is read only when some
+        instance is in flight: ``_ensure_model`` reads it next anyway.)"""
+        if not of_policy(self.policy).reads_rolling:
+            return
+        busy = self._arm(self.api.busy_count)
+        if not busy or same_image(self._observe_set().image, image):
             return
         deadline = self.clock.now() + self.policy.health_timeout
-        said = False
-        while (busy := self._arm(self.api.busy_count)) and self.clock.now() < deadline:
-            if not said:
-                self.emit("waiting", why=f"{busy} instance(s) in flight finish first (Azure lets those of an upgrade "
-                          "it cancelled finish)", seconds=round(deadline - self.clock.now()))
-                said = True
+        self.emit("waiting", why=f"{busy} instance(s) in flight finish first (Azure lets those of an upgrade it "
+                  "cancelled finish)", seconds=round(self.policy.health_timeout))
+        while busy and self.clock.now() < deadline:
             self._sleep(min(self.policy.poll, deadline - self.clock.now()))
+            busy = self._arm(self.api.busy_count)
 
     def _drive(self, kind: str, needs: Needs) -> str:
         """Turns of observe → decide → act until the phase ends: 'done', 'abort', 'rollback' or a failure reason.
