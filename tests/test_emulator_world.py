@@ -327,6 +327,22 @@ def test_each_demo_is_running_behind_a_load_balancer_and_seeding_again_changes_n
     assert world.now() == now and len(world.sets) == len(sets)
 
 
+def watched_saves(world: World, monkeypatch) -> tuple:
+    """What the emulator's saves keep of ``world`` (``Saved``), what each save looked at (``World.parts``'s
+    answers, in order), and a save: the rows it wrote (a whole save when nothing was saved yet, or ``full``)."""
+    from vmssctl.emulator.persistence import Saved
+
+    saved, looked = Saved({}), []
+    parts = world.parts
+    monkeypatch.setattr(world, "parts", lambda: looked.append(parts()) or looked[-1])
+
+    def save(full: bool = False) -> dict:
+        rows = saved.changes(world, full=full or not saved.rows)
+        saved.done(rows)
+        return rows
+    return saved, looked, save
+
+
 def test_a_sets_availability_record_is_saved_a_row_at_a_time(monkeypatch):
     """A set's availability record (a row for every change of its counts: thousands in a large set's rollout) is
     saved in rows of RECORDS_PER_ROW records: a save looks only at the rows new records went to, the rows give the
@@ -334,20 +350,12 @@ def test_a_sets_availability_record_is_saved_a_row_at_a_time(monkeypatch):
     holding its record itself, still loads."""
     import orjson
 
-    from vmssctl.emulator.persistence import Saved
     from vmssctl.emulator.world import RECORDS_PER_ROW
 
     monkeypatch.setattr(availability, "CAP", 20 * RECORDS_PER_ROW)  # (what passes it goes two rows at a time)
     world = make_world(20)
     ss = world.sets["rg", "web"]
-    saved, looked = Saved({}), []
-    parts = world.parts
-    monkeypatch.setattr(world, "parts", lambda: looked.append(parts()) or looked[-1])
-
-    def save() -> dict:
-        rows = saved.changes(world, full=not saved.rows)
-        saved.done(rows)
-        return rows
+    saved, looked, save = watched_saves(world, monkeypatch)
 
     def record(rows: dict[str, bytes]) -> list:
         return [r for k in sorted((k for k in rows if k.startswith("avl:")), key=lambda k: int(k.rsplit(":", 1)[1]))
@@ -384,16 +392,13 @@ def test_a_write_to_a_group_saves_the_vms_it_changed_not_every_vm_of_its_sets(mo
     state."""
     import orjson
 
-    from vmssctl.emulator.persistence import Saved, encode
+    from vmssctl.emulator.persistence import encode
 
     world = make_world(40)
-    saved, looked = Saved({}), []
-    parts = world.parts
-    monkeypatch.setattr(world, "parts", lambda: looked.append(parts()) or looked[-1])
+    saved, looked, saved_now = watched_saves(world, monkeypatch)
 
     def save(full: bool = False) -> tuple[set[str], dict]:
-        rows = saved.changes(world, full=full or not saved.rows)
-        saved.done(rows)
+        rows = saved_now(full)
         seen = {k for k in looked[-1].parts if k.startswith("inst:")}
         whole = {k: encode(v) for k, v in world.all_parts().items() if k != "clock"}
         assert {k: v for k, v in saved.rows.items() if k != "clock"} == whole
